@@ -1,0 +1,117 @@
+//! Who is asking, and from where.
+
+use kiroku_domain::{Actor, ActorKind, Permission, Source, UserRef};
+use kiroku_store::UserRecord;
+use uuid::Uuid;
+
+use crate::{AppError, Result};
+
+/// How a principal proved who they are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Via {
+    Session {
+        hash: String,
+    },
+    Token {
+        id: Uuid,
+    },
+    /// An operator on the database host, running the CLI against the store.
+    Local {
+        os_user: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub user: Option<UserRecord>,
+    pub via: Via,
+}
+
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub principal: Option<Principal>,
+    pub source: Source,
+}
+
+impl Caller {
+    pub fn anonymous(source: Source) -> Self {
+        Caller {
+            principal: None,
+            source,
+        }
+    }
+
+    /// The operator on the database host: full rights, audited as such.
+    pub fn local_operator() -> Self {
+        let os_user = std::env::var("USER")
+            .or_else(|_| std::env::var("LOGNAME"))
+            .unwrap_or_else(|_| "unknown".into());
+        Caller {
+            principal: Some(Principal {
+                user: None,
+                via: Via::Local { os_user },
+            }),
+            source: Source::local_cli(),
+        }
+    }
+
+    pub fn actor(&self) -> Actor {
+        match &self.principal {
+            None => Actor::anonymous(),
+            Some(Principal {
+                via: Via::Local { os_user },
+                ..
+            }) => Actor {
+                kind: ActorKind::System,
+                id: None,
+                name: Some(format!("os:{os_user}")),
+                role: Some("operator".into()),
+            },
+            Some(Principal { user: Some(u), via }) => Actor {
+                kind: match via {
+                    Via::Token { .. } => ActorKind::Token,
+                    _ => ActorKind::User,
+                },
+                id: Some(u.id.to_string()),
+                name: Some(u.name.clone()),
+                role: Some(u.role.as_str().into()),
+            },
+            Some(Principal { user: None, .. }) => Actor::anonymous(),
+        }
+    }
+
+    /// The caller's user, when the caller is one.
+    pub fn user(&self) -> Option<&UserRecord> {
+        self.principal.as_ref().and_then(|p| p.user.as_ref())
+    }
+
+    pub fn user_ref(&self) -> Option<UserRef> {
+        self.user().map(|u| UserRef {
+            id: u.id,
+            name: u.name.clone(),
+        })
+    }
+
+    /// Fails unless the caller is authenticated and their role grants `p`.
+    pub fn require(&self, p: Permission) -> Result<()> {
+        match &self.principal {
+            None => Err(AppError::unauthenticated(
+                "missing_credentials",
+                "log in or send an API token (Authorization: Bearer …)",
+            )),
+            Some(Principal {
+                via: Via::Local { .. },
+                ..
+            }) => Ok(()),
+            Some(Principal { user: Some(u), .. }) if u.role.allows(p) => Ok(()),
+            Some(Principal { user: Some(u), .. }) => Err(AppError::Forbidden {
+                role: u.role.as_str(),
+                permission: p.as_str(),
+            }),
+            Some(Principal { user: None, .. }) => Err(AppError::unauthenticated(
+                "missing_credentials",
+                "log in or send an API token (Authorization: Bearer …)",
+            )),
+        }
+    }
+}

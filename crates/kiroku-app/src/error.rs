@@ -1,0 +1,139 @@
+//! What can go wrong, classified for whoever answers the caller.
+
+use kiroku_domain::{IllegalTransition, ValidationError};
+use kiroku_store::StoreError;
+
+/// How an error should be answered; the HTTP layer maps these to statuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    Invalid,
+    Unauthenticated,
+    Forbidden,
+    NotFound,
+    Conflict,
+    /// The caller's copy is stale (a version named in If-Match).
+    PreconditionFailed,
+    TooManyAttempts,
+    Unavailable,
+    Internal,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    /// No valid credentials; `code` says which check failed.
+    #[error("{message}")]
+    Unauthenticated {
+        code: &'static str,
+        message: &'static str,
+        /// The attempt has already been written to the audit log.
+        audited: bool,
+    },
+    #[error("your role ({role}) does not allow {permission}")]
+    Forbidden {
+        role: &'static str,
+        permission: &'static str,
+    },
+    #[error("{what} not found")]
+    NotFound { what: &'static str },
+    #[error(transparent)]
+    IllegalTransition(#[from] IllegalTransition),
+    #[error("the {what} was changed meanwhile (now at version {current}); reload and try again")]
+    VersionConflict { what: &'static str, current: i64 },
+    #[error("{what} already exists")]
+    Duplicate {
+        what: &'static str,
+        field: &'static str,
+    },
+    #[error("too many failed attempts; try again after {retry_after_secs} seconds")]
+    Locked {
+        retry_after_secs: i64,
+        audited: bool,
+    },
+    #[error("the database is unavailable")]
+    Unavailable(String),
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl From<StoreError> for AppError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(m) => AppError::Unavailable(m),
+            StoreError::VersionMismatch { current } => AppError::VersionConflict {
+                what: "incident",
+                current,
+            },
+            StoreError::Duplicate(what) => AppError::Duplicate {
+                what,
+                field: "name",
+            },
+            other => AppError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl AppError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            AppError::Invalid(_) => ErrorKind::Invalid,
+            AppError::Unauthenticated { .. } => ErrorKind::Unauthenticated,
+            AppError::Forbidden { .. } => ErrorKind::Forbidden,
+            AppError::NotFound { .. } => ErrorKind::NotFound,
+            AppError::IllegalTransition(_) | AppError::Duplicate { .. } => ErrorKind::Conflict,
+            AppError::VersionConflict { .. } => ErrorKind::PreconditionFailed,
+            AppError::Locked { .. } => ErrorKind::TooManyAttempts,
+            AppError::Unavailable(_) => ErrorKind::Unavailable,
+            AppError::Internal(_) => ErrorKind::Internal,
+        }
+    }
+
+    /// A stable, machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AppError::Invalid(v) => v.code,
+            AppError::Unauthenticated { code, .. } => code,
+            AppError::Forbidden { .. } => "forbidden",
+            AppError::NotFound { .. } => "not_found",
+            AppError::IllegalTransition(_) => "illegal_transition",
+            AppError::VersionConflict { .. } => "version_conflict",
+            AppError::Duplicate { .. } => "already_exists",
+            AppError::Locked { .. } => "too_many_attempts",
+            AppError::Unavailable(_) => "unavailable",
+            AppError::Internal(_) => "internal",
+        }
+    }
+
+    /// The input field at fault, where there is one.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            AppError::Invalid(v) => Some(&v.field),
+            AppError::Duplicate { field, .. } => Some(field),
+            AppError::IllegalTransition(_) => Some("status"),
+            AppError::VersionConflict { .. } => Some("version"),
+            _ => None,
+        }
+    }
+
+    /// Whether the attempt is already in the audit log.
+    pub fn audited(&self) -> bool {
+        matches!(
+            self,
+            AppError::Unauthenticated { audited: true, .. }
+                | AppError::Locked { audited: true, .. }
+        )
+    }
+
+    pub(crate) fn unauthenticated(code: &'static str, message: &'static str) -> Self {
+        AppError::Unauthenticated {
+            code,
+            message,
+            audited: false,
+        }
+    }
+
+    pub(crate) fn invalid(field: &str, code: &'static str, message: impl Into<String>) -> Self {
+        AppError::Invalid(ValidationError::new(field, code, message))
+    }
+}

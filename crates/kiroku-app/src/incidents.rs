@@ -1,0 +1,554 @@
+//! Incident commands and queries.
+
+use jiff::Timestamp;
+use kiroku_domain::{
+    AuditEvent, Impact, Incident, IncidentDraft, IncidentPatch, Operation, OutboxMessage,
+    Permission, PersonalData, Status, Target, TimelineEntry, TimelineKind, Transition, UserRef,
+    validate,
+};
+use kiroku_store::{IncidentKey, IncidentQuery, PAGE_MAX, Tx};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::{App, AppError, Caller, Result};
+
+/// A user named by id or by login name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct UserSpec(pub String);
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeclareIncident {
+    pub title: String,
+    #[serde(default)]
+    pub summary: String,
+    pub category: String,
+    pub severity: String,
+    #[serde(default)]
+    pub environment: String,
+    #[serde(default)]
+    pub location: String,
+    #[serde(default)]
+    pub affected_services: Vec<String>,
+    pub occurred_at: Option<Timestamp>,
+    pub detected_at: Option<Timestamp>,
+    #[serde(default)]
+    pub impact: Impact,
+    #[serde(default)]
+    pub personal_data: PersonalData,
+    pub commander: Option<UserSpec>,
+    #[serde(default)]
+    pub assignees: Vec<UserSpec>,
+    /// Defaults to the caller.
+    pub reporter: Option<UserSpec>,
+}
+
+/// An edit. Absent fields stay; `commander: null` removes the commander.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateIncident {
+    pub title: Option<String>,
+    pub summary: Option<String>,
+    pub category: Option<String>,
+    pub severity: Option<String>,
+    pub environment: Option<String>,
+    pub location: Option<String>,
+    pub affected_services: Option<Vec<String>>,
+    pub occurred_at: Option<Timestamp>,
+    pub impact: Option<Impact>,
+    pub personal_data: Option<PersonalData>,
+    #[serde(default, with = "double_option")]
+    pub commander: Option<Option<UserSpec>>,
+    pub assignees: Option<Vec<UserSpec>>,
+}
+
+/// Tells an absent field (`None`) from an explicit `null` (`Some(None)`).
+mod double_option {
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, T, D>(d: D) -> Result<Option<Option<T>>, D::Error>
+    where
+        T: Deserialize<'de>,
+        D: Deserializer<'de>,
+    {
+        Option::<T>::deserialize(d).map(Some)
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ListIncidents {
+    pub statuses: Vec<String>,
+    pub severities: Vec<String>,
+    pub categories: Vec<String>,
+    pub environment: Option<String>,
+    pub detected_from: Option<Timestamp>,
+    pub detected_to: Option<Timestamp>,
+    pub text: Option<String>,
+    pub cursor: Option<String>,
+    pub limit: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct IncidentList {
+    pub items: Vec<Incident>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+fn incident_target(i: &Incident) -> Target {
+    Target::new("incident", Some(i.id.to_string()))
+}
+
+fn stamp_of(i: &Incident, s: Status) -> Option<Timestamp> {
+    let t = &i.times;
+    match s {
+        Status::Triggered => Some(t.detected_at),
+        Status::Acknowledged => t.acknowledged_at,
+        Status::Investigating => t.response_started_at,
+        Status::Mitigated => t.mitigated_at,
+        Status::Resolved => t.resolved_at,
+        Status::Closed => t.closed_at,
+    }
+}
+
+impl App {
+    async fn resolve_user(&self, field: &str, spec: &UserSpec) -> Result<UserRef> {
+        let found = match Uuid::parse_str(&spec.0) {
+            Ok(id) => self.store.user(id).await?,
+            Err(_) => self.store.user_by_name(&spec.0).await?,
+        };
+        match found {
+            Some(u) if !u.disabled => Ok(UserRef {
+                id: u.id,
+                name: u.name,
+            }),
+            _ => Err(AppError::invalid(
+                field,
+                "unknown_user",
+                format!("no active user {:?}", spec.0),
+            )),
+        }
+    }
+
+    async fn resolve_users(&self, field: &str, specs: &[UserSpec]) -> Result<Vec<UserRef>> {
+        if specs.len() > validate::LIST_MAX {
+            return Err(AppError::invalid(
+                field,
+                "too_many",
+                format!("must have at most {} items", validate::LIST_MAX),
+            ));
+        }
+        let mut out = Vec::with_capacity(specs.len());
+        for s in specs {
+            out.push(self.resolve_user(field, s).await?);
+        }
+        Ok(out)
+    }
+
+    async fn resolve_opt(&self, field: &str, spec: Option<&UserSpec>) -> Result<Option<UserRef>> {
+        match spec {
+            Some(s) => Ok(Some(self.resolve_user(field, s).await?)),
+            None => Ok(None),
+        }
+    }
+
+    fn timeline_entry(
+        &self,
+        caller: &Caller,
+        incident: &Incident,
+        kind: TimelineKind,
+        body: String,
+        data: serde_json::Value,
+        at: Timestamp,
+    ) -> TimelineEntry {
+        TimelineEntry {
+            id: Uuid::now_v7(),
+            incident_id: incident.id,
+            at,
+            kind,
+            actor: caller.user_ref(),
+            body,
+            data,
+        }
+    }
+
+    /// Declares an incident and gives it the next number of its category.
+    pub async fn declare_incident(
+        &self,
+        caller: &Caller,
+        input: DeclareIncident,
+    ) -> Result<Incident> {
+        caller.require(Permission::IncidentWrite)?;
+        let now = self.now();
+        let rules = &self.config.rules;
+        let reporter = match &input.reporter {
+            Some(s) => Some(self.resolve_user("reporter", s).await?),
+            None => caller.user_ref(),
+        };
+        let draft = IncidentDraft {
+            title: input.title,
+            summary: input.summary,
+            category: input.category,
+            severity: input.severity,
+            environment: input.environment,
+            location: input.location,
+            affected_services: input.affected_services,
+            occurred_at: input.occurred_at,
+            detected_at: input.detected_at,
+            impact: input.impact,
+            personal_data: input.personal_data,
+            commander: self
+                .resolve_opt("commander", input.commander.as_ref())
+                .await?,
+            assignees: self.resolve_users("assignees", &input.assignees).await?,
+            reporter,
+        }
+        .validated(rules, now)?;
+        let prefix = rules
+            .catalog
+            .get(&draft.category)
+            .map(|c| c.prefix.clone())
+            .unwrap_or_default();
+        let year = draft
+            .detected_at
+            .unwrap_or(now)
+            .to_zoned(self.config.time_zone.clone())
+            .year();
+
+        let mut tx = self.begin().await?;
+        let n = tx.next_incident_number(&prefix, year).await?;
+        let number = kiroku_domain::category::incident_number(&prefix, year, n);
+        let incident = draft.declare(rules, Uuid::now_v7(), number, now);
+        tx.insert_incident(&incident).await?;
+        let entry = self.timeline_entry(
+            caller,
+            &incident,
+            TimelineKind::Declared,
+            incident.title.clone(),
+            json!({ "severity": incident.severity, "category": incident.category }),
+            now,
+        );
+        tx.append_timeline(&entry).await?;
+        let event = AuditEvent::success(
+            now,
+            &caller.actor(),
+            &caller.source,
+            Operation::Create,
+            "incident_create",
+            incident_target(&incident),
+        )
+        .with_change(None, Some(json!(incident)));
+        tx.append_audit(&event).await?;
+        tx.enqueue(&OutboxMessage::new(
+            "incident.declared",
+            format!("incident.declared:{}", incident.id),
+            json!({ "incident_id": incident.id, "number": incident.number, "severity": incident.severity }),
+            now,
+        ))
+        .await?;
+        tx.commit().await?;
+        Ok(incident)
+    }
+
+    async fn locked_incident(
+        &self,
+        tx: &mut Box<dyn Tx>,
+        key: &IncidentKey,
+        expected_version: Option<i64>,
+    ) -> Result<Incident> {
+        let incident = tx
+            .incident_for_update(key)
+            .await?
+            .ok_or(AppError::NotFound { what: "incident" })?;
+        if let Some(v) = expected_version
+            && v != incident.version
+        {
+            return Err(AppError::VersionConflict {
+                what: "incident",
+                current: incident.version,
+            });
+        }
+        Ok(incident)
+    }
+
+    /// Moves an incident along its lifecycle, optionally with a note.
+    pub async fn transition(
+        &self,
+        caller: &Caller,
+        key: &IncidentKey,
+        t: Transition,
+        note: Option<String>,
+        expected_version: Option<i64>,
+    ) -> Result<Incident> {
+        caller.require(Permission::IncidentWrite)?;
+        let note = match note {
+            Some(n) => validate::text("note", &n, validate::TEXT_MAX, false)?,
+            None => String::new(),
+        };
+        let now = self.now();
+        let mut tx = self.begin().await?;
+        let mut incident = self.locked_incident(&mut tx, key, expected_version).await?;
+        let version = incident.version;
+        let from = incident.transition(t, now)?;
+        let to = incident.status;
+        tx.update_incident(&incident, version).await?;
+        let data = json!({ "from": from, "to": to, "transition": t });
+        let entry = self.timeline_entry(
+            caller,
+            &incident,
+            TimelineKind::StatusChanged,
+            note,
+            data.clone(),
+            now,
+        );
+        tx.append_timeline(&entry).await?;
+        let event = AuditEvent::success(
+            now,
+            &caller.actor(),
+            &caller.source,
+            Operation::Update,
+            &format!("incident_{}", t.as_str()),
+            incident_target(&incident),
+        )
+        .with_change(
+            Some(json!({ "status": from })),
+            Some(json!({ "status": to, "at": stamp_of(&incident, to) })),
+        );
+        tx.append_audit(&event).await?;
+        tx.enqueue(&OutboxMessage::new(
+            "incident.status_changed",
+            format!("incident.status_changed:{}:{}", incident.id, to.as_str()),
+            json!({ "incident_id": incident.id, "number": incident.number, "from": from, "to": to }),
+            now,
+        ))
+        .await?;
+        tx.commit().await?;
+        Ok(incident)
+    }
+
+    pub async fn add_note(
+        &self,
+        caller: &Caller,
+        key: &IncidentKey,
+        body: &str,
+    ) -> Result<TimelineEntry> {
+        caller.require(Permission::IncidentWrite)?;
+        let body = validate::text("body", body, validate::TEXT_MAX, true)?;
+        let now = self.now();
+        let mut tx = self.begin().await?;
+        let incident = self.locked_incident(&mut tx, key, None).await?;
+        let entry =
+            self.timeline_entry(caller, &incident, TimelineKind::Note, body, json!({}), now);
+        tx.append_timeline(&entry).await?;
+        let event = AuditEvent::success(
+            now,
+            &caller.actor(),
+            &caller.source,
+            Operation::Create,
+            "incident_note_add",
+            incident_target(&incident),
+        )
+        .with_change(
+            None,
+            Some(json!({ "entry_id": entry.id, "body": entry.body })),
+        );
+        tx.append_audit(&event).await?;
+        tx.commit().await?;
+        Ok(entry)
+    }
+
+    /// Edits fields, impact, personal-data facts and people.
+    pub async fn update_incident(
+        &self,
+        caller: &Caller,
+        key: &IncidentKey,
+        input: UpdateIncident,
+        expected_version: Option<i64>,
+    ) -> Result<Incident> {
+        caller.require(Permission::IncidentWrite)?;
+        let commander = match &input.commander {
+            Some(spec) => Some(self.resolve_opt("commander", spec.as_ref()).await?),
+            None => None,
+        };
+        let assignees = match &input.assignees {
+            Some(specs) => Some(self.resolve_users("assignees", specs).await?),
+            None => None,
+        };
+        let patch = IncidentPatch {
+            title: input.title,
+            summary: input.summary,
+            category: input.category,
+            severity: input.severity,
+            environment: input.environment,
+            location: input.location,
+            affected_services: input.affected_services,
+            occurred_at: input.occurred_at,
+            impact: input.impact,
+            personal_data: input.personal_data,
+            commander,
+            assignees,
+        };
+        let now = self.now();
+        let mut tx = self.begin().await?;
+        let mut incident = self.locked_incident(&mut tx, key, expected_version).await?;
+        let before = json!(incident);
+        let version = incident.version;
+        let changed = incident.apply_patch(patch, &self.config.rules, now)?;
+        if changed.is_empty() {
+            return Ok(incident);
+        }
+        tx.update_incident(&incident, version).await?;
+        let after = json!(incident);
+        let pick = |v: &serde_json::Value| {
+            json!(
+                changed
+                    .iter()
+                    .map(|f| (f.to_string(), v[f].clone()))
+                    .collect::<serde_json::Map<_, _>>()
+            )
+        };
+        let entry = self.timeline_entry(
+            caller,
+            &incident,
+            TimelineKind::Updated,
+            changed.join(", "),
+            json!({ "fields": changed, "after": pick(&after) }),
+            now,
+        );
+        tx.append_timeline(&entry).await?;
+        let event = AuditEvent::success(
+            now,
+            &caller.actor(),
+            &caller.source,
+            Operation::Update,
+            "incident_update",
+            incident_target(&incident),
+        )
+        .with_change(Some(pick(&before)), Some(pick(&after)));
+        tx.append_audit(&event).await?;
+        tx.enqueue(&OutboxMessage::new(
+            "incident.updated",
+            format!("incident.updated:{}:{}", incident.id, incident.version),
+            json!({ "incident_id": incident.id, "number": incident.number, "fields": changed }),
+            now,
+        ))
+        .await?;
+        tx.commit().await?;
+        Ok(incident)
+    }
+
+    /// Reads one incident. Reading one that holds personal-data facts is
+    /// itself audited, as the audit-trail design asks of sensitive reads.
+    pub async fn incident(&self, caller: &Caller, key: &IncidentKey) -> Result<Incident> {
+        caller.require(Permission::IncidentRead)?;
+        let incident = self
+            .store
+            .incident(key)
+            .await?
+            .ok_or(AppError::NotFound { what: "incident" })?;
+        if incident.personal_data.involved {
+            self.audit_only(AuditEvent::success(
+                self.now(),
+                &caller.actor(),
+                &caller.source,
+                Operation::Read,
+                "incident_read_personal_data",
+                incident_target(&incident),
+            ))
+            .await?;
+        }
+        Ok(incident)
+    }
+
+    pub async fn timeline(&self, caller: &Caller, key: &IncidentKey) -> Result<Vec<TimelineEntry>> {
+        caller.require(Permission::IncidentRead)?;
+        let incident = self
+            .store
+            .incident(key)
+            .await?
+            .ok_or(AppError::NotFound { what: "incident" })?;
+        Ok(self.store.timeline(incident.id).await?)
+    }
+
+    pub async fn list_incidents(&self, caller: &Caller, q: ListIncidents) -> Result<IncidentList> {
+        caller.require(Permission::IncidentRead)?;
+        let rules = &self.config.rules;
+        let statuses = q
+            .statuses
+            .iter()
+            .map(|s| {
+                Status::parse(s).ok_or_else(|| {
+                    AppError::invalid(
+                        "status",
+                        "unknown_value",
+                        "must be one of: triggered, acknowledged, investigating, mitigated, resolved, closed",
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        for s in &q.severities {
+            if rules.severities.level(s).is_none() {
+                return Err(AppError::invalid(
+                    "severity",
+                    "unknown_value",
+                    format!("must be one of: {}", rules.severities.keys().join(", ")),
+                ));
+            }
+        }
+        for c in &q.categories {
+            if rules.catalog.get(c).is_none() {
+                return Err(AppError::invalid(
+                    "category",
+                    "unknown_value",
+                    format!("must be one of: {}", rules.catalog.keys().join(", ")),
+                ));
+            }
+        }
+        let limit = q.limit.unwrap_or(50);
+        if !(1..=PAGE_MAX).contains(&limit) {
+            return Err(AppError::invalid(
+                "limit",
+                "out_of_range",
+                format!("must be between 1 and {PAGE_MAX}"),
+            ));
+        }
+        let after = match &q.cursor {
+            Some(c) => Some(Uuid::parse_str(c).map_err(|_| {
+                AppError::invalid(
+                    "cursor",
+                    "invalid_cursor",
+                    "is not a cursor this server issued",
+                )
+            })?),
+            None => None,
+        };
+        let text = match &q.text {
+            Some(t) => Some(validate::line("q", t, validate::SHORT_MAX, false)?),
+            None => None,
+        };
+        let items = self
+            .store
+            .incidents(&IncidentQuery {
+                statuses,
+                severities: q.severities,
+                categories: q.categories,
+                environment: q.environment,
+                detected_from: q.detected_from,
+                detected_to: q.detected_to,
+                text,
+                after,
+                limit: limit + 1,
+            })
+            .await?;
+        let mut items = items;
+        let next_cursor = if items.len() as i64 > limit {
+            items.truncate(limit as usize);
+            items.last().map(|i| i.id.to_string())
+        } else {
+            None
+        };
+        Ok(IncidentList { items, next_cursor })
+    }
+}

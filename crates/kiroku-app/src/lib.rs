@@ -1,0 +1,95 @@
+//! Kiroku's application layer: every command and query, whatever the door
+//! it came through (HTTP, the CLI on the database host).
+//!
+//! Commands follow one shape: check the caller's permission, validate the
+//! input with pure domain functions, then in one store transaction apply the
+//! change, append its audit event and enqueue its outbox messages.
+
+mod caller;
+mod credentials;
+mod error;
+mod incidents;
+mod policy;
+mod users;
+
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use kiroku_domain::{Actor, AuditEvent, Operation, Source, Target};
+use kiroku_store::{Store, Tx};
+
+pub use caller::{Caller, Principal, Via};
+pub use credentials::{totp_code, totp_uri};
+pub use error::{AppError, ErrorKind};
+pub use incidents::{DeclareIncident, IncidentList, ListIncidents, UpdateIncident, UserSpec};
+pub use policy::{AuthPolicy, Config};
+pub use users::{
+    CreatedUser, IssuedSession, IssuedToken, LoginRequest, NewUser, TokenView, UserView,
+};
+
+pub type Result<T, E = AppError> = std::result::Result<T, E>;
+
+/// The application: a store and the rules it enforces.
+#[derive(Clone)]
+pub struct App {
+    store: Arc<dyn Store>,
+    config: Arc<Config>,
+}
+
+impl App {
+    pub fn new(store: Arc<dyn Store>, config: Config) -> Self {
+        App {
+            store,
+            config: Arc::new(config),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn now(&self) -> Timestamp {
+        Timestamp::now()
+    }
+
+    /// Records a refused attempt (unauthenticated, forbidden, invalid,
+    /// conflicting) as a failed audit event of its own, since the attempt's
+    /// transaction, if any, was rolled back.
+    pub async fn audit_refusal(
+        &self,
+        actor: &Actor,
+        source: &Source,
+        action: &str,
+        target: Target,
+        error_code: &str,
+        detail: serde_json::Value,
+    ) -> Result<()> {
+        let event = AuditEvent::success(
+            self.now(),
+            actor,
+            source,
+            Operation::Execute,
+            action,
+            target,
+        )
+        .with_change(None, Some(detail))
+        .failure(error_code);
+        self.audit_only(event).await
+    }
+
+    /// A transaction whose only write is an audit event.
+    async fn audit_only(&self, event: AuditEvent) -> Result<()> {
+        let mut tx = self.store.begin().await?;
+        tx.append_audit(&event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn begin(&self) -> Result<Box<dyn Tx>> {
+        Ok(self.store.begin().await?)
+    }
+}

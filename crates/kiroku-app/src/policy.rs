@@ -1,0 +1,55 @@
+//! The settings the application enforces.
+
+use jiff::SignedDuration;
+use jiff::tz::TimeZone;
+use kiroku_domain::incident::Rules;
+use kiroku_domain::{BusinessHours, Catalog, Role, SeverityScheme};
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub rules: Rules,
+    /// Incident numbers take their year here; times are shown here.
+    pub time_zone: TimeZone,
+    pub auth: AuthPolicy,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthPolicy {
+    /// Roles that must log in with a TOTP second factor.
+    pub totp_required_for: Vec<Role>,
+    pub session_ttl: SignedDuration,
+    /// Failures on one account, within `failure_window`, that lock it.
+    pub account_lock_after: i64,
+    /// Failures from one address, within `failure_window`, that lock it.
+    pub address_lock_after: i64,
+    pub failure_window: SignedDuration,
+    pub lock_for: SignedDuration,
+}
+
+impl Default for AuthPolicy {
+    fn default() -> Self {
+        AuthPolicy {
+            totp_required_for: vec![Role::Admin],
+            session_ttl: SignedDuration::from_hours(12),
+            account_lock_after: 5,
+            address_lock_after: 20,
+            failure_window: SignedDuration::from_mins(15),
+            lock_for: SignedDuration::from_mins(15),
+        }
+    }
+}
+
+impl Config {
+    /// Defaults: the P0–P3 scheme, the built-in categories, Asia/Tokyo.
+    pub fn with_zone(time_zone: TimeZone) -> Self {
+        Config {
+            rules: Rules {
+                catalog: Catalog::default(),
+                severities: SeverityScheme::preset("p0-p3").expect("built-in preset"),
+                business_hours: BusinessHours::weekdays(time_zone.clone()),
+            },
+            time_zone,
+            auth: AuthPolicy::default(),
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! Roles and the permission matrix.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Admin,
+    Responder,
+    Viewer,
+    Auditor,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Permission {
+    /// See incidents and their timelines.
+    IncidentRead,
+    /// Declare incidents, move them, add notes, record impact.
+    IncidentWrite,
+    /// Read the audit log.
+    AuditRead,
+    /// Create users and manage everyone's tokens.
+    UserManage,
+    /// Create and revoke one's own API tokens.
+    OwnTokens,
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [Role::Admin, Role::Responder, Role::Viewer, Role::Auditor];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Responder => "responder",
+            Role::Viewer => "viewer",
+            Role::Auditor => "auditor",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+
+    /// The permission matrix. Auditors read everything but change nothing;
+    /// viewers cannot read the audit log; only admins manage users.
+    pub fn allows(self, p: Permission) -> bool {
+        use Permission::*;
+        match self {
+            Role::Admin => true,
+            Role::Responder => matches!(p, IncidentRead | IncidentWrite | OwnTokens),
+            Role::Viewer => matches!(p, IncidentRead | OwnTokens),
+            Role::Auditor => matches!(p, IncidentRead | AuditRead | OwnTokens),
+        }
+    }
+}
+
+impl Permission {
+    pub const ALL: [Permission; 5] = [
+        Permission::IncidentRead,
+        Permission::IncidentWrite,
+        Permission::AuditRead,
+        Permission::UserManage,
+        Permission::OwnTokens,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Permission::IncidentRead => "incident_read",
+            Permission::IncidentWrite => "incident_write",
+            Permission::AuditRead => "audit_read",
+            Permission::UserManage => "user_manage",
+            Permission::OwnTokens => "own_tokens",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matrix_cell_by_cell() {
+        use Permission::*;
+        let expected: [(Role, [bool; 5]); 4] = [
+            (Role::Admin, [true, true, true, true, true]),
+            (Role::Responder, [true, true, false, false, true]),
+            (Role::Viewer, [true, false, false, false, true]),
+            (Role::Auditor, [true, false, true, false, true]),
+        ];
+        for (role, row) in expected {
+            for (p, want) in [
+                IncidentRead,
+                IncidentWrite,
+                AuditRead,
+                UserManage,
+                OwnTokens,
+            ]
+            .into_iter()
+            .zip(row)
+            {
+                assert_eq!(role.allows(p), want, "{role:?} {p:?}");
+            }
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! Request handlers: translate HTTP into application calls and back.
+
+pub mod auth;
+pub mod incidents;
+pub mod meta;

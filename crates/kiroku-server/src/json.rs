@@ -1,0 +1,132 @@
+//! The JSON body extractor: malformed, mistyped, oversized or non-JSON
+//! bodies become API errors that name the field at fault.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::{StatusCode, header};
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+
+pub struct ApiJson<T>(pub T);
+
+/// `missing field `title`` → `title`.
+fn quoted_name(message: &str) -> Option<String> {
+    let start = message.find('`')? + 1;
+    let len = message[start..].find('`')?;
+    Some(message[start..start + len].to_string())
+}
+
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    let parsed: Result<T, _> = serde_path_to_error::deserialize(de);
+    parsed.map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let message = inner.to_string();
+        use serde_json::error::Category;
+        match inner.classify() {
+            Category::Syntax | Category::Eof | Category::Io => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "malformed_json",
+                format!("the body is not valid JSON: {message}"),
+            ),
+            Category::Data => {
+                let (code, field) = if message.starts_with("missing field") {
+                    let name = quoted_name(&message).unwrap_or_default();
+                    let field = if path == "." {
+                        name
+                    } else {
+                        format!("{path}.{name}")
+                    };
+                    ("required", field)
+                } else if message.starts_with("unknown field") {
+                    // The path already ends with the unknown name.
+                    ("unknown_field", path)
+                } else if message.starts_with("unknown variant") {
+                    ("unknown_value", path)
+                } else {
+                    ("invalid_type", path)
+                };
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message).field(field)
+            }
+        }
+    })
+}
+
+impl<T, S> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|m| {
+                let m = m.trim();
+                m.eq_ignore_ascii_case("application/json") || m.ends_with("+json")
+            });
+        if !is_json {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as JSON with Content-Type: application/json",
+            ));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    format!("the body must be at most {} bytes", crate::BODY_LIMIT),
+                )
+            } else {
+                ApiError::new(StatusCode::BAD_REQUEST, "unreadable_body", e.body_text())
+            }
+        })?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize, Debug)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct T {
+        title: String,
+        n: Option<i64>,
+    }
+
+    fn err(body: &str) -> (StatusCode, String, Option<String>) {
+        let e = parse_json::<T>(body.as_bytes()).unwrap_err();
+        (e.status, e.body.code, e.body.field)
+    }
+
+    #[test]
+    fn errors_name_fields() {
+        assert_eq!(
+            err("{"),
+            (StatusCode::BAD_REQUEST, "malformed_json".into(), None)
+        );
+        assert_eq!(err("{}").2.as_deref(), Some("title"));
+        assert_eq!(err(r#"{"title":1}"#).2.as_deref(), Some("title"));
+        assert_eq!(err(r#"{"title":"a","x":1}"#).1, "unknown_field");
+        assert_eq!(err(r#"{"title":"a","n":"x"}"#).2.as_deref(), Some("n"));
+        let e = parse_json::<serde_json::Value>("[".repeat(10_000).as_bytes()).unwrap_err();
+        assert_eq!(e.body.code, "malformed_json");
+    }
+
+    #[test]
+    fn invalid_utf8_is_malformed() {
+        let e = parse_json::<T>(b"{\"title\":\"\xff\"}").unwrap_err();
+        assert_eq!(e.body.code, "malformed_json");
+    }
+}

@@ -1,0 +1,104 @@
+//! Kiroku's HTTP API under `/api/v1`.
+//!
+//! Handlers are thin: they parse, call [`kiroku_app::App`], and render. The
+//! authentication middleware resolves the caller for every route and
+//! writes every refused request to the audit log.
+
+mod auth;
+mod error;
+mod handlers;
+mod json;
+pub mod routes;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use kiroku_app::App;
+use tower_http::timeout::TimeoutLayer;
+
+pub use auth::SESSION_COOKIE;
+pub use error::{ApiError, ErrorBody};
+pub use handlers::meta::OPENAPI;
+
+/// Requests larger than this are refused with 413.
+pub const BODY_LIMIT: usize = 1024 * 1024;
+
+#[derive(Debug, Clone, Default)]
+pub struct HttpConfig {
+    /// Mark cookies `Secure` (when served over TLS, directly or by a proxy).
+    pub secure_cookies: bool,
+    /// Take the client address from `X-Forwarded-For` (behind a proxy).
+    pub trust_forwarded_for: bool,
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub app: App,
+    pub http: Arc<HttpConfig>,
+}
+
+async fn not_found(State(_): State<AppState>) -> Response {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint").into_response()
+}
+
+pub fn router(app: App, http: HttpConfig) -> Router {
+    use handlers::{auth as a, incidents as i, meta as m};
+    let state = AppState {
+        app,
+        http: Arc::new(http),
+    };
+    Router::new()
+        .route("/healthz", get(m::health))
+        .route("/api/v1/openapi.json", get(m::openapi))
+        .route("/api/v1/auth/login", post(a::login))
+        .route("/api/v1/auth/logout", post(a::logout))
+        .route("/api/v1/me", get(a::me))
+        .route("/api/v1/meta", get(m::meta))
+        .route("/api/v1/incidents", get(i::list).post(i::declare))
+        .route("/api/v1/incidents/{key}", get(i::show).patch(i::update))
+        .route("/api/v1/incidents/{key}/acknowledge", post(i::acknowledge))
+        .route("/api/v1/incidents/{key}/investigate", post(i::investigate))
+        .route("/api/v1/incidents/{key}/mitigate", post(i::mitigate))
+        .route("/api/v1/incidents/{key}/resolve", post(i::resolve))
+        .route("/api/v1/incidents/{key}/close", post(i::close))
+        .route("/api/v1/incidents/{key}/timeline", get(i::timeline))
+        .route("/api/v1/incidents/{key}/notes", post(i::add_note))
+        .route("/api/v1/users", get(a::users).post(a::create_user))
+        .route("/api/v1/tokens", get(a::tokens).post(a::create_token))
+        .route(
+            "/api/v1/tokens/{id}",
+            axum::routing::delete(a::revoke_token),
+        )
+        .route("/api/v1/audit/events", get(m::audit_events))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(30),
+        ))
+        .with_state(state)
+}
+
+/// Serves until `shutdown` completes, then finishes in-flight requests.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}

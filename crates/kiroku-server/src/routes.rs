@@ -1,0 +1,99 @@
+//! The route table: every route with its access rule and audit action.
+//! A route that is served but missing here is refused (`no_access_rule`).
+
+use axum::http::Method;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone, logged in or not.
+    Public,
+    /// Any authenticated caller; the command checks the role's permission.
+    Authenticated,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct RouteRule {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub access: Access,
+    /// The audit action a refused request is recorded under.
+    pub action: &'static str,
+}
+
+const fn rule(
+    method: &'static str,
+    path: &'static str,
+    access: Access,
+    action: &'static str,
+) -> RouteRule {
+    RouteRule {
+        method,
+        path,
+        access,
+        action,
+    }
+}
+
+use Access::{Authenticated as A, Public as P};
+
+pub const ROUTES: &[RouteRule] = &[
+    rule("GET", "/healthz", P, "health_check"),
+    rule("GET", "/api/v1/openapi.json", P, "openapi_read"),
+    rule("POST", "/api/v1/auth/login", P, "authn_login"),
+    rule("POST", "/api/v1/auth/logout", A, "authn_logout"),
+    rule("GET", "/api/v1/me", A, "me_read"),
+    rule("GET", "/api/v1/meta", A, "meta_read"),
+    rule("GET", "/api/v1/incidents", A, "incident_list"),
+    rule("POST", "/api/v1/incidents", A, "incident_create"),
+    rule("GET", "/api/v1/incidents/{key}", A, "incident_read"),
+    rule("PATCH", "/api/v1/incidents/{key}", A, "incident_update"),
+    rule(
+        "POST",
+        "/api/v1/incidents/{key}/acknowledge",
+        A,
+        "incident_acknowledge",
+    ),
+    rule(
+        "POST",
+        "/api/v1/incidents/{key}/investigate",
+        A,
+        "incident_investigate",
+    ),
+    rule(
+        "POST",
+        "/api/v1/incidents/{key}/mitigate",
+        A,
+        "incident_mitigate",
+    ),
+    rule(
+        "POST",
+        "/api/v1/incidents/{key}/resolve",
+        A,
+        "incident_resolve",
+    ),
+    rule("POST", "/api/v1/incidents/{key}/close", A, "incident_close"),
+    rule(
+        "GET",
+        "/api/v1/incidents/{key}/timeline",
+        A,
+        "incident_timeline_read",
+    ),
+    rule(
+        "POST",
+        "/api/v1/incidents/{key}/notes",
+        A,
+        "incident_note_add",
+    ),
+    rule("GET", "/api/v1/users", A, "user_list"),
+    rule("POST", "/api/v1/users", A, "user_create"),
+    rule("GET", "/api/v1/tokens", A, "authn_token_list"),
+    rule("POST", "/api/v1/tokens", A, "authn_token_create"),
+    rule("DELETE", "/api/v1/tokens/{id}", A, "authn_token_revoke"),
+    rule("GET", "/api/v1/audit/events", A, "audit_read"),
+];
+
+pub fn route_rule(method: &Method, path: &str) -> Option<&'static RouteRule> {
+    ROUTES
+        .iter()
+        .find(|r| r.path == path && r.method == method.as_str())
+}

@@ -1,0 +1,92 @@
+-- Kiroku core schema for PostgreSQL. Times are microseconds since the Unix epoch
+-- (UTC); `doc` holds the whole object as JSON beside the filtered columns.
+
+CREATE TABLE incidents (
+    id          TEXT PRIMARY KEY,
+    number      TEXT NOT NULL UNIQUE,
+    status      TEXT NOT NULL,
+    severity    TEXT NOT NULL,
+    category    TEXT NOT NULL,
+    environment TEXT NOT NULL,
+    detected_at BIGINT NOT NULL,
+    search      TEXT NOT NULL,
+    version     BIGINT NOT NULL,
+    doc         TEXT NOT NULL
+);
+CREATE INDEX incidents_status ON incidents (status, id);
+CREATE INDEX incidents_severity ON incidents (severity, id);
+CREATE INDEX incidents_category ON incidents (category, id);
+CREATE INDEX incidents_environment ON incidents (environment, id);
+CREATE INDEX incidents_detected ON incidents (detected_at);
+
+CREATE TABLE incident_counters (
+    prefix TEXT NOT NULL,
+    year   BIGINT NOT NULL,
+    last   BIGINT NOT NULL,
+    PRIMARY KEY (prefix, year)
+);
+
+CREATE TABLE timeline (
+    id          TEXT PRIMARY KEY,
+    incident_id TEXT NOT NULL REFERENCES incidents (id),
+    at          BIGINT NOT NULL,
+    doc         TEXT NOT NULL
+);
+CREATE INDEX timeline_incident ON timeline (incident_id, id);
+
+CREATE TABLE users (
+    id   TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    doc  TEXT NOT NULL
+);
+
+CREATE TABLE tokens (
+    id           TEXT PRIMARY KEY,
+    user_id      TEXT NOT NULL REFERENCES users (id),
+    hash         TEXT NOT NULL UNIQUE,
+    last_used_at BIGINT,
+    doc          TEXT NOT NULL
+);
+CREATE INDEX tokens_user ON tokens (user_id);
+
+CREATE TABLE sessions (
+    hash       TEXT PRIMARY KEY,
+    user_id    TEXT NOT NULL REFERENCES users (id),
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL
+);
+
+CREATE TABLE login_throttle (
+    key          TEXT PRIMARY KEY,
+    failures     BIGINT NOT NULL,
+    window_start BIGINT NOT NULL,
+    locked_until BIGINT
+);
+
+CREATE TABLE audit_head (
+    id   BIGINT PRIMARY KEY CHECK (id = 1),
+    size BIGINT NOT NULL
+);
+INSERT INTO audit_head (id, size) VALUES (1, 0);
+
+CREATE TABLE audit_events (
+    seq         BIGINT PRIMARY KEY,
+    id          TEXT NOT NULL UNIQUE,
+    time        BIGINT NOT NULL,
+    action      TEXT NOT NULL,
+    outcome     TEXT NOT NULL,
+    actor_id    TEXT,
+    target_kind TEXT NOT NULL,
+    target_id   TEXT,
+    doc         TEXT NOT NULL
+);
+CREATE INDEX audit_target ON audit_events (target_kind, target_id, seq);
+CREATE INDEX audit_action ON audit_events (action, seq);
+
+CREATE TABLE outbox (
+    id              TEXT PRIMARY KEY,
+    topic           TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL UNIQUE,
+    created_at      BIGINT NOT NULL,
+    doc             TEXT NOT NULL
+);

@@ -1,0 +1,39 @@
+//! PostgreSQL, for several Kiroku nodes sharing one database. Row locks and
+//! an advisory lock keep nodes from doing the same work twice.
+
+use std::time::Duration;
+
+use kiroku_store::StoreError;
+use kiroku_store_sql::{Dialect, Migration, SqlStore, install_drivers, map_err, migrate};
+use sqlx::any::AnyPoolOptions;
+
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "core",
+    sql: include_str!("../migrations/0001_core.sql"),
+}];
+
+pub struct Options {
+    pub max_connections: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            max_connections: 16,
+        }
+    }
+}
+
+/// Connects to `url` (`postgres://…`) and migrates the schema.
+pub async fn connect(url: &str, options: Options) -> Result<SqlStore, StoreError> {
+    install_drivers();
+    let pool = AnyPoolOptions::new()
+        .max_connections(options.max_connections.max(2))
+        .acquire_timeout(Duration::from_secs(30))
+        .connect(url)
+        .await
+        .map_err(map_err)?;
+    migrate(&pool, Dialect::Postgres, MIGRATIONS).await?;
+    Ok(SqlStore::new(pool.clone(), pool, Dialect::Postgres))
+}

@@ -1,0 +1,81 @@
+//! The SQL implementation of Kiroku's storage traits, over sqlx's `Any`
+//! driver so that one set of queries serves SQLite and PostgreSQL.
+//!
+//! Each backend crate owns its schema (migrations), its connection policy
+//! and the few places where the dialects differ ([`Dialect`]). Everything is
+//! stored in portable types: `BIGINT` microseconds for times, `TEXT` for
+//! ids, and a JSON `doc` column holding the whole object beside the columns
+//! that queries filter on.
+
+mod convert;
+mod migrate;
+mod store;
+mod tx;
+
+pub use migrate::{Migration, migrate};
+pub use store::SqlStore;
+
+use kiroku_store::StoreError;
+
+/// Where SQLite and PostgreSQL differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+impl Dialect {
+    /// Row lock for read-modify-write inside a transaction. SQLite needs none:
+    /// its write transactions start `IMMEDIATE`, holding the database lock.
+    fn for_update(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => " FOR UPDATE",
+        }
+    }
+
+    fn begin_statement(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "BEGIN IMMEDIATE",
+            Dialect::Postgres => "BEGIN",
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "sqlite",
+            Dialect::Postgres => "postgres",
+        }
+    }
+}
+
+/// Installs sqlx's drivers for `Any`; idempotent.
+pub fn install_drivers() {
+    sqlx::any::install_default_drivers();
+}
+
+/// Maps a driver error to what callers can act on.
+pub fn map_err(e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::Database(db) => {
+            if db.is_unique_violation() {
+                return StoreError::Duplicate("row");
+            }
+            // SQLITE_FULL (13) and PostgreSQL's disk_full (53100).
+            let code = db.code().unwrap_or_default();
+            if code == "13" || code == "53100" {
+                return StoreError::Unavailable(format!("disk full: {db}"));
+            }
+            StoreError::Backend(db.to_string())
+        }
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e.to_string()),
+        sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {
+            StoreError::Corrupt(e.to_string())
+        }
+        _ => StoreError::Backend(e.to_string()),
+    }
+}

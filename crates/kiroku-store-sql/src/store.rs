@@ -1,0 +1,356 @@
+//! Reads, and the door to writes.
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use kiroku_domain::{AuditEvent, Incident, OutboxMessage, TimelineEntry};
+use kiroku_store::{
+    AuditQuery, IncidentKey, IncidentQuery, PAGE_MAX, Result, SessionRecord, Store, StoreError,
+    ThrottleRecord, TokenRecord, Tx, UserRecord,
+};
+use sqlx::AnyPool;
+use sqlx::any::AnyArguments;
+use sqlx::query::Query;
+use uuid::Uuid;
+
+use crate::convert::{contains_pattern, from_doc, from_micros, micros};
+use crate::tx::SqlTx;
+use crate::{Dialect, map_err};
+
+/// One store over two pools: SQLite writes through a single connection
+/// (SQLite has one writer anyway; queueing in-process beats spinning on
+/// `SQLITE_BUSY`) and reads through several; PostgreSQL uses one pool for both.
+#[derive(Clone)]
+pub struct SqlStore {
+    read: AnyPool,
+    write: AnyPool,
+    dialect: Dialect,
+}
+
+/// A value bound to a dynamically built query.
+enum Bind {
+    Int(i64),
+    Text(String),
+}
+
+fn bind_all<'q>(
+    mut q: Query<'q, sqlx::Any, AnyArguments<'q>>,
+    binds: Vec<Bind>,
+) -> Query<'q, sqlx::Any, AnyArguments<'q>> {
+    for b in binds {
+        q = match b {
+            Bind::Int(i) => q.bind(i),
+            Bind::Text(s) => q.bind(s),
+        };
+    }
+    q
+}
+
+/// Builds `WHERE` clauses with numbered placeholders.
+#[derive(Default)]
+struct Filter {
+    clauses: Vec<String>,
+    binds: Vec<Bind>,
+}
+
+impl Filter {
+    fn placeholder(&mut self, b: Bind) -> String {
+        self.binds.push(b);
+        format!("${}", self.binds.len())
+    }
+
+    fn eq(&mut self, column: &str, b: Bind) {
+        let p = self.placeholder(b);
+        self.clauses.push(format!("{column} = {p}"));
+    }
+
+    fn any_of(&mut self, column: &str, values: Vec<String>) {
+        if values.is_empty() {
+            return;
+        }
+        let ps: Vec<String> = values
+            .into_iter()
+            .map(|v| self.placeholder(Bind::Text(v)))
+            .collect();
+        self.clauses
+            .push(format!("{column} IN ({})", ps.join(", ")));
+    }
+
+    fn cmp(&mut self, column: &str, op: &str, b: Bind) {
+        let p = self.placeholder(b);
+        self.clauses.push(format!("{column} {op} {p}"));
+    }
+
+    fn like(&mut self, column: &str, pattern: String) {
+        let p = self.placeholder(Bind::Text(pattern));
+        self.clauses.push(format!("{column} LIKE {p} ESCAPE '\\'"));
+    }
+
+    fn where_sql(&self) -> String {
+        if self.clauses.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", self.clauses.join(" AND "))
+        }
+    }
+}
+
+fn page(limit: i64) -> i64 {
+    limit.clamp(1, PAGE_MAX)
+}
+
+pub(crate) fn decode_docs<T: serde::de::DeserializeOwned>(rows: Vec<(String,)>) -> Result<Vec<T>> {
+    rows.iter().map(|(d,)| from_doc(d)).collect()
+}
+
+impl SqlStore {
+    pub fn new(read: AnyPool, write: AnyPool, dialect: Dialect) -> Self {
+        SqlStore {
+            read,
+            write,
+            dialect,
+        }
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// Closes both pools, letting in-flight work finish.
+    pub async fn close(&self) {
+        self.write.close().await;
+        self.read.close().await;
+    }
+
+    async fn doc<T: serde::de::DeserializeOwned>(&self, sql: &str, key: Bind) -> Result<Option<T>> {
+        let row: Option<(String,)> = bind_all(sqlx::query(sql), vec![key])
+            .fetch_optional(&self.read)
+            .await
+            .map_err(map_err)?
+            .map(|r| sqlx::FromRow::from_row(&r))
+            .transpose()
+            .map_err(map_err)?;
+        row.map(|(d,)| from_doc(&d)).transpose()
+    }
+
+    async fn docs<T: serde::de::DeserializeOwned>(
+        &self,
+        sql: &str,
+        binds: Vec<Bind>,
+    ) -> Result<Vec<T>> {
+        let rows = bind_all(sqlx::query(sql), binds)
+            .fetch_all(&self.read)
+            .await
+            .map_err(map_err)?;
+        let rows: Vec<(String,)> = rows
+            .iter()
+            .map(sqlx::FromRow::from_row)
+            .collect::<std::result::Result<_, _>>()
+            .map_err(map_err)?;
+        decode_docs(rows)
+    }
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    fn backend(&self) -> &'static str {
+        self.dialect.name()
+    }
+
+    async fn begin(&self) -> Result<Box<dyn Tx>> {
+        let tx = self
+            .write
+            .begin_with(self.dialect.begin_statement())
+            .await
+            .map_err(map_err)?;
+        Ok(Box::new(SqlTx::new(tx, self.dialect)))
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.read)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn incident(&self, key: &IncidentKey) -> Result<Option<Incident>> {
+        match key {
+            IncidentKey::Id(id) => {
+                self.doc(
+                    "SELECT doc FROM incidents WHERE id = $1",
+                    Bind::Text(id.to_string()),
+                )
+                .await
+            }
+            IncidentKey::Number(n) => {
+                self.doc(
+                    "SELECT doc FROM incidents WHERE number = $1",
+                    Bind::Text(n.clone()),
+                )
+                .await
+            }
+        }
+    }
+
+    async fn incidents(&self, q: &IncidentQuery) -> Result<Vec<Incident>> {
+        let mut f = Filter::default();
+        f.any_of(
+            "status",
+            q.statuses.iter().map(|s| s.as_str().to_string()).collect(),
+        );
+        f.any_of("severity", q.severities.clone());
+        f.any_of("category", q.categories.clone());
+        if let Some(env) = &q.environment {
+            f.eq("environment", Bind::Text(env.clone()));
+        }
+        if let Some(t) = q.detected_from {
+            f.cmp("detected_at", ">=", Bind::Int(micros(t)));
+        }
+        if let Some(t) = q.detected_to {
+            f.cmp("detected_at", "<", Bind::Int(micros(t)));
+        }
+        if let Some(text) = q.text.as_deref().filter(|t| !t.is_empty()) {
+            f.like("search", contains_pattern(text));
+        }
+        if let Some(after) = q.after {
+            f.cmp("id", "<", Bind::Text(after.to_string()));
+        }
+        let sql = format!(
+            "SELECT doc FROM incidents{} ORDER BY id DESC LIMIT {}",
+            f.where_sql(),
+            page(q.limit)
+        );
+        self.docs(&sql, f.binds).await
+    }
+
+    async fn timeline(&self, incident: Uuid) -> Result<Vec<TimelineEntry>> {
+        self.docs(
+            "SELECT doc FROM timeline WHERE incident_id = $1 ORDER BY id",
+            vec![Bind::Text(incident.to_string())],
+        )
+        .await
+    }
+
+    async fn user(&self, id: Uuid) -> Result<Option<UserRecord>> {
+        self.doc(
+            "SELECT doc FROM users WHERE id = $1",
+            Bind::Text(id.to_string()),
+        )
+        .await
+    }
+
+    async fn user_by_name(&self, name: &str) -> Result<Option<UserRecord>> {
+        self.doc(
+            "SELECT doc FROM users WHERE name = $1",
+            Bind::Text(name.to_string()),
+        )
+        .await
+    }
+
+    async fn users(&self) -> Result<Vec<UserRecord>> {
+        self.docs("SELECT doc FROM users ORDER BY name", vec![])
+            .await
+    }
+
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>> {
+        let row: Option<(String, Option<i64>)> =
+            sqlx::query_as("SELECT doc, last_used_at FROM tokens WHERE hash = $1")
+                .bind(hash)
+                .fetch_optional(&self.read)
+                .await
+                .map_err(map_err)?;
+        row.map(|(doc, last_used)| {
+            let mut t: TokenRecord = from_doc(&doc)?;
+            t.last_used_at = last_used.map(from_micros).transpose()?;
+            Ok(t)
+        })
+        .transpose()
+    }
+
+    async fn tokens_of(&self, user: Uuid) -> Result<Vec<TokenRecord>> {
+        let rows: Vec<(String, Option<i64>)> =
+            sqlx::query_as("SELECT doc, last_used_at FROM tokens WHERE user_id = $1 ORDER BY id")
+                .bind(user.to_string())
+                .fetch_all(&self.read)
+                .await
+                .map_err(map_err)?;
+        rows.into_iter()
+            .map(|(doc, last_used)| {
+                let mut t: TokenRecord = from_doc(&doc)?;
+                t.last_used_at = last_used.map(from_micros).transpose()?;
+                Ok(t)
+            })
+            .collect()
+    }
+
+    async fn session_by_hash(&self, hash: &str) -> Result<Option<SessionRecord>> {
+        let row: Option<(String, String, i64, i64)> = sqlx::query_as(
+            "SELECT hash, user_id, created_at, expires_at FROM sessions WHERE hash = $1",
+        )
+        .bind(hash)
+        .fetch_optional(&self.read)
+        .await
+        .map_err(map_err)?;
+        row.map(|(hash, user, created, expires)| {
+            Ok(SessionRecord {
+                hash,
+                user_id: Uuid::parse_str(&user)
+                    .map_err(|e| StoreError::Corrupt(format!("session user id: {e}")))?,
+                created_at: from_micros(created)?,
+                expires_at: from_micros(expires)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn throttle(&self, key: &str) -> Result<Option<ThrottleRecord>> {
+        let row: Option<(String, i64, i64, Option<i64>)> = sqlx::query_as(
+            "SELECT key, failures, window_start, locked_until FROM login_throttle WHERE key = $1",
+        )
+        .bind(key)
+        .fetch_optional(&self.read)
+        .await
+        .map_err(map_err)?;
+        row.map(crate::tx::throttle_record).transpose()
+    }
+
+    async fn audit_events(&self, q: &AuditQuery) -> Result<Vec<AuditEvent>> {
+        let mut f = Filter::default();
+        if let Some(k) = &q.target_kind {
+            f.eq("target_kind", Bind::Text(k.clone()));
+        }
+        if let Some(id) = &q.target_id {
+            f.eq("target_id", Bind::Text(id.clone()));
+        }
+        if let Some(a) = &q.action {
+            f.eq("action", Bind::Text(a.clone()));
+        }
+        if let Some(s) = q.after_seq {
+            f.cmp("seq", ">", Bind::Int(s));
+        }
+        let sql = format!(
+            "SELECT doc FROM audit_events{} ORDER BY seq LIMIT {}",
+            f.where_sql(),
+            page(q.limit)
+        );
+        self.docs(&sql, f.binds).await
+    }
+
+    async fn outbox(&self, limit: i64) -> Result<Vec<OutboxMessage>> {
+        self.docs(
+            &format!("SELECT doc FROM outbox ORDER BY id LIMIT {}", page(limit)),
+            vec![],
+        )
+        .await
+    }
+
+    async fn touch_token(&self, id: Uuid, at: Timestamp) -> Result<()> {
+        sqlx::query("UPDATE tokens SET last_used_at = $1 WHERE id = $2")
+            .bind(micros(at))
+            .bind(id.to_string())
+            .execute(&self.write)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+}

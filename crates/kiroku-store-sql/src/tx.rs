@@ -1,0 +1,341 @@
+//! The write transaction: the only place rows change.
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use kiroku_domain::{AuditEvent, Incident, OutboxMessage, TimelineEntry};
+use kiroku_store::{
+    IncidentKey, Result, SessionRecord, StoreError, ThrottleRecord, TokenRecord, Tx, UserRecord,
+};
+use sqlx::{Any, Transaction};
+use uuid::Uuid;
+
+use crate::convert::{from_doc, from_micros, micros, opt_micros, search_text, to_doc};
+use crate::{Dialect, map_err};
+
+pub struct SqlTx {
+    tx: Transaction<'static, Any>,
+    dialect: Dialect,
+    audited: bool,
+}
+
+impl SqlTx {
+    pub fn new(tx: Transaction<'static, Any>, dialect: Dialect) -> Self {
+        SqlTx {
+            tx,
+            dialect,
+            audited: false,
+        }
+    }
+}
+
+pub(crate) fn throttle_record(
+    (key, failures, window_start, locked_until): (String, i64, i64, Option<i64>),
+) -> Result<ThrottleRecord> {
+    Ok(ThrottleRecord {
+        key,
+        failures,
+        window_start: from_micros(window_start)?,
+        locked_until: locked_until.map(from_micros).transpose()?,
+    })
+}
+
+fn incident_search(i: &Incident) -> String {
+    search_text(&[&i.number, &i.title, &i.summary])
+}
+
+fn duplicate(what: &'static str) -> impl Fn(StoreError) -> StoreError {
+    move |e| match e {
+        StoreError::Duplicate(_) => StoreError::Duplicate(what),
+        other => other,
+    }
+}
+
+#[async_trait]
+impl Tx for SqlTx {
+    async fn next_incident_number(&mut self, prefix: &str, year: i16) -> Result<i64> {
+        let (n,): (i64,) = sqlx::query_as(
+            "INSERT INTO incident_counters (prefix, year, last) VALUES ($1, $2, 1)
+             ON CONFLICT (prefix, year) DO UPDATE SET last = incident_counters.last + 1
+             RETURNING last",
+        )
+        .bind(prefix)
+        .bind(i64::from(year))
+        .fetch_one(&mut *self.tx)
+        .await
+        .map_err(map_err)?;
+        Ok(n)
+    }
+
+    async fn insert_incident(&mut self, i: &Incident) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO incidents (id, number, status, severity, category, environment,
+                detected_at, search, version, doc)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(i.id.to_string())
+        .bind(&i.number)
+        .bind(i.status.as_str())
+        .bind(&i.severity)
+        .bind(&i.category)
+        .bind(&i.environment)
+        .bind(micros(i.times.detected_at))
+        .bind(incident_search(i))
+        .bind(i.version)
+        .bind(to_doc(i)?)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(map_err)
+        .map_err(duplicate("incident number"))?;
+        Ok(())
+    }
+
+    async fn incident_for_update(&mut self, key: &IncidentKey) -> Result<Option<Incident>> {
+        let (column, value) = match key {
+            IncidentKey::Id(id) => ("id", id.to_string()),
+            IncidentKey::Number(n) => ("number", n.clone()),
+        };
+        let sql = format!(
+            "SELECT doc FROM incidents WHERE {column} = $1{}",
+            self.dialect.for_update()
+        );
+        let row: Option<(String,)> = sqlx::query_as(&sql)
+            .bind(value)
+            .fetch_optional(&mut *self.tx)
+            .await
+            .map_err(map_err)?;
+        row.map(|(d,)| from_doc(&d)).transpose()
+    }
+
+    async fn update_incident(&mut self, i: &Incident, expected_version: i64) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE incidents SET status = $1, severity = $2, category = $3, environment = $4,
+                detected_at = $5, search = $6, version = $7, doc = $8
+             WHERE id = $9 AND version = $10",
+        )
+        .bind(i.status.as_str())
+        .bind(&i.severity)
+        .bind(&i.category)
+        .bind(&i.environment)
+        .bind(micros(i.times.detected_at))
+        .bind(incident_search(i))
+        .bind(i.version)
+        .bind(to_doc(i)?)
+        .bind(i.id.to_string())
+        .bind(expected_version)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(map_err)?;
+        if done.rows_affected() == 1 {
+            return Ok(());
+        }
+        let current: Option<(i64,)> = sqlx::query_as("SELECT version FROM incidents WHERE id = $1")
+            .bind(i.id.to_string())
+            .fetch_optional(&mut *self.tx)
+            .await
+            .map_err(map_err)?;
+        Err(StoreError::VersionMismatch {
+            current: current.map_or(0, |(v,)| v),
+        })
+    }
+
+    async fn append_timeline(&mut self, e: &TimelineEntry) -> Result<()> {
+        sqlx::query("INSERT INTO timeline (id, incident_id, at, doc) VALUES ($1, $2, $3, $4)")
+            .bind(e.id.to_string())
+            .bind(e.incident_id.to_string())
+            .bind(micros(e.at))
+            .bind(to_doc(e)?)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn insert_user(&mut self, u: &UserRecord) -> Result<()> {
+        sqlx::query("INSERT INTO users (id, name, doc) VALUES ($1, $2, $3)")
+            .bind(u.id.to_string())
+            .bind(&u.name)
+            .bind(to_doc(u)?)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(map_err)
+            .map_err(duplicate("user name"))?;
+        Ok(())
+    }
+
+    async fn update_user(&mut self, u: &UserRecord) -> Result<()> {
+        sqlx::query("UPDATE users SET name = $1, doc = $2 WHERE id = $3")
+            .bind(&u.name)
+            .bind(to_doc(u)?)
+            .bind(u.id.to_string())
+            .execute(&mut *self.tx)
+            .await
+            .map_err(map_err)
+            .map_err(duplicate("user name"))?;
+        Ok(())
+    }
+
+    async fn insert_token(&mut self, t: &TokenRecord) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO tokens (id, user_id, hash, last_used_at, doc) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(t.id.to_string())
+        .bind(t.user_id.to_string())
+        .bind(&t.hash)
+        .bind(opt_micros(t.last_used_at))
+        .bind(to_doc(t)?)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(map_err)
+        .map_err(duplicate("token"))?;
+        Ok(())
+    }
+
+    async fn revoke_token(&mut self, id: Uuid, at: Timestamp) -> Result<bool> {
+        let row: Option<(String,)> = sqlx::query_as(&format!(
+            "SELECT doc FROM tokens WHERE id = $1{}",
+            self.dialect.for_update()
+        ))
+        .bind(id.to_string())
+        .fetch_optional(&mut *self.tx)
+        .await
+        .map_err(map_err)?;
+        let Some((doc,)) = row else { return Ok(false) };
+        let mut t: TokenRecord = from_doc(&doc)?;
+        if t.revoked_at.is_some() {
+            return Ok(false);
+        }
+        t.revoked_at = Some(at);
+        sqlx::query("UPDATE tokens SET doc = $1 WHERE id = $2")
+            .bind(to_doc(&t)?)
+            .bind(id.to_string())
+            .execute(&mut *self.tx)
+            .await
+            .map_err(map_err)?;
+        Ok(true)
+    }
+
+    async fn insert_session(&mut self, s: &SessionRecord) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO sessions (hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&s.hash)
+        .bind(s.user_id.to_string())
+        .bind(micros(s.created_at))
+        .bind(micros(s.expires_at))
+        .execute(&mut *self.tx)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn delete_session(&mut self, hash: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM sessions WHERE hash = $1")
+            .bind(hash)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(map_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn count_failure(
+        &mut self,
+        key: &str,
+        at: Timestamp,
+        window_start_before: Timestamp,
+    ) -> Result<ThrottleRecord> {
+        let row: (String, i64, i64, Option<i64>) = sqlx::query_as(
+            "INSERT INTO login_throttle (key, failures, window_start, locked_until)
+             VALUES ($1, 1, $2, NULL)
+             ON CONFLICT (key) DO UPDATE SET
+               failures = CASE WHEN login_throttle.window_start < $3
+                               THEN 1 ELSE login_throttle.failures + 1 END,
+               window_start = CASE WHEN login_throttle.window_start < $3
+                                   THEN $2 ELSE login_throttle.window_start END
+             RETURNING key, failures, window_start, locked_until",
+        )
+        .bind(key)
+        .bind(micros(at))
+        .bind(micros(window_start_before))
+        .fetch_one(&mut *self.tx)
+        .await
+        .map_err(map_err)?;
+        throttle_record(row)
+    }
+
+    async fn lock_key(&mut self, key: &str, until: Timestamp) -> Result<()> {
+        sqlx::query("UPDATE login_throttle SET locked_until = $1 WHERE key = $2")
+            .bind(micros(until))
+            .bind(key)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn clear_failures(&mut self, key: &str) -> Result<()> {
+        sqlx::query("DELETE FROM login_throttle WHERE key = $1")
+            .bind(key)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn append_audit(&mut self, event: &AuditEvent) -> Result<i64> {
+        // The head row serialises appends: the sequence is gap-free and in
+        // commit order, as a hash chain or Merkle tree over it requires.
+        let (seq,): (i64,) =
+            sqlx::query_as("UPDATE audit_head SET size = size + 1 WHERE id = 1 RETURNING size")
+                .fetch_one(&mut *self.tx)
+                .await
+                .map_err(map_err)?;
+        let mut event = event.clone();
+        event.seq = seq;
+        sqlx::query(
+            "INSERT INTO audit_events (seq, id, time, action, outcome, actor_id,
+                target_kind, target_id, doc)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(seq)
+        .bind(event.id.to_string())
+        .bind(micros(event.time))
+        .bind(&event.action)
+        .bind(match event.outcome {
+            kiroku_domain::Outcome::Success => "success",
+            kiroku_domain::Outcome::Failure => "failure",
+        })
+        .bind(event.actor.id.clone())
+        .bind(&event.target.kind)
+        .bind(event.target.id.clone())
+        .bind(to_doc(&event)?)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(map_err)?;
+        self.audited = true;
+        Ok(seq)
+    }
+
+    async fn enqueue(&mut self, m: &OutboxMessage) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO outbox (id, topic, idempotency_key, created_at, doc)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(m.id.to_string())
+        .bind(&m.topic)
+        .bind(&m.idempotency_key)
+        .bind(micros(m.created_at))
+        .bind(to_doc(m)?)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(map_err)
+        .map_err(duplicate("outbox message"))?;
+        Ok(())
+    }
+
+    async fn commit(self: Box<Self>) -> Result<()> {
+        if !self.audited {
+            return Err(StoreError::Unaudited);
+        }
+        self.tx.commit().await.map_err(map_err)
+    }
+}

@@ -1,0 +1,82 @@
+//! The embedded default: one SQLite file, created and migrated on first
+//! open, in WAL mode with `synchronous=FULL` so that an acknowledged write
+//! survives a crash of the process or of the machine.
+
+use std::path::Path;
+use std::time::Duration;
+
+use kiroku_store::StoreError;
+use kiroku_store_sql::{Dialect, Migration, SqlStore, install_drivers, map_err, migrate};
+use sqlx::Executor;
+use sqlx::any::AnyPoolOptions;
+
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "core",
+    sql: include_str!("../migrations/0001_core.sql"),
+}];
+
+pub struct Options {
+    /// Connections for reads; writes always use one.
+    pub read_connections: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            read_connections: 8,
+        }
+    }
+}
+
+/// `sqlite://` URL for a path, with the characters the URL parser treats
+/// specially escaped.
+fn url(path: &Path, mode: &str) -> String {
+    let mut p = String::new();
+    for c in path.to_string_lossy().chars() {
+        match c {
+            '%' => p.push_str("%25"),
+            '?' => p.push_str("%3F"),
+            '#' => p.push_str("%23"),
+            _ => p.push(c),
+        }
+    }
+    format!("sqlite://{p}?mode={mode}")
+}
+
+const PRAGMAS: &str = "PRAGMA journal_mode = WAL;
+    PRAGMA synchronous = FULL;
+    PRAGMA foreign_keys = ON;
+    PRAGMA busy_timeout = 10000;";
+
+/// Opens (creating if needed) the database at `path` and migrates it.
+pub async fn open(path: &Path, options: Options) -> Result<SqlStore, StoreError> {
+    install_drivers();
+    let write = AnyPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(30))
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                conn.execute(PRAGMAS).await?;
+                Ok(())
+            })
+        })
+        .connect(&url(path, "rwc"))
+        .await
+        .map_err(map_err)?;
+    migrate(&write, Dialect::Sqlite, MIGRATIONS).await?;
+    let read = AnyPoolOptions::new()
+        .max_connections(options.read_connections.max(1))
+        .acquire_timeout(Duration::from_secs(30))
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                conn.execute("PRAGMA busy_timeout = 10000; PRAGMA query_only = ON;")
+                    .await?;
+                Ok(())
+            })
+        })
+        .connect(&url(path, "ro"))
+        .await
+        .map_err(map_err)?;
+    Ok(SqlStore::new(read, write, Dialect::Sqlite))
+}

@@ -1,0 +1,121 @@
+//! Storage traits. [`Store`] reads; [`Tx`] is the one way to write.
+//!
+//! Every change runs inside a [`Tx`]: the change itself, its audit events
+//! and its outbox messages commit together or not at all. A transaction
+//! refuses to commit without an audit event, so no change can slip past the
+//! audit log.
+
+mod records;
+
+use async_trait::async_trait;
+use kiroku_domain::{AuditEvent, Incident, OutboxMessage, TimelineEntry};
+use uuid::Uuid;
+
+pub use records::*;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique key is taken (a user name, a token hash).
+    #[error("{0} already exists")]
+    Duplicate(&'static str),
+    /// Someone else changed the row since it was read.
+    #[error("changed meanwhile: now at version {current}")]
+    VersionMismatch { current: i64 },
+    /// A commit without an audit event: a bug in the caller, never the user's.
+    #[error("a transaction must append an audit event before it commits")]
+    Unaudited,
+    /// The database cannot be reached or is out of space.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// Stored bytes do not decode: the database was edited outside Kiroku.
+    #[error("stored data is unreadable: {0}")]
+    Corrupt(String),
+    #[error("database error: {0}")]
+    Backend(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// How an incident is named in a URL: its id or its number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IncidentKey {
+    Id(Uuid),
+    Number(String),
+}
+
+impl IncidentKey {
+    pub fn parse(s: &str) -> IncidentKey {
+        match Uuid::parse_str(s) {
+            Ok(id) => IncidentKey::Id(id),
+            Err(_) => IncidentKey::Number(s.to_string()),
+        }
+    }
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// `sqlite` or `postgres`.
+    fn backend(&self) -> &'static str;
+
+    /// Starts the one kind of write there is.
+    async fn begin(&self) -> Result<Box<dyn Tx>>;
+
+    async fn ping(&self) -> Result<()>;
+
+    async fn incident(&self, key: &IncidentKey) -> Result<Option<Incident>>;
+    async fn incidents(&self, query: &IncidentQuery) -> Result<Vec<Incident>>;
+    async fn timeline(&self, incident: Uuid) -> Result<Vec<TimelineEntry>>;
+
+    async fn user(&self, id: Uuid) -> Result<Option<UserRecord>>;
+    async fn user_by_name(&self, name: &str) -> Result<Option<UserRecord>>;
+    async fn users(&self) -> Result<Vec<UserRecord>>;
+
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>>;
+    async fn tokens_of(&self, user: Uuid) -> Result<Vec<TokenRecord>>;
+    async fn session_by_hash(&self, hash: &str) -> Result<Option<SessionRecord>>;
+    async fn throttle(&self, key: &str) -> Result<Option<ThrottleRecord>>;
+
+    async fn audit_events(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>>;
+    async fn outbox(&self, limit: i64) -> Result<Vec<OutboxMessage>>;
+
+    /// Records that a token was used. Bookkeeping rather than a change, so it
+    /// bypasses the audit log; callers throttle it.
+    async fn touch_token(&self, id: Uuid, at: jiff::Timestamp) -> Result<()>;
+}
+
+#[async_trait]
+pub trait Tx: Send {
+    /// The next number for `prefix` in `year`: gap-free and unique, because
+    /// the counter row stays locked until this transaction ends.
+    async fn next_incident_number(&mut self, prefix: &str, year: i16) -> Result<i64>;
+    async fn insert_incident(&mut self, incident: &Incident) -> Result<()>;
+    /// Reads an incident and holds it against concurrent writers.
+    async fn incident_for_update(&mut self, key: &IncidentKey) -> Result<Option<Incident>>;
+    /// Replaces the incident if the stored version is `expected_version`.
+    async fn update_incident(&mut self, incident: &Incident, expected_version: i64) -> Result<()>;
+    async fn append_timeline(&mut self, entry: &TimelineEntry) -> Result<()>;
+
+    async fn insert_user(&mut self, user: &UserRecord) -> Result<()>;
+    async fn update_user(&mut self, user: &UserRecord) -> Result<()>;
+    async fn insert_token(&mut self, token: &TokenRecord) -> Result<()>;
+    async fn revoke_token(&mut self, id: Uuid, at: jiff::Timestamp) -> Result<bool>;
+    async fn insert_session(&mut self, session: &SessionRecord) -> Result<()>;
+    async fn delete_session(&mut self, hash: &str) -> Result<bool>;
+
+    /// Counts a failure against `key` in a window that restarts once
+    /// `window_start_before` has passed; returns the record as it now stands.
+    async fn count_failure(
+        &mut self,
+        key: &str,
+        at: jiff::Timestamp,
+        window_start_before: jiff::Timestamp,
+    ) -> Result<ThrottleRecord>;
+    async fn lock_key(&mut self, key: &str, until: jiff::Timestamp) -> Result<()>;
+    async fn clear_failures(&mut self, key: &str) -> Result<()>;
+
+    /// Appends to the audit log; returns the event's sequence number.
+    async fn append_audit(&mut self, event: &AuditEvent) -> Result<i64>;
+    async fn enqueue(&mut self, message: &OutboxMessage) -> Result<()>;
+
+    async fn commit(self: Box<Self>) -> Result<()>;
+}

@@ -1,0 +1,82 @@
+//! Rows that are not domain objects: accounts, credentials, throttles, and
+//! the queries over incidents and the audit log.
+
+use jiff::Timestamp;
+use kiroku_domain::{Role, Status};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserRecord {
+    pub id: Uuid,
+    pub name: String,
+    pub display_name: String,
+    pub email: Option<String>,
+    pub role: Role,
+    /// PHC string (Argon2id).
+    pub password_hash: String,
+    /// Base32 TOTP secret once enrolled.
+    pub totp_secret: Option<String>,
+    /// The last TOTP time step accepted, so a code works once.
+    pub totp_last_step: Option<i64>,
+    pub disabled: bool,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub name: String,
+    /// SHA-256 of the secret, hex; the secret itself is never stored.
+    pub hash: String,
+    pub created_at: Timestamp,
+    pub expires_at: Option<Timestamp>,
+    pub last_used_at: Option<Timestamp>,
+    pub revoked_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    pub hash: String,
+    pub user_id: Uuid,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+/// Failures counted against a login name or a source address.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ThrottleRecord {
+    pub key: String,
+    pub failures: i64,
+    pub window_start: Timestamp,
+    pub locked_until: Option<Timestamp>,
+}
+
+pub const PAGE_MAX: i64 = 200;
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IncidentQuery {
+    pub statuses: Vec<Status>,
+    pub severities: Vec<String>,
+    pub categories: Vec<String>,
+    pub environment: Option<String>,
+    pub detected_from: Option<Timestamp>,
+    pub detected_to: Option<Timestamp>,
+    /// Matched against title, number and summary, case-insensitively.
+    pub text: Option<String>,
+    /// Newest first; continue after this id (UUIDv7 ids sort by creation).
+    pub after: Option<Uuid>,
+    pub limit: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AuditQuery {
+    pub target_kind: Option<String>,
+    pub target_id: Option<String>,
+    pub action: Option<String>,
+    /// Oldest first; continue after this sequence number.
+    pub after_seq: Option<i64>,
+    pub limit: i64,
+}

@@ -1,0 +1,275 @@
+//! Server configuration: a TOML file, overridden by `KIROKU_*` environment
+//! variables, overridden by flags. clap reads flags and environment
+//! together (a flag beats its variable); the file fills what both leave.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use jiff::SignedDuration;
+use jiff::tz::TimeZone;
+use kiroku_app::{AuthPolicy, Config};
+use kiroku_domain::{BusinessHours, Catalog, Category, Role, SeverityScheme};
+use serde::Deserialize;
+
+use crate::store::StoreTarget;
+
+/// Where the data lives: flags and environment, shared by every command
+/// that opens the store directly.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct StoreArgs {
+    /// Directory for the SQLite database (DIR/kiroku.db) and other state.
+    #[arg(long, env = "KIROKU_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// PostgreSQL URL (postgres://…); when set, the data directory's SQLite file is not used.
+    #[arg(
+        long,
+        env = "KIROKU_DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub database_url: Option<String>,
+    /// TOML configuration file.
+    #[arg(long, env = "KIROKU_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Address to listen on.
+    #[arg(long, env = "KIROKU_LISTEN", value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Time zone for display and incident-number years (IANA name).
+    #[arg(long, env = "KIROKU_TIME_ZONE", value_name = "ZONE")]
+    pub time_zone: Option<String>,
+    /// Severity preset: p0-p3 or p1-p4.
+    #[arg(long, env = "KIROKU_SEVERITY_SCHEME", value_name = "PRESET")]
+    pub severity_scheme: Option<String>,
+}
+
+/// The configuration file's shape; every key optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub database_url: Option<String>,
+    pub time_zone: Option<String>,
+    pub severity_scheme: Option<String>,
+    pub categories: Option<Vec<Category>>,
+    #[serde(default)]
+    pub http: HttpFile,
+    #[serde(default)]
+    pub auth: AuthFile,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpFile {
+    pub secure_cookies: Option<bool>,
+    pub trust_forwarded_for: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthFile {
+    pub totp_required_for: Option<Vec<Role>>,
+    pub session_ttl_minutes: Option<i64>,
+    pub account_lock_after: Option<i64>,
+    pub address_lock_after: Option<i64>,
+    pub failure_window_minutes: Option<i64>,
+    pub lock_minutes: Option<i64>,
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_DATA_DIR: &str = "kiroku-data";
+pub const DEFAULT_TIME_ZONE: &str = "Asia/Tokyo";
+
+/// Everything `serve` needs, resolved.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub store: StoreTarget,
+    pub app: Config,
+    pub http: kiroku_server::HttpConfig,
+}
+
+pub fn read_file(path: Option<&Path>) -> anyhow::Result<FileConfig> {
+    let Some(path) = path else {
+        return Ok(FileConfig::default());
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the configuration file {}", path.display()))?;
+    toml::from_str(&text)
+        .with_context(|| format!("{} is not a valid Kiroku configuration", path.display()))
+}
+
+pub fn store_target(args: &StoreArgs, file: &FileConfig) -> anyhow::Result<StoreTarget> {
+    let dir = args
+        .data_dir
+        .clone()
+        .or_else(|| file.data_dir.clone())
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+    let url = args
+        .database_url
+        .clone()
+        .or_else(|| file.database_url.clone());
+    StoreTarget::new(&dir, url.as_deref())
+}
+
+fn minutes(field: &str, v: Option<i64>, default: SignedDuration) -> anyhow::Result<SignedDuration> {
+    match v {
+        None => Ok(default),
+        Some(m) if (1..=525_600).contains(&m) => Ok(SignedDuration::from_mins(m)),
+        Some(m) => bail!("auth.{field} must be between 1 and 525600 minutes, not {m}"),
+    }
+}
+
+fn count(field: &str, v: Option<i64>, default: i64) -> anyhow::Result<i64> {
+    match v {
+        None => Ok(default),
+        Some(n) if (1..=10_000).contains(&n) => Ok(n),
+        Some(n) => bail!("auth.{field} must be between 1 and 10000, not {n}"),
+    }
+}
+
+/// The application's rules from the file and overrides.
+pub fn app_config(
+    file: &FileConfig,
+    time_zone: Option<&str>,
+    severity_scheme: Option<&str>,
+) -> anyhow::Result<Config> {
+    let zone_name = time_zone
+        .or(file.time_zone.as_deref())
+        .unwrap_or(DEFAULT_TIME_ZONE);
+    let zone = TimeZone::get(zone_name).with_context(|| {
+        format!("unknown time zone {zone_name:?}; use an IANA name such as Asia/Tokyo")
+    })?;
+    let mut config = Config::with_zone(zone.clone());
+    let scheme = severity_scheme
+        .or(file.severity_scheme.as_deref())
+        .unwrap_or("p0-p3");
+    config.rules.severities = SeverityScheme::preset(scheme).with_context(|| {
+        format!(
+            "unknown severity scheme {scheme:?}; use one of {}",
+            SeverityScheme::PRESETS.join(", ")
+        )
+    })?;
+    config.rules.business_hours = BusinessHours::weekdays(zone);
+    if let Some(categories) = &file.categories {
+        let catalog = Catalog {
+            categories: categories.clone(),
+        };
+        catalog
+            .check()
+            .map_err(|e| anyhow::anyhow!("categories: {e}"))?;
+        config.rules.catalog = catalog;
+    }
+    let d = AuthPolicy::default();
+    let a = &file.auth;
+    config.auth = AuthPolicy {
+        totp_required_for: a.totp_required_for.clone().unwrap_or(d.totp_required_for),
+        session_ttl: minutes("session_ttl_minutes", a.session_ttl_minutes, d.session_ttl)?,
+        account_lock_after: count(
+            "account_lock_after",
+            a.account_lock_after,
+            d.account_lock_after,
+        )?,
+        address_lock_after: count(
+            "address_lock_after",
+            a.address_lock_after,
+            d.address_lock_after,
+        )?,
+        failure_window: minutes(
+            "failure_window_minutes",
+            a.failure_window_minutes,
+            d.failure_window,
+        )?,
+        lock_for: minutes("lock_minutes", a.lock_minutes, d.lock_for)?,
+    };
+    Ok(config)
+}
+
+impl Settings {
+    pub fn resolve(args: &ServeArgs) -> anyhow::Result<Settings> {
+        let file = read_file(args.store.config.as_deref())?;
+        let listen_raw = args
+            .listen
+            .clone()
+            .or_else(|| file.listen.clone())
+            .unwrap_or_else(|| DEFAULT_LISTEN.into());
+        let listen: SocketAddr = listen_raw.parse().with_context(|| {
+            format!("--listen {listen_raw:?} is not an address such as 127.0.0.1:8080")
+        })?;
+        Ok(Settings {
+            listen,
+            store: store_target(&args.store, &file)?,
+            app: app_config(
+                &file,
+                args.time_zone.as_deref(),
+                args.severity_scheme.as_deref(),
+            )?,
+            http: kiroku_server::HttpConfig {
+                secure_cookies: file.http.secure_cookies.unwrap_or(false),
+                trust_forwarded_for: file.http.trust_forwarded_for.unwrap_or(false),
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_beat_file_and_file_beats_defaults() {
+        let dir = std::env::temp_dir().join(format!("kiroku-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("kiroku.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9999\"\nseverity_scheme = \"p1-p4\"\n[auth]\nlock_minutes = 5\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            store: StoreArgs {
+                config: Some(path.clone()),
+                ..Default::default()
+            },
+            listen: Some("127.0.0.1:7777".into()),
+            ..Default::default()
+        };
+        let s = Settings::resolve(&args).unwrap();
+        assert_eq!(s.listen.port(), 7777);
+        assert_eq!(s.app.rules.severities.name, "p1-p4");
+        assert_eq!(s.app.auth.lock_for, SignedDuration::from_mins(5));
+        assert_eq!(
+            s.store,
+            StoreTarget::Sqlite(PathBuf::from("kiroku-data/kiroku.db"))
+        );
+
+        std::fs::write(&path, "listen = 1\n").unwrap();
+        assert!(Settings::resolve(&args).is_err());
+        std::fs::write(&path, "lissen = \"x\"\n").unwrap();
+        let e = format!("{:#}", Settings::resolve(&args).unwrap_err());
+        assert!(e.contains("lissen"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn bad_values_say_what_to_do() {
+        let e = app_config(&FileConfig::default(), Some("Mars/Olympus"), None).unwrap_err();
+        assert!(e.to_string().contains("IANA"));
+        let e = app_config(&FileConfig::default(), None, Some("p5")).unwrap_err();
+        assert!(e.to_string().contains("p0-p3"));
+        assert!(StoreTarget::new(Path::new("d"), Some("mysql://x")).is_err());
+        assert_eq!(
+            StoreTarget::new(Path::new("d"), Some("postgres://u:secret@db:5432/k"))
+                .unwrap()
+                .describe(),
+            "PostgreSQL at db:5432/k"
+        );
+    }
+}

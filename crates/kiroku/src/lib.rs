@@ -1,0 +1,7 @@
+//! The `kiroku` binary's library: configuration, wiring of store, app and
+//! server, and the command line (server, local bootstrap, API client).
+
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod store;

@@ -1,0 +1,417 @@
+//! The real `kiroku` binary: bootstrap, serve, log in, work an incident,
+//! stop gracefully, and say what to do when something is wrong.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+
+use serde_json::Value;
+
+use crate::support::{self, PASSWORD};
+
+const BIN: &str = env!("CARGO_BIN_EXE_kiroku");
+
+fn kiroku(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env_remove("KIROKU_SERVER")
+        .env_remove("KIROKU_TOKEN")
+        .env_remove("KIROKU_DATABASE_URL")
+        .env_remove("KIROKU_DATA_DIR")
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("run kiroku");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    drop(child.stdin.take());
+    child.wait_with_output().unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+fn fails(out: &Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    assert!(stderr.contains(needle), "expected {needle:?} in: {stderr}");
+}
+
+/// A running `kiroku serve` and the URL it announced.
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Server {
+    fn start(store_args: &[&str]) -> Server {
+        let mut args = vec!["serve", "--listen", "127.0.0.1:0"];
+        args.extend_from_slice(store_args);
+        let mut child = Command::new(BIN)
+            .args(&args)
+            .env("KIROKU_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = BufReader::new(stderr).lines();
+        let url = loop {
+            let line = lines
+                .next()
+                .expect("serve exited before listening")
+                .unwrap();
+            if let Some(i) = line.find("http://") {
+                break line[i..].split_whitespace().next().unwrap().to_string();
+            }
+        };
+        // Keep draining so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Server { child, url }
+    }
+
+    fn stop(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn totp_from(created: &str) -> String {
+    let secret = created
+        .split("secret=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap();
+    support::totp_now(secret)
+}
+
+/// The README's journey, driven entirely by the binary.
+fn journey(store_args: &[&str], creds: &Path) {
+    let mut local = vec![
+        "user",
+        "create",
+        "--name",
+        "admin",
+        "--role",
+        "admin",
+        "--password-stdin",
+    ];
+    local.extend_from_slice(store_args);
+    let created = ok(&kiroku(&local, &[], Some(&format!("{PASSWORD}\n"))));
+    assert!(
+        created.contains("otpauth://totp/Kiroku:admin?secret="),
+        "{created}"
+    );
+
+    let server = Server::start(store_args);
+    let creds_s = creds.to_str().unwrap();
+    let env = [
+        ("KIROKU_CREDENTIALS", creds_s),
+        ("KIROKU_TIME_ZONE", "Asia/Tokyo"),
+    ];
+    let code = totp_from(&created);
+    let login = ok(&kiroku(
+        &[
+            "login",
+            "--server",
+            &server.url,
+            "--name",
+            "admin",
+            "--password-stdin",
+            "--totp",
+            &code,
+        ],
+        &env,
+        Some(PASSWORD),
+    ));
+    assert!(login.contains("logged in"), "{login}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(creds).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    let declared = ok(&kiroku(
+        &[
+            "incident",
+            "create",
+            "--title",
+            "本番DB接続不可",
+            "--category",
+            "database",
+            "--severity",
+            "P1",
+            "--service",
+            "api",
+            "--environment",
+            "production",
+        ],
+        &env,
+        None,
+    ));
+    let number = declared.split_whitespace().nth(1).unwrap().to_string();
+    assert!(
+        number.starts_with("DB-") && number.ends_with("-001"),
+        "{declared}"
+    );
+    ok(&kiroku(
+        &["incident", "ack", &number, "--note", "対応します"],
+        &env,
+        None,
+    ));
+    ok(&kiroku(&["incident", "investigate", &number], &env, None));
+    ok(&kiroku(
+        &["incident", "note", &number, "接続プール枯渇を確認"],
+        &env,
+        None,
+    ));
+    ok(&kiroku(
+        &[
+            "incident",
+            "impact",
+            &number,
+            "--users",
+            "1500",
+            "--downtime-minutes",
+            "30",
+            "--personal-data",
+            "氏名,メールアドレス",
+            "--people",
+            "1500",
+        ],
+        &env,
+        None,
+    ));
+    for step in ["mitigate", "resolve", "close"] {
+        ok(&kiroku(&["incident", step, &number], &env, None));
+    }
+    let shown: Value = serde_json::from_str(&ok(&kiroku(
+        &["incident", "show", &number, "--json"],
+        &env,
+        None,
+    )))
+    .unwrap();
+    assert_eq!(shown["incident"]["status"], "closed");
+    assert_eq!(shown["incident"]["impact"]["users_affected"], 1500);
+    assert_eq!(shown["timeline"].as_array().unwrap().len(), 8);
+    let table = ok(&kiroku(&["incident", "list"], &env, None));
+    assert!(
+        table.starts_with("NUMBER") && table.contains(&number),
+        "{table}"
+    );
+    let human = ok(&kiroku(&["incident", "show", &number], &env, None));
+    assert!(
+        human.contains("JST") && human.contains("接続プール枯渇を確認"),
+        "{human}"
+    );
+    fails(
+        &kiroku(&["incident", "ack", &number], &env, None),
+        "illegal_transition",
+    );
+
+    let status = server.stop();
+    assert!(status.success(), "graceful stop on SIGTERM: {status:?}");
+
+    // Token bootstrap straight against the database, then the server again.
+    let mut issue = vec!["token", "create", "--user", "admin"];
+    issue.extend_from_slice(store_args);
+    let token = ok(&kiroku(&issue, &[], None)).trim().to_string();
+    assert!(token.starts_with("kiroku_"));
+    let server = Server::start(store_args);
+    let listed = ok(&kiroku(
+        &["incident", "list", "--json", "--server", &server.url],
+        &[("KIROKU_TOKEN", &token)],
+        None,
+    ));
+    let listed: Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(listed["items"][0]["number"], number.as_str());
+    server.stop();
+}
+
+#[test]
+fn journey_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    journey(
+        &["--data-dir", data.to_str().unwrap()],
+        &dir.path().join("creds.toml"),
+    );
+    assert!(data.join("kiroku.db").exists());
+}
+
+#[test]
+fn journey_on_postgres() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Some(db) = rt.block_on(support::PgDatabase::create()) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    journey(&["--database-url", &db.url], &dir.path().join("creds.toml"));
+    drop(db);
+}
+
+#[test]
+fn mistakes_get_a_message_and_a_non_zero_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    fails(
+        &kiroku(
+            &[
+                "user",
+                "create",
+                "--data-dir",
+                d,
+                "--name",
+                "x",
+                "--role",
+                "wizard",
+                "--password-stdin",
+            ],
+            &[],
+            Some(PASSWORD),
+        ),
+        "use admin, responder, viewer or auditor",
+    );
+    fails(
+        &kiroku(
+            &[
+                "user",
+                "create",
+                "--data-dir",
+                d,
+                "--name",
+                "x",
+                "--role",
+                "viewer",
+                "--password-stdin",
+            ],
+            &[],
+            Some("short"),
+        ),
+        "at least 12 characters",
+    );
+    fails(
+        &kiroku(
+            &[
+                "user",
+                "create",
+                "--data-dir",
+                d,
+                "--name",
+                "x",
+                "--role",
+                "viewer",
+            ],
+            &[],
+            None,
+        ),
+        "--password-stdin",
+    );
+    fails(
+        &kiroku(
+            &["token", "create", "--data-dir", d, "--user", "ghost"],
+            &[],
+            None,
+        ),
+        "user not found",
+    );
+    fails(
+        &kiroku(
+            &["incident", "list", "--server", "http://127.0.0.1:9"],
+            &[],
+            None,
+        ),
+        "cannot reach Kiroku",
+    );
+    fails(
+        &kiroku(
+            &["incident", "list"],
+            &[("KIROKU_CREDENTIALS", &format!("{d}/none.toml"))],
+            None,
+        ),
+        "kiroku login",
+    );
+    fails(
+        &kiroku(
+            &["serve", "--data-dir", d, "--listen", "not-an-address"],
+            &[],
+            None,
+        ),
+        "is not an address",
+    );
+    fails(
+        &kiroku(&["serve", "--database-url", "mysql://x/y"], &[], None),
+        "postgres://",
+    );
+    fails(
+        &kiroku(
+            &[
+                "serve",
+                "--data-dir",
+                d,
+                "--config",
+                &format!("{d}/missing.toml"),
+            ],
+            &[],
+            None,
+        ),
+        "cannot read the configuration file",
+    );
+    let usage = kiroku(&["incident", "create"], &[], None);
+    assert_eq!(usage.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&usage.stderr).contains("--title"));
+}
+
+#[test]
+fn wrong_credentials_from_the_cli_say_how_to_log_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    let server = Server::start(&["--data-dir", data.to_str().unwrap()]);
+    let out = kiroku(
+        &["incident", "list", "--server", &server.url],
+        &[("KIROKU_TOKEN", "kiroku_wrong")],
+        None,
+    );
+    fails(&out, "invalid_token");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("kiroku login"));
+    let out = kiroku(
+        &[
+            "login",
+            "--server",
+            &server.url,
+            "--name",
+            "nobody",
+            "--password-stdin",
+        ],
+        &[],
+        Some("whatever-password"),
+    );
+    fails(&out, "wrong name or password");
+    server.stop();
+}

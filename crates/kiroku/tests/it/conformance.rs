@@ -1,0 +1,443 @@
+//! One storage story, told to every backend: what the store promises the
+//! write path, checked on SQLite and PostgreSQL alike.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use jiff::{SignedDuration, Timestamp};
+use kiroku_app::{App, Caller, DeclareIncident, ListIncidents, NewUser, UpdateIncident};
+use kiroku_domain::{Actor, AuditEvent, Operation, Role, Source, Target, Transition};
+use kiroku_store::{IncidentKey, IncidentQuery, Store, StoreError};
+
+use crate::support::{self, PASSWORD};
+
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let s = crate::support::sqlite().await;
+                    super::$name(s.store.clone()).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let Some(s) = crate::support::postgres().await else { return };
+                    super::$name(s.store.clone()).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    numbers_are_unique_and_gap_free_under_50_concurrent_declarations,
+    a_transaction_without_an_audit_event_does_not_commit,
+    a_dropped_transaction_leaves_nothing_behind,
+    audit_sequence_is_gap_free_under_concurrent_writers,
+    stale_versions_are_refused,
+    filters_and_cursor_pages,
+    text_search_treats_wildcards_literally,
+    user_names_are_unique,
+    failures_count_within_a_window,
+);
+
+async fn app(store: Arc<dyn Store>) -> (App, Caller) {
+    let app = App::new(store, support::config());
+    let admin = Caller::local_operator();
+    app.create_user(
+        &admin,
+        NewUser {
+            name: "ops".into(),
+            display_name: String::new(),
+            email: None,
+            role: Role::Responder,
+            password: PASSWORD.into(),
+        },
+    )
+    .await
+    .unwrap();
+    (app, admin)
+}
+
+fn declare(title: &str, severity: &str, category: &str) -> DeclareIncident {
+    DeclareIncident {
+        title: title.into(),
+        category: category.into(),
+        severity: severity.into(),
+        ..Default::default()
+    }
+}
+
+async fn numbers_are_unique_and_gap_free_under_50_concurrent_declarations(store: Arc<dyn Store>) {
+    let (app, caller) = app(store.clone()).await;
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let (app, caller) = (app.clone(), caller.clone());
+        tasks.push(tokio::spawn(async move {
+            app.declare_incident(&caller, declare(&format!("incident {i}"), "P1", "database"))
+                .await
+                .unwrap()
+                .number
+        }));
+    }
+    let mut numbers = BTreeSet::new();
+    for t in tasks {
+        numbers.insert(t.await.unwrap());
+    }
+    let year = Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::get("Asia/Tokyo").unwrap())
+        .year();
+    let expected: BTreeSet<String> = (1..=50).map(|n| format!("DB-{year}-{n:03}")).collect();
+    assert_eq!(numbers, expected);
+    // Another category counts from one.
+    let other = app
+        .declare_incident(&caller, declare("leak", "P0", "information_leak"))
+        .await
+        .unwrap();
+    assert_eq!(other.number, format!("LEAK-{year}-001"));
+}
+
+fn event(action: &str) -> AuditEvent {
+    AuditEvent::success(
+        Timestamp::now(),
+        &Actor::system(),
+        &Source::system(),
+        Operation::Execute,
+        action,
+        Target::new("test", None),
+    )
+}
+
+async fn a_transaction_without_an_audit_event_does_not_commit(store: Arc<dyn Store>) {
+    let (app, caller) = app(store.clone()).await;
+    let incident = app
+        .declare_incident(&caller, declare("x", "P2", "database"))
+        .await
+        .unwrap();
+    let mut tx = store.begin().await.unwrap();
+    let mut changed = incident.clone();
+    changed.title = "changed without audit".into();
+    changed.version += 1;
+    tx.update_incident(&changed, incident.version)
+        .await
+        .unwrap();
+    assert!(matches!(tx.commit().await, Err(StoreError::Unaudited)));
+    let stored = store
+        .incident(&IncidentKey::Id(incident.id))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.title, "x");
+}
+
+async fn a_dropped_transaction_leaves_nothing_behind(store: Arc<dyn Store>) {
+    let (app, caller) = app(store.clone()).await;
+    let before = store.audit_events(&Default::default()).await.unwrap().len();
+    let incident = app
+        .declare_incident(&caller, declare("x", "P2", "database"))
+        .await
+        .unwrap();
+    {
+        let mut tx = store.begin().await.unwrap();
+        let mut changed = incident.clone();
+        changed.version += 1;
+        changed.title = "rolled back".into();
+        tx.update_incident(&changed, incident.version)
+            .await
+            .unwrap();
+        tx.append_audit(&event("never_committed")).await.unwrap();
+        // Dropped here: rolled back.
+    }
+    let stored = store
+        .incident(&IncidentKey::Id(incident.id))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.title, "x");
+    let events = store
+        .audit_events(&kiroku_store::AuditQuery {
+            limit: 200,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(events.iter().all(|e| e.action != "never_committed"));
+    assert_eq!(events.len(), before + 1, "only the declaration's event");
+    assert_eq!(
+        store.outbox(10).await.unwrap().len(),
+        1,
+        "only the declaration's message"
+    );
+}
+
+async fn audit_sequence_is_gap_free_under_concurrent_writers(store: Arc<dyn Store>) {
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tx = store.begin().await.unwrap();
+            let seq = tx.append_audit(&event(&format!("e{i}"))).await.unwrap();
+            tx.commit().await.unwrap();
+            seq
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let events = store
+        .audit_events(&kiroku_store::AuditQuery {
+            limit: 200,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=events.len() as i64).collect::<Vec<_>>());
+    assert_eq!(events.len(), 40);
+}
+
+async fn stale_versions_are_refused(store: Arc<dyn Store>) {
+    let (app, caller) = app(store.clone()).await;
+    let incident = app
+        .declare_incident(&caller, declare("x", "P2", "database"))
+        .await
+        .unwrap();
+    let key = IncidentKey::Id(incident.id);
+    app.transition(&caller, &key, Transition::Acknowledge, None, Some(1))
+        .await
+        .unwrap();
+    let err = app
+        .update_incident(
+            &caller,
+            &key,
+            UpdateIncident {
+                title: Some("y".into()),
+                ..Default::default()
+            },
+            Some(1),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "version_conflict");
+    let mut tx = store.begin().await.unwrap();
+    let mut stale = incident.clone();
+    stale.version = 2;
+    assert!(matches!(
+        tx.update_incident(&stale, 1).await,
+        Err(StoreError::VersionMismatch { current: 2 })
+    ));
+}
+
+async fn filters_and_cursor_pages(store: Arc<dyn Store>) {
+    let (app, caller) = app(store.clone()).await;
+    for i in 0..7 {
+        let sev = if i % 2 == 0 { "P0" } else { "P3" };
+        let cat = if i < 4 { "database" } else { "server_failure" };
+        let inc = app
+            .declare_incident(&caller, declare(&format!("item {i}"), sev, cat))
+            .await
+            .unwrap();
+        if i == 0 {
+            app.transition(
+                &caller,
+                &IncidentKey::Id(inc.id),
+                Transition::Resolve,
+                None,
+                None,
+            )
+            .await
+            .unwrap();
+        }
+    }
+    let list = |q: ListIncidents| {
+        let app = app.clone();
+        let caller = caller.clone();
+        async move { app.list_incidents(&caller, q).await.unwrap() }
+    };
+    let all = list(ListIncidents::default()).await;
+    assert_eq!(all.items.len(), 7);
+    assert!(
+        all.items.windows(2).all(|w| w[0].id > w[1].id),
+        "newest first"
+    );
+    let p0 = list(ListIncidents {
+        severities: vec!["P0".into()],
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(p0.items.len(), 4);
+    let open_db = list(ListIncidents {
+        statuses: vec!["triggered".into()],
+        categories: vec!["database".into()],
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(open_db.items.len(), 3);
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = list(ListIncidents {
+            limit: Some(3),
+            cursor: cursor.clone(),
+            ..Default::default()
+        })
+        .await;
+        seen.extend(page.items.iter().map(|i| i.id));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(seen, all.items.iter().map(|i| i.id).collect::<Vec<_>>());
+    let future = list(ListIncidents {
+        detected_from: Some(Timestamp::now() + SignedDuration::from_hours(1)),
+        ..Default::default()
+    })
+    .await;
+    assert!(future.items.is_empty());
+    let q = store
+        .incidents(&IncidentQuery {
+            environment: Some("nowhere".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(q.is_empty());
+}
+
+async fn text_search_treats_wildcards_literally(store: Arc<dyn Store>) {
+    let (app, caller) = app(store.clone()).await;
+    app.declare_incident(&caller, declare("CPU 100% on db-1", "P1", "database"))
+        .await
+        .unwrap();
+    app.declare_incident(&caller, declare("CPU 1000 req/s", "P1", "database"))
+        .await
+        .unwrap();
+    app.declare_incident(
+        &caller,
+        declare("'; DROP TABLE incidents; --", "P1", "database"),
+    )
+    .await
+    .unwrap();
+    let search = |t: &str| {
+        let (app, caller, t) = (app.clone(), caller.clone(), t.to_string());
+        async move {
+            app.list_incidents(
+                &caller,
+                ListIncidents {
+                    text: Some(t),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap()
+            .items
+        }
+    };
+    assert_eq!(search("100%").await.len(), 1);
+    assert_eq!(search("cpu").await.len(), 2, "case-insensitive");
+    assert_eq!(search("_").await.len(), 0);
+    let hostile = search("DROP TABLE").await;
+    assert_eq!(hostile.len(), 1);
+    assert_eq!(hostile[0].title, "'; DROP TABLE incidents; --");
+}
+
+async fn user_names_are_unique(store: Arc<dyn Store>) {
+    let (app, caller) = app(store.clone()).await;
+    let err = app
+        .create_user(
+            &caller,
+            NewUser {
+                name: "ops".into(),
+                display_name: String::new(),
+                email: None,
+                role: Role::Viewer,
+                password: PASSWORD.into(),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "already_exists");
+    assert_eq!(store.users().await.unwrap().len(), 1);
+}
+
+async fn failures_count_within_a_window(store: Arc<dyn Store>) {
+    let t0 = Timestamp::now();
+    let window = SignedDuration::from_mins(15);
+    let mut tx = store.begin().await.unwrap();
+    for _ in 0..3 {
+        tx.count_failure("user:x", t0, t0 - window).await.unwrap();
+    }
+    let later = t0 + SignedDuration::from_mins(16);
+    let r = tx
+        .count_failure("user:x", later, later - window)
+        .await
+        .unwrap();
+    assert_eq!(r.failures, 1, "a new window starts over");
+    tx.lock_key("user:x", later + window).await.unwrap();
+    tx.append_audit(&event("test")).await.unwrap();
+    tx.commit().await.unwrap();
+    let t = store.throttle("user:x").await.unwrap().unwrap();
+    assert_eq!(
+        t.locked_until.map(|u| u.as_microsecond()),
+        Some((later + window).as_microsecond())
+    );
+}
+
+/// A second open of the same database applies no migration twice and
+/// keeps what was written.
+async fn reopen_keeps_everything(open: impl AsyncFn() -> Arc<dyn Store>) {
+    let first = open().await;
+    let (app, caller) = app(first.clone()).await;
+    let inc = app
+        .declare_incident(&caller, declare("survives", "P1", "database"))
+        .await
+        .unwrap();
+    drop(app);
+    let second = open().await;
+    let again = second
+        .incident(&IncidentKey::Number(inc.number.clone()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again, inc);
+    assert_eq!(second.users().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn sqlite_reopen_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kiroku.db");
+    reopen_keeps_everything(async || -> Arc<dyn Store> {
+        let store: Arc<dyn Store> = Arc::new(
+            kiroku_store_sqlite::open(&path, Default::default())
+                .await
+                .unwrap(),
+        );
+        store
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn postgres_reconnect_keeps_everything() {
+    let Some(db) = support::PgDatabase::create().await else {
+        return;
+    };
+    let url = db.url.clone();
+    reopen_keeps_everything(async || -> Arc<dyn Store> {
+        let store: Arc<dyn Store> = Arc::new(
+            kiroku_store_postgres::connect(&url, Default::default())
+                .await
+                .unwrap(),
+        );
+        store
+    })
+    .await;
+}

@@ -1,0 +1,10 @@
+//! Kiroku's integration tests: the real router over loopback HTTP, the real
+//! binary, and one storage conformance suite run against SQLite and
+//! PostgreSQL (when KIROKU_TEST_DATABASE_URL names a server).
+
+mod api;
+mod bad_input;
+mod cli;
+mod conformance;
+mod openapi;
+mod support;

@@ -1,0 +1,303 @@
+//! Test fixtures: stores on both backends, and a running server with one
+//! user of each role.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use kiroku_app::{App, Caller, Config, NewUser};
+use kiroku_domain::Role;
+use kiroku_store::Store;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// A store and whatever must outlive it.
+pub struct TestStore {
+    pub store: Arc<dyn Store>,
+    _dir: Option<tempfile::TempDir>,
+    _db: Option<PgDatabase>,
+}
+
+pub async fn sqlite() -> TestStore {
+    let dir = tempfile::tempdir().unwrap();
+    let store = kiroku_store_sqlite::open(&dir.path().join("kiroku.db"), Default::default())
+        .await
+        .unwrap();
+    TestStore {
+        store: Arc::new(store),
+        _dir: Some(dir),
+        _db: None,
+    }
+}
+
+/// The PostgreSQL server tests may use, or a SKIP line and `None`.
+pub fn postgres_admin_url() -> Option<String> {
+    match std::env::var("KIROKU_TEST_DATABASE_URL") {
+        Ok(u) if !u.is_empty() => Some(u),
+        _ => {
+            // Written past the test harness's capture so that it is seen.
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIP: PostgreSQL suite (set KIROKU_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres)"
+            );
+            None
+        }
+    }
+}
+
+/// A throwaway database, dropped when the test ends.
+pub struct PgDatabase {
+    admin_url: String,
+    pub name: String,
+    pub url: String,
+}
+
+impl PgDatabase {
+    pub async fn create() -> Option<PgDatabase> {
+        use sqlx::Connection;
+        let admin_url = postgres_admin_url()?;
+        let name = format!("kiroku_test_{}", uuid::Uuid::now_v7().simple());
+        let mut conn = sqlx::PgConnection::connect(&admin_url)
+            .await
+            .expect("KIROKU_TEST_DATABASE_URL is set but PostgreSQL cannot be reached");
+        sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        conn.close().await.ok();
+        let base = admin_url
+            .rsplit_once('/')
+            .map(|(b, _)| b)
+            .unwrap_or(&admin_url);
+        let url = format!("{base}/{name}");
+        Some(PgDatabase {
+            admin_url,
+            name,
+            url,
+        })
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let (url, name) = (self.admin_url.clone(), self.name.clone());
+        // A fresh runtime on its own thread: Drop cannot await.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                use sqlx::Connection;
+                if let Ok(mut c) = sqlx::PgConnection::connect(&url).await {
+                    let _ = sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut c)
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+pub async fn postgres() -> Option<TestStore> {
+    let db = PgDatabase::create().await?;
+    let store = kiroku_store_postgres::connect(&db.url, Default::default())
+        .await
+        .unwrap();
+    Some(TestStore {
+        store: Arc::new(store),
+        _dir: None,
+        _db: Some(db),
+    })
+}
+
+pub fn config() -> Config {
+    Config::with_zone(jiff::tz::TimeZone::get("Asia/Tokyo").unwrap())
+}
+
+/// A user of the running server and the token it calls with.
+#[derive(Clone)]
+pub struct TestUser {
+    pub name: String,
+    pub token: String,
+    pub totp_uri: Option<String>,
+}
+
+impl TestUser {
+    pub fn totp_secret(&self) -> String {
+        let uri = self.totp_uri.as_deref().expect("user has TOTP");
+        uri.split("secret=")
+            .nth(1)
+            .unwrap()
+            .split('&')
+            .next()
+            .unwrap()
+            .to_string()
+    }
+}
+
+/// A real Kiroku server on a loopback port.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub store: TestStore,
+    pub http: reqwest::Client,
+    pub admin: TestUser,
+    pub responder: TestUser,
+    pub viewer: TestUser,
+    pub auditor: TestUser,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl TestApp {
+    pub async fn on(store: TestStore) -> TestApp {
+        Self::with_config(store, config()).await
+    }
+
+    pub async fn sqlite() -> TestApp {
+        Self::on(sqlite().await).await
+    }
+
+    pub async fn with_config(store: TestStore, config: Config) -> TestApp {
+        let app = App::new(store.store.clone(), config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let router = kiroku_server::router(app.clone(), Default::default());
+        tokio::spawn(async move {
+            kiroku_server::serve(listener, router, async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        });
+        let mut users = Vec::new();
+        for role in [Role::Admin, Role::Responder, Role::Viewer, Role::Auditor] {
+            let name = role.as_str().to_string();
+            let created = app
+                .create_user(
+                    &Caller::local_operator(),
+                    NewUser {
+                        name: name.clone(),
+                        display_name: String::new(),
+                        email: None,
+                        role,
+                        password: PASSWORD.into(),
+                    },
+                )
+                .await
+                .unwrap();
+            let token = app
+                .create_token(&Caller::local_operator(), Some(&name), "test", None)
+                .await
+                .unwrap();
+            users.push(TestUser {
+                name,
+                token: token.secret,
+                totp_uri: created.totp_uri,
+            });
+        }
+        let mut users = users.into_iter();
+        TestApp {
+            addr,
+            store,
+            http: reqwest::Client::builder()
+                .user_agent("kiroku-tests/1")
+                .build()
+                .unwrap(),
+            admin: users.next().unwrap(),
+            responder: users.next().unwrap(),
+            viewer: users.next().unwrap(),
+            auditor: users.next().unwrap(),
+            shutdown: Some(tx),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Sends JSON as `user` (or anonymously) and returns status and body.
+    pub async fn call(
+        &self,
+        user: Option<&TestUser>,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.http.request(method, self.url(path));
+        if let Some(u) = user {
+            req = req.bearer_auth(&u.token);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status();
+        let text = res.text().await.unwrap();
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        (status, body)
+    }
+
+    pub async fn get(&self, user: &TestUser, path: &str) -> (StatusCode, Value) {
+        self.call(Some(user), Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, user: &TestUser, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Some(user), Method::POST, path, Some(body)).await
+    }
+
+    pub async fn declare(&self, user: &TestUser, title: &str, severity: &str) -> Value {
+        let (status, body) = self
+            .post(
+                user,
+                "/api/v1/incidents",
+                json!({ "title": title, "category": "database", "severity": severity }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body
+    }
+
+    /// Every audit event so far, oldest first.
+    pub async fn audit(&self) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = self
+                .store
+                .store
+                .audit_events(&kiroku_store::AuditQuery {
+                    after_seq: Some(after),
+                    limit: 200,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            if page.is_empty() {
+                return out;
+            }
+            after = page.last().unwrap().seq;
+            out.extend(page.into_iter().map(|e| serde_json::to_value(e).unwrap()));
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// The current TOTP code for a secret.
+pub fn totp_now(secret: &str) -> String {
+    kiroku_app::totp_code(secret, jiff::Timestamp::now().as_second() as u64).unwrap()
+}
