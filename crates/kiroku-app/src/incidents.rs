@@ -6,7 +6,7 @@ use kiroku_domain::{
     Permission, PersonalData, Status, Target, TimelineEntry, TimelineKind, Transition, UserRef,
     validate,
 };
-use kiroku_store::{IncidentKey, IncidentQuery, PAGE_MAX, Tx};
+use kiroku_store::{IncidentCursor, IncidentKey, IncidentQuery, PAGE_MAX, Tx};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
@@ -515,7 +515,7 @@ impl App {
             ));
         }
         let after = match &q.cursor {
-            Some(c) => Some(Uuid::parse_str(c).map_err(|_| {
+            Some(c) => Some(IncidentCursor::decode(c).ok_or_else(|| {
                 AppError::invalid(
                     "cursor",
                     "invalid_cursor",
@@ -545,7 +545,13 @@ impl App {
         let mut items = items;
         let next_cursor = if items.len() as i64 > limit {
             items.truncate(limit as usize);
-            items.last().map(|i| i.id.to_string())
+            items.last().map(|i| {
+                IncidentCursor {
+                    detected_at: i.times.detected_at,
+                    id: i.id,
+                }
+                .encode()
+            })
         } else {
             None
         };

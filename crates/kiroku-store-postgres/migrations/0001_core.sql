@@ -13,11 +13,13 @@ CREATE TABLE incidents (
     version     BIGINT NOT NULL,
     doc         TEXT NOT NULL
 );
-CREATE INDEX incidents_status ON incidents (status, id);
-CREATE INDEX incidents_severity ON incidents (severity, id);
-CREATE INDEX incidents_category ON incidents (category, id);
-CREATE INDEX incidents_environment ON incidents (environment, id);
-CREATE INDEX incidents_detected ON incidents (detected_at);
+-- Lists run newest-detected first with a (detected_at, id) keyset cursor;
+-- each filter has an index in that order so a page reads about one page.
+CREATE INDEX incidents_detected ON incidents (detected_at, id);
+CREATE INDEX incidents_status ON incidents (status, detected_at, id);
+CREATE INDEX incidents_severity ON incidents (severity, detected_at, id);
+CREATE INDEX incidents_category ON incidents (category, detected_at, id);
+CREATE INDEX incidents_environment ON incidents (environment, detected_at, id);
 
 CREATE TABLE incident_counters (
     prefix TEXT NOT NULL,

@@ -213,10 +213,12 @@ impl Store for SqlStore {
             f.like("search", contains_pattern(text));
         }
         if let Some(after) = q.after {
-            f.cmp("id", "<", Bind::Text(after.to_string()));
+            let t = f.placeholder(Bind::Int(micros(after.detected_at)));
+            let id = f.placeholder(Bind::Text(after.id.to_string()));
+            f.clauses.push(format!("(detected_at, id) < ({t}, {id})"));
         }
         let sql = format!(
-            "SELECT doc FROM incidents{} ORDER BY id DESC LIMIT {}",
+            "SELECT doc FROM incidents{} ORDER BY detected_at DESC, id DESC LIMIT {}",
             f.where_sql(),
             page(q.limit)
         );

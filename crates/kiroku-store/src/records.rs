@@ -66,9 +66,31 @@ pub struct IncidentQuery {
     pub detected_to: Option<Timestamp>,
     /// Matched against title, number and summary, case-insensitively.
     pub text: Option<String>,
-    /// Newest first; continue after this id (UUIDv7 ids sort by creation).
-    pub after: Option<Uuid>,
+    /// Newest-detected first; continue after this position.
+    pub after: Option<IncidentCursor>,
     pub limit: i64,
+}
+
+/// A position in the incident list: detection time, then id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IncidentCursor {
+    pub detected_at: Timestamp,
+    pub id: Uuid,
+}
+
+impl IncidentCursor {
+    /// The opaque text form handed to clients: `{micros}.{id}`.
+    pub fn encode(&self) -> String {
+        format!("{}.{}", self.detected_at.as_microsecond(), self.id.simple())
+    }
+
+    pub fn decode(s: &str) -> Option<IncidentCursor> {
+        let (us, id) = s.split_once('.')?;
+        Some(IncidentCursor {
+            detected_at: Timestamp::from_microsecond(us.parse().ok()?).ok()?,
+            id: Uuid::try_parse(id).ok()?,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]

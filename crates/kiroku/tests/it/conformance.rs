@@ -262,8 +262,10 @@ async fn filters_and_cursor_pages(store: Arc<dyn Store>) {
     let all = list(ListIncidents::default()).await;
     assert_eq!(all.items.len(), 7);
     assert!(
-        all.items.windows(2).all(|w| w[0].id > w[1].id),
-        "newest first"
+        all.items
+            .windows(2)
+            .all(|w| (w[0].times.detected_at, w[0].id) > (w[1].times.detected_at, w[1].id)),
+        "newest-detected first"
     );
     let p0 = list(ListIncidents {
         severities: vec!["P0".into()],
@@ -294,6 +296,22 @@ async fn filters_and_cursor_pages(store: Arc<dyn Store>) {
         }
     }
     assert_eq!(seen, all.items.iter().map(|i| i.id).collect::<Vec<_>>());
+    let old = app
+        .declare_incident(
+            &caller,
+            DeclareIncident {
+                detected_at: Some(Timestamp::now() - SignedDuration::from_hours(24 * 30)),
+                ..declare("back-dated", "P3", "database")
+            },
+        )
+        .await
+        .unwrap();
+    let all = list(ListIncidents::default()).await;
+    assert_eq!(
+        all.items.last().unwrap().id,
+        old.id,
+        "a back-dated incident sorts by detection"
+    );
     let future = list(ListIncidents {
         detected_from: Some(Timestamp::now() + SignedDuration::from_hours(1)),
         ..Default::default()

@@ -1,0 +1,530 @@
+//! Kiroku's benchmark runner. Starts the release binary on a fresh store,
+//! drives it over loopback HTTP, and writes Markdown and JSON results with
+//! a description of the machine. Run it through `bench/run`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+
+mod seed;
+
+struct Opts {
+    kiroku: PathBuf,
+    out: PathBuf,
+    quick: bool,
+    pg_url: Option<String>,
+}
+
+fn opts() -> anyhow::Result<Opts> {
+    let mut args = std::env::args().skip(1);
+    let (mut kiroku, mut out, mut quick) = (None, None, false);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--kiroku" => kiroku = args.next().map(PathBuf::from),
+            "--out" => out = args.next().map(PathBuf::from),
+            "--quick" => quick = true,
+            other => bail!("unknown argument {other}; use --kiroku PATH --out DIR [--quick]"),
+        }
+    }
+    Ok(Opts {
+        kiroku: kiroku.context("--kiroku PATH is required")?,
+        out: out.context("--out DIR is required")?,
+        quick,
+        pg_url: Some(
+            std::env::var("KIROKU_BENCH_DATABASE_URL")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into()),
+        ),
+    })
+}
+
+/// Latency summary in milliseconds.
+#[derive(Clone, Copy, Debug)]
+struct Summary {
+    n: usize,
+    per_sec: f64,
+    p50: f64,
+    p99: f64,
+}
+
+fn summarise(mut lat: Vec<Duration>, wall: Duration) -> Summary {
+    lat.sort();
+    let q = |p: f64| {
+        let i = ((p * lat.len() as f64).ceil() as usize).clamp(1, lat.len()) - 1;
+        lat[i].as_secs_f64() * 1000.0
+    };
+    Summary {
+        n: lat.len(),
+        per_sec: lat.len() as f64 / wall.as_secs_f64(),
+        p50: q(0.50),
+        p99: q(0.99),
+    }
+}
+
+/// The median run by throughput, and whether the runs disagreed by more
+/// than 15 % (noisy).
+fn median(mut runs: Vec<Summary>) -> (Summary, bool) {
+    runs.sort_by(|a, b| a.per_sec.total_cmp(&b.per_sec));
+    let lo = runs.first().unwrap().per_sec;
+    let hi = runs.last().unwrap().per_sec;
+    (runs[runs.len() / 2], (hi - lo) / hi > 0.15)
+}
+
+/// Sends `total` requests from `concurrency` workers; `make` builds each one.
+async fn load(
+    concurrency: usize,
+    total: usize,
+    make: Arc<dyn Fn(usize) -> reqwest::RequestBuilder + Send + Sync>,
+) -> anyhow::Result<Summary> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..concurrency {
+        let (next, make) = (next.clone(), make.clone());
+        workers.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    return Ok::<_, anyhow::Error>(lat);
+                }
+                let t = Instant::now();
+                let res = make(i).send().await?;
+                let status = res.status();
+                let _ = res.bytes().await?;
+                if !status.is_success() {
+                    bail!("request {i} answered {status}");
+                }
+                lat.push(t.elapsed());
+            }
+        }));
+    }
+    let mut lat = Vec::with_capacity(total);
+    for w in workers {
+        lat.extend(w.await??);
+    }
+    Ok(summarise(lat, start.elapsed()))
+}
+
+#[derive(Clone)]
+enum Target {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+impl Target {
+    fn args(&self) -> Vec<String> {
+        match self {
+            Target::Sqlite(dir) => vec!["--data-dir".into(), dir.display().to_string()],
+            Target::Postgres(url) => vec!["--database-url".into(), url.clone()],
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Target::Sqlite(_) => "SQLite",
+            Target::Postgres(_) => "PostgreSQL",
+        }
+    }
+}
+
+struct Server {
+    child: Child,
+    url: String,
+    started_in: Duration,
+}
+
+impl Server {
+    async fn start(kiroku: &Path, target: &Target) -> anyhow::Result<Server> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let t0 = Instant::now();
+        let child = Command::new(kiroku)
+            .arg("serve")
+            .args(target.args())
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env("KIROKU_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let url = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::new();
+        loop {
+            if let Ok(r) = client.get(format!("{url}/healthz")).send().await {
+                if r.status().is_success() {
+                    break;
+                }
+            }
+            if t0.elapsed() > Duration::from_secs(60) {
+                bail!("kiroku did not start within 60 s");
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        Ok(Server {
+            child,
+            url,
+            started_in: t0.elapsed(),
+        })
+    }
+
+    /// Resident memory in MiB, from /proc.
+    fn rss_mib(&self) -> f64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+            })
+            .map_or(f64::NAN, |kb| kb / 1024.0)
+    }
+
+    fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+fn bootstrap(kiroku: &Path, target: &Target) -> anyhow::Result<String> {
+    use std::io::Write;
+    let mut child = Command::new(kiroku)
+        .args([
+            "user",
+            "create",
+            "--name",
+            "bench",
+            "--role",
+            "responder",
+            "--password-stdin",
+        ])
+        .args(target.args())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"benchmark passphrase")?;
+    if !child.wait()?.success() {
+        bail!("user create failed");
+    }
+    let out = Command::new(kiroku)
+        .args(["token", "create", "--user", "bench"])
+        .args(target.args())
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "token create failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8(out.stdout)?.trim().to_string())
+}
+
+async fn pg_database(admin: &str) -> anyhow::Result<String> {
+    use sqlx::Connection;
+    let mut c = sqlx::PgConnection::connect(admin).await?;
+    let name = "kiroku_bench";
+    sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&mut c)
+        .await?;
+    sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
+        .execute(&mut c)
+        .await?;
+    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(admin);
+    Ok(format!("{base}/{name}"))
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or("?".into(), |kb| format!("{:.0} GiB", kb / 1024.0 / 1024.0));
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!("{cpu}, {cores} cores, {mem} RAM, Linux {}", kernel.trim())
+}
+
+struct Report {
+    md: String,
+    json: serde_json::Map<String, Value>,
+}
+
+impl Report {
+    fn line(&mut self, s: &str) {
+        self.md.push_str(s);
+        self.md.push('\n');
+        println!("{s}");
+    }
+}
+
+fn fmt(s: &Summary, noisy: bool) -> String {
+    format!(
+        "{:.0}/s | {:.2} ms | {:.2} ms | {}{}",
+        s.per_sec,
+        s.p50,
+        s.p99,
+        s.n,
+        if noisy { " (noisy)" } else { "" }
+    )
+}
+
+async fn create_bench(o: &Opts, target: &Target, r: &mut Report) -> anyhow::Result<()> {
+    let token = bootstrap(&o.kiroku, target)?;
+    let server = Server::start(&o.kiroku, target).await?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()?;
+    let url = format!("{}/api/v1/incidents", server.url);
+    let make: Arc<dyn Fn(usize) -> reqwest::RequestBuilder + Send + Sync> = {
+        let (client, url, token) = (client.clone(), url.clone(), token.clone());
+        Arc::new(move |i| {
+            let category = ["database", "server_failure", "service_outage"][i % 3];
+            let severity = ["P0", "P1", "P2", "P3"][i % 4];
+            client.post(&url).bearer_auth(&token).json(&json!({
+                "title": format!("bench incident {i}"),
+                "category": category,
+                "severity": severity,
+                "environment": "production",
+                "affected_services": ["api"],
+            }))
+        })
+    };
+    load(16, 200, make.clone()).await?; // warm-up
+    let per_run = if o.quick { 1000 } else { 3000 };
+    let mut runs = Vec::new();
+    for _ in 0..3 {
+        runs.push(load(16, per_run, make.clone()).await?);
+    }
+    let (m, noisy) = median(runs);
+    r.line(&format!(
+        "| create incident, {} | {} |",
+        target.name(),
+        fmt(&m, noisy)
+    ));
+    r.json.insert(
+        format!("create_{}", target.name().to_lowercase()),
+        json!({ "per_sec": m.per_sec, "p50_ms": m.p50, "p99_ms": m.p99, "requests": m.n, "concurrency": 16, "noisy": noisy }),
+    );
+    server.stop();
+    Ok(())
+}
+
+const LIST_QUERIES: [(&str, &str); 6] = [
+    ("newest 50", ""),
+    ("status=triggered", "status=triggered"),
+    (
+        "severity=P0&status=acknowledged,investigating",
+        "severity=P0&status=acknowledged,investigating",
+    ),
+    (
+        "category=database&environment=production",
+        "category=database&environment=production",
+    ),
+    (
+        "detected in a 7-day window",
+        "detected_from=DETECTED_FROM&detected_to=DETECTED_TO",
+    ),
+    ("page 2 via cursor", "status=triggered&cursor=CURSOR"),
+];
+
+async fn list_bench(
+    o: &Opts,
+    target: &Target,
+    token: &str,
+    size: usize,
+    r: &mut Report,
+) -> anyhow::Result<()> {
+    let token = token.to_string();
+    let mut starts = Vec::new();
+    for _ in 0..4 {
+        let s = Server::start(&o.kiroku, target).await?;
+        starts.push(s.started_in);
+        s.stop();
+    }
+    starts.sort();
+    let server = Server::start(&o.kiroku, target).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle_rss = server.rss_mib();
+    let client = reqwest::Client::new();
+    let from = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(24 * 200);
+    let to = from + jiff::SignedDuration::from_hours(24 * 7);
+    let first: Value = client
+        .get(format!("{}/api/v1/incidents?status=triggered", server.url))
+        .bearer_auth(&token)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let cursor = first["next_cursor"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    for (name, q) in LIST_QUERIES {
+        let q = q
+            .replace("DETECTED_FROM", &from.to_string())
+            .replace("DETECTED_TO", &to.to_string())
+            .replace("CURSOR", &cursor);
+        let url = format!("{}/api/v1/incidents?{q}", server.url);
+        let make: Arc<dyn Fn(usize) -> reqwest::RequestBuilder + Send + Sync> = {
+            let (client, url, token) = (client.clone(), url.clone(), token.clone());
+            Arc::new(move |_| client.get(&url).bearer_auth(&token))
+        };
+        load(1, 20, make.clone()).await?;
+        let n = if o.quick { 200 } else { 400 };
+        let mut runs = Vec::new();
+        for _ in 0..3 {
+            runs.push(load(1, n, make.clone()).await?);
+        }
+        let (m, noisy) = median(runs);
+        r.line(&format!(
+            "| list: {name}, {size} incidents, {} | {} |",
+            target.name(),
+            fmt(&m, noisy)
+        ));
+        r.json.insert(
+            format!("list_{}_{size}_{name}", target.name().to_lowercase()),
+            json!({ "per_sec": m.per_sec, "p50_ms": m.p50, "p99_ms": m.p99, "requests": m.n, "noisy": noisy }),
+        );
+    }
+    let busy_rss = server.rss_mib();
+    let start = starts[starts.len() / 2];
+    r.line(&format!(
+        "| start-up to serving, {size} incidents, {} | {:.0} ms (median of 4) | | | |",
+        target.name(),
+        start.as_secs_f64() * 1000.0
+    ));
+    r.line(&format!("| RSS idle / after list load, {size} incidents, {} | {idle_rss:.1} MiB / {busy_rss:.1} MiB | | | |", target.name()));
+    r.json.insert(
+        format!("process_{}_{size}", target.name().to_lowercase()),
+        json!({ "startup_ms": start.as_secs_f64() * 1000.0, "idle_rss_mib": idle_rss, "busy_rss_mib": busy_rss }),
+    );
+    server.stop();
+    Ok(())
+}
+
+async fn target_store(target: &Target) -> anyhow::Result<Arc<dyn kiroku_store::Store>> {
+    Ok(match target {
+        Target::Sqlite(dir) => {
+            std::fs::create_dir_all(dir)?;
+            Arc::new(kiroku_store_sqlite::open(&dir.join("kiroku.db"), Default::default()).await?)
+        }
+        Target::Postgres(url) => {
+            Arc::new(kiroku_store_postgres::connect(url, Default::default()).await?)
+        }
+    })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let o = opts()?;
+    let mut r = Report {
+        md: String::new(),
+        json: serde_json::Map::new(),
+    };
+    let when = jiff::Timestamp::now();
+    r.line("# Kiroku benchmark results\n");
+    r.line(&format!("Run {when} on {}.", machine()));
+    r.line("Load comes from the same machine over loopback, so client and server share the cores.");
+    r.line("Medians of three runs; a run set whose throughput varied by more than 15 % is marked noisy.\n");
+    r.line("| benchmark | throughput | p50 | p99 | requests |");
+    r.line("|---|---|---|---|---|");
+    r.json.insert("machine".into(), json!(machine()));
+    r.json.insert("time".into(), json!(when.to_string()));
+
+    let work = std::env::temp_dir().join(format!("kiroku-bench-{}", std::process::id()));
+    let mut targets = vec![Target::Sqlite(work.join("create-sqlite"))];
+    let pg = match &o.pg_url {
+        Some(u) => match pg_database(u).await {
+            Ok(url) => Some(url),
+            Err(e) => {
+                println!("SKIP: PostgreSQL benchmarks ({e})");
+                None
+            }
+        },
+        None => None,
+    };
+    if let Some(url) = &pg {
+        targets.push(Target::Postgres(url.clone()));
+    }
+    for t in &targets {
+        create_bench(&o, t, &mut r).await?;
+    }
+
+    let sizes: [usize; 2] = if o.quick {
+        [10_000, 100_000]
+    } else {
+        [100_000, 1_000_000]
+    };
+    let mut list_targets = vec![Target::Sqlite(work.join("list-sqlite"))];
+    if let Some(admin) = &o.pg_url {
+        if pg.is_some() {
+            list_targets.push(Target::Postgres(pg_database(admin).await?));
+        }
+    }
+    for t in &list_targets {
+        let store = target_store(t).await?;
+        let token = bootstrap(&o.kiroku, t)?;
+        let mut have = 0;
+        for size in sizes {
+            let t0 = Instant::now();
+            seed::incidents(store.as_ref(), have, size).await?;
+            if let Target::Postgres(url) = t {
+                // What autovacuum would have done by the time anyone lists.
+                use sqlx::Connection;
+                let mut c = sqlx::PgConnection::connect(url).await?;
+                sqlx::raw_sql("ANALYZE incidents").execute(&mut c).await?;
+            }
+            println!(
+                "seeded {} incidents into {} in {:.0} s",
+                size - have,
+                t.name(),
+                t0.elapsed().as_secs_f64()
+            );
+            have = size;
+            list_bench(&o, t, &token, size, &mut r).await?;
+        }
+    }
+    let size_mib =
+        std::fs::metadata(&o.kiroku).map_or(f64::NAN, |m| m.len() as f64 / 1024.0 / 1024.0);
+    r.line(&format!(
+        "| release binary size | {size_mib:.1} MiB | | | |"
+    ));
+    r.json.insert("binary_mib".into(), json!(size_mib));
+
+    std::fs::create_dir_all(&o.out)?;
+    std::fs::write(o.out.join("latest.md"), &r.md)?;
+    std::fs::write(
+        o.out.join("latest.json"),
+        serde_json::to_string_pretty(&Value::Object(r.json))? + "\n",
+    )?;
+    let _ = std::fs::remove_dir_all(&work);
+    println!("\nwritten to {}", o.out.join("latest.md").display());
+    Ok(())
+}
