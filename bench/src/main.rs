@@ -155,10 +155,10 @@ impl Server {
         let url = format!("http://127.0.0.1:{port}");
         let client = reqwest::Client::new();
         loop {
-            if let Ok(r) = client.get(format!("{url}/healthz")).send().await {
-                if r.status().is_success() {
-                    break;
-                }
+            if let Ok(r) = client.get(format!("{url}/healthz")).send().await
+                && r.status().is_success()
+            {
+                break;
             }
             if t0.elapsed() > Duration::from_secs(60) {
                 bail!("kiroku did not start within 60 s");
@@ -483,10 +483,8 @@ async fn main() -> anyhow::Result<()> {
         [100_000, 1_000_000]
     };
     let mut list_targets = vec![Target::Sqlite(work.join("list-sqlite"))];
-    if let Some(admin) = &o.pg_url {
-        if pg.is_some() {
-            list_targets.push(Target::Postgres(pg_database(admin).await?));
-        }
+    if let (Some(admin), Some(_)) = (&o.pg_url, &pg) {
+        list_targets.push(Target::Postgres(pg_database(admin).await?));
     }
     for t in &list_targets {
         let store = target_store(t).await?;

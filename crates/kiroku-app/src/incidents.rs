@@ -2,80 +2,24 @@
 
 use jiff::Timestamp;
 use kiroku_domain::{
-    AuditEvent, Impact, Incident, IncidentDraft, IncidentPatch, Operation, OutboxMessage,
-    Permission, PersonalData, Status, Target, TimelineEntry, TimelineKind, Transition, UserRef,
-    validate,
+    AuditEvent, Incident, IncidentDraft, IncidentPatch, Operation, OutboxMessage, Permission,
+    Status, Target, TimelineEntry, TimelineKind, Transition, UserRef, validate,
 };
 use kiroku_store::{IncidentCursor, IncidentKey, IncidentQuery, PAGE_MAX, Tx};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::json;
 use uuid::Uuid;
 
 use crate::{App, AppError, Caller, Result};
 
 /// A user named by id or by login name.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct UserSpec(pub String);
+pub type UserSpec = String;
 
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DeclareIncident {
-    pub title: String,
-    #[serde(default)]
-    pub summary: String,
-    pub category: String,
-    pub severity: String,
-    #[serde(default)]
-    pub environment: String,
-    #[serde(default)]
-    pub location: String,
-    #[serde(default)]
-    pub affected_services: Vec<String>,
-    pub occurred_at: Option<Timestamp>,
-    pub detected_at: Option<Timestamp>,
-    #[serde(default)]
-    pub impact: Impact,
-    #[serde(default)]
-    pub personal_data: PersonalData,
-    pub commander: Option<UserSpec>,
-    #[serde(default)]
-    pub assignees: Vec<UserSpec>,
-    /// Defaults to the caller.
-    pub reporter: Option<UserSpec>,
-}
+/// A declaration as callers send it, naming people by name or id.
+pub type DeclareIncident = IncidentDraft<UserSpec>;
 
-/// An edit. Absent fields stay; `commander: null` removes the commander.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UpdateIncident {
-    pub title: Option<String>,
-    pub summary: Option<String>,
-    pub category: Option<String>,
-    pub severity: Option<String>,
-    pub environment: Option<String>,
-    pub location: Option<String>,
-    pub affected_services: Option<Vec<String>>,
-    pub occurred_at: Option<Timestamp>,
-    pub impact: Option<Impact>,
-    pub personal_data: Option<PersonalData>,
-    #[serde(default, with = "double_option")]
-    pub commander: Option<Option<UserSpec>>,
-    pub assignees: Option<Vec<UserSpec>>,
-}
-
-/// Tells an absent field (`None`) from an explicit `null` (`Some(None)`).
-mod double_option {
-    use serde::{Deserialize, Deserializer};
-
-    pub fn deserialize<'de, T, D>(d: D) -> Result<Option<Option<T>>, D::Error>
-    where
-        T: Deserialize<'de>,
-        D: Deserializer<'de>,
-    {
-        Option::<T>::deserialize(d).map(Some)
-    }
-}
+/// An edit as callers send it.
+pub type UpdateIncident = IncidentPatch<UserSpec>;
 
 #[derive(Debug, Clone, Default)]
 pub struct ListIncidents {
@@ -114,10 +58,10 @@ fn stamp_of(i: &Incident, s: Status) -> Option<Timestamp> {
 }
 
 impl App {
-    async fn resolve_user(&self, field: &str, spec: &UserSpec) -> Result<UserRef> {
-        let found = match Uuid::parse_str(&spec.0) {
+    async fn resolve_user(&self, field: &str, spec: &str) -> Result<UserRef> {
+        let found = match Uuid::parse_str(spec) {
             Ok(id) => self.store.user(id).await?,
-            Err(_) => self.store.user_by_name(&spec.0).await?,
+            Err(_) => self.store.user_by_name(spec).await?,
         };
         match found {
             Some(u) if !u.disabled => Ok(UserRef {
@@ -127,7 +71,7 @@ impl App {
             _ => Err(AppError::invalid(
                 field,
                 "unknown_user",
-                format!("no active user {:?}", spec.0),
+                format!("no active user {:?}", spec),
             )),
         }
     }
@@ -187,25 +131,13 @@ impl App {
             Some(s) => Some(self.resolve_user("reporter", s).await?),
             None => caller.user_ref(),
         };
-        let draft = IncidentDraft {
-            title: input.title,
-            summary: input.summary,
-            category: input.category,
-            severity: input.severity,
-            environment: input.environment,
-            location: input.location,
-            affected_services: input.affected_services,
-            occurred_at: input.occurred_at,
-            detected_at: input.detected_at,
-            impact: input.impact,
-            personal_data: input.personal_data,
-            commander: self
-                .resolve_opt("commander", input.commander.as_ref())
-                .await?,
-            assignees: self.resolve_users("assignees", &input.assignees).await?,
-            reporter,
-        }
-        .validated(rules, now)?;
+        let commander = self
+            .resolve_opt("commander", input.commander.as_ref())
+            .await?;
+        let assignees = self.resolve_users("assignees", &input.assignees).await?;
+        let draft = input
+            .with_people(commander, assignees, reporter)
+            .validated(rules, now)?;
         let prefix = rules
             .catalog
             .get(&draft.category)
@@ -376,20 +308,7 @@ impl App {
             Some(specs) => Some(self.resolve_users("assignees", specs).await?),
             None => None,
         };
-        let patch = IncidentPatch {
-            title: input.title,
-            summary: input.summary,
-            category: input.category,
-            severity: input.severity,
-            environment: input.environment,
-            location: input.location,
-            affected_services: input.affected_services,
-            occurred_at: input.occurred_at,
-            impact: input.impact,
-            personal_data: input.personal_data,
-            commander,
-            assignees,
-        };
+        let patch = input.with_people(commander, assignees);
         let now = self.now();
         let mut tx = self.begin().await?;
         let mut incident = self.locked_incident(&mut tx, key, expected_version).await?;

@@ -130,23 +130,81 @@ pub struct Incident {
     pub version: i64,
 }
 
-/// What a declaration says, before it has a number.
-#[derive(Debug, Clone, PartialEq)]
-pub struct IncidentDraft {
+/// What a declaration says, before it has a number. People are `U`: as a
+/// caller names them (`IncidentDraft<String>`), or as resolved users.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IncidentDraft<U = UserRef> {
     pub title: String,
+    #[serde(default)]
     pub summary: String,
     pub category: String,
     pub severity: String,
+    #[serde(default)]
     pub environment: String,
+    #[serde(default)]
     pub location: String,
+    #[serde(default)]
     pub affected_services: Vec<String>,
     pub occurred_at: Option<Timestamp>,
     pub detected_at: Option<Timestamp>,
+    #[serde(default)]
     pub impact: Impact,
+    #[serde(default)]
     pub personal_data: PersonalData,
-    pub commander: Option<UserRef>,
-    pub assignees: Vec<UserRef>,
-    pub reporter: Option<UserRef>,
+    pub commander: Option<U>,
+    #[serde(default = "Vec::new")]
+    pub assignees: Vec<U>,
+    /// Defaults to whoever declares.
+    pub reporter: Option<U>,
+}
+
+impl<U> Default for IncidentDraft<U> {
+    fn default() -> Self {
+        IncidentDraft {
+            title: String::new(),
+            summary: String::new(),
+            category: String::new(),
+            severity: String::new(),
+            environment: String::new(),
+            location: String::new(),
+            affected_services: Vec::new(),
+            occurred_at: None,
+            detected_at: None,
+            impact: Impact::default(),
+            personal_data: PersonalData::default(),
+            commander: None,
+            assignees: Vec::new(),
+            reporter: None,
+        }
+    }
+}
+
+impl<U> IncidentDraft<U> {
+    /// The same draft with its people replaced.
+    pub fn with_people<V>(
+        self,
+        commander: Option<V>,
+        assignees: Vec<V>,
+        reporter: Option<V>,
+    ) -> IncidentDraft<V> {
+        IncidentDraft {
+            title: self.title,
+            summary: self.summary,
+            category: self.category,
+            severity: self.severity,
+            environment: self.environment,
+            location: self.location,
+            affected_services: self.affected_services,
+            occurred_at: self.occurred_at,
+            detected_at: self.detected_at,
+            impact: self.impact,
+            personal_data: self.personal_data,
+            commander,
+            assignees,
+            reporter,
+        }
+    }
 }
 
 /// The rules a declaration or an edit is checked against.
@@ -278,9 +336,11 @@ fn dedup_users(users: Vec<UserRef>) -> Vec<UserRef> {
     out
 }
 
-/// An edit: each `Some` field replaces the incident's.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct IncidentPatch {
+/// An edit: each `Some` field replaces the incident's; `commander: null`
+/// (`Some(None)`) removes the commander. People are `U`, as in a draft.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IncidentPatch<U = UserRef> {
     pub title: Option<String>,
     pub summary: Option<String>,
     pub category: Option<String>,
@@ -291,8 +351,59 @@ pub struct IncidentPatch {
     pub occurred_at: Option<Timestamp>,
     pub impact: Option<Impact>,
     pub personal_data: Option<PersonalData>,
-    pub commander: Option<Option<UserRef>>,
-    pub assignees: Option<Vec<UserRef>>,
+    #[serde(default, deserialize_with = "present")]
+    pub commander: Option<Option<U>>,
+    pub assignees: Option<Vec<U>>,
+}
+
+impl<U> Default for IncidentPatch<U> {
+    fn default() -> Self {
+        IncidentPatch {
+            title: None,
+            summary: None,
+            category: None,
+            severity: None,
+            environment: None,
+            location: None,
+            affected_services: None,
+            occurred_at: None,
+            impact: None,
+            personal_data: None,
+            commander: None,
+            assignees: None,
+        }
+    }
+}
+
+impl<U> IncidentPatch<U> {
+    /// The same edit with its people replaced.
+    pub fn with_people<V>(
+        self,
+        commander: Option<Option<V>>,
+        assignees: Option<Vec<V>>,
+    ) -> IncidentPatch<V> {
+        IncidentPatch {
+            title: self.title,
+            summary: self.summary,
+            category: self.category,
+            severity: self.severity,
+            environment: self.environment,
+            location: self.location,
+            affected_services: self.affected_services,
+            occurred_at: self.occurred_at,
+            impact: self.impact,
+            personal_data: self.personal_data,
+            commander,
+            assignees,
+        }
+    }
+}
+
+/// A field that is present, even as `null`, is `Some`.
+fn present<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
 }
 
 impl Incident {
