@@ -65,10 +65,11 @@ impl From<StoreError> for AppError {
                 what: "incident",
                 current,
             },
-            StoreError::Duplicate(what) => AppError::Duplicate {
-                what,
-                field: "name",
-            },
+            // Callers that can name the field map duplicates themselves;
+            // one reaching here is a clash the caller could not cause.
+            StoreError::Duplicate(what) => {
+                AppError::Internal(format!("unexpected duplicate {what}"))
+            }
             other => AppError::Internal(other.to_string()),
         }
     }

@@ -81,6 +81,21 @@ impl App {
         self.audit_only(event).await
     }
 
+    /// Records a lifecycle event of Kiroku itself (`sys_startup`,
+    /// `sys_shutdown`), so that gaps in operation show in the audit log.
+    pub async fn record_system_event(&self, action: &str, detail: serde_json::Value) -> Result<()> {
+        let event = AuditEvent::success(
+            self.now(),
+            &Actor::system(),
+            &Source::system(),
+            Operation::Execute,
+            action,
+            Target::new("system", None),
+        )
+        .with_change(None, Some(detail));
+        self.audit_only(event).await
+    }
+
     /// A transaction whose only write is an audit event.
     async fn audit_only(&self, event: AuditEvent) -> Result<()> {
         let mut tx = self.store.begin().await?;

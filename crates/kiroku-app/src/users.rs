@@ -2,7 +2,7 @@
 
 use jiff::{SignedDuration, Timestamp};
 use kiroku_domain::{Actor, ActorKind, AuditEvent, Operation, Permission, Role, Source, Target};
-use kiroku_store::{SessionRecord, StoreError, TokenRecord, Tx, UserRecord};
+use kiroku_store::{SessionRecord, StoreError, TokenRecord, UserRecord};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
@@ -654,7 +654,7 @@ impl App {
         }
         let now = self.now();
         let mut tx = self.begin().await?;
-        if !revoke(&mut tx, id, now).await? {
+        if !tx.revoke_token(id, now).await? {
             return Err(AppError::NotFound { what: "token" });
         }
         tx.append_audit(&AuditEvent::success(
@@ -669,8 +669,4 @@ impl App {
         tx.commit().await?;
         Ok(())
     }
-}
-
-async fn revoke(tx: &mut Box<dyn Tx>, id: Uuid, now: Timestamp) -> Result<bool> {
-    Ok(tx.revoke_token(id, now).await?)
 }

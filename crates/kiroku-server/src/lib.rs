@@ -82,6 +82,9 @@ pub fn router(app: App, http: HttpConfig) -> Router {
         ))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        // Method, path and status at debug level; headers (and so
+        // credentials) are never logged.
+        .layer(tower_http::trace::TraceLayer::new_for_http())
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(30),

@@ -94,8 +94,9 @@ impl Filter {
     }
 }
 
+/// Callers may ask for one row past a page, to learn whether another follows.
 fn page(limit: i64) -> i64 {
-    limit.clamp(1, PAGE_MAX)
+    limit.clamp(1, PAGE_MAX + 1)
 }
 
 pub(crate) fn decode_docs<T: serde::de::DeserializeOwned>(rows: Vec<(String,)>) -> Result<Vec<T>> {

@@ -305,13 +305,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let addr = listener.local_addr()?;
+    let detail = json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "listen": addr.to_string(),
+        "backend": store.backend(),
+    });
+    app.record_system_event("sys_startup", detail.clone())
+        .await?;
     tracing::info!(store = %settings.store.describe(), "kiroku listening on http://{addr}");
-    kiroku_server::serve(
-        listener,
-        kiroku_server::router(app, settings.http),
-        shutdown_signal(),
-    )
-    .await?;
+    let router = kiroku_server::router(app.clone(), settings.http);
+    kiroku_server::serve(listener, router, shutdown_signal()).await?;
+    app.record_system_event("sys_shutdown", detail).await?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -663,3 +663,37 @@ async fn health_and_unknown_endpoints() {
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert_eq!(body["code"], "not_found");
 }
+
+#[tokio::test]
+async fn sessions_expire() {
+    let store = support::sqlite().await;
+    let mut config = support::config();
+    config.auth.session_ttl = jiff::SignedDuration::from_secs(1);
+    let t = TestApp::with_config(store, config).await;
+    let res = login(&t, json!({"name":"viewer","password":PASSWORD})).await;
+    let cookie = res.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let me = t
+        .http
+        .get(t.url("/api/v1/me"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), StatusCode::OK);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let me = t
+        .http
+        .get(t.url("/api/v1/me"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(me.json::<Value>().await.unwrap()["code"], "session_expired");
+}

@@ -56,6 +56,7 @@ fn fails(out: &Output, needle: &str) {
 struct Server {
     child: Child,
     url: String,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl Server {
@@ -64,7 +65,7 @@ impl Server {
         args.extend_from_slice(store_args);
         let mut child = Command::new(BIN)
             .args(&args)
-            .env("KIROKU_LOG", "info")
+            .env("KIROKU_LOG", "debug")
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -72,18 +73,37 @@ impl Server {
             .unwrap();
         let stderr = child.stderr.take().unwrap();
         let mut lines = BufReader::new(stderr).lines();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         let url = loop {
             let line = lines
                 .next()
                 .expect("serve exited before listening")
                 .unwrap();
+            log.lock().unwrap().push_str(&line);
             if let Some(i) = line.find("http://") {
                 break line[i..].split_whitespace().next().unwrap().to_string();
             }
         };
         // Keep draining so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Server { child, url }
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                let mut l = sink.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        Server { child, url, log }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Kills without warning, as a crash or the OOM killer would.
+    fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     fn stop(mut self) -> std::process::ExitStatus {
@@ -234,6 +254,24 @@ fn journey(store_args: &[&str], creds: &Path) {
         &kiroku(&["incident", "ack", &number], &env, None),
         "illegal_transition",
     );
+
+    // Debug logging on, yet no secret reached the log.
+    let log = server.log();
+    assert!(
+        log.contains("DEBUG"),
+        "the server logged nothing at debug level"
+    );
+    let saved = std::fs::read_to_string(creds).unwrap();
+    let token = saved
+        .split("token = \"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    for secret in [PASSWORD, token, code.as_str()] {
+        assert!(!log.contains(secret), "a secret is in the server log");
+    }
 
     let status = server.stop();
     assert!(status.success(), "graceful stop on SIGTERM: {status:?}");
@@ -414,4 +452,190 @@ fn wrong_credentials_from_the_cli_say_how_to_log_in() {
     );
     fails(&out, "wrong name or password");
     server.stop();
+}
+
+/// kill -9 in the middle of a burst of declarations: after a restart every
+/// acknowledged incident is there, numbers and the audit sequence have no
+/// gap, and every incident has its audit event.
+fn crash_loses_nothing(store_args: &[&str]) {
+    let mut create = vec![
+        "user",
+        "create",
+        "--name",
+        "ops",
+        "--role",
+        "responder",
+        "--password-stdin",
+    ];
+    create.extend_from_slice(store_args);
+    ok(&kiroku(&create, &[], Some(PASSWORD)));
+    let mut issue = vec!["token", "create", "--user", "ops"];
+    issue.extend_from_slice(store_args);
+    let token = ok(&kiroku(&issue, &[], None)).trim().to_string();
+    let mut create = vec![
+        "user",
+        "create",
+        "--name",
+        "audit",
+        "--role",
+        "auditor",
+        "--password-stdin",
+    ];
+    create.extend_from_slice(store_args);
+    ok(&kiroku(&create, &[], Some(PASSWORD)));
+    let mut issue = vec!["token", "create", "--user", "audit"];
+    issue.extend_from_slice(store_args);
+    let auditor = ok(&kiroku(&issue, &[], None)).trim().to_string();
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let http = reqwest::Client::new();
+    let mut acknowledged: Vec<String> = Vec::new();
+    for round in 0..3 {
+        let server = Server::start(store_args);
+        let url = format!("{}/api/v1/incidents", server.url);
+        let workers: Vec<_> = (0..8)
+            .map(|w| {
+                let (http, url, token) = (http.clone(), url.clone(), token.clone());
+                rt.spawn(async move {
+                    let mut got = Vec::new();
+                    for i in 0.. {
+                        let body = serde_json::json!({"title": format!("r{round} w{w} #{i}"), "category": "database", "severity": "P2"});
+                        match http.post(&url).bearer_auth(&token).json(&body).send().await {
+                            Ok(res) if res.status() == reqwest::StatusCode::CREATED => {
+                                let v: Value = match res.json().await {
+                                    Ok(v) => v,
+                                    Err(_) => break,
+                                };
+                                got.push(v["number"].as_str().unwrap().to_string());
+                            }
+                            _ => break,
+                        }
+                    }
+                    got
+                })
+            })
+            .collect();
+        std::thread::sleep(std::time::Duration::from_millis(400 + 150 * round));
+        server.kill9();
+        for w in workers {
+            acknowledged.extend(rt.block_on(w).unwrap());
+        }
+    }
+    assert!(
+        acknowledged.len() > 20,
+        "too little load to mean anything: {}",
+        acknowledged.len()
+    );
+
+    let server = Server::start(store_args);
+    let base = server.url.clone();
+    let (numbers, seqs, created, startups) = rt.block_on(async {
+        let get = |path: String, token: String| {
+            let http = http.clone();
+            async move {
+                http.get(path)
+                    .bearer_auth(token)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json::<Value>()
+                    .await
+                    .unwrap()
+            }
+        };
+        let mut numbers = Vec::new();
+        let mut cursor = String::new();
+        loop {
+            let page = get(
+                format!("{base}/api/v1/incidents?limit=200{cursor}"),
+                token.clone(),
+            )
+            .await;
+            numbers.extend(
+                page["items"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|i| i["number"].as_str().unwrap().to_string()),
+            );
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = format!("&cursor={c}"),
+                None => break,
+            }
+        }
+        let mut seqs = Vec::new();
+        let mut created = std::collections::BTreeSet::new();
+        let mut startups = 0;
+        let mut after = 0;
+        loop {
+            let page = get(
+                format!("{base}/api/v1/audit/events?limit=200&after_seq={after}"),
+                auditor.clone(),
+            )
+            .await;
+            let items = page["items"].as_array().unwrap().clone();
+            if items.is_empty() {
+                break;
+            }
+            for e in &items {
+                seqs.push(e["seq"].as_i64().unwrap());
+                if e["action"] == "sys_startup" {
+                    startups += 1;
+                }
+                if e["action"] == "incident_create" {
+                    created.insert(e["after"]["number"].as_str().unwrap().to_string());
+                }
+            }
+            after = *seqs.last().unwrap();
+        }
+        (numbers, seqs, created, startups)
+    });
+    server.stop();
+
+    let stored: std::collections::BTreeSet<String> = numbers.iter().cloned().collect();
+    for n in &acknowledged {
+        assert!(
+            stored.contains(n),
+            "acknowledged {n} was lost; {} acknowledged, {} stored: {:?}",
+            acknowledged.len(),
+            stored.len(),
+            stored.iter().take(5).collect::<Vec<_>>()
+        );
+    }
+    let mut suffixes: Vec<u32> = numbers
+        .iter()
+        .map(|n| n.rsplit('-').next().unwrap().parse().unwrap())
+        .collect();
+    suffixes.sort();
+    assert_eq!(
+        suffixes,
+        (1..=numbers.len() as u32).collect::<Vec<_>>(),
+        "numbers have a gap or a duplicate"
+    );
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as i64).collect::<Vec<_>>(),
+        "the audit sequence has a gap"
+    );
+    assert_eq!(
+        created, stored,
+        "every incident has its audit event, and no event lacks its incident"
+    );
+    assert_eq!(startups, 4, "each start is audited");
+}
+
+#[test]
+fn kill_9_loses_nothing_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    crash_loses_nothing(&["--data-dir", dir.path().to_str().unwrap()]);
+}
+
+#[test]
+fn kill_9_loses_nothing_on_postgres() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Some(db) = rt.block_on(support::PgDatabase::create()) else {
+        return;
+    };
+    crash_loses_nothing(&["--database-url", &db.url]);
+    drop(db);
 }
