@@ -5,6 +5,7 @@
 //! input with pure domain functions, then in one store transaction apply the
 //! change, append its audit event and enqueue its outbox messages.
 
+mod audit;
 mod caller;
 mod credentials;
 mod error;
@@ -18,6 +19,7 @@ use jiff::Timestamp;
 use kiroku_domain::{Actor, AuditEvent, Operation, Source, Target};
 use kiroku_store::{Store, Tx};
 
+pub use audit::{ConsistencyProof, InclusionProof};
 pub use caller::{Caller, Principal, Via};
 pub use credentials::{totp_code, totp_uri};
 pub use error::{AppError, ErrorKind};

@@ -76,6 +76,16 @@ pub fn router(app: App, http: HttpConfig) -> Router {
             axum::routing::delete(a::revoke_token),
         )
         .route("/api/v1/audit/events", get(m::audit_events))
+        .route("/api/v1/audit/events/{seq}", get(handlers::audit::event))
+        .route("/api/v1/audit/tree-heads", get(handlers::audit::tree_heads))
+        .route(
+            "/api/v1/audit/proofs/inclusion",
+            get(handlers::audit::inclusion),
+        )
+        .route(
+            "/api/v1/audit/proofs/consistency",
+            get(handlers::audit::consistency),
+        )
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,

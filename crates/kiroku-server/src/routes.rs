@@ -90,6 +90,20 @@ pub const ROUTES: &[RouteRule] = &[
     rule("POST", "/api/v1/tokens", A, "authn_token_create"),
     rule("DELETE", "/api/v1/tokens/{id}", A, "authn_token_revoke"),
     rule("GET", "/api/v1/audit/events", A, "audit_read"),
+    rule("GET", "/api/v1/audit/events/{seq}", A, "audit_read"),
+    rule("GET", "/api/v1/audit/tree-heads", A, "audit_tree_head_read"),
+    rule(
+        "GET",
+        "/api/v1/audit/proofs/inclusion",
+        A,
+        "audit_proof_read",
+    ),
+    rule(
+        "GET",
+        "/api/v1/audit/proofs/consistency",
+        A,
+        "audit_proof_read",
+    ),
 ];
 
 pub fn route_rule(method: &Method, path: &str) -> Option<&'static RouteRule> {

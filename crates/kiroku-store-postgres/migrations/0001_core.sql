@@ -80,10 +80,36 @@ CREATE TABLE audit_events (
     actor_id    TEXT,
     target_kind TEXT NOT NULL,
     target_id   TEXT,
+    -- SHA-256(0x00 || RFC 8785 canonical doc), hex: the event's Merkle leaf.
+    leaf_hash   TEXT NOT NULL,
     doc         TEXT NOT NULL
 );
 CREATE INDEX audit_target ON audit_events (target_kind, target_id, seq);
 CREATE INDEX audit_action ON audit_events (action, seq);
+
+-- Hashes of the complete subtrees of the RFC 6962 tree over audit events:
+-- level 0 holds the leaves, (level, idx) covers leaves [idx << level, (idx + 1) << level).
+CREATE TABLE audit_nodes (
+    level BIGINT NOT NULL,
+    idx   BIGINT NOT NULL,
+    hash  TEXT NOT NULL,
+    PRIMARY KEY (level, idx)
+);
+
+-- Public halves of every key that ever signed a tree head.
+CREATE TABLE audit_keys (
+    key_id     TEXT PRIMARY KEY,
+    public_key TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+
+CREATE TABLE audit_tree_heads (
+    tree_size BIGINT PRIMARY KEY,
+    root_hash TEXT NOT NULL,
+    time      BIGINT NOT NULL,
+    key_id    TEXT NOT NULL REFERENCES audit_keys (key_id),
+    signature TEXT NOT NULL
+);
 
 CREATE TABLE outbox (
     id              TEXT PRIMARY KEY,

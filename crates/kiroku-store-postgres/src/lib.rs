@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use kiroku_store::StoreError;
 use kiroku_store_sql::{Dialect, Migration, SqlStore, install_drivers, map_err, migrate};
+use sqlx::Connection;
 use sqlx::any::AnyPoolOptions;
 
 pub const MIGRATIONS: &[Migration] = &[Migration {
@@ -28,6 +29,10 @@ impl Default for Options {
 /// Connects to `url` (`postgres://…`) and migrates the schema.
 pub async fn connect(url: &str, options: Options) -> Result<SqlStore, StoreError> {
     install_drivers();
+    // One plain connection first: a refused or misnamed server fails at
+    // once instead of after the pool's acquire timeout.
+    let probe = sqlx::AnyConnection::connect(url).await.map_err(map_err)?;
+    probe.close().await.map_err(map_err)?;
     let pool = AnyPoolOptions::new()
         .max_connections(options.max_connections.max(2))
         .acquire_timeout(Duration::from_secs(30))

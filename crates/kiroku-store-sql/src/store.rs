@@ -1,11 +1,15 @@
 //! Reads, and the door to writes.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use jiff::Timestamp;
+use kiroku_audit::merkle::from_hex;
+use kiroku_audit::{Hash, NodeId, SignedTreeHead, TreeHead};
 use kiroku_domain::{AuditEvent, Incident, OutboxMessage, TimelineEntry};
 use kiroku_store::{
-    AuditQuery, IncidentKey, IncidentQuery, PAGE_MAX, Result, SessionRecord, Store, StoreError,
-    ThrottleRecord, TokenRecord, Tx, UserRecord,
+    AuditQuery, IncidentKey, IncidentQuery, PAGE_MAX, RawAuditEvent, Result, SessionRecord, Store,
+    StoreError, ThrottleRecord, TokenRecord, Tx, UserRecord,
 };
 use sqlx::AnyPool;
 use sqlx::any::AnyArguments;
@@ -97,6 +101,49 @@ impl Filter {
 /// Callers may ask for one row past a page, to learn whether another follows.
 fn page(limit: i64) -> i64 {
     limit.clamp(1, PAGE_MAX + 1)
+}
+
+/// Reads stored tree nodes by id, in chunks that stay within every
+/// backend's limit on bound parameters.
+pub(crate) async fn fetch_nodes(
+    conn: &mut sqlx::AnyConnection,
+    ids: &[NodeId],
+) -> Result<HashMap<NodeId, Hash>> {
+    let mut out = HashMap::with_capacity(ids.len());
+    for chunk in ids.chunks(500) {
+        let mut f = Filter::default();
+        let pairs: Vec<String> = chunk
+            .iter()
+            .map(|id| {
+                let l = f.placeholder(Bind::Int(i64::from(id.level)));
+                let i = f.placeholder(Bind::Int(id.index as i64));
+                format!("({l}, {i})")
+            })
+            .collect();
+        let sql = format!(
+            "SELECT level, idx, hash FROM audit_nodes WHERE (level, idx) IN ({})",
+            pairs.join(", ")
+        );
+        let rows = bind_all(sqlx::query(&sql), f.binds)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(map_err)?;
+        for row in rows {
+            let (level, idx, hash): (i64, i64, String) =
+                sqlx::FromRow::from_row(&row).map_err(map_err)?;
+            let hash = from_hex(&hash).ok_or_else(|| {
+                StoreError::Corrupt(format!("audit node ({level}, {idx}) is not a hash"))
+            })?;
+            out.insert(
+                NodeId {
+                    level: level as u8,
+                    index: idx as u64,
+                },
+                hash,
+            );
+        }
+    }
+    Ok(out)
 }
 
 pub(crate) fn decode_docs<T: serde::de::DeserializeOwned>(rows: Vec<(String,)>) -> Result<Vec<T>> {
@@ -337,6 +384,97 @@ impl Store for SqlStore {
             page(q.limit)
         );
         self.docs(&sql, f.binds).await
+    }
+
+    async fn audit_event(&self, seq: i64) -> Result<Option<(AuditEvent, String)>> {
+        let row: Option<(String, String)> =
+            sqlx::query_as("SELECT doc, leaf_hash FROM audit_events WHERE seq = $1")
+                .bind(seq)
+                .fetch_optional(&self.read)
+                .await
+                .map_err(map_err)?;
+        row.map(|(doc, leaf)| Ok((from_doc(&doc)?, leaf)))
+            .transpose()
+    }
+
+    async fn audit_raw(&self, after_seq: i64, limit: i64) -> Result<Vec<RawAuditEvent>> {
+        let rows: Vec<(i64, String, String)> = sqlx::query_as(
+            "SELECT seq, leaf_hash, doc FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(after_seq)
+        .bind(limit.clamp(1, 100_000))
+        .fetch_all(&self.read)
+        .await
+        .map_err(map_err)?;
+        Ok(rows
+            .into_iter()
+            .map(|(seq, leaf_hash, doc)| RawAuditEvent {
+                seq,
+                leaf_hash,
+                doc,
+            })
+            .collect())
+    }
+
+    async fn audit_size(&self) -> Result<u64> {
+        let (size,): (i64,) = sqlx::query_as("SELECT size FROM audit_head WHERE id = 1")
+            .fetch_one(&self.read)
+            .await
+            .map_err(map_err)?;
+        Ok(size as u64)
+    }
+
+    async fn audit_nodes(&self, ids: &[NodeId]) -> Result<HashMap<NodeId, Hash>> {
+        let mut conn = self.read.acquire().await.map_err(map_err)?;
+        fetch_nodes(&mut conn, ids).await
+    }
+
+    async fn tree_heads(&self, below_size: Option<u64>, limit: i64) -> Result<Vec<SignedTreeHead>> {
+        let rows: Vec<(i64, String, i64, String, String)> = sqlx::query_as(
+            "SELECT tree_size, root_hash, time, key_id, signature FROM audit_tree_heads
+             WHERE tree_size < $1 ORDER BY tree_size DESC LIMIT $2",
+        )
+        .bind(below_size.map_or(i64::MAX, |s| s as i64))
+        .bind(page(limit))
+        .fetch_all(&self.read)
+        .await
+        .map_err(map_err)?;
+        rows.into_iter()
+            .map(|(size, root, time, key_id, signature)| {
+                Ok(SignedTreeHead {
+                    head: TreeHead {
+                        tree_size: size as u64,
+                        root_hash: root,
+                        time: from_micros(time)?,
+                    },
+                    key_id,
+                    signature,
+                })
+            })
+            .collect()
+    }
+
+    async fn audit_keys(&self) -> Result<Vec<(String, String)>> {
+        sqlx::query_as("SELECT key_id, public_key FROM audit_keys ORDER BY created_at")
+            .fetch_all(&self.read)
+            .await
+            .map_err(map_err)
+    }
+
+    async fn insert_tree_head(&self, h: &SignedTreeHead) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO audit_tree_heads (tree_size, root_hash, time, key_id, signature)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tree_size) DO NOTHING",
+        )
+        .bind(h.head.tree_size as i64)
+        .bind(&h.head.root_hash)
+        .bind(micros(h.head.time))
+        .bind(&h.key_id)
+        .bind(&h.signature)
+        .execute(&self.write)
+        .await
+        .map_err(map_err)?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn outbox(&self, limit: i64) -> Result<Vec<OutboxMessage>> {

@@ -9,6 +9,9 @@ use kiroku_store::{
 use sqlx::{Any, Transaction};
 use uuid::Uuid;
 
+use kiroku_audit::merkle::{hex, peaks_of};
+use kiroku_audit::{CompactRange, doc_leaf};
+
 use crate::convert::{from_doc, from_micros, micros, opt_micros, search_text, to_doc};
 use crate::{Dialect, map_err};
 
@@ -16,6 +19,8 @@ pub struct SqlTx {
     tx: Transaction<'static, Any>,
     dialect: Dialect,
     audited: bool,
+    /// The tree's right edge, loaded at this transaction's first append.
+    edge: Option<CompactRange>,
 }
 
 impl SqlTx {
@@ -24,7 +29,26 @@ impl SqlTx {
             tx,
             dialect,
             audited: false,
+            edge: None,
         }
+    }
+
+    /// The right edge of the tree of `size` leaves, from its stored peaks.
+    async fn edge(&mut self, size: u64) -> Result<CompactRange> {
+        if let Some(edge) = self.edge.take().filter(|e| e.size() == size) {
+            return Ok(edge);
+        }
+        let ids = peaks_of(size);
+        let found = crate::store::fetch_nodes(&mut self.tx, &ids).await?;
+        let peaks = ids
+            .iter()
+            .map(|id| {
+                found.get(id).map(|h| (id.level, *h)).ok_or_else(|| {
+                    StoreError::Corrupt(format!("audit tree node {id:?} is missing"))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(CompactRange::from_peaks(size, peaks))
     }
 }
 
@@ -283,7 +307,7 @@ impl Tx for SqlTx {
 
     async fn append_audit(&mut self, event: &AuditEvent) -> Result<i64> {
         // The head row serialises appends: the sequence is gap-free and in
-        // commit order, as a hash chain or Merkle tree over it requires.
+        // commit order, as the Merkle tree over it requires.
         let (seq,): (i64,) =
             sqlx::query_as("UPDATE audit_head SET size = size + 1 WHERE id = 1 RETURNING size")
                 .fetch_one(&mut *self.tx)
@@ -291,10 +315,23 @@ impl Tx for SqlTx {
                 .map_err(map_err)?;
         let mut event = event.clone();
         event.seq = seq;
+        let doc = to_doc(&event)?;
+        let leaf = doc_leaf(&doc).map_err(|e| StoreError::Backend(e.to_string()))?;
+        let mut edge = self.edge(seq as u64 - 1).await?;
+        for (id, hash) in edge.append(leaf) {
+            sqlx::query("INSERT INTO audit_nodes (level, idx, hash) VALUES ($1, $2, $3)")
+                .bind(i64::from(id.level))
+                .bind(id.index as i64)
+                .bind(hex(&hash))
+                .execute(&mut *self.tx)
+                .await
+                .map_err(map_err)?;
+        }
+        self.edge = Some(edge);
         sqlx::query(
             "INSERT INTO audit_events (seq, id, time, action, outcome, actor_id,
-                target_kind, target_id, doc)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                target_kind, target_id, leaf_hash, doc)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(seq)
         .bind(event.id.to_string())
@@ -307,12 +344,30 @@ impl Tx for SqlTx {
         .bind(event.actor.id.clone())
         .bind(&event.target.kind)
         .bind(event.target.id.clone())
-        .bind(to_doc(&event)?)
+        .bind(hex(&leaf))
+        .bind(doc)
         .execute(&mut *self.tx)
         .await
         .map_err(map_err)?;
         self.audited = true;
         Ok(seq)
+    }
+
+    async fn insert_audit_key(
+        &mut self,
+        key_id: &str,
+        public_hex: &str,
+        at: Timestamp,
+    ) -> Result<()> {
+        sqlx::query("INSERT INTO audit_keys (key_id, public_key, created_at) VALUES ($1, $2, $3)")
+            .bind(key_id)
+            .bind(public_hex)
+            .bind(micros(at))
+            .execute(&mut *self.tx)
+            .await
+            .map_err(map_err)
+            .map_err(duplicate("audit key"))?;
+        Ok(())
     }
 
     async fn enqueue(&mut self, m: &OutboxMessage) -> Result<()> {

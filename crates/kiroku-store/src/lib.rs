@@ -7,7 +7,10 @@
 
 mod records;
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
+use kiroku_audit::{Hash, NodeId, SignedTreeHead};
 use kiroku_domain::{AuditEvent, Incident, OutboxMessage, TimelineEntry};
 use uuid::Uuid;
 
@@ -76,6 +79,22 @@ pub trait Store: Send + Sync + 'static {
     async fn throttle(&self, key: &str) -> Result<Option<ThrottleRecord>>;
 
     async fn audit_events(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>>;
+    /// One event and its leaf hash (hex).
+    async fn audit_event(&self, seq: i64) -> Result<Option<(AuditEvent, String)>>;
+    /// Events as stored, for verification: nothing decoded, nothing trusted.
+    async fn audit_raw(&self, after_seq: i64, limit: i64) -> Result<Vec<RawAuditEvent>>;
+    /// How many events the log says it holds.
+    async fn audit_size(&self) -> Result<u64>;
+    /// Stored subtree hashes; absent ids are absent from the map.
+    async fn audit_nodes(&self, ids: &[NodeId]) -> Result<HashMap<NodeId, Hash>>;
+    /// Signed tree heads, largest first, below `below_size` when given.
+    async fn tree_heads(&self, below_size: Option<u64>, limit: i64) -> Result<Vec<SignedTreeHead>>;
+    /// Every key that signed heads: (key id, public key hex).
+    async fn audit_keys(&self) -> Result<Vec<(String, String)>>;
+    /// Stores a signed head; false when one of that size exists. Heads are
+    /// attestations about the log, not changes to it, so they are not
+    /// themselves audited (that would grow the tree they describe).
+    async fn insert_tree_head(&self, head: &SignedTreeHead) -> Result<bool>;
     async fn outbox(&self, limit: i64) -> Result<Vec<OutboxMessage>>;
 
     /// Records that a token was used. Bookkeeping rather than a change, so it
@@ -113,8 +132,15 @@ pub trait Tx: Send {
     async fn lock_key(&mut self, key: &str, until: jiff::Timestamp) -> Result<()>;
     async fn clear_failures(&mut self, key: &str) -> Result<()>;
 
-    /// Appends to the audit log; returns the event's sequence number.
+    /// Appends to the audit log and its Merkle tree; returns the event's
+    /// sequence number.
     async fn append_audit(&mut self, event: &AuditEvent) -> Result<i64>;
+    async fn insert_audit_key(
+        &mut self,
+        key_id: &str,
+        public_hex: &str,
+        at: jiff::Timestamp,
+    ) -> Result<()>;
     async fn enqueue(&mut self, message: &OutboxMessage) -> Result<()>;
 
     async fn commit(self: Box<Self>) -> Result<()>;

@@ -102,3 +102,11 @@ pub struct AuditQuery {
     pub after_seq: Option<i64>,
     pub limit: i64,
 }
+
+/// An audit event exactly as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawAuditEvent {
+    pub seq: i64,
+    pub leaf_hash: String,
+    pub doc: String,
+}

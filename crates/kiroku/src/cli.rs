@@ -39,6 +39,33 @@ pub enum Command {
     /// Work with incidents through the API.
     #[command(subcommand)]
     Incident(IncidentCommand),
+    /// Verify the audit trail and prove events, straight from the database.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Recompute every leaf and the tree; check every signed head. Exit 0
+    /// only when all holds; otherwise name the first bad event.
+    Verify {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Also check the database against heads witnessed in this directory.
+        #[arg(long, value_name = "DIR")]
+        witness: Option<std::path::PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print an inclusion proof for event SEQ (JSON).
+    Prove {
+        #[command(flatten)]
+        store: StoreArgs,
+        seq: u64,
+        /// Prove against this tree size (default: the whole log).
+        #[arg(long)]
+        tree_size: Option<u64>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -272,6 +299,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token(cmd) => token(cmd).await,
         Command::Login(args) => login(args).await,
         Command::Incident(cmd) => incident(cmd).await,
+        Command::Audit(cmd) => audit(cmd).await,
     }
 }
 
@@ -305,19 +333,133 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let addr = listener.local_addr()?;
+    let key = crate::audit::signing_key(&settings.audit.signing_key_file)?;
+    app.register_signing_key(&key).await?;
     let detail = json!({
         "version": env!("CARGO_PKG_VERSION"),
         "listen": addr.to_string(),
         "backend": store.backend(),
+        "tree_key": key.key_id(),
     });
     app.record_system_event("sys_startup", detail.clone())
         .await?;
+    let key = std::sync::Arc::new(key);
+    let signer = tokio::spawn(sign_heads(app.clone(), key.clone(), settings.audit.clone()));
     tracing::info!(store = %settings.store.describe(), "kiroku listening on http://{addr}");
     let router = kiroku_server::router(app.clone(), settings.http);
     kiroku_server::serve(listener, router, shutdown_signal()).await?;
+    signer.abort();
     app.record_system_event("sys_shutdown", detail).await?;
+    sign_and_witness(&app, &key, &settings.audit).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Signs a head whenever the tree grew, at the configured cadence.
+async fn sign_heads(
+    app: App,
+    key: std::sync::Arc<kiroku_audit::TreeKey>,
+    audit: config::AuditSettings,
+) {
+    let mut tick = tokio::time::interval(audit.head_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        sign_and_witness(&app, &key, &audit).await;
+    }
+}
+
+async fn sign_and_witness(app: &App, key: &kiroku_audit::TreeKey, audit: &config::AuditSettings) {
+    match app.sign_tree_head(key).await {
+        Ok(Some(head)) => {
+            if let Err(e) = crate::audit::witness(&audit.witness_dir, &head, key) {
+                tracing::error!(error = %format!("{e:#}"), "could not witness a tree head");
+            }
+        }
+        Ok(None) => {}
+        Err(e) => tracing::error!(error = %e, "could not sign a tree head"),
+    }
+}
+
+async fn audit(cmd: AuditCommand) -> anyhow::Result<()> {
+    match cmd {
+        AuditCommand::Verify {
+            store,
+            witness,
+            json,
+        } => {
+            let witnessed = match &witness {
+                Some(dir) => crate::audit::read_witness(dir)?,
+                None => Vec::new(),
+            };
+            let app = local_app(&store).await?;
+            let tty = std::io::stderr().is_terminal() && !json;
+            let outcome = app
+                .verify_audit(witnessed, |done, total| {
+                    if tty {
+                        eprint!("\rverifying: {done} / {total} events");
+                    }
+                })
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            if tty {
+                eprintln!();
+            }
+            match outcome {
+                Ok(summary) => {
+                    if json {
+                        print_json(&json!({ "ok": true, "summary": summary }))?;
+                    } else {
+                        println!(
+                            "ok: {} events, {} signed heads{} verified; root {}",
+                            summary.events,
+                            summary.heads_checked,
+                            if witness.is_some() {
+                                format!(", {} witnessed heads", summary.witnessed_checked)
+                            } else {
+                                String::new()
+                            },
+                            summary.root_hash
+                        );
+                    }
+                    Ok(())
+                }
+                Err(finding) => {
+                    if json {
+                        print_json(&json!({ "ok": false, "finding": finding }))?;
+                    }
+                    let at = finding
+                        .seq
+                        .map(|s| format!(" at seq {s}"))
+                        .unwrap_or_default();
+                    bail!(
+                        "audit trail {}{at}: {}",
+                        finding.problem.as_str(),
+                        finding.detail
+                    )
+                }
+            }
+        }
+        AuditCommand::Prove {
+            store,
+            seq,
+            tree_size,
+        } => {
+            let app = local_app(&store).await?;
+            let proof = app
+                .inclusion_proof(&Caller::local_operator(), seq, tree_size)
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "{e}{}",
+                        e.field()
+                            .map(|f| format!(" (field {f})"))
+                            .unwrap_or_default()
+                    )
+                })?;
+            print_json(&proof)
+        }
+    }
 }
 
 async fn local_app(store: &StoreArgs) -> anyhow::Result<App> {

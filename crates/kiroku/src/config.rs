@@ -63,6 +63,52 @@ pub struct FileConfig {
     pub http: HttpFile,
     #[serde(default)]
     pub auth: AuthFile,
+    #[serde(default)]
+    pub audit: AuditFile,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditFile {
+    /// Ed25519 seed file; default DATA_DIR/audit-signing.key.
+    pub signing_key_file: Option<PathBuf>,
+    /// How often a new tree head is signed while events arrive.
+    pub head_interval_ms: Option<u64>,
+    /// Where each signed head is also written; default DATA_DIR/witness.
+    pub witness_dir: Option<PathBuf>,
+}
+
+/// Where the audit trail keeps its files, and how often it signs.
+#[derive(Debug, Clone)]
+pub struct AuditSettings {
+    pub signing_key_file: PathBuf,
+    pub head_interval: std::time::Duration,
+    pub witness_dir: PathBuf,
+}
+
+pub fn audit_settings(args: &StoreArgs, file: &FileConfig) -> anyhow::Result<AuditSettings> {
+    let dir = args
+        .data_dir
+        .clone()
+        .or_else(|| file.data_dir.clone())
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+    let ms = file.audit.head_interval_ms.unwrap_or(1000);
+    if !(10..=3_600_000).contains(&ms) {
+        bail!("audit.head_interval_ms must be between 10 and 3600000, not {ms}");
+    }
+    Ok(AuditSettings {
+        signing_key_file: file
+            .audit
+            .signing_key_file
+            .clone()
+            .unwrap_or_else(|| dir.join("audit-signing.key")),
+        head_interval: std::time::Duration::from_millis(ms),
+        witness_dir: file
+            .audit
+            .witness_dir
+            .clone()
+            .unwrap_or_else(|| dir.join("witness")),
+    })
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -94,6 +140,7 @@ pub struct Settings {
     pub store: StoreTarget,
     pub app: Config,
     pub http: kiroku_server::HttpConfig,
+    pub audit: AuditSettings,
 }
 
 pub fn read_file(path: Option<&Path>) -> anyhow::Result<FileConfig> {
@@ -206,6 +253,7 @@ impl Settings {
         Ok(Settings {
             listen,
             store: store_target(&args.store, &file)?,
+            audit: audit_settings(&args.store, &file)?,
             app: app_config(
                 &file,
                 args.time_zone.as_deref(),

@@ -1,5 +1,6 @@
 //! Request handlers: translate HTTP into application calls and back.
 
+pub mod audit;
 pub mod auth;
 pub mod incidents;
 pub mod meta;

@@ -622,6 +622,11 @@ fn crash_loses_nothing(store_args: &[&str]) {
         "every incident has its audit event, and no event lacks its incident"
     );
     assert_eq!(startups, 4, "each start is audited");
+    // The tree over the log survived the crashes too.
+    let mut verify = vec!["audit", "verify"];
+    verify.extend_from_slice(store_args);
+    let out = ok(&kiroku(&verify, &[], None));
+    assert!(out.starts_with("ok:"), "{out}");
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! PostgreSQL (when KIROKU_TEST_DATABASE_URL names a server).
 
 mod api;
+mod audit;
 mod bad_input;
 mod cli;
 mod conformance;

@@ -1,6 +1,7 @@
 //! Kiroku's benchmark runner. Starts the release binary on a fresh store,
 //! drives it over loopback HTTP, and writes Markdown and JSON results with
-//! a description of the machine. Run it through `bench/run`.
+//! a description of the machine. Run it through `bench/run`, or
+//! `cargo bench -p kiroku-bench -- --kiroku target/release/kiroku --out bench/results`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
-mod seed;
+use kiroku_bench::seed;
 
 struct Opts {
     kiroku: PathBuf,
@@ -28,6 +29,8 @@ fn opts() -> anyhow::Result<Opts> {
             "--kiroku" => kiroku = args.next().map(PathBuf::from),
             "--out" => out = args.next().map(PathBuf::from),
             "--quick" => quick = true,
+            // cargo bench passes this to every harness-less bench.
+            "--bench" => {}
             other => bail!("unknown argument {other}; use --kiroku PATH --out DIR [--quick]"),
         }
     }
@@ -336,7 +339,8 @@ async fn create_bench(o: &Opts, target: &Target, r: &mut Report) -> anyhow::Resu
     Ok(())
 }
 
-const LIST_QUERIES: [(&str, &str); 6] = [
+/// Name and query string of each list benchmark.
+const LIST_QUERIES: [(&str, &str); 8] = [
     ("newest 50", ""),
     ("status=triggered", "status=triggered"),
     (
@@ -352,6 +356,10 @@ const LIST_QUERIES: [(&str, &str); 6] = [
         "detected_from=DETECTED_FROM&detected_to=DETECTED_TO",
     ),
     ("page 2 via cursor", "status=triggered&cursor=CURSOR"),
+    // Text search is a substring scan in detection order: cheap when the
+    // term is common, a full scan when it matches nothing.
+    ("text, common term (q=timeout)", "q=timeout"),
+    ("text, no match (full scan)", "q=no-such-words"),
 ];
 
 async fn list_bench(
@@ -397,7 +405,11 @@ async fn list_bench(
             Arc::new(move |_| client.get(&url).bearer_auth(&token))
         };
         load(1, 20, make.clone()).await?;
-        let n = if o.quick { 200 } else { 400 };
+        let n = match (name.contains("full scan"), o.quick) {
+            (true, _) => 20,
+            (false, true) => 200,
+            (false, false) => 400,
+        };
         let mut runs = Vec::new();
         for _ in 0..3 {
             runs.push(load(1, n, make.clone()).await?);

@@ -1,0 +1,234 @@
+//! The audit trail's own operations: signing tree heads, proofs, reading
+//! events, and verifying the whole log.
+
+use std::collections::HashMap;
+
+use kiroku_audit::merkle::{self, hex};
+use kiroku_audit::verify::{Finding, Summary, Verifier};
+use kiroku_audit::{NodeId, SignedTreeHead, TreeHead, TreeKey};
+use kiroku_domain::{Actor, AuditEvent, Operation, Permission, Source, Target};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::{App, AppError, Caller, Result};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InclusionProof {
+    pub seq: u64,
+    pub leaf_index: u64,
+    pub tree_size: u64,
+    pub leaf_hash: String,
+    pub audit_path: Vec<String>,
+    pub root_hash: String,
+    /// The signed head of that size, when one was signed.
+    pub signed_head: Option<SignedTreeHead>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ConsistencyProof {
+    pub first: u64,
+    pub second: u64,
+    pub first_root: String,
+    pub second_root: String,
+    pub proof: Vec<String>,
+}
+
+impl App {
+    /// Registers the signing key's public half (once), as an audited key
+    /// operation.
+    pub async fn register_signing_key(&self, key: &TreeKey) -> Result<()> {
+        let keys = self.store.audit_keys().await?;
+        if keys.iter().any(|(id, _)| *id == key.key_id()) {
+            return Ok(());
+        }
+        let now = self.now();
+        let mut tx = self.begin().await?;
+        tx.insert_audit_key(&key.key_id(), &key.public_hex(), now)
+            .await?;
+        let event = AuditEvent::success(
+            now,
+            &Actor::system(),
+            &Source::system(),
+            Operation::Create,
+            "audit_key_registered",
+            Target::new("audit_key", Some(key.key_id())),
+        )
+        .with_change(None, Some(json!({ "public_key": key.public_hex() })));
+        tx.append_audit(&event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Signs a head for the current tree if it grew since the last one.
+    pub async fn sign_tree_head(&self, key: &TreeKey) -> Result<Option<SignedTreeHead>> {
+        let size = self.store.audit_size().await?;
+        let latest = self.store.tree_heads(None, 1).await?;
+        if size == 0 || latest.first().is_some_and(|h| h.head.tree_size >= size) {
+            return Ok(None);
+        }
+        let root = self.root(size).await?;
+        let head = key.sign(TreeHead::new(size, &root, self.now()));
+        // Another node may have signed this size first; theirs stands.
+        if self.store.insert_tree_head(&head).await? {
+            Ok(Some(head))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Runs a tree computation over stored nodes, fetched in one go.
+    async fn with_nodes<T>(
+        &self,
+        run: impl Fn(&mut dyn FnMut(NodeId) -> merkle::Hash) -> T,
+    ) -> Result<T> {
+        let ids = merkle::nodes_needed(|get| {
+            run(get);
+        });
+        let nodes = self.store.audit_nodes(&ids).await?;
+        if let Some(missing) = ids.iter().find(|id| !nodes.contains_key(id)) {
+            return Err(AppError::Internal(format!(
+                "audit tree node {missing:?} is missing"
+            )));
+        }
+        Ok(run(&mut |id| nodes[&id]))
+    }
+
+    async fn root(&self, size: u64) -> Result<merkle::Hash> {
+        self.with_nodes(|get| merkle::root(size, get)).await
+    }
+
+    fn check_size(&self, field: &str, value: u64, size: u64) -> Result<()> {
+        if value == 0 || value > size {
+            return Err(AppError::invalid(
+                field,
+                "out_of_range",
+                format!("must be between 1 and the log's size, {size}"),
+            ));
+        }
+        Ok(())
+    }
+
+    pub async fn inclusion_proof(
+        &self,
+        caller: &Caller,
+        seq: u64,
+        tree_size: Option<u64>,
+    ) -> Result<InclusionProof> {
+        caller.require(Permission::AuditRead)?;
+        let size = self.store.audit_size().await?;
+        let tree_size = tree_size.unwrap_or(size);
+        self.check_size("tree_size", tree_size, size)?;
+        self.check_size("seq", seq, tree_size)?;
+        let index = seq - 1;
+        let (path, root) = self
+            .with_nodes(|get| {
+                let path = merkle::inclusion_proof(index, tree_size, get).unwrap_or_default();
+                (path, merkle::root(tree_size, get))
+            })
+            .await?;
+        let leaf = self
+            .store
+            .audit_nodes(&[NodeId { level: 0, index }])
+            .await?
+            .remove(&NodeId { level: 0, index })
+            .ok_or_else(|| AppError::Internal(format!("leaf {seq} is missing")))?;
+        let signed_head = self
+            .store
+            .tree_heads(Some(tree_size + 1), 1)
+            .await?
+            .into_iter()
+            .find(|h| h.head.tree_size == tree_size);
+        Ok(InclusionProof {
+            seq,
+            leaf_index: index,
+            tree_size,
+            leaf_hash: hex(&leaf),
+            audit_path: path.iter().map(hex).collect(),
+            root_hash: hex(&root),
+            signed_head,
+        })
+    }
+
+    pub async fn consistency_proof(
+        &self,
+        caller: &Caller,
+        first: u64,
+        second: Option<u64>,
+    ) -> Result<ConsistencyProof> {
+        caller.require(Permission::AuditRead)?;
+        let size = self.store.audit_size().await?;
+        let second = second.unwrap_or(size);
+        self.check_size("second", second, size)?;
+        self.check_size("first", first, second)?;
+        let (proof, first_root, second_root) = self
+            .with_nodes(|get| {
+                let proof = merkle::consistency_proof(first, second, get).unwrap_or_default();
+                (proof, merkle::root(first, get), merkle::root(second, get))
+            })
+            .await?;
+        Ok(ConsistencyProof {
+            first,
+            second,
+            first_root: hex(&first_root),
+            second_root: hex(&second_root),
+            proof: proof.iter().map(hex).collect(),
+        })
+    }
+
+    pub async fn tree_heads(
+        &self,
+        caller: &Caller,
+        below: Option<u64>,
+        limit: i64,
+    ) -> Result<Vec<SignedTreeHead>> {
+        caller.require(Permission::AuditRead)?;
+        Ok(self.store.tree_heads(below, limit).await?)
+    }
+
+    pub async fn audit_event(&self, caller: &Caller, seq: i64) -> Result<(AuditEvent, String)> {
+        caller.require(Permission::AuditRead)?;
+        self.store
+            .audit_event(seq)
+            .await?
+            .ok_or(AppError::NotFound {
+                what: "audit event",
+            })
+    }
+
+    /// Verifies the whole log from the database alone (and `witnessed`
+    /// heads, each with its public key). `progress` hears (checked, total).
+    pub async fn verify_audit(
+        &self,
+        witnessed: Vec<(SignedTreeHead, String)>,
+        mut progress: impl FnMut(u64, u64),
+    ) -> Result<std::result::Result<Summary, Finding>> {
+        let total = self.store.audit_size().await?;
+        let keys: HashMap<String, String> = self.store.audit_keys().await?.into_iter().collect();
+        let mut heads = Vec::new();
+        let mut below = None;
+        loop {
+            let page = self.store.tree_heads(below, 200).await?;
+            let Some(last) = page.last() else { break };
+            below = Some(last.head.tree_size);
+            heads.extend(page);
+        }
+        let mut v = Verifier::new(heads, &keys, witnessed);
+        let mut after = 0;
+        let mut checked = 0u64;
+        'pages: loop {
+            let page = self.store.audit_raw(after, 10_000).await?;
+            if page.is_empty() {
+                break;
+            }
+            for e in &page {
+                if !v.event(e.seq as u64, &e.leaf_hash, &e.doc) {
+                    break 'pages;
+                }
+                checked += 1;
+            }
+            after = page.last().map_or(after, |e| e.seq);
+            progress(checked, total);
+        }
+        Ok(v.finish(total))
+    }
+}

@@ -1,0 +1,104 @@
+//! The audit trail's proofs and tree heads.
+
+use axum::Json;
+use axum::extract::{Extension, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use kiroku_app::Caller;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+
+/// Query parameters, with a JSON error naming the parameter at fault.
+fn params<T: DeserializeOwned>(
+    q: Result<Query<T>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<T> {
+    q.map(|Query(p)| p).map_err(|e| {
+        let text = e.body_text();
+        let field = ["seq", "tree_size", "first", "second", "below", "limit"]
+            .into_iter()
+            .find(|f| text.contains(f));
+        let err = ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_query",
+            text.clone(),
+        );
+        match field {
+            Some(f) => err.field(f),
+            None => err,
+        }
+    })
+}
+
+pub async fn event(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(seq): Path<String>,
+) -> ApiResult<Response> {
+    let seq: i64 = seq
+        .parse()
+        .map_err(|_| ApiError::not_found("audit event"))?;
+    let (event, leaf_hash) = s.app.audit_event(&caller, seq).await?;
+    Ok(Json(json!({ "event": event, "leaf_hash": leaf_hash })).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeadParams {
+    pub below: Option<u64>,
+    pub limit: Option<i64>,
+}
+
+pub async fn tree_heads(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    q: Result<Query<HeadParams>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Response> {
+    let p = params(q)?;
+    let limit = p.limit.unwrap_or(50);
+    if !(1..=kiroku_store::PAGE_MAX).contains(&limit) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "out_of_range",
+            format!("must be between 1 and {}", kiroku_store::PAGE_MAX),
+        )
+        .field("limit"));
+    }
+    let items = s.app.tree_heads(&caller, p.below, limit).await?;
+    Ok(Json(json!({ "latest": items.first(), "items": items })).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InclusionParams {
+    pub seq: u64,
+    pub tree_size: Option<u64>,
+}
+
+pub async fn inclusion(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    q: Result<Query<InclusionParams>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Response> {
+    let p = params(q)?;
+    Ok(Json(s.app.inclusion_proof(&caller, p.seq, p.tree_size).await?).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsistencyParams {
+    pub first: u64,
+    pub second: Option<u64>,
+}
+
+pub async fn consistency(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    q: Result<Query<ConsistencyParams>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Response> {
+    let p = params(q)?;
+    Ok(Json(s.app.consistency_proof(&caller, p.first, p.second).await?).into_response())
+}

@@ -1,0 +1,103 @@
+//! The audit trail's files outside the database: the tree-signing key and
+//! the witness directory of signed tree heads.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use kiroku_audit::{SignedTreeHead, TreeKey};
+use serde::{Deserialize, Serialize};
+
+/// `KIROKU_AUDIT_SIGNING_KEY` (hex seed) when set, else the key file,
+/// created with mode 0600 on first start.
+pub fn signing_key(path: &Path) -> anyhow::Result<TreeKey> {
+    if let Ok(hex) = std::env::var("KIROKU_AUDIT_SIGNING_KEY") {
+        return TreeKey::from_hex(&hex)
+            .context("KIROKU_AUDIT_SIGNING_KEY must be 64 hex digits (a 32-byte Ed25519 seed)");
+    }
+    match std::fs::read_to_string(path) {
+        Ok(text) => TreeKey::from_hex(&text).with_context(|| {
+            format!(
+                "{} does not hold a signing key (64 hex digits)",
+                path.display()
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut seed = [0u8; 32];
+            getrandom::fill(&mut seed)
+                .map_err(|e| anyhow::anyhow!("no randomness for a signing key: {e}"))?;
+            let key = TreeKey::from_seed(seed);
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)?;
+            }
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .with_context(|| format!("cannot create the signing key {}", path.display()))?;
+            writeln!(f, "{}", key.seed_hex())?;
+            f.sync_all()?;
+            Ok(key)
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot read the signing key {}", path.display())),
+    }
+}
+
+/// A head as the witness keeps it: with the public key that signed it, so
+/// that it can be checked without the database.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Witnessed {
+    #[serde(flatten)]
+    pub head: SignedTreeHead,
+    pub public_key: String,
+}
+
+/// Writes one file per head, never overwriting: `{size:020}.json`.
+pub fn witness(dir: &Path, head: &SignedTreeHead, key: &TreeKey) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the witness directory {}", dir.display()))?;
+    let path = dir.join(format!("{:020}.json", head.head.tree_size));
+    let body = serde_json::to_vec(&Witnessed {
+        head: head.clone(),
+        public_key: key.public_hex(),
+    })?;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o444)
+        .open(&path)
+    {
+        Ok(mut f) => {
+            f.write_all(&body)?;
+            f.sync_all()?;
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("cannot write {}", path.display())),
+    }
+}
+
+pub fn read_witness(dir: &Path) -> anyhow::Result<Vec<(SignedTreeHead, String)>> {
+    let entries = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read the witness directory {}", dir.display()))?;
+    let mut out = Vec::new();
+    for entry in entries {
+        let path = entry?.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("json") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path)?;
+        let w: Witnessed = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a witnessed tree head", path.display()))?;
+        out.push((w.head, w.public_key));
+    }
+    if out.is_empty() {
+        bail!(
+            "the witness directory {} holds no tree heads",
+            dir.display()
+        );
+    }
+    Ok(out)
+}

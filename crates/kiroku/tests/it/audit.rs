@@ -1,0 +1,285 @@
+//! The audit trail catches every kind of tampering, on SQLite and
+//! PostgreSQL: each case edits the database behind Kiroku's back, then runs
+//! `kiroku audit verify` and expects it to name the first bad event.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+
+use kiroku_app::{App, Caller, DeclareIncident};
+use kiroku_audit::TreeKey;
+use kiroku_store::Store;
+use sqlx::AnyPool;
+
+use crate::support::{self, PgDatabase};
+
+const BIN: &str = env!("CARGO_BIN_EXE_kiroku");
+
+/// A database to tamper with, by URL, and the store arguments of the CLI.
+struct Target {
+    url: String,
+    args: Vec<String>,
+    _dir: Option<tempfile::TempDir>,
+    _db: Option<PgDatabase>,
+}
+
+async fn target(backend: &str) -> Option<Target> {
+    if backend == "sqlite" {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kiroku.db");
+        return Some(Target {
+            url: format!("sqlite://{}", path.display()),
+            args: vec!["--data-dir".into(), dir.path().display().to_string()],
+            _dir: Some(dir),
+            _db: None,
+        });
+    }
+    let db = PgDatabase::create().await?;
+    Some(Target {
+        url: db.url.clone(),
+        args: vec!["--database-url".into(), db.url.clone()],
+        _dir: None,
+        _db: Some(db),
+    })
+}
+
+async fn open(t: &Target) -> Arc<dyn Store> {
+    if let Some(path) = t.url.strip_prefix("sqlite://") {
+        Arc::new(
+            kiroku_store_sqlite::open(Path::new(path), Default::default())
+                .await
+                .unwrap(),
+        )
+    } else {
+        Arc::new(
+            kiroku_store_postgres::connect(&t.url, Default::default())
+                .await
+                .unwrap(),
+        )
+    }
+}
+
+/// 13 events (a key registration and 12 declarations) with heads signed at
+/// every odd size from 3 and witnessed in `witness`.
+async fn populate(t: &Target, key: &TreeKey, witness: &Path, title: &str) {
+    let app = App::new(open(t).await, support::config());
+    app.register_signing_key(key).await.unwrap();
+    for i in 0..12 {
+        let d = DeclareIncident {
+            title: format!("{title} {i}"),
+            category: "database".into(),
+            severity: "P2".into(),
+            ..Default::default()
+        };
+        app.declare_incident(&Caller::local_operator(), d)
+            .await
+            .unwrap();
+        if i % 2 == 1 {
+            let head = app.sign_tree_head(key).await.unwrap().unwrap();
+            kiroku::audit::witness(witness, &head, key).unwrap();
+        }
+    }
+}
+
+async fn sql(t: &Target, statements: &[&str]) {
+    sqlx::any::install_default_drivers();
+    let pool = AnyPool::connect(&t.url).await.unwrap();
+    for s in statements {
+        sqlx::raw_sql(s)
+            .execute(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("{s}: {e}"));
+    }
+    pool.close().await;
+}
+
+/// Runs verify; returns (exit code, stdout JSON).
+fn verify(t: &Target, witness: Option<&Path>) -> (Option<i32>, serde_json::Value) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["audit", "verify", "--json"]).args(&t.args);
+    if let Some(w) = witness {
+        cmd.arg("--witness").arg(w);
+    }
+    let out = cmd.output().unwrap();
+    let json = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+        panic!(
+            "stdout: {} stderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code(), json)
+}
+
+fn assert_caught(t: &Target, witness: Option<&Path>, problem: &str, seq: u64) {
+    let (code, json) = verify(t, witness);
+    assert_eq!(code, Some(1), "{json}");
+    assert_eq!(json["ok"], false, "{json}");
+    assert_eq!(json["finding"]["problem"], problem, "{json}");
+    assert_eq!(json["finding"]["seq"], seq, "{json}");
+}
+
+/// Leaf hash of a document, as the store computes it.
+fn leaf(doc: &str) -> String {
+    kiroku_audit::merkle::hex(&kiroku_audit::doc_leaf(doc).unwrap())
+}
+
+async fn doc_of(t: &Target, seq: i64) -> String {
+    let pool = AnyPool::connect(&t.url).await.unwrap();
+    let (doc,): (String,) = sqlx::query_as("SELECT doc FROM audit_events WHERE seq = $1")
+        .bind(seq)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    doc
+}
+
+async fn tamper_cases(backend: &str) {
+    let key = TreeKey::from_seed([7; 32]);
+    let fresh = || async {
+        let t = target(backend).await?;
+        let w = tempfile::tempdir().unwrap();
+        populate(&t, &key, w.path(), "incident").await;
+        Some((t, w))
+    };
+
+    // Untouched: verifies, with and without the witness.
+    let Some((t, w)) = fresh().await else { return };
+    let (code, json) = verify(&t, Some(w.path()));
+    assert_eq!(code, Some(0), "{json}");
+    assert_eq!(json["summary"]["events"], 13);
+    assert_eq!(json["summary"]["heads_checked"], 6);
+    assert_eq!(json["summary"]["witnessed_checked"], 6);
+
+    // One field of one event changed.
+    let (t, _w) = fresh().await.unwrap();
+    sql(&t, &[r#"UPDATE audit_events SET doc = REPLACE(doc, '"outcome":"success"', '"outcome":"failure"') WHERE seq = 7"#]).await;
+    assert_caught(&t, None, "changed", 7);
+
+    // Changed, with the leaf hash recomputed to match: the signed head still catches it.
+    let (t, _w) = fresh().await.unwrap();
+    let forged = doc_of(&t, 7).await.replace("incident 5", "incident X");
+    let stmt = format!(
+        "UPDATE audit_events SET doc = '{}', leaf_hash = '{}' WHERE seq = 7",
+        forged.replace('\'', "''"),
+        leaf(&forged)
+    );
+    sql(&t, &[&stmt]).await;
+    assert_caught(&t, None, "head_mismatch", 6);
+
+    // An event deleted.
+    let (t, _w) = fresh().await.unwrap();
+    sql(&t, &["DELETE FROM audit_events WHERE seq = 6"]).await;
+    assert_caught(&t, None, "deleted", 6);
+
+    // Two events swapped.
+    let (t, _w) = fresh().await.unwrap();
+    sql(
+        &t,
+        &[
+            "UPDATE audit_events SET seq = -4 WHERE seq = 4",
+            "UPDATE audit_events SET seq = 4 WHERE seq = 5",
+            "UPDATE audit_events SET seq = 5 WHERE seq = -4",
+        ],
+    )
+    .await;
+    assert_caught(&t, None, "reordered", 4);
+
+    // A forged event with a correct-looking leaf inserted at 8, later ones shifted.
+    let (t, _w) = fresh().await.unwrap();
+    let forged = doc_of(&t, 8).await.replace("incident 6", "forged");
+    let insert = format!(
+        "INSERT INTO audit_events (seq, id, time, action, outcome, actor_id, target_kind, target_id, leaf_hash, doc) \
+         VALUES (8, 'forged', 0, 'incident_create', 'success', NULL, 'incident', NULL, '{}', '{}')",
+        leaf(&forged),
+        forged.replace('\'', "''")
+    );
+    sql(
+        &t,
+        &[
+            "UPDATE audit_events SET seq = seq + 1000 WHERE seq >= 8",
+            "UPDATE audit_events SET seq = seq - 999 WHERE seq >= 1000",
+            &insert,
+            "UPDATE audit_head SET size = size + 1",
+        ],
+    )
+    .await;
+    assert_caught(&t, None, "inserted", 8);
+
+    // The tail truncated, the recorded size lowered to match.
+    let (t, _w) = fresh().await.unwrap();
+    sql(
+        &t,
+        &[
+            "DELETE FROM audit_events WHERE seq > 10",
+            "UPDATE audit_head SET size = 10",
+        ],
+    )
+    .await;
+    assert_caught(&t, None, "truncated", 11);
+
+    // The whole database replaced by one recomputed under a new key: it
+    // verifies on its own, and the witness catches it.
+    let (_t, w) = fresh().await.unwrap();
+    let replaced = target(backend).await.unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    populate(
+        &replaced,
+        &TreeKey::from_seed([9; 32]),
+        elsewhere.path(),
+        "rewritten",
+    )
+    .await;
+    let (code, json) = verify(&replaced, None);
+    assert_eq!(code, Some(0), "{json}");
+    assert_caught(&replaced, Some(w.path()), "witness_mismatch", 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampering_is_caught_on_sqlite() {
+    tamper_cases("sqlite").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampering_is_caught_on_postgres() {
+    tamper_cases("postgres").await;
+}
+
+#[test]
+fn verify_says_what_is_wrong_with_its_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["audit", "verify", "--witness"])
+        .arg(dir.path())
+        .args(["--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("holds no tree heads"));
+    let out = Command::new(BIN)
+        .args([
+            "audit",
+            "verify",
+            "--database-url",
+            "postgres://nobody@127.0.0.1:1/none",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot connect"));
+    let corrupt = dir.path().join("kiroku.db");
+    std::fs::write(&corrupt, b"this is not a database").unwrap();
+    let out = Command::new(BIN)
+        .args(["audit", "verify", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot open"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
