@@ -283,3 +283,150 @@ fn verify_says_what_is_wrong_with_its_input() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+mod over_http {
+    use kiroku_audit::merkle::{from_hex, verify_consistency, verify_inclusion};
+    use kiroku_audit::{TreeKey, doc_leaf, verify_head};
+    use reqwest::StatusCode;
+    use serde_json::Value;
+
+    use crate::support::TestApp;
+
+    fn hash(v: &Value) -> [u8; 32] {
+        from_hex(v.as_str().unwrap()).unwrap()
+    }
+
+    /// A client that trusts only a signed head checks every event's
+    /// inclusion and the heads' consistency, from API answers alone.
+    #[tokio::test]
+    async fn proofs_verify_against_signed_heads() {
+        let t = TestApp::sqlite().await;
+        let key = TreeKey::from_seed([3; 32]);
+        t.app.register_signing_key(&key).await.unwrap();
+        t.declare(&t.responder, "one", "P1").await;
+        let first = t.app.sign_tree_head(&key).await.unwrap().unwrap();
+        for i in 0..5 {
+            t.declare(&t.responder, &format!("more {i}"), "P2").await;
+        }
+        let second = t.app.sign_tree_head(&key).await.unwrap().unwrap();
+        assert!(
+            t.app.sign_tree_head(&key).await.unwrap().is_none(),
+            "no new head without new events"
+        );
+
+        let (s, heads) = t.get(&t.auditor, "/api/v1/audit/tree-heads").await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(heads["latest"]["tree_size"], second.head.tree_size);
+        let latest: kiroku_audit::SignedTreeHead =
+            serde_json::from_value(heads["latest"].clone()).unwrap();
+        verify_head(&latest, &key.public_hex()).unwrap();
+        let root = from_hex(&latest.head.root_hash).unwrap();
+        let size = latest.head.tree_size;
+
+        for seq in 1..=size {
+            let (s, ev) = t
+                .get(&t.auditor, &format!("/api/v1/audit/events/{seq}"))
+                .await;
+            assert_eq!(s, StatusCode::OK);
+            // The leaf can be recomputed from the event as the API returns it.
+            let recomputed = doc_leaf(&ev["event"].to_string()).unwrap();
+            assert_eq!(recomputed, hash(&ev["leaf_hash"]), "seq {seq}");
+            let (s, p) = t
+                .get(
+                    &t.auditor,
+                    &format!("/api/v1/audit/proofs/inclusion?seq={seq}&tree_size={size}"),
+                )
+                .await;
+            assert_eq!(s, StatusCode::OK, "{p}");
+            let path: Vec<[u8; 32]> = p["audit_path"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(hash)
+                .collect();
+            verify_inclusion(seq - 1, size, &recomputed, &path, &root).unwrap();
+            assert_eq!(p["signed_head"]["signature"], latest.signature.as_str());
+        }
+        let (s, c) = t
+            .get(
+                &t.auditor,
+                &format!(
+                    "/api/v1/audit/proofs/consistency?first={}&second={size}",
+                    first.head.tree_size
+                ),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{c}");
+        let proof: Vec<[u8; 32]> = c["proof"].as_array().unwrap().iter().map(hash).collect();
+        verify_consistency(
+            first.head.tree_size,
+            size,
+            &from_hex(&first.head.root_hash).unwrap(),
+            &root,
+            &proof,
+        )
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn proof_requests_out_of_range_or_unauthorised_are_refused() {
+        let t = TestApp::sqlite().await;
+        t.declare(&t.responder, "x", "P1").await;
+        let size = t.audit().await.len();
+        let cases = [
+            (
+                "/api/v1/audit/proofs/inclusion?seq=0",
+                "out_of_range",
+                "seq",
+            ),
+            (
+                // Refusals are audited too, so the log grows during this test.
+                "/api/v1/audit/proofs/inclusion?seq=1000000",
+                "out_of_range",
+                "seq",
+            ),
+            (
+                "/api/v1/audit/proofs/inclusion?seq=1&tree_size=1000000",
+                "out_of_range",
+                "tree_size",
+            ),
+            (
+                "/api/v1/audit/proofs/inclusion?seq=abc",
+                "invalid_query",
+                "seq",
+            ),
+            ("/api/v1/audit/proofs/inclusion", "invalid_query", "seq"),
+            (
+                "/api/v1/audit/proofs/consistency?first=0",
+                "out_of_range",
+                "first",
+            ),
+            (
+                &format!("/api/v1/audit/proofs/consistency?first={}&second=1", size),
+                "out_of_range",
+                "first",
+            ),
+            ("/api/v1/audit/tree-heads?limit=0", "out_of_range", "limit"),
+        ];
+        for (path, code, field) in cases {
+            let (s, body) = t.get(&t.auditor, path).await;
+            assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{path}: {body}");
+            assert_eq!(body["code"], code, "{path}: {body}");
+            assert_eq!(body["field"], field, "{path}: {body}");
+        }
+        let (s, _) = t.get(&t.auditor, "/api/v1/audit/events/999999").await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        let (s, _) = t.get(&t.auditor, "/api/v1/audit/events/not-a-number").await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        for path in [
+            "/api/v1/audit/proofs/inclusion?seq=1",
+            "/api/v1/audit/tree-heads",
+            "/api/v1/audit/events/1",
+        ] {
+            let (s, _) = t.get(&t.responder, path).await;
+            assert_eq!(s, StatusCode::FORBIDDEN, "{path}");
+            let (s, _) = t.call(None, reqwest::Method::GET, path, None).await;
+            assert_eq!(s, StatusCode::UNAUTHORIZED, "{path}");
+        }
+    }
+}

@@ -142,6 +142,7 @@ impl TestUser {
 /// A real Kiroku server on a loopback port.
 pub struct TestApp {
     pub addr: SocketAddr,
+    pub app: App,
     pub store: TestStore,
     pub http: reqwest::Client,
     pub admin: TestUser,
@@ -202,6 +203,7 @@ impl TestApp {
         let mut users = users.into_iter();
         TestApp {
             addr,
+            app,
             store,
             http: reqwest::Client::builder()
                 .user_agent("kiroku-tests/1")
