@@ -7,6 +7,7 @@ use kiroku_audit::merkle::{self, hex};
 use kiroku_audit::verify::{Finding, Summary, Verifier};
 use kiroku_audit::{NodeId, SignedTreeHead, TreeHead, TreeKey};
 use kiroku_domain::{Actor, AuditEvent, Operation, Permission, Source, Target};
+use kiroku_store::AuditQuery;
 use serde::Serialize;
 use serde_json::json;
 
@@ -173,6 +174,32 @@ impl App {
             second_root: hex(&second_root),
             proof: proof.iter().map(hex).collect(),
         })
+    }
+
+    /// Searches the audit log (auditor, admin).
+    pub async fn audit_events(&self, caller: &Caller, q: AuditQuery) -> Result<Vec<AuditEvent>> {
+        caller.require(Permission::AuditRead)?;
+        if let Some(o) = &q.outcome
+            && o != "success"
+            && o != "failure"
+        {
+            return Err(AppError::invalid(
+                "result",
+                "unknown_value",
+                "must be success or failure",
+            ));
+        }
+        if let Some(t) = &q.text {
+            kiroku_domain::validate::line("q", t, kiroku_domain::validate::SHORT_MAX, false)?;
+        }
+        if !(1..=kiroku_store::PAGE_MAX).contains(&q.limit) {
+            return Err(AppError::invalid(
+                "limit",
+                "out_of_range",
+                format!("must be between 1 and {}", kiroku_store::PAGE_MAX),
+            ));
+        }
+        Ok(self.store.audit_events(&q).await?)
     }
 
     pub async fn tree_heads(

@@ -78,6 +78,9 @@ CREATE TABLE audit_events (
     action      TEXT NOT NULL,
     outcome     TEXT NOT NULL,
     actor_id    TEXT,
+    actor_name  TEXT,
+    actor_role  TEXT,
+    source_ip   TEXT,
     target_kind TEXT NOT NULL,
     target_id   TEXT,
     -- SHA-256(0x00 || RFC 8785 canonical doc), hex: the event's Merkle leaf.
@@ -86,6 +89,8 @@ CREATE TABLE audit_events (
 );
 CREATE INDEX audit_target ON audit_events (target_kind, target_id, seq);
 CREATE INDEX audit_action ON audit_events (action, seq);
+CREATE INDEX audit_actor ON audit_events (actor_name, seq);
+CREATE INDEX audit_time ON audit_events (time);
 
 -- Hashes of the complete subtrees of the RFC 6962 tree over audit events:
 -- level 0 holds the leaves, (level, idx) covers leaves [idx << level, (idx + 1) << level).

@@ -35,7 +35,7 @@ pub fn search_text(parts: &[&str]) -> String {
 pub fn contains_pattern(needle: &str) -> String {
     let mut p = String::with_capacity(needle.len() + 2);
     p.push('%');
-    for c in needle.to_lowercase().chars() {
+    for c in needle.chars() {
         if matches!(c, '%' | '_' | '\\') {
             p.push('\\');
         }

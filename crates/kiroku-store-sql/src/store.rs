@@ -258,7 +258,7 @@ impl Store for SqlStore {
             f.cmp("detected_at", "<", Bind::Int(micros(t)));
         }
         if let Some(text) = q.text.as_deref().filter(|t| !t.is_empty()) {
-            f.like("search", contains_pattern(text));
+            f.like("search", contains_pattern(&text.to_lowercase()));
         }
         if let Some(after) = q.after {
             let t = f.placeholder(Bind::Int(micros(after.detected_at)));
@@ -366,20 +366,44 @@ impl Store for SqlStore {
 
     async fn audit_events(&self, q: &AuditQuery) -> Result<Vec<AuditEvent>> {
         let mut f = Filter::default();
-        if let Some(k) = &q.target_kind {
-            f.eq("target_kind", Bind::Text(k.clone()));
+        if let Some(a) = &q.actor {
+            let p1 = f.placeholder(Bind::Text(a.clone()));
+            let p2 = f.placeholder(Bind::Text(a.clone()));
+            f.clauses
+                .push(format!("(actor_id = {p1} OR actor_name = {p2})"));
         }
-        if let Some(id) = &q.target_id {
-            f.eq("target_id", Bind::Text(id.clone()));
+        let columns = [
+            ("actor_role", &q.role),
+            ("action", &q.action),
+            ("target_kind", &q.target_kind),
+            ("target_id", &q.target_id),
+            ("outcome", &q.outcome),
+            ("source_ip", &q.source_ip),
+        ];
+        for (column, value) in columns {
+            if let Some(v) = value {
+                f.eq(column, Bind::Text(v.clone()));
+            }
         }
-        if let Some(a) = &q.action {
-            f.eq("action", Bind::Text(a.clone()));
+        if let Some(t) = q.time_from {
+            f.cmp("time", ">=", Bind::Int(micros(t)));
         }
+        if let Some(t) = q.time_to {
+            f.cmp("time", "<", Bind::Int(micros(t)));
+        }
+        if let Some(text) = q.text.as_deref().filter(|t| !t.is_empty()) {
+            f.like("doc", contains_pattern(text));
+        }
+        let (op, order) = if q.newest_first {
+            ("<", "DESC")
+        } else {
+            (">", "ASC")
+        };
         if let Some(s) = q.after_seq {
-            f.cmp("seq", ">", Bind::Int(s));
+            f.cmp("seq", op, Bind::Int(s));
         }
         let sql = format!(
-            "SELECT doc FROM audit_events{} ORDER BY seq LIMIT {}",
+            "SELECT doc FROM audit_events{} ORDER BY seq {order} LIMIT {}",
             f.where_sql(),
             page(q.limit)
         );

@@ -329,9 +329,9 @@ impl Tx for SqlTx {
         }
         self.edge = Some(edge);
         sqlx::query(
-            "INSERT INTO audit_events (seq, id, time, action, outcome, actor_id,
-                target_kind, target_id, leaf_hash, doc)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            "INSERT INTO audit_events (seq, id, time, action, outcome, actor_id, actor_name,
+                actor_role, source_ip, target_kind, target_id, leaf_hash, doc)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         )
         .bind(seq)
         .bind(event.id.to_string())
@@ -342,6 +342,9 @@ impl Tx for SqlTx {
             kiroku_domain::Outcome::Failure => "failure",
         })
         .bind(event.actor.id.clone())
+        .bind(event.actor.name.clone())
+        .bind(event.actor.role.clone())
+        .bind(event.source.ip.clone())
         .bind(&event.target.kind)
         .bind(event.target.id.clone())
         .bind(hex(&leaf))

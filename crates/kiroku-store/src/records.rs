@@ -95,10 +95,22 @@ impl IncidentCursor {
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AuditQuery {
+    /// An actor's id or name.
+    pub actor: Option<String>,
+    pub role: Option<String>,
+    pub action: Option<String>,
     pub target_kind: Option<String>,
     pub target_id: Option<String>,
-    pub action: Option<String>,
-    /// Oldest first; continue after this sequence number.
+    /// `success` or `failure`.
+    pub outcome: Option<String>,
+    pub source_ip: Option<String>,
+    pub time_from: Option<Timestamp>,
+    pub time_to: Option<Timestamp>,
+    /// Matched anywhere in the event's JSON, case-sensitively.
+    pub text: Option<String>,
+    /// Newest first instead of oldest first.
+    pub newest_first: bool,
+    /// Continue after (or, newest first, before) this sequence number.
     pub after_seq: Option<i64>,
     pub limit: i64,
 }

@@ -160,7 +160,7 @@ fn csv(v: Option<String>) -> Vec<String> {
     .unwrap_or_default()
 }
 
-fn time_param(field: &str, v: Option<String>) -> ApiResult<Option<jiff::Timestamp>> {
+pub fn time_param(field: &str, v: Option<String>) -> ApiResult<Option<jiff::Timestamp>> {
     v.map(|s| {
         s.parse::<jiff::Timestamp>().map_err(|_| {
             ApiError::new(

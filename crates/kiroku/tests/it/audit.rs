@@ -429,4 +429,84 @@ mod over_http {
             assert_eq!(s, StatusCode::UNAUTHORIZED, "{path}");
         }
     }
+
+    #[tokio::test]
+    async fn the_audit_log_searches_by_every_field() {
+        let t = TestApp::sqlite().await;
+        t.declare(&t.responder, "searchable 100%", "P1").await;
+        let body = serde_json::json!({"title": "t", "category": "database", "severity": "P1"});
+        let (s, _) = t.post(&t.viewer, "/api/v1/incidents", body).await;
+        assert_eq!(s, StatusCode::FORBIDDEN);
+        let login = serde_json::json!({"name": "viewer", "password": "wrong password!"});
+        t.http
+            .post(t.url("/api/v1/auth/login"))
+            .json(&login)
+            .send()
+            .await
+            .unwrap();
+
+        let items = |v: &Value| v["items"].as_array().unwrap().clone();
+        let (_, r) = t
+            .get(&t.auditor, "/api/v1/audit/events?actor=responder")
+            .await;
+        assert!(
+            !items(&r).is_empty() && items(&r).iter().all(|e| e["actor"]["name"] == "responder"),
+            "{r}"
+        );
+        let (_, r) = t
+            .get(
+                &t.auditor,
+                "/api/v1/audit/events?role=viewer&result=failure",
+            )
+            .await;
+        assert_eq!(items(&r).len(), 1, "{r}");
+        assert_eq!(items(&r)[0]["action"], "authz_fail");
+        let (_, r) = t
+            .get(&t.auditor, "/api/v1/audit/events?action=authn_login_fail")
+            .await;
+        assert_eq!(items(&r).len(), 1);
+        let (_, r) = t
+            .get(
+                &t.auditor,
+                "/api/v1/audit/events?target_kind=incident&action=incident_create",
+            )
+            .await;
+        assert_eq!(items(&r).len(), 1);
+        let (_, r) = t
+            .get(&t.auditor, "/api/v1/audit/events?source_ip=127.0.0.1")
+            .await;
+        assert!(items(&r).iter().all(|e| e["source"]["ip"] == "127.0.0.1"));
+        let (_, r) = t
+            .get(&t.auditor, "/api/v1/audit/events?q=searchable%20100%25")
+            .await;
+        assert_eq!(items(&r).len(), 1, "{r}");
+        let (_, r) = t
+            .get(&t.auditor, "/api/v1/audit/events?from=2999-01-01T00:00:00Z")
+            .await;
+        assert!(items(&r).is_empty());
+        let (_, newest) = t
+            .get(&t.auditor, "/api/v1/audit/events?order=desc&limit=1")
+            .await;
+        let cursor = newest["next_cursor"].as_i64().unwrap();
+        let (_, older) = t
+            .get(
+                &t.auditor,
+                &format!("/api/v1/audit/events?order=desc&limit=1&cursor={cursor}"),
+            )
+            .await;
+        assert_eq!(items(&older)[0]["seq"].as_i64().unwrap(), cursor - 1);
+
+        for (path, field) in [
+            ("/api/v1/audit/events?result=maybe", "result"),
+            ("/api/v1/audit/events?from=yesterday", "from"),
+            ("/api/v1/audit/events?order=up", "order"),
+            ("/api/v1/audit/events?limit=0", "limit"),
+        ] {
+            let (s, body) = t.get(&t.auditor, path).await;
+            assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{path}: {body}");
+            assert_eq!(body["field"], field, "{path}: {body}");
+        }
+        let (s, _) = t.get(&t.viewer, "/api/v1/audit/events").await;
+        assert_eq!(s, StatusCode::FORBIDDEN);
+    }
 }

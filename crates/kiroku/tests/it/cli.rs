@@ -569,7 +569,7 @@ fn crash_loses_nothing(store_args: &[&str]) {
         let mut after = 0;
         loop {
             let page = get(
-                format!("{base}/api/v1/audit/events?limit=200&after_seq={after}"),
+                format!("{base}/api/v1/audit/events?limit=200&cursor={after}"),
                 auditor.clone(),
             )
             .await;
