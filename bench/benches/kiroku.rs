@@ -18,17 +18,26 @@ struct Opts {
     kiroku: PathBuf,
     out: PathBuf,
     quick: bool,
+    /// Run one section only: create, list or audit.
+    only: Option<String>,
     pg_url: Option<String>,
+}
+
+impl Opts {
+    fn runs(&self, section: &str) -> bool {
+        self.only.as_deref().is_none_or(|o| o == section)
+    }
 }
 
 fn opts() -> anyhow::Result<Opts> {
     let mut args = std::env::args().skip(1);
-    let (mut kiroku, mut out, mut quick) = (None, None, false);
+    let (mut kiroku, mut out, mut quick, mut only) = (None, None, false, None);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--kiroku" => kiroku = args.next().map(PathBuf::from),
             "--out" => out = args.next().map(PathBuf::from),
             "--quick" => quick = true,
+            "--only" => only = args.next(),
             // cargo bench passes this to every harness-less bench.
             "--bench" => {}
             other => bail!("unknown argument {other}; use --kiroku PATH --out DIR [--quick]"),
@@ -38,6 +47,7 @@ fn opts() -> anyhow::Result<Opts> {
         kiroku: kiroku.context("--kiroku PATH is required")?,
         out: out.context("--out DIR is required")?,
         quick,
+        only,
         pg_url: Some(
             std::env::var("KIROKU_BENCH_DATABASE_URL")
                 .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into()),
@@ -202,15 +212,20 @@ impl Drop for Server {
 }
 
 fn bootstrap(kiroku: &Path, target: &Target) -> anyhow::Result<String> {
+    bootstrap_as(kiroku, target, "bench", "responder")
+}
+
+/// Creates a user straight in the database and returns an API token for it.
+fn bootstrap_as(kiroku: &Path, target: &Target, name: &str, role: &str) -> anyhow::Result<String> {
     use std::io::Write;
     let mut child = Command::new(kiroku)
         .args([
             "user",
             "create",
             "--name",
-            "bench",
+            name,
             "--role",
-            "responder",
+            role,
             "--password-stdin",
         ])
         .args(target.args())
@@ -226,7 +241,7 @@ fn bootstrap(kiroku: &Path, target: &Target) -> anyhow::Result<String> {
         bail!("user create failed");
     }
     let out = Command::new(kiroku)
-        .args(["token", "create", "--user", "bench"])
+        .args(["token", "create", "--user", name])
         .args(target.args())
         .output()?;
     if !out.status.success() {
@@ -453,6 +468,107 @@ async fn target_store(target: &Target) -> anyhow::Result<Arc<dyn kiroku_store::S
     })
 }
 
+/// Appends `n` audit events of about 300 bytes in transactions of `batch`,
+/// each durable on commit: the rate group commit allows.
+async fn audit_bench(o: &Opts, target: &Target, n: u64, r: &mut Report) -> anyhow::Result<()> {
+    use kiroku_domain::{Actor, AuditEvent, Operation, Source, Target as AuditTarget};
+    let store = target_store(target).await?;
+    let source = Source {
+        ip: Some("192.0.2.10".into()),
+        user_agent: Some("app/1.0".into()),
+        channel: "api".into(),
+    };
+    let actor = Actor {
+        kind: kiroku_domain::ActorKind::User,
+        id: Some("u-1042".into()),
+        name: Some("tanaka".into()),
+        role: Some("operator".into()),
+    };
+    let batch = 1000;
+    let t0 = Instant::now();
+    let mut done = 0;
+    while done < n {
+        let events: Vec<AuditEvent> = (0..batch.min(n - done))
+            .map(|i| {
+                AuditEvent::success(
+                    jiff::Timestamp::now(),
+                    &actor,
+                    &source,
+                    Operation::Update,
+                    "record_update",
+                    AuditTarget::new("record", Some(format!("r-{}", done + i))),
+                )
+            })
+            .collect();
+        let mut tx = store.begin().await?;
+        tx.append_audit_batch(&events).await?;
+        tx.commit().await?;
+        done += events.len() as u64;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let sample = store.audit_raw(0, 1).await?;
+    let bytes = sample.first().map_or(0, |e| e.doc.len());
+    r.line(&format!(
+        "| audit append, {n} events of ~{bytes} B, {batch} per commit, {} | {:.0}/s | | | |",
+        target.name(),
+        n as f64 / secs
+    ));
+    r.json.insert(
+        format!("audit_append_{}", target.name().to_lowercase()),
+        json!({ "per_sec": n as f64 / secs, "events": n, "batch": batch, "event_bytes": bytes }),
+    );
+
+    let t0 = Instant::now();
+    let out = Command::new(&o.kiroku)
+        .args(["audit", "verify", "--json"])
+        .args(target.args())
+        .output()?;
+    let secs = t0.elapsed().as_secs_f64();
+    if !out.status.success() {
+        bail!(
+            "audit verify failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    r.line(&format!(
+        "| audit verify (whole process), {n} events, {} | {:.0} events/s | | | |",
+        target.name(),
+        n as f64 / secs
+    ));
+    r.json.insert(
+        format!("audit_verify_{}", target.name().to_lowercase()),
+        json!({ "events_per_sec": n as f64 / secs, "seconds": secs }),
+    );
+
+    let token = bootstrap_as(&o.kiroku, target, "auditor", "auditor")?;
+    let server = Server::start(&o.kiroku, target).await?;
+    let client = reqwest::Client::new();
+    let base = format!("{}/api/v1/audit/proofs/inclusion", server.url);
+    let make: Arc<dyn Fn(usize) -> reqwest::RequestBuilder + Send + Sync> = Arc::new(move |i| {
+        let seq = 1 + (i as u64 * 7919) % n;
+        client
+            .get(format!("{base}?seq={seq}&tree_size={n}"))
+            .bearer_auth(&token)
+    });
+    load(1, 20, make.clone()).await?;
+    let mut runs = Vec::new();
+    for _ in 0..3 {
+        runs.push(load(1, 300, make.clone()).await?);
+    }
+    let (m, noisy) = median(runs);
+    r.line(&format!(
+        "| inclusion proof over HTTP at {n} events, {} | {} |",
+        target.name(),
+        fmt(&m, noisy)
+    ));
+    r.json.insert(
+        format!("audit_proof_{}", target.name().to_lowercase()),
+        json!({ "p50_ms": m.p50, "p99_ms": m.p99, "tree_size": n }),
+    );
+    server.stop();
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let o = opts()?;
@@ -485,7 +601,7 @@ async fn main() -> anyhow::Result<()> {
     if let Some(url) = &pg {
         targets.push(Target::Postgres(url.clone()));
     }
-    for t in &targets {
+    for t in targets.iter().filter(|_| o.runs("create")) {
         create_bench(&o, t, &mut r).await?;
     }
 
@@ -498,7 +614,7 @@ async fn main() -> anyhow::Result<()> {
     if let (Some(admin), Some(_)) = (&o.pg_url, &pg) {
         list_targets.push(Target::Postgres(pg_database(admin).await?));
     }
-    for t in &list_targets {
+    for t in list_targets.iter().filter(|_| o.runs("list")) {
         let store = target_store(t).await?;
         let token = bootstrap(&o.kiroku, t)?;
         let mut have = 0;
@@ -521,6 +637,15 @@ async fn main() -> anyhow::Result<()> {
             list_bench(&o, t, &token, size, &mut r).await?;
         }
     }
+    let audit_n = if o.quick { 100_000 } else { 1_000_000 };
+    let mut audit_targets = vec![Target::Sqlite(work.join("audit-sqlite"))];
+    if let (Some(admin), Some(_)) = (&o.pg_url, &pg) {
+        audit_targets.push(Target::Postgres(pg_database(admin).await?));
+    }
+    for t in audit_targets.iter().filter(|_| o.runs("audit")) {
+        audit_bench(&o, t, audit_n, &mut r).await?;
+    }
+
     let size_mib =
         std::fs::metadata(&o.kiroku).map_or(f64::NAN, |m| m.len() as f64 / 1024.0 / 1024.0);
     r.line(&format!(
@@ -529,12 +654,20 @@ async fn main() -> anyhow::Result<()> {
     r.json.insert("binary_mib".into(), json!(size_mib));
 
     std::fs::create_dir_all(&o.out)?;
-    std::fs::write(o.out.join("latest.md"), &r.md)?;
+    // A partial run (--only) writes beside the full results, not over them.
+    let name = o
+        .only
+        .as_deref()
+        .map_or("latest".to_string(), |s| format!("latest-{s}"));
+    std::fs::write(o.out.join(format!("{name}.md")), &r.md)?;
     std::fs::write(
-        o.out.join("latest.json"),
+        o.out.join(format!("{name}.json")),
         serde_json::to_string_pretty(&Value::Object(r.json))? + "\n",
     )?;
     let _ = std::fs::remove_dir_all(&work);
-    println!("\nwritten to {}", o.out.join("latest.md").display());
+    println!(
+        "\nwritten to {}",
+        o.out.join(format!("{name}.md")).display()
+    );
     Ok(())
 }

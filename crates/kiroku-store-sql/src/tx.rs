@@ -306,54 +306,93 @@ impl Tx for SqlTx {
     }
 
     async fn append_audit(&mut self, event: &AuditEvent) -> Result<i64> {
+        let seqs = self.append_audit_batch(std::slice::from_ref(event)).await?;
+        Ok(seqs[0])
+    }
+
+    async fn append_audit_batch(&mut self, events: &[AuditEvent]) -> Result<Vec<i64>> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
         // The head row serialises appends: the sequence is gap-free and in
         // commit order, as the Merkle tree over it requires.
-        let (seq,): (i64,) =
-            sqlx::query_as("UPDATE audit_head SET size = size + 1 WHERE id = 1 RETURNING size")
+        let (last,): (i64,) =
+            sqlx::query_as("UPDATE audit_head SET size = size + $1 WHERE id = 1 RETURNING size")
+                .bind(events.len() as i64)
                 .fetch_one(&mut *self.tx)
                 .await
                 .map_err(map_err)?;
-        let mut event = event.clone();
-        event.seq = seq;
-        let doc = to_doc(&event)?;
-        let leaf = doc_leaf(&doc).map_err(|e| StoreError::Backend(e.to_string()))?;
-        let mut edge = self.edge(seq as u64 - 1).await?;
-        for (id, hash) in edge.append(leaf) {
-            sqlx::query("INSERT INTO audit_nodes (level, idx, hash) VALUES ($1, $2, $3)")
-                .bind(i64::from(id.level))
-                .bind(id.index as i64)
-                .bind(hex(&hash))
-                .execute(&mut *self.tx)
-                .await
-                .map_err(map_err)?;
+        let first = last - events.len() as i64 + 1;
+        let mut edge = self.edge(first as u64 - 1).await?;
+        let mut rows = Vec::with_capacity(events.len());
+        let mut nodes = Vec::with_capacity(events.len() * 2);
+        for (i, event) in events.iter().enumerate() {
+            let mut event = event.clone();
+            event.seq = first + i as i64;
+            let doc = to_doc(&event)?;
+            let leaf = doc_leaf(&doc).map_err(|e| StoreError::Backend(e.to_string()))?;
+            nodes.extend(edge.append(leaf));
+            rows.push((event, hex(&leaf), doc));
         }
         self.edge = Some(edge);
-        sqlx::query(
-            "INSERT INTO audit_events (seq, id, time, action, outcome, actor_id, actor_name,
-                actor_role, source_ip, target_kind, target_id, leaf_hash, doc)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-        )
-        .bind(seq)
-        .bind(event.id.to_string())
-        .bind(micros(event.time))
-        .bind(&event.action)
-        .bind(match event.outcome {
-            kiroku_domain::Outcome::Success => "success",
-            kiroku_domain::Outcome::Failure => "failure",
-        })
-        .bind(event.actor.id.clone())
-        .bind(event.actor.name.clone())
-        .bind(event.actor.role.clone())
-        .bind(event.source.ip.clone())
-        .bind(&event.target.kind)
-        .bind(event.target.id.clone())
-        .bind(hex(&leaf))
-        .bind(doc)
-        .execute(&mut *self.tx)
-        .await
-        .map_err(map_err)?;
+        // Multi-row inserts: one statement per chunk rather than per row,
+        // within every backend's limit on bound parameters.
+        for chunk in nodes.chunks(300) {
+            let values: Vec<String> = (0..chunk.len())
+                .map(|k| format!("(${}, ${}, ${})", 3 * k + 1, 3 * k + 2, 3 * k + 3))
+                .collect();
+            let sql = format!(
+                "INSERT INTO audit_nodes (level, idx, hash) VALUES {}",
+                values.join(", ")
+            );
+            let mut q = sqlx::query(&sql);
+            for (id, hash) in chunk {
+                q = q
+                    .bind(i64::from(id.level))
+                    .bind(id.index as i64)
+                    .bind(hex(hash));
+            }
+            q.execute(&mut *self.tx).await.map_err(map_err)?;
+        }
+        const COLUMNS: usize = 13;
+        for chunk in rows.chunks(60) {
+            let values: Vec<String> = (0..chunk.len())
+                .map(|k| {
+                    let ps: Vec<String> = (1..=COLUMNS)
+                        .map(|c| format!("${}", k * COLUMNS + c))
+                        .collect();
+                    format!("({})", ps.join(", "))
+                })
+                .collect();
+            let sql = format!(
+                "INSERT INTO audit_events (seq, id, time, action, outcome, actor_id, actor_name,
+                    actor_role, source_ip, target_kind, target_id, leaf_hash, doc) VALUES {}",
+                values.join(", ")
+            );
+            let mut q = sqlx::query(&sql);
+            for (event, leaf, doc) in chunk {
+                q = q
+                    .bind(event.seq)
+                    .bind(event.id.to_string())
+                    .bind(micros(event.time))
+                    .bind(event.action.clone())
+                    .bind(match event.outcome {
+                        kiroku_domain::Outcome::Success => "success",
+                        kiroku_domain::Outcome::Failure => "failure",
+                    })
+                    .bind(event.actor.id.clone())
+                    .bind(event.actor.name.clone())
+                    .bind(event.actor.role.clone())
+                    .bind(event.source.ip.clone())
+                    .bind(event.target.kind.clone())
+                    .bind(event.target.id.clone())
+                    .bind(leaf.clone())
+                    .bind(doc.clone());
+            }
+            q.execute(&mut *self.tx).await.map_err(map_err)?;
+        }
         self.audited = true;
-        Ok(seq)
+        Ok((first..=last).collect())
     }
 
     async fn insert_audit_key(

@@ -135,6 +135,9 @@ pub trait Tx: Send {
     /// Appends to the audit log and its Merkle tree; returns the event's
     /// sequence number.
     async fn append_audit(&mut self, event: &AuditEvent) -> Result<i64>;
+    /// Appends several events in one go (batches from other applications,
+    /// group commit); returns their sequence numbers in order.
+    async fn append_audit_batch(&mut self, events: &[AuditEvent]) -> Result<Vec<i64>>;
     async fn insert_audit_key(
         &mut self,
         key_id: &str,

@@ -44,6 +44,7 @@ conformance!(
     text_search_treats_wildcards_literally,
     user_names_are_unique,
     failures_count_within_a_window,
+    batched_appends_keep_the_tree_whole,
 );
 
 async fn app(store: Arc<dyn Store>) -> (App, Caller) {
@@ -458,4 +459,22 @@ async fn postgres_reconnect_keeps_everything() {
         store
     })
     .await;
+}
+
+async fn batched_appends_keep_the_tree_whole(store: Arc<dyn Store>) {
+    let mut tx = store.begin().await.unwrap();
+    assert_eq!(tx.append_audit(&event("first")).await.unwrap(), 1);
+    let batch: Vec<AuditEvent> = (0..250).map(|i| event(&format!("b{i}"))).collect();
+    let seqs = tx.append_audit_batch(&batch).await.unwrap();
+    assert_eq!(seqs, (2..=251).collect::<Vec<_>>());
+    assert_eq!(tx.append_audit(&event("last")).await.unwrap(), 252);
+    tx.commit().await.unwrap();
+    assert_eq!(store.audit_size().await.unwrap(), 252);
+    let app = App::new(store.clone(), support::config());
+    let summary = app
+        .verify_audit(Vec::new(), |_, _| {})
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(summary.events, 252);
 }
