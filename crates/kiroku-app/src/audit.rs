@@ -8,7 +8,7 @@ use kiroku_audit::verify::{Finding, Summary, Verifier};
 use kiroku_audit::{NodeId, SignedTreeHead, TreeHead, TreeKey};
 use kiroku_domain::{Actor, AuditEvent, Operation, Permission, Source, Target};
 use kiroku_store::AuditQuery;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::{App, AppError, Caller, Result};
@@ -257,5 +257,187 @@ impl App {
             progress(checked, total);
         }
         Ok(v.finish(total))
+    }
+}
+
+/// The most events one request may send.
+pub const INGEST_BATCH_MAX: usize = 1000;
+
+/// An audit event another application sends, with the MUST fields of the
+/// audit-trail design. `seq`, `id` and hashes are the server's to assign:
+/// when sent they are ignored.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalEvent {
+    pub time: jiff::Timestamp,
+    pub actor: ExternalActor,
+    pub operation: Operation,
+    pub action: String,
+    pub target: ExternalTarget,
+    #[serde(default)]
+    pub before: Option<serde_json::Value>,
+    #[serde(default)]
+    pub after: Option<serde_json::Value>,
+    pub source: ExternalSource,
+    pub result: kiroku_domain::Outcome,
+    #[serde(default)]
+    pub error_code: Option<String>,
+    #[serde(default, rename = "seq")]
+    pub ignored_seq: Option<serde_json::Value>,
+    #[serde(default, rename = "id")]
+    pub ignored_id: Option<serde_json::Value>,
+    #[serde(default, rename = "leaf_hash")]
+    pub ignored_leaf_hash: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalActor {
+    pub id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub role: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalTarget {
+    pub kind: String,
+    #[serde(default)]
+    pub id: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalSource {
+    pub ip: String,
+    #[serde(default)]
+    pub user_agent: Option<String>,
+}
+
+/// JSON that canonicalises exactly: integers within ±2^53 (RFC 8785 numbers
+/// are IEEE doubles), bounded depth.
+fn check_value(field: &str, v: &serde_json::Value, depth: usize) -> Result<()> {
+    use serde_json::Value;
+    if depth > 32 {
+        return Err(AppError::invalid(
+            field,
+            "too_deep",
+            "must nest at most 32 levels",
+        ));
+    }
+    match v {
+        Value::Number(n) => {
+            let exact = n.as_i64().is_some_and(|i| i.unsigned_abs() <= 1 << 53)
+                || n.as_u64().is_some_and(|u| u <= 1 << 53)
+                || (n.as_i64().is_none()
+                    && n.as_u64().is_none()
+                    && n.as_f64().is_some_and(f64::is_finite));
+            if exact {
+                Ok(())
+            } else {
+                Err(AppError::invalid(
+                    field,
+                    "out_of_range",
+                    "numbers beyond ±2^53 must be sent as strings",
+                ))
+            }
+        }
+        Value::Array(xs) => xs.iter().try_for_each(|x| check_value(field, x, depth + 1)),
+        Value::Object(m) => m
+            .values()
+            .try_for_each(|x| check_value(field, x, depth + 1)),
+        _ => Ok(()),
+    }
+}
+
+impl ExternalEvent {
+    fn into_event(self, at: &str, channel: &str) -> Result<AuditEvent> {
+        use kiroku_domain::validate::line;
+        let f = |name: &str| format!("{at}.{name}");
+        let opt = |name: &str, v: Option<String>, max: usize| -> Result<Option<String>> {
+            v.map(|v| line(&f(name), &v, max, true))
+                .transpose()
+                .map_err(AppError::from)
+        };
+        let ip = line(&f("source.ip"), &self.source.ip, 64, true)?;
+        if ip.parse::<std::net::IpAddr>().is_err() {
+            return Err(AppError::invalid(
+                &f("source.ip"),
+                "invalid_ip",
+                "must be an IPv4 or IPv6 address",
+            ));
+        }
+        for (name, v) in [("before", &self.before), ("after", &self.after)] {
+            if let Some(v) = v {
+                check_value(&f(name), v, 0)?;
+            }
+        }
+        Ok(AuditEvent {
+            seq: 0,
+            id: uuid::Uuid::now_v7(),
+            time: self.time,
+            actor: Actor {
+                kind: kiroku_domain::ActorKind::User,
+                id: Some(line(&f("actor.id"), &self.actor.id, 200, true)?),
+                name: opt("actor.name", self.actor.name, 200)?,
+                role: opt("actor.role", self.actor.role, 100)?,
+            },
+            operation: self.operation,
+            action: line(&f("action"), &self.action, 100, true)?,
+            target: Target {
+                kind: line(&f("target.kind"), &self.target.kind, 100, true)?,
+                id: opt("target.id", self.target.id, 200)?,
+            },
+            before: self.before,
+            after: self.after,
+            source: Source {
+                ip: Some(ip),
+                user_agent: opt("source.user_agent", self.source.user_agent, 512)?,
+                channel: channel.to_string(),
+            },
+            outcome: self.result,
+            error_code: opt("error_code", self.error_code, 100)?,
+        })
+    }
+}
+
+impl App {
+    /// Appends other applications' audit events, all or none, in one
+    /// transaction; returns their sequence numbers.
+    pub async fn ingest_audit_events(
+        &self,
+        caller: &Caller,
+        events: Vec<ExternalEvent>,
+    ) -> Result<Vec<i64>> {
+        caller.require(Permission::AuditIngest)?;
+        if events.is_empty() {
+            return Err(AppError::invalid(
+                "events",
+                "required",
+                "send at least one event",
+            ));
+        }
+        if events.len() > INGEST_BATCH_MAX {
+            return Err(AppError::invalid(
+                "events",
+                "too_many",
+                format!("send at most {INGEST_BATCH_MAX} events at once"),
+            ));
+        }
+        let channel = format!(
+            "ingest:{}",
+            caller.user().map_or("local", |u| u.name.as_str())
+        );
+        let events = events
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| e.into_event(&format!("events[{i}]"), &channel))
+            .collect::<Result<Vec<_>>>()?;
+        let mut tx = self.begin().await?;
+        let seqs = tx.append_audit_batch(&events).await?;
+        tx.commit().await?;
+        Ok(seqs)
     }
 }

@@ -19,7 +19,7 @@ use jiff::Timestamp;
 use kiroku_domain::{Actor, AuditEvent, Operation, Source, Target};
 use kiroku_store::{Store, Tx};
 
-pub use audit::{ConsistencyProof, InclusionProof};
+pub use audit::{ConsistencyProof, ExternalEvent, INGEST_BATCH_MAX, InclusionProof};
 pub use caller::{Caller, Principal, Via};
 pub use credentials::{totp_code, totp_uri};
 pub use error::{AppError, ErrorKind};

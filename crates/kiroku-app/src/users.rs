@@ -350,6 +350,18 @@ impl App {
                 .login_failed(source, &name, None, "invalid_credentials", now)
                 .await?);
         };
+        if user.role == Role::Application {
+            self.audit_only(
+                self.login_event(source, &name, Some(&user), "authn_login_fail", now)
+                    .failure("token_only"),
+            )
+            .await?;
+            return Err(AppError::Unauthenticated {
+                code: "token_only",
+                message: "application accounts send API tokens; they do not log in",
+                audited: true,
+            });
+        }
         if user.totp_secret.is_none() && self.needs_totp(user.role) {
             self.audit_only(
                 self.login_event(source, &name, Some(&user), "authn_login_fail", now)

@@ -9,6 +9,8 @@ pub enum Role {
     Responder,
     Viewer,
     Auditor,
+    /// Another application's service account: sends audit events, nothing else.
+    Application,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -24,10 +26,18 @@ pub enum Permission {
     UserManage,
     /// Create and revoke one's own API tokens.
     OwnTokens,
+    /// Send audit events from another application.
+    AuditIngest,
 }
 
 impl Role {
-    pub const ALL: [Role; 4] = [Role::Admin, Role::Responder, Role::Viewer, Role::Auditor];
+    pub const ALL: [Role; 5] = [
+        Role::Admin,
+        Role::Responder,
+        Role::Viewer,
+        Role::Auditor,
+        Role::Application,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -35,6 +45,7 @@ impl Role {
             Role::Responder => "responder",
             Role::Viewer => "viewer",
             Role::Auditor => "auditor",
+            Role::Application => "application",
         }
     }
 
@@ -43,7 +54,8 @@ impl Role {
     }
 
     /// The permission matrix. Auditors read everything but change nothing;
-    /// viewers cannot read the audit log; only admins manage users.
+    /// viewers cannot read the audit log; only admins manage users;
+    /// applications only send audit events.
     pub fn allows(self, p: Permission) -> bool {
         use Permission::*;
         match self {
@@ -51,17 +63,19 @@ impl Role {
             Role::Responder => matches!(p, IncidentRead | IncidentWrite | OwnTokens),
             Role::Viewer => matches!(p, IncidentRead | OwnTokens),
             Role::Auditor => matches!(p, IncidentRead | AuditRead | OwnTokens),
+            Role::Application => matches!(p, AuditIngest),
         }
     }
 }
 
 impl Permission {
-    pub const ALL: [Permission; 5] = [
+    pub const ALL: [Permission; 6] = [
         Permission::IncidentRead,
         Permission::IncidentWrite,
         Permission::AuditRead,
         Permission::UserManage,
         Permission::OwnTokens,
+        Permission::AuditIngest,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -71,6 +85,7 @@ impl Permission {
             Permission::AuditRead => "audit_read",
             Permission::UserManage => "user_manage",
             Permission::OwnTokens => "own_tokens",
+            Permission::AuditIngest => "audit_ingest",
         }
     }
 }
@@ -82,23 +97,24 @@ mod tests {
     #[test]
     fn matrix_cell_by_cell() {
         use Permission::*;
-        let expected: [(Role, [bool; 5]); 4] = [
-            (Role::Admin, [true, true, true, true, true]),
-            (Role::Responder, [true, true, false, false, true]),
-            (Role::Viewer, [true, false, false, false, true]),
-            (Role::Auditor, [true, false, true, false, true]),
+        let columns = [
+            IncidentRead,
+            IncidentWrite,
+            AuditRead,
+            UserManage,
+            OwnTokens,
+            AuditIngest,
+        ];
+        assert_eq!(columns, Permission::ALL);
+        let expected: [(Role, [bool; 6]); 5] = [
+            (Role::Admin, [true, true, true, true, true, true]),
+            (Role::Responder, [true, true, false, false, true, false]),
+            (Role::Viewer, [true, false, false, false, true, false]),
+            (Role::Auditor, [true, false, true, false, true, false]),
+            (Role::Application, [false, false, false, false, false, true]),
         ];
         for (role, row) in expected {
-            for (p, want) in [
-                IncidentRead,
-                IncidentWrite,
-                AuditRead,
-                UserManage,
-                OwnTokens,
-            ]
-            .into_iter()
-            .zip(row)
-            {
+            for (p, want) in columns.into_iter().zip(row) {
                 assert_eq!(role.allows(p), want, "{role:?} {p:?}");
             }
         }

@@ -75,7 +75,10 @@ pub fn router(app: App, http: HttpConfig) -> Router {
             "/api/v1/tokens/{id}",
             axum::routing::delete(a::revoke_token),
         )
-        .route("/api/v1/audit/events", get(m::audit_events))
+        .route(
+            "/api/v1/audit/events",
+            get(m::audit_events).post(handlers::audit::ingest),
+        )
         .route("/api/v1/audit/events/{seq}", get(handlers::audit::event))
         .route("/api/v1/audit/tree-heads", get(handlers::audit::tree_heads))
         .route(

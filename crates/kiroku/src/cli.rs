@@ -76,7 +76,7 @@ pub enum UserCommand {
         store: StoreArgs,
         #[arg(long)]
         name: String,
-        /// admin, responder, viewer or auditor.
+        /// admin, responder, viewer, auditor or application (sends audit events only).
         #[arg(long)]
         role: String,
         #[arg(long, default_value = "")]
@@ -500,7 +500,9 @@ async fn user(cmd: UserCommand) -> anyhow::Result<()> {
             json,
         } => {
             let role = Role::parse(&role).with_context(|| {
-                format!("unknown role {role:?}; use admin, responder, viewer or auditor")
+                format!(
+                    "unknown role {role:?}; use admin, responder, viewer, auditor or application"
+                )
             })?;
             let password = read_secret(password_stdin, "Password: ")?;
             let app = local_app(&store).await?;

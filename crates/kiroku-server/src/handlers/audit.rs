@@ -102,3 +102,21 @@ pub async fn consistency(
     let p = params(q)?;
     Ok(Json(s.app.consistency_proof(&caller, p.first, p.second).await?).into_response())
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestBody {
+    pub events: Vec<kiroku_app::ExternalEvent>,
+}
+
+/// Audit events from other applications: all accepted or none.
+pub async fn ingest(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    crate::json::ApiJson(body): crate::json::ApiJson<IngestBody>,
+) -> ApiResult<Response> {
+    let seqs = s.app.ingest_audit_events(&caller, body.events).await?;
+    let body =
+        json!({ "accepted": seqs.len(), "first_seq": seqs.first(), "last_seq": seqs.last() });
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}

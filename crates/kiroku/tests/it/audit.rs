@@ -509,4 +509,148 @@ mod over_http {
         let (s, _) = t.get(&t.viewer, "/api/v1/audit/events").await;
         assert_eq!(s, StatusCode::FORBIDDEN);
     }
+
+    #[tokio::test]
+    async fn other_applications_send_events_all_or_none() {
+        use crate::support::{PASSWORD, TestUser};
+        use kiroku_app::{Caller, NewUser};
+        use serde_json::json;
+
+        let t = TestApp::sqlite().await;
+        let operator = Caller::local_operator();
+        let user = NewUser {
+            name: "billing".into(),
+            display_name: String::new(),
+            email: None,
+            role: kiroku_domain::Role::Application,
+            password: PASSWORD.into(),
+        };
+        t.app.create_user(&operator, user).await.unwrap();
+        let token = t
+            .app
+            .create_token(&operator, Some("billing"), "ingest", None)
+            .await
+            .unwrap()
+            .secret;
+        let billing = TestUser {
+            name: "billing".into(),
+            token,
+            totp_uri: None,
+        };
+        let ev = |i: usize| {
+            json!({
+                "time": "2026-11-21T09:00:00+09:00",
+                "actor": {"id": "u-1", "role": "clerk"},
+                "operation": "update",
+                "action": "invoice_update",
+                "target": {"kind": "invoice", "id": format!("inv-{i}")},
+                "before": {"amount": 100}, "after": {"amount": 120.5},
+                "source": {"ip": "192.0.2.7", "user_agent": "billing/2.1"},
+                "result": "success",
+                "seq": 999_999, "leaf_hash": "00"
+            })
+        };
+        let invoices = |t: &TestApp| {
+            let store = t.store.store.clone();
+            async move {
+                let q = kiroku_store::AuditQuery {
+                    action: Some("invoice_update".into()),
+                    limit: 200,
+                    ..Default::default()
+                };
+                store.audit_events(&q).await.unwrap().len()
+            }
+        };
+
+        let (s, body) = t
+            .post(
+                &billing,
+                "/api/v1/audit/events",
+                json!({"events": [ev(0), ev(1), ev(2)]}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{body}");
+        assert_eq!(body["accepted"], 3);
+        let first = body["first_seq"].as_i64().unwrap();
+        assert!(first < 999_999, "the server assigns sequence numbers");
+        let (_, stored) = t
+            .get(&t.auditor, &format!("/api/v1/audit/events/{first}"))
+            .await;
+        assert_eq!(stored["event"]["seq"], first);
+        assert_eq!(stored["event"]["time"], "2026-11-21T00:00:00Z");
+        assert_eq!(stored["event"]["source"]["channel"], "ingest:billing");
+        assert_eq!(stored["event"]["actor"]["id"], "u-1");
+
+        let mut missing = ev(1);
+        missing.as_object_mut().unwrap().remove("source");
+        let mut bad_ip = ev(0);
+        bad_ip["source"]["ip"] = json!("not an address");
+        let mut huge = ev(0);
+        huge["after"]["amount"] = json!(9_007_199_254_740_993u64);
+        let cases = [
+            (
+                json!({"events": [ev(0), missing]}),
+                "required",
+                "events[1].source",
+            ),
+            (
+                json!({"events": [bad_ip]}),
+                "invalid_ip",
+                "events[0].source.ip",
+            ),
+            (json!({"events": [huge]}), "out_of_range", "events[0].after"),
+            (
+                json!({"events": (0..1001).map(ev).collect::<Vec<_>>()}),
+                "too_many",
+                "events",
+            ),
+            (json!({"events": []}), "required", "events"),
+            (
+                json!({"events": [ev(0)], "extra": 1}),
+                "unknown_field",
+                "extra",
+            ),
+        ];
+        for (body, code, field) in cases {
+            let (s, resp) = t.post(&billing, "/api/v1/audit/events", body).await;
+            assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{resp}");
+            assert_eq!(resp["code"], code, "{resp}");
+            assert_eq!(resp["field"], field, "{resp}");
+        }
+        assert_eq!(invoices(&t).await, 3, "a refused batch writes nothing");
+
+        let (s, _) = t
+            .post(
+                &t.responder,
+                "/api/v1/audit/events",
+                json!({"events": [ev(0)]}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::FORBIDDEN);
+        let (s, _) = t.get(&billing, "/api/v1/incidents").await;
+        assert_eq!(
+            s,
+            StatusCode::FORBIDDEN,
+            "an application token sends events and nothing else"
+        );
+        let (s, _) = t.get(&billing, "/api/v1/audit/events").await;
+        assert_eq!(s, StatusCode::FORBIDDEN);
+        let login = t
+            .http
+            .post(t.url("/api/v1/auth/login"))
+            .json(&json!({"name": "billing", "password": PASSWORD}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(login.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(login.json::<Value>().await.unwrap()["code"], "token_only");
+
+        let summary = t
+            .app
+            .verify_audit(Vec::new(), |_, _| {})
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(summary.events > 3);
+    }
 }

@@ -334,7 +334,7 @@ fn mistakes_get_a_message_and_a_non_zero_exit() {
             &[],
             Some(PASSWORD),
         ),
-        "use admin, responder, viewer or auditor",
+        "use admin, responder, viewer, auditor or application",
     );
     fails(
         &kiroku(
