@@ -34,10 +34,28 @@ pub struct ConsistencyProof {
     pub proof: Vec<String>,
 }
 
+/// Somewhere outside the database that keeps every signed head (a
+/// directory, a webhook), so that a database rewritten wholesale is caught.
+#[async_trait::async_trait]
+pub trait HeadWitness: Send + Sync {
+    async fn witness(
+        &self,
+        head: &SignedTreeHead,
+        public_hex: &str,
+    ) -> std::result::Result<(), String>;
+}
+
+/// The tree-signing key and the witnesses each new head goes to.
+pub struct TreeSigner {
+    pub key: TreeKey,
+    pub witnesses: Vec<Box<dyn HeadWitness>>,
+}
+
 impl App {
     /// Registers the signing key's public half (once), as an audited key
     /// operation.
-    pub async fn register_signing_key(&self, key: &TreeKey) -> Result<()> {
+    pub async fn register_signing_key(&self) -> Result<()> {
+        let key = &self.signer()?.key;
         let keys = self.store.audit_keys().await?;
         if keys.iter().any(|(id, _)| *id == key.key_id()) {
             return Ok(());
@@ -60,8 +78,33 @@ impl App {
         Ok(())
     }
 
-    /// Signs a head for the current tree if it grew since the last one.
-    pub async fn sign_tree_head(&self, key: &TreeKey) -> Result<Option<SignedTreeHead>> {
+    fn signer(&self) -> Result<&TreeSigner> {
+        self.signer
+            .as_deref()
+            .ok_or_else(|| AppError::Unavailable("no tree-signing key is configured".into()))
+    }
+
+    /// Signs a head now, on request (auditor, admin); answers the latest
+    /// head, new or not.
+    pub async fn sign_tree_head_now(
+        &self,
+        caller: &Caller,
+    ) -> Result<(bool, Option<SignedTreeHead>)> {
+        caller.require(Permission::AuditRead)?;
+        match self.sign_tree_head().await? {
+            Some(head) => Ok((true, Some(head))),
+            None => Ok((
+                false,
+                self.store.tree_heads(None, 1).await?.into_iter().next(),
+            )),
+        }
+    }
+
+    /// Signs a head for the current tree if it grew since the last one,
+    /// and hands it to every witness.
+    pub async fn sign_tree_head(&self) -> Result<Option<SignedTreeHead>> {
+        let signer = self.signer()?;
+        let key = &signer.key;
         let size = self.store.audit_size().await?;
         let latest = self.store.tree_heads(None, 1).await?;
         if size == 0 || latest.first().is_some_and(|h| h.head.tree_size >= size) {
@@ -70,11 +113,17 @@ impl App {
         let root = self.root(size).await?;
         let head = key.sign(TreeHead::new(size, &root, self.now()));
         // Another node may have signed this size first; theirs stands.
-        if self.store.insert_tree_head(&head).await? {
-            Ok(Some(head))
-        } else {
-            Ok(None)
+        if !self.store.insert_tree_head(&head).await? {
+            return Ok(None);
         }
+        for w in &signer.witnesses {
+            // The head is already in the database; a witness that is down
+            // is logged, and the next head will reach it.
+            if let Err(e) = w.witness(&head, &key.public_hex()).await {
+                tracing::error!(error = %e, size = head.head.tree_size, "a witness did not take a tree head");
+            }
+        }
+        Ok(Some(head))
     }
 
     /// Runs a tree computation over stored nodes, fetched in one go.

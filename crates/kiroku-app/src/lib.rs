@@ -19,7 +19,9 @@ use jiff::Timestamp;
 use kiroku_domain::{Actor, AuditEvent, Operation, Source, Target};
 use kiroku_store::{Store, Tx};
 
-pub use audit::{ConsistencyProof, ExternalEvent, INGEST_BATCH_MAX, InclusionProof};
+pub use audit::{
+    ConsistencyProof, ExternalEvent, HeadWitness, INGEST_BATCH_MAX, InclusionProof, TreeSigner,
+};
 pub use caller::{Caller, Principal, Via};
 pub use credentials::{totp_code, totp_uri};
 pub use error::{AppError, ErrorKind};
@@ -36,6 +38,7 @@ pub type Result<T, E = AppError> = std::result::Result<T, E>;
 pub struct App {
     store: Arc<dyn Store>,
     config: Arc<Config>,
+    signer: Option<Arc<TreeSigner>>,
 }
 
 impl App {
@@ -43,6 +46,16 @@ impl App {
         App {
             store,
             config: Arc::new(config),
+            signer: None,
+        }
+    }
+
+    /// The app that signs tree heads (the server; tools reading the
+    /// database need none).
+    pub fn with_signer(self, signer: TreeSigner) -> Self {
+        App {
+            signer: Some(Arc::new(signer)),
+            ..self
         }
     }
 

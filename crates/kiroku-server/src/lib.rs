@@ -80,7 +80,10 @@ pub fn router(app: App, http: HttpConfig) -> Router {
             get(m::audit_events).post(handlers::audit::ingest),
         )
         .route("/api/v1/audit/events/{seq}", get(handlers::audit::event))
-        .route("/api/v1/audit/tree-heads", get(handlers::audit::tree_heads))
+        .route(
+            "/api/v1/audit/tree-heads",
+            get(handlers::audit::tree_heads).post(handlers::audit::sign_now),
+        )
         .route(
             "/api/v1/audit/proofs/inclusion",
             get(handlers::audit::inclusion),

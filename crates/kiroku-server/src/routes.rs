@@ -94,6 +94,12 @@ pub const ROUTES: &[RouteRule] = &[
     rule("GET", "/api/v1/audit/events/{seq}", A, "audit_read"),
     rule("GET", "/api/v1/audit/tree-heads", A, "audit_tree_head_read"),
     rule(
+        "POST",
+        "/api/v1/audit/tree-heads",
+        A,
+        "audit_tree_head_sign",
+    ),
+    rule(
         "GET",
         "/api/v1/audit/proofs/inclusion",
         A,

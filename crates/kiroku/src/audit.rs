@@ -7,6 +7,7 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 use kiroku_audit::{SignedTreeHead, TreeKey};
+
 use serde::{Deserialize, Serialize};
 
 /// `KIROKU_AUDIT_SIGNING_KEY` (hex seed) when set, else the key file,
@@ -54,14 +55,30 @@ pub struct Witnessed {
     pub public_key: String,
 }
 
-/// Writes one file per head, never overwriting: `{size:020}.json`.
-pub fn witness(dir: &Path, head: &SignedTreeHead, key: &TreeKey) -> anyhow::Result<()> {
+/// The witness directory: one read-only file per head, never overwritten.
+pub struct DirWitness {
+    pub dir: std::path::PathBuf,
+}
+
+#[async_trait::async_trait]
+impl kiroku_app::HeadWitness for DirWitness {
+    async fn witness(&self, head: &SignedTreeHead, public_hex: &str) -> Result<(), String> {
+        let (dir, head, public) = (self.dir.clone(), head.clone(), public_hex.to_string());
+        tokio::task::spawn_blocking(move || write_witness(&dir, &head, &public))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("{e:#}"))
+    }
+}
+
+/// Writes `{size:020}.json`; a file already there is left alone.
+fn write_witness(dir: &Path, head: &SignedTreeHead, public_key: &str) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create the witness directory {}", dir.display()))?;
     let path = dir.join(format!("{:020}.json", head.head.tree_size));
     let body = serde_json::to_vec(&Witnessed {
         head: head.clone(),
-        public_key: key.public_hex(),
+        public_key: public_key.to_string(),
     })?;
     match std::fs::OpenOptions::new()
         .write(true)

@@ -334,50 +334,47 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let addr = listener.local_addr()?;
     let key = crate::audit::signing_key(&settings.audit.signing_key_file)?;
-    app.register_signing_key(&key).await?;
+    let key_id = key.key_id();
+    let witness = crate::audit::DirWitness {
+        dir: settings.audit.witness_dir.clone(),
+    };
+    let app = app.with_signer(kiroku_app::TreeSigner {
+        key,
+        witnesses: vec![Box::new(witness)],
+    });
+    app.register_signing_key().await?;
     let detail = json!({
         "version": env!("CARGO_PKG_VERSION"),
         "listen": addr.to_string(),
         "backend": store.backend(),
-        "tree_key": key.key_id(),
+        "tree_key": key_id,
     });
     app.record_system_event("sys_startup", detail.clone())
         .await?;
-    let key = std::sync::Arc::new(key);
-    let signer = tokio::spawn(sign_heads(app.clone(), key.clone(), settings.audit.clone()));
+    let signer = tokio::spawn(sign_heads(app.clone(), settings.audit.head_interval));
     tracing::info!(store = %settings.store.describe(), "kiroku listening on http://{addr}");
     let router = kiroku_server::router(app.clone(), settings.http);
     kiroku_server::serve(listener, router, shutdown_signal()).await?;
     signer.abort();
     app.record_system_event("sys_shutdown", detail).await?;
-    sign_and_witness(&app, &key, &settings.audit).await;
+    sign_head(&app).await;
     tracing::info!("stopped");
     Ok(())
 }
 
 /// Signs a head whenever the tree grew, at the configured cadence.
-async fn sign_heads(
-    app: App,
-    key: std::sync::Arc<kiroku_audit::TreeKey>,
-    audit: config::AuditSettings,
-) {
-    let mut tick = tokio::time::interval(audit.head_interval);
+async fn sign_heads(app: App, every: std::time::Duration) {
+    let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        sign_and_witness(&app, &key, &audit).await;
+        sign_head(&app).await;
     }
 }
 
-async fn sign_and_witness(app: &App, key: &kiroku_audit::TreeKey, audit: &config::AuditSettings) {
-    match app.sign_tree_head(key).await {
-        Ok(Some(head)) => {
-            if let Err(e) = crate::audit::witness(&audit.witness_dir, &head, key) {
-                tracing::error!(error = %format!("{e:#}"), "could not witness a tree head");
-            }
-        }
-        Ok(None) => {}
-        Err(e) => tracing::error!(error = %e, "could not sign a tree head"),
+async fn sign_head(app: &App) {
+    if let Err(e) = app.sign_tree_head().await {
+        tracing::error!(error = %e, "could not sign a tree head");
     }
 }
 

@@ -120,3 +120,18 @@ pub async fn ingest(
         json!({ "accepted": seqs.len(), "first_seq": seqs.first(), "last_seq": seqs.last() });
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
+
+/// Signs a head now if the tree grew: 201 with the new head, else 200 with
+/// the latest.
+pub async fn sign_now(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Response> {
+    let (new, head) = s.app.sign_tree_head_now(&caller).await?;
+    let status = if new {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(json!({ "head": head }))).into_response())
+}

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
-use kiroku_app::{App, Caller, DeclareIncident};
+use kiroku_app::{App, Caller, DeclareIncident, TreeSigner};
 use kiroku_audit::TreeKey;
 use kiroku_store::Store;
 use sqlx::AnyPool;
@@ -61,9 +61,16 @@ async fn open(t: &Target) -> Arc<dyn Store> {
 
 /// 13 events (a key registration and 12 declarations) with heads signed at
 /// every odd size from 3 and witnessed in `witness`.
-async fn populate(t: &Target, key: &TreeKey, witness: &Path, title: &str) {
-    let app = App::new(open(t).await, support::config());
-    app.register_signing_key(key).await.unwrap();
+async fn populate(t: &Target, seed: [u8; 32], witness: &Path, title: &str) {
+    let dir = kiroku::audit::DirWitness {
+        dir: witness.to_path_buf(),
+    };
+    let signer = TreeSigner {
+        key: TreeKey::from_seed(seed),
+        witnesses: vec![Box::new(dir)],
+    };
+    let app = App::new(open(t).await, support::config()).with_signer(signer);
+    app.register_signing_key().await.unwrap();
     for i in 0..12 {
         let d = DeclareIncident {
             title: format!("{title} {i}"),
@@ -75,8 +82,7 @@ async fn populate(t: &Target, key: &TreeKey, witness: &Path, title: &str) {
             .await
             .unwrap();
         if i % 2 == 1 {
-            let head = app.sign_tree_head(key).await.unwrap().unwrap();
-            kiroku::audit::witness(witness, &head, key).unwrap();
+            app.sign_tree_head().await.unwrap().unwrap();
         }
     }
 }
@@ -136,11 +142,10 @@ async fn doc_of(t: &Target, seq: i64) -> String {
 }
 
 async fn tamper_cases(backend: &str) {
-    let key = TreeKey::from_seed([7; 32]);
     let fresh = || async {
         let t = target(backend).await?;
         let w = tempfile::tempdir().unwrap();
-        populate(&t, &key, w.path(), "incident").await;
+        populate(&t, [7; 32], w.path(), "incident").await;
         Some((t, w))
     };
 
@@ -224,13 +229,7 @@ async fn tamper_cases(backend: &str) {
     let (_t, w) = fresh().await.unwrap();
     let replaced = target(backend).await.unwrap();
     let elsewhere = tempfile::tempdir().unwrap();
-    populate(
-        &replaced,
-        &TreeKey::from_seed([9; 32]),
-        elsewhere.path(),
-        "rewritten",
-    )
-    .await;
+    populate(&replaced, [9; 32], elsewhere.path(), "rewritten").await;
     let (code, json) = verify(&replaced, None);
     assert_eq!(code, Some(0), "{json}");
     assert_caught(&replaced, Some(w.path()), "witness_mismatch", 1);
@@ -302,15 +301,26 @@ mod over_http {
     async fn proofs_verify_against_signed_heads() {
         let t = TestApp::sqlite().await;
         let key = TreeKey::from_seed([3; 32]);
-        t.app.register_signing_key(&key).await.unwrap();
+        t.app.register_signing_key().await.unwrap();
         t.declare(&t.responder, "one", "P1").await;
-        let first = t.app.sign_tree_head(&key).await.unwrap().unwrap();
+        let first = t.app.sign_tree_head().await.unwrap().unwrap();
         for i in 0..5 {
             t.declare(&t.responder, &format!("more {i}"), "P2").await;
         }
-        let second = t.app.sign_tree_head(&key).await.unwrap().unwrap();
+        // On demand, over the API.
+        let (s, signed) = t
+            .post(
+                &t.auditor,
+                "/api/v1/audit/tree-heads",
+                serde_json::json!({}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{signed}");
+        let second: kiroku_audit::SignedTreeHead =
+            serde_json::from_value(signed["head"].clone()).unwrap();
+
         assert!(
-            t.app.sign_tree_head(&key).await.unwrap().is_none(),
+            t.app.sign_tree_head().await.unwrap().is_none(),
             "no new head without new events"
         );
 
@@ -366,8 +376,40 @@ mod over_http {
             &proof,
         )
         .unwrap();
+        // Refused for responders (checked last: the refusal grows the log).
+        let (s, _) = t
+            .post(
+                &t.responder,
+                "/api/v1/audit/tree-heads",
+                serde_json::json!({}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::FORBIDDEN);
     }
 
+    /// Heads signed before a key rotation still verify after it.
+    #[tokio::test]
+    async fn old_heads_verify_after_a_key_rotation() {
+        let t = TestApp::sqlite().await;
+        t.app.register_signing_key().await.unwrap();
+        t.declare(&t.responder, "before", "P1").await;
+        t.app.sign_tree_head().await.unwrap().unwrap();
+        let rotated = t.app.clone().with_signer(kiroku_app::TreeSigner {
+            key: TreeKey::from_seed([4; 32]),
+            witnesses: Vec::new(),
+        });
+        rotated.register_signing_key().await.unwrap();
+        t.declare(&t.responder, "after", "P1").await;
+        let head = rotated.sign_tree_head().await.unwrap().unwrap();
+        assert_eq!(head.key_id, TreeKey::from_seed([4; 32]).key_id());
+        let summary = t
+            .app
+            .verify_audit(Vec::new(), |_, _| {})
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(summary.heads_checked, 2);
+    }
     #[tokio::test]
     async fn proof_requests_out_of_range_or_unauthorised_are_refused() {
         let t = TestApp::sqlite().await;

@@ -162,7 +162,12 @@ impl TestApp {
     }
 
     pub async fn with_config(store: TestStore, config: Config) -> TestApp {
-        let app = App::new(store.store.clone(), config);
+        // Signs with a fixed test key; tests register it before signing.
+        let signer = kiroku_app::TreeSigner {
+            key: kiroku_audit::TreeKey::from_seed([3; 32]),
+            witnesses: Vec::new(),
+        };
+        let app = App::new(store.store.clone(), config).with_signer(signer);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
