@@ -20,6 +20,22 @@ pub fn doc_leaf(doc: &str) -> Result<Hash, CanonicalError> {
     Ok(leaf_hash(&canonical_bytes(doc)?))
 }
 
+/// A value's canonical JSON text: what Kiroku stores, so that its bytes
+/// are the leaf's bytes.
+pub fn canonical_doc<T: serde::Serialize>(value: &T) -> Result<String, CanonicalError> {
+    serde_json_canonicalizer::to_string(value).map_err(|e| CanonicalError(e.to_string()))
+}
+
+/// Whether `doc` hashes to `leaf`, hashing the stored bytes first (they are
+/// canonical when Kiroku wrote them) and canonicalising only when that
+/// fails. Sound either way: a leaf is a SHA-256 preimage commitment.
+pub fn doc_matches_leaf(doc: &str, leaf: &Hash) -> Result<bool, CanonicalError> {
+    if leaf_hash(doc.as_bytes()) == *leaf {
+        return Ok(true);
+    }
+    Ok(doc_leaf(doc)? == *leaf)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -48,6 +64,18 @@ mod tests {
             doc_leaf(&serde_json::to_string(&e).unwrap()).unwrap()
         );
         assert!(doc_leaf("{not json").is_err());
+        let stored = canonical_doc(&e).unwrap();
+        assert_eq!(stored, text);
+        let leaf = doc_leaf(&doc).unwrap();
+        assert!(
+            doc_matches_leaf(&stored, &leaf).unwrap(),
+            "canonical bytes, fast path"
+        );
+        assert!(
+            doc_matches_leaf(&doc, &leaf).unwrap(),
+            "other spacing, slow path"
+        );
+        assert!(!doc_matches_leaf(&stored.replace("sys_startup", "sys_shutdown"), &leaf).unwrap());
     }
 
     #[test]

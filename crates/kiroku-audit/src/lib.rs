@@ -11,6 +11,6 @@ pub mod head;
 pub mod merkle;
 pub mod verify;
 
-pub use canonical::{CanonicalError, canonical_bytes, doc_leaf};
+pub use canonical::{CanonicalError, canonical_bytes, canonical_doc, doc_leaf, doc_matches_leaf};
 pub use head::{HeadError, SignedTreeHead, TreeHead, TreeKey, verify_head};
 pub use merkle::{CompactRange, Hash, NodeId, ProofError};

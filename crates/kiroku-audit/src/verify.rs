@@ -7,9 +7,9 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use crate::canonical::doc_leaf;
+use crate::canonical::{doc_leaf, doc_matches_leaf};
 use crate::head::{SignedTreeHead, verify_head};
-use crate::merkle::{CompactRange, hex};
+use crate::merkle::{CompactRange, from_hex, hex};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -153,9 +153,12 @@ impl Verifier {
             );
             return false;
         }
-        let doc_seq = serde_json::from_str::<serde_json::Value>(doc)
-            .ok()
-            .and_then(|v| v.get("seq").and_then(|s| s.as_u64()));
+        /// Reads only `seq`, without building the whole document.
+        #[derive(serde::Deserialize)]
+        struct Seq {
+            seq: u64,
+        }
+        let doc_seq = serde_json::from_str::<Seq>(doc).ok().map(|d| d.seq);
         match doc_seq {
             Some(s) if s == row_seq => {}
             Some(s) if s < row_seq => {
@@ -185,23 +188,31 @@ impl Verifier {
                 return false;
             }
         }
-        let leaf = match doc_leaf(doc) {
-            Ok(l) => l,
+        let Some(leaf) = from_hex(stored_leaf) else {
+            self.finding = finding(
+                Some(row_seq),
+                Problem::Changed,
+                format!("its recorded leaf {stored_leaf:?} is not a hash"),
+            );
+            return false;
+        };
+        match doc_matches_leaf(doc, &leaf) {
+            Ok(true) => {}
+            Ok(false) => {
+                let actual = doc_leaf(doc).map(|h| hex(&h)).unwrap_or_default();
+                self.finding = finding(
+                    Some(row_seq),
+                    Problem::Changed,
+                    format!(
+                        "its content hashes to {actual} but its leaf is recorded as {stored_leaf}"
+                    ),
+                );
+                return false;
+            }
             Err(e) => {
                 self.finding = finding(Some(row_seq), Problem::Changed, e.to_string());
                 return false;
             }
-        };
-        if hex(&leaf) != stored_leaf {
-            self.finding = finding(
-                Some(row_seq),
-                Problem::Changed,
-                format!(
-                    "its content hashes to {} but its leaf is recorded as {stored_leaf}",
-                    hex(&leaf)
-                ),
-            );
-            return false;
         }
         self.range.append(leaf);
         self.summary.events += 1;

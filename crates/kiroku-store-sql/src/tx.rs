@@ -9,8 +9,8 @@ use kiroku_store::{
 use sqlx::{Any, Transaction};
 use uuid::Uuid;
 
-use kiroku_audit::merkle::{hex, peaks_of};
-use kiroku_audit::{CompactRange, doc_leaf};
+use kiroku_audit::merkle::{hex, leaf_hash, peaks_of};
+use kiroku_audit::{CompactRange, canonical_doc};
 
 use crate::convert::{from_doc, from_micros, micros, opt_micros, search_text, to_doc};
 use crate::{Dialect, map_err};
@@ -329,8 +329,9 @@ impl Tx for SqlTx {
         for (i, event) in events.iter().enumerate() {
             let mut event = event.clone();
             event.seq = first + i as i64;
-            let doc = to_doc(&event)?;
-            let leaf = doc_leaf(&doc).map_err(|e| StoreError::Backend(e.to_string()))?;
+            // Stored canonical: the document's bytes are the leaf's bytes.
+            let doc = canonical_doc(&event).map_err(|e| StoreError::Backend(e.to_string()))?;
+            let leaf = leaf_hash(doc.as_bytes());
             nodes.extend(edge.append(leaf));
             rows.push((event, hex(&leaf), doc));
         }
