@@ -20,7 +20,8 @@ use kiroku_domain::{Actor, AuditEvent, Operation, Source, Target};
 use kiroku_store::{Store, Tx};
 
 pub use audit::{
-    ConsistencyProof, ExternalEvent, HeadWitness, INGEST_BATCH_MAX, InclusionProof, TreeSigner,
+    ConsistencyProof, ExportFormat, ExternalEvent, HeadWitness, INGEST_BATCH_MAX, InclusionProof,
+    TreeSigner,
 };
 pub use caller::{Caller, Principal, Via};
 pub use credentials::{totp_code, totp_uri};

@@ -80,6 +80,7 @@ pub fn router(app: App, http: HttpConfig) -> Router {
             get(m::audit_events).post(handlers::audit::ingest),
         )
         .route("/api/v1/audit/events/{seq}", get(handlers::audit::event))
+        .route("/api/v1/audit/export", get(handlers::audit::export))
         .route(
             "/api/v1/audit/tree-heads",
             get(handlers::audit::tree_heads).post(handlers::audit::sign_now),

@@ -91,6 +91,7 @@ pub const ROUTES: &[RouteRule] = &[
     rule("DELETE", "/api/v1/tokens/{id}", A, "authn_token_revoke"),
     rule("GET", "/api/v1/audit/events", A, "audit_read"),
     rule("POST", "/api/v1/audit/events", A, "audit_ingest"),
+    rule("GET", "/api/v1/audit/export", A, "audit_export"),
     rule("GET", "/api/v1/audit/events/{seq}", A, "audit_read"),
     rule("GET", "/api/v1/audit/tree-heads", A, "audit_tree_head_read"),
     rule(

@@ -57,6 +57,23 @@ pub enum AuditCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Write the audit log (or a time range of it) as JSON Lines or CSV.
+    Export {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// jsonl (each line hashes to its leaf) or csv.
+        #[arg(long, default_value = "jsonl")]
+        format: String,
+        /// RFC 3339; inclusive.
+        #[arg(long)]
+        from: Option<String>,
+        /// RFC 3339; exclusive.
+        #[arg(long)]
+        to: Option<String>,
+        /// Write here instead of standard output.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<std::path::PathBuf>,
+    },
     /// Print an inclusion proof for event SEQ (JSON).
     Prove {
         #[command(flatten)]
@@ -436,6 +453,57 @@ async fn audit(cmd: AuditCommand) -> anyhow::Result<()> {
                     )
                 }
             }
+        }
+        AuditCommand::Export {
+            store,
+            format,
+            from,
+            to,
+            output,
+        } => {
+            use std::io::Write;
+            let format = kiroku_app::ExportFormat::parse(&format)
+                .context("--format must be jsonl or csv")?;
+            let time = |flag: &str, v: Option<String>| -> anyhow::Result<Option<jiff::Timestamp>> {
+                v.map(|s| {
+                    s.parse().with_context(|| {
+                        format!("{flag} must be an RFC 3339 time such as 2026-11-21T09:00:00+09:00")
+                    })
+                })
+                .transpose()
+            };
+            let mut q = kiroku_store::AuditQuery {
+                time_from: time("--from", from)?,
+                time_to: time("--to", to)?,
+                limit: kiroku_store::PAGE_MAX,
+                ..Default::default()
+            };
+            let mut out: Box<dyn Write> = match &output {
+                Some(path) => Box::new(std::io::BufWriter::new(
+                    std::fs::File::create(path)
+                        .with_context(|| format!("cannot create {}", path.display()))?,
+                )),
+                None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+            };
+            let app = local_app(&store).await?;
+            let caller = Caller::local_operator();
+            app.begin_export(&caller, &q, format)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            out.write_all(format.header().as_bytes())?;
+            loop {
+                let (chunk, next) = app
+                    .export_chunk(&q, format)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                out.write_all(chunk.as_bytes())?;
+                match next {
+                    Some(n) => q.after_seq = Some(n),
+                    None => break,
+                }
+            }
+            out.flush()?;
+            Ok(())
         }
         AuditCommand::Prove {
             store,

@@ -135,3 +135,72 @@ pub async fn sign_now(
     };
     Ok((status, Json(json!({ "head": head }))).into_response())
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportParams {
+    /// `jsonl` (default) or `csv`.
+    pub format: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+}
+
+/// Streams the audit log for a time range, page by page, as JSON Lines or
+/// CSV; the export itself is audited first.
+pub async fn export(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    q: Result<Query<ExportParams>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Response> {
+    use kiroku_app::ExportFormat;
+    let p = params(q)?;
+    let format = ExportFormat::parse(p.format.as_deref().unwrap_or("jsonl")).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown_value",
+            "must be jsonl or csv",
+        )
+        .field("format")
+    })?;
+    let query = kiroku_store::AuditQuery {
+        time_from: crate::handlers::incidents::time_param("from", p.from)?,
+        time_to: crate::handlers::incidents::time_param("to", p.to)?,
+        limit: kiroku_store::PAGE_MAX,
+        ..Default::default()
+    };
+    s.app.begin_export(&caller, &query, format).await?;
+    let start = Some((s.app.clone(), query, true));
+    let chunks = futures_util::stream::unfold(start, move |state| async move {
+        let (app, mut q, first) = state?;
+        match app.export_chunk(&q, format).await {
+            Ok((mut chunk, next)) => {
+                if first {
+                    chunk.insert_str(0, format.header());
+                }
+                let rest = next.map(|n| {
+                    q.after_seq = Some(n);
+                    (app, q, false)
+                });
+                Some((Ok::<_, std::io::Error>(chunk), rest))
+            }
+            // Headers are sent; ending the body early tells the client.
+            Err(e) => Some((Err(std::io::Error::other(e.to_string())), None)),
+        }
+    });
+    let ext = if format == ExportFormat::Csv {
+        "csv"
+    } else {
+        "jsonl"
+    };
+    let headers = [
+        (
+            axum::http::header::CONTENT_TYPE,
+            format.content_type().to_string(),
+        ),
+        (
+            axum::http::header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"kiroku-audit.{ext}\""),
+        ),
+    ];
+    Ok((headers, axum::body::Body::from_stream(chunks)).into_response())
+}

@@ -695,4 +695,68 @@ mod over_http {
             .unwrap();
         assert!(summary.events > 3);
     }
+
+    #[tokio::test]
+    async fn the_log_exports_as_json_lines_and_csv() {
+        use sha2::Digest;
+        let t = TestApp::sqlite().await;
+        t.declare(&t.responder, "export me, \"quoted\"", "P1").await;
+        let res = t
+            .http
+            .get(t.url("/api/v1/audit/export?format=jsonl"))
+            .bearer_auth(&t.auditor.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(res.headers()["content-type"], "application/x-ndjson");
+        let body = res.text().await.unwrap();
+        let lines: Vec<&str> = body.lines().collect();
+        assert!(lines.len() >= 2, "{body}");
+        for line in &lines {
+            let event: Value = serde_json::from_str(line).unwrap();
+            let seq = event["seq"].as_i64().unwrap();
+            let (_, stored) = t
+                .get(&t.auditor, &format!("/api/v1/audit/events/{seq}"))
+                .await;
+            let mut h = sha2::Sha256::new();
+            h.update([0u8]);
+            h.update(line.as_bytes());
+            let leaf: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+            assert_eq!(
+                stored["leaf_hash"],
+                leaf.as_str(),
+                "each exported line hashes to its leaf"
+            );
+        }
+        assert_eq!(
+            serde_json::from_str::<Value>(lines.last().unwrap()).unwrap()["action"],
+            "audit_export",
+            "the export is audited"
+        );
+
+        let csv = t
+            .http
+            .get(t.url("/api/v1/audit/export?format=csv&from=2000-01-01T00:00:00Z"))
+            .bearer_auth(&t.auditor.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(csv.status(), StatusCode::OK);
+        let text = csv.text().await.unwrap();
+        assert!(text.starts_with("seq,time,actor_kind,"), "{text}");
+        assert!(text.contains("incident_create"));
+        let (s, body) = t.get(&t.auditor, "/api/v1/audit/export?format=xml").await;
+        assert_eq!(
+            (s, body["field"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("format"))
+        );
+        let (s, body) = t.get(&t.auditor, "/api/v1/audit/export?from=soon").await;
+        assert_eq!(
+            (s, body["field"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("from"))
+        );
+        let (s, _) = t.get(&t.responder, "/api/v1/audit/export").await;
+        assert_eq!(s, StatusCode::FORBIDDEN);
+    }
 }

@@ -276,6 +276,28 @@ fn journey(store_args: &[&str], creds: &Path) {
     let status = server.stop();
     assert!(status.success(), "graceful stop on SIGTERM: {status:?}");
 
+    // The audit trail, offline: verified against its witness, exported.
+    let witness = store_args
+        .iter()
+        .position(|a| *a == "--data-dir")
+        .map(|i| format!("{}/witness", store_args[i + 1]));
+    let mut verify = vec!["audit", "verify"];
+    verify.extend_from_slice(store_args);
+    if let Some(dir) = &witness {
+        verify.extend_from_slice(&["--witness", dir]);
+    }
+    let verified = ok(&kiroku(&verify, &[], None));
+    assert!(verified.starts_with("ok:"), "{verified}");
+    let mut export = vec!["audit", "export", "--format", "csv"];
+    export.extend_from_slice(store_args);
+    let csv = ok(&kiroku(&export, &[], None));
+    assert!(
+        csv.starts_with("seq,time,") && csv.contains("incident_acknowledge"),
+        "{csv}"
+    );
+    export[3] = "xml";
+    fails(&kiroku(&export, &[], None), "--format must be jsonl or csv");
+
     // Token bootstrap straight against the database, then the server again.
     let mut issue = vec!["token", "create", "--user", "admin"];
     issue.extend_from_slice(store_args);
