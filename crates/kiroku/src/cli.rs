@@ -415,7 +415,7 @@ async fn audit(cmd: AuditCommand) -> anyhow::Result<()> {
                     }
                 })
                 .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+                .map_err(failed)?;
             if tty {
                 eprintln!();
             }
@@ -489,13 +489,10 @@ async fn audit(cmd: AuditCommand) -> anyhow::Result<()> {
             let caller = Caller::local_operator();
             app.begin_export(&caller, &q, format)
                 .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+                .map_err(failed)?;
             out.write_all(format.header().as_bytes())?;
             loop {
-                let (chunk, next) = app
-                    .export_chunk(&q, format)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                let (chunk, next) = app.export_chunk(&q, format).await.map_err(failed)?;
                 out.write_all(chunk.as_bytes())?;
                 match next {
                     Some(n) => q.after_seq = Some(n),
@@ -514,14 +511,7 @@ async fn audit(cmd: AuditCommand) -> anyhow::Result<()> {
             let proof = app
                 .inclusion_proof(&Caller::local_operator(), seq, tree_size)
                 .await
-                .map_err(|e| {
-                    anyhow::anyhow!(
-                        "{e}{}",
-                        e.field()
-                            .map(|f| format!(" (field {f})"))
-                            .unwrap_or_default()
-                    )
-                })?;
+                .map_err(failed)?;
             print_json(&proof)
         }
     }
@@ -546,6 +536,14 @@ fn read_secret(from_stdin: bool, prompt: &str) -> anyhow::Result<String> {
         bail!("no terminal to ask for the password on; pass --password-stdin and pipe it in");
     }
     Ok(rpassword::prompt_password(prompt)?)
+}
+
+/// A command's failure, with the field at fault when there is one.
+fn failed(e: kiroku_app::AppError) -> anyhow::Error {
+    match e.field() {
+        Some(f) => anyhow::anyhow!("{e} (field {f})"),
+        None => anyhow::anyhow!("{e}"),
+    }
 }
 
 fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
@@ -583,14 +581,7 @@ async fn user(cmd: UserCommand) -> anyhow::Result<()> {
                     },
                 )
                 .await
-                .map_err(|e| {
-                    anyhow::anyhow!(
-                        "{e}{}",
-                        e.field()
-                            .map(|f| format!(" (field {f})"))
-                            .unwrap_or_default()
-                    )
-                })?;
+                .map_err(failed)?;
             if json {
                 return print_json(&created);
             }
@@ -636,7 +627,7 @@ async fn token(cmd: TokenCommand) -> anyhow::Result<()> {
                     expires_in_days,
                 )
                 .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+                .map_err(failed)?;
             if json {
                 return print_json(&issued);
             }

@@ -351,6 +351,12 @@ async fn permission_matrix_cell_by_cell() {
     assert_eq!(refusals, 16, "every 403 in the matrix is audited");
 }
 
+/// The `kiroku_session=…` pair a login set.
+fn session_cookie(res: &reqwest::Response) -> String {
+    let header = res.headers()["set-cookie"].to_str().unwrap();
+    header.split(';').next().unwrap().to_string()
+}
+
 async fn login(t: &TestApp, body: Value) -> reqwest::Response {
     t.http
         .post(t.url("/api/v1/auth/login"))
@@ -410,13 +416,7 @@ async fn sessions_work_expire_on_logout_and_refuse_cross_site_writes() {
     let t = TestApp::sqlite().await;
     let res = login(&t, json!({"name":"responder","password":PASSWORD})).await;
     assert_eq!(res.status(), StatusCode::OK);
-    let cookie = res.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let cookie = session_cookie(&res);
     let me = t
         .http
         .get(t.url("/api/v1/me"))
@@ -671,13 +671,7 @@ async fn sessions_expire() {
     config.auth.session_ttl = jiff::SignedDuration::from_secs(1);
     let t = TestApp::with_config(store, config).await;
     let res = login(&t, json!({"name":"viewer","password":PASSWORD})).await;
-    let cookie = res.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let cookie = session_cookie(&res);
     let me = t
         .http
         .get(t.url("/api/v1/me"))
