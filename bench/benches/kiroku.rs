@@ -133,7 +133,16 @@ impl Target {
     fn args(&self) -> Vec<String> {
         match self {
             Target::Sqlite(dir) => vec!["--data-dir".into(), dir.display().to_string()],
-            Target::Postgres(url) => vec!["--database-url".into(), url.clone()],
+            // The data directory holds the signing key and the witness.
+            Target::Postgres(url) => vec![
+                "--database-url".into(),
+                url.clone(),
+                "--data-dir".into(),
+                std::env::temp_dir()
+                    .join(format!("kiroku-bench-pg-{}", std::process::id()))
+                    .display()
+                    .to_string(),
+            ],
         }
     }
 

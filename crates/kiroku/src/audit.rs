@@ -118,3 +118,75 @@ pub fn read_witness(dir: &Path) -> anyhow::Result<Vec<(SignedTreeHead, String)>>
     }
     Ok(out)
 }
+
+/// What an online check established.
+#[derive(Debug, Clone, Serialize)]
+pub struct OnlineReport {
+    pub trusted_size: u64,
+    pub latest_size: u64,
+    pub latest_root: String,
+    pub key_id: String,
+}
+
+impl std::fmt::Display for OnlineReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the server's head at size {} (root {}, key {}) extends the trusted head at size {}",
+            self.latest_size, self.latest_root, self.key_id, self.trusted_size
+        )
+    }
+}
+
+/// Checks the server's latest signed head against a trusted one: same
+/// key, valid signature, and a consistency proof from the trusted size.
+pub async fn verify_online(
+    client: &crate::client::Client,
+    trusted: &Witnessed,
+) -> anyhow::Result<OnlineReport> {
+    use kiroku_audit::merkle::{from_hex, verify_consistency};
+    kiroku_audit::verify_head(&trusted.head, &trusted.public_key)
+        .context("the trusted head's own signature does not verify")?;
+    let heads = client.get("/api/v1/audit/tree-heads?limit=1").await?;
+    let latest: SignedTreeHead = serde_json::from_value(heads["latest"].clone())
+        .context("the server has signed no tree head yet")?;
+    if latest.key_id != trusted.head.key_id {
+        bail!(
+            "bad_signature: the server's latest head is signed by key {}, not the trusted key {}",
+            latest.key_id,
+            trusted.head.key_id
+        );
+    }
+    kiroku_audit::verify_head(&latest, &trusted.public_key)
+        .map_err(|e| anyhow::anyhow!("bad_signature: the server's latest head: {e}"))?;
+    let (first, second) = (trusted.head.head.tree_size, latest.head.tree_size);
+    if second < first {
+        bail!(
+            "truncated: the server's latest head covers {second} events, fewer than the trusted {first}"
+        );
+    }
+    let proof = client
+        .get(&format!(
+            "/api/v1/audit/proofs/consistency?first={first}&second={second}"
+        ))
+        .await?;
+    let hashes = proof["proof"]
+        .as_array()
+        .context("the server sent no consistency proof")?
+        .iter()
+        .map(|h| {
+            h.as_str()
+                .and_then(from_hex)
+                .context("a proof hash is malformed")
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let root = |s: &str| from_hex(s).context("a root hash is malformed");
+    verify_consistency(first, second, &root(&trusted.head.head.root_hash)?, &root(&latest.head.root_hash)?, &hashes)
+        .map_err(|e| anyhow::anyhow!("inconsistent_head: the log at size {second} does not extend the trusted head at size {first}: {e}"))?;
+    Ok(OnlineReport {
+        trusted_size: first,
+        latest_size: second,
+        latest_root: latest.head.root_hash.clone(),
+        key_id: latest.key_id,
+    })
+}

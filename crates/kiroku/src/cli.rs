@@ -57,6 +57,16 @@ pub enum AuditCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Check a running server against a tree head you trust (a witness
+    /// file): its latest head must be signed by the same key and extend
+    /// the trusted one, as a consistency proof from the server shows.
+    VerifyOnline {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// A witnessed head file ({size}.json from the witness directory).
+        #[arg(long, value_name = "FILE")]
+        trusted_head: std::path::PathBuf,
+    },
     /// Write the audit log (or a time range of it) as JSON Lines or CSV.
     Export {
         #[command(flatten)]
@@ -397,6 +407,25 @@ async fn sign_head(app: &App) {
 
 async fn audit(cmd: AuditCommand) -> anyhow::Result<()> {
     match cmd {
+        AuditCommand::VerifyOnline {
+            client: a,
+            trusted_head,
+        } => {
+            let text = std::fs::read_to_string(&trusted_head).with_context(|| {
+                format!("cannot read the trusted head {}", trusted_head.display())
+            })?;
+            let trusted: crate::audit::Witnessed =
+                serde_json::from_str(&text).with_context(|| {
+                    format!("{} is not a witnessed tree head", trusted_head.display())
+                })?;
+            let report = crate::audit::verify_online(&client(&a)?, &trusted).await?;
+            if a.json {
+                print_json(&report)?;
+            } else {
+                println!("ok: {report}");
+            }
+            Ok(())
+        }
         AuditCommand::Verify {
             store,
             witness,

@@ -255,6 +255,66 @@ fn journey(store_args: &[&str], creds: &Path) {
         "illegal_transition",
     );
 
+    // Online: the server's newest head extends one witnessed earlier.
+    let data_dir = store_args
+        .iter()
+        .position(|a| *a == "--data-dir")
+        .map(|i| store_args[i + 1])
+        .unwrap();
+    let witness_dir = Path::new(data_dir).join("witness");
+    let heads = |min: usize| {
+        for _ in 0..100 {
+            let mut files: Vec<_> = std::fs::read_dir(&witness_dir)
+                .map(|d| d.map_while(Result::ok).map(|e| e.path()).collect())
+                .unwrap_or_default();
+            files.sort();
+            if files.len() >= min {
+                return files;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("the server witnessed fewer than {min} heads");
+    };
+    let trusted = heads(1)[0].clone();
+    let before = heads(1).len();
+    ok(&kiroku(
+        &["incident", "note", &number, "after the trusted head"],
+        &env,
+        None,
+    ));
+    heads(before + 1);
+    let online = ok(&kiroku(
+        &[
+            "audit",
+            "verify-online",
+            "--trusted-head",
+            trusted.to_str().unwrap(),
+        ],
+        &env,
+        None,
+    ));
+    assert!(online.contains("extends the trusted head"), "{online}");
+    let forged_path = Path::new(data_dir).join("forged-head.json");
+    let mut forged: Value =
+        serde_json::from_str(&std::fs::read_to_string(&trusted).unwrap()).unwrap();
+    let root = forged["root_hash"].as_str().unwrap().to_string();
+    let flipped = if root.starts_with('0') { "1" } else { "0" };
+    forged["root_hash"] = Value::String(format!("{flipped}{}", &root[1..]));
+    std::fs::write(&forged_path, forged.to_string()).unwrap();
+    fails(
+        &kiroku(
+            &[
+                "audit",
+                "verify-online",
+                "--trusted-head",
+                forged_path.to_str().unwrap(),
+            ],
+            &env,
+            None,
+        ),
+        "does not verify",
+    );
+
     // Debug logging on, yet no secret reached the log.
     let log = server.log();
     assert!(
@@ -332,7 +392,17 @@ fn journey_on_postgres() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    journey(&["--database-url", &db.url], &dir.path().join("creds.toml"));
+    // The data directory still holds the signing key and the witness.
+    let data = dir.path().join("data");
+    journey(
+        &[
+            "--database-url",
+            &db.url,
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        &dir.path().join("creds.toml"),
+    );
     drop(db);
 }
 
@@ -663,6 +733,12 @@ fn kill_9_loses_nothing_on_postgres() {
     let Some(db) = rt.block_on(support::PgDatabase::create()) else {
         return;
     };
-    crash_loses_nothing(&["--database-url", &db.url]);
+    let dir = tempfile::tempdir().unwrap();
+    crash_loses_nothing(&[
+        "--database-url",
+        &db.url,
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+    ]);
     drop(db);
 }
