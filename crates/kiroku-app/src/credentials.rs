@@ -61,10 +61,7 @@ pub fn new_secret() -> Result<(String, String)> {
 /// Secrets carry 256 bits of entropy, so a plain SHA-256 is enough to store
 /// them: there is nothing to brute-force, unlike a password.
 pub fn digest(secret: &str) -> String {
-    Sha256::digest(secret.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    kiroku_audit::hex::encode(&Sha256::digest(secret.as_bytes()))
 }
 
 pub fn new_totp_secret() -> Result<String> {

@@ -11,6 +11,7 @@ mod credentials;
 mod error;
 mod incidents;
 mod policy;
+mod seal;
 mod users;
 
 use std::sync::Arc;
@@ -28,6 +29,7 @@ pub use credentials::{totp_code, totp_uri};
 pub use error::{AppError, ErrorKind};
 pub use incidents::{DeclareIncident, IncidentList, ListIncidents, UpdateIncident, UserSpec};
 pub use policy::{AuthPolicy, Config};
+pub use seal::{SealMode, SealRule, Sealer};
 pub use users::{
     CreatedUser, IssuedSession, IssuedToken, LoginRequest, NewUser, TokenView, UserView,
 };
@@ -40,6 +42,7 @@ pub struct App {
     store: Arc<dyn Store>,
     config: Arc<Config>,
     signer: Option<Arc<TreeSigner>>,
+    sealer: Option<Arc<Sealer>>,
 }
 
 impl App {
@@ -48,6 +51,15 @@ impl App {
             store,
             config: Arc::new(config),
             signer: None,
+            sealer: None,
+        }
+    }
+
+    /// The app that seals sensitive values before they reach the audit log.
+    pub fn with_sealer(self, sealer: Sealer) -> Self {
+        App {
+            sealer: Some(Arc::new(sealer)),
+            ..self
         }
     }
 
@@ -120,7 +132,12 @@ impl App {
         Ok(())
     }
 
+    /// Every write starts here; audit appends are sealed on the way.
     async fn begin(&self) -> Result<Box<dyn Tx>> {
-        Ok(self.store.begin().await?)
+        let tx = self.store.begin().await?;
+        Ok(match &self.sealer {
+            Some(s) if s.mode != SealMode::Off => Box::new(seal::SealingTx::new(tx, s.clone())),
+            _ => tx,
+        })
     }
 }

@@ -63,22 +63,7 @@ impl TreeHead {
 }
 
 pub fn key_id(public: &[u8; 32]) -> String {
-    Sha256::digest(public)
-        .iter()
-        .take(8)
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
-    if s.len() != 2 * N {
-        return None;
-    }
-    let mut out = [0u8; N];
-    for (i, c) in s.as_bytes().chunks(2).enumerate() {
-        out[i] = u8::from_str_radix(std::str::from_utf8(c).ok()?, 16).ok()?;
-    }
-    Some(out)
+    crate::hex::encode(&Sha256::digest(public)[..8])
 }
 
 /// A tree-signing key.
@@ -95,24 +80,15 @@ impl TreeKey {
     }
 
     pub fn from_hex(s: &str) -> Option<Self> {
-        unhex::<32>(s.trim()).map(Self::from_seed)
+        crate::hex::decode_array::<32>(s.trim()).map(Self::from_seed)
     }
 
     pub fn seed_hex(&self) -> String {
-        self.key
-            .to_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        crate::hex::encode(&self.key.to_bytes())
     }
 
     pub fn public_hex(&self) -> String {
-        self.key
-            .verifying_key()
-            .to_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        crate::hex::encode(&self.key.verifying_key().to_bytes())
     }
 
     pub fn key_id(&self) -> String {
@@ -123,7 +99,7 @@ impl TreeKey {
         let sig = self.key.sign(&head.signed_bytes());
         SignedTreeHead {
             key_id: self.key_id(),
-            signature: sig.to_bytes().iter().map(|b| format!("{b:02x}")).collect(),
+            signature: crate::hex::encode(&sig.to_bytes()),
             head,
         }
     }
@@ -131,12 +107,12 @@ impl TreeKey {
 
 /// Checks a head's signature with the public key (hex) it names.
 pub fn verify_head(sth: &SignedTreeHead, public_hex: &str) -> Result<(), HeadError> {
-    let public = unhex::<32>(public_hex).ok_or(HeadError::BadKey)?;
+    let public = crate::hex::decode_array::<32>(public_hex).ok_or(HeadError::BadKey)?;
     if key_id(&public) != sth.key_id {
         return Err(HeadError::WrongKey(sth.key_id.clone()));
     }
     let key = VerifyingKey::from_bytes(&public).map_err(|_| HeadError::BadKey)?;
-    let sig = unhex::<64>(&sth.signature).ok_or(HeadError::Malformed)?;
+    let sig = crate::hex::decode_array::<64>(&sth.signature).ok_or(HeadError::Malformed)?;
     key.verify(&sth.head.signed_bytes(), &Signature::from_bytes(&sig))
         .map_err(|_| HeadError::BadSignature)
 }

@@ -8,7 +8,9 @@
 
 pub mod canonical;
 pub mod head;
+pub mod hex;
 pub mod merkle;
+pub mod seal;
 pub mod verify;
 
 pub use canonical::{CanonicalError, canonical_bytes, canonical_doc, doc_leaf, doc_matches_leaf};

@@ -108,6 +108,18 @@ CREATE TABLE audit_keys (
     created_at BIGINT NOT NULL
 );
 
+-- Data keys of the subjects whose sensitive values audit events hold,
+-- wrapped by the key-encryption key. Shredding clears wrapped_key: the
+-- ciphertexts stay (the tree commits to them) but no one can open them.
+CREATE TABLE audit_subject_keys (
+    subject     TEXT NOT NULL,
+    generation  BIGINT NOT NULL,
+    wrapped_key TEXT,
+    created_at  BIGINT NOT NULL,
+    shredded_at BIGINT,
+    PRIMARY KEY (subject, generation)
+);
+
 CREATE TABLE audit_tree_heads (
     tree_size BIGINT PRIMARY KEY,
     root_hash TEXT NOT NULL,

@@ -16,10 +16,7 @@ pub struct Migration {
 }
 
 fn checksum(sql: &str) -> String {
-    Sha256::digest(sql.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    kiroku_audit::hex::encode(&Sha256::digest(sql.as_bytes()))
 }
 
 /// Brings the schema up to date. Safe to run from several nodes at once:

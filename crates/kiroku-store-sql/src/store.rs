@@ -478,6 +478,18 @@ impl Store for SqlStore {
             .collect()
     }
 
+    async fn subject_key(&self, subject: &str, generation: i64) -> Result<Option<Option<String>>> {
+        let row: Option<(Option<String>,)> = sqlx::query_as(
+            "SELECT wrapped_key FROM audit_subject_keys WHERE subject = $1 AND generation = $2",
+        )
+        .bind(subject)
+        .bind(generation)
+        .fetch_optional(&self.read)
+        .await
+        .map_err(map_err)?;
+        Ok(row.map(|(w,)| w))
+    }
+
     async fn audit_keys(&self) -> Result<Vec<(String, String)>> {
         sqlx::query_as("SELECT key_id, public_key FROM audit_keys ORDER BY created_at")
             .fetch_all(&self.read)

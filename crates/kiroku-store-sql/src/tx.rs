@@ -396,6 +396,56 @@ impl Tx for SqlTx {
         Ok((first..=last).collect())
     }
 
+    async fn current_subject_key(
+        &mut self,
+        subject: &str,
+    ) -> Result<Option<(i64, Option<String>)>> {
+        let sql = format!(
+            "SELECT generation, wrapped_key FROM audit_subject_keys WHERE subject = $1
+             ORDER BY generation DESC LIMIT 1{}",
+            self.dialect.for_update()
+        );
+        sqlx::query_as(&sql)
+            .bind(subject)
+            .fetch_optional(&mut *self.tx)
+            .await
+            .map_err(map_err)
+    }
+
+    async fn insert_subject_key(
+        &mut self,
+        subject: &str,
+        generation: i64,
+        wrapped: &str,
+        at: Timestamp,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO audit_subject_keys (subject, generation, wrapped_key, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(subject)
+        .bind(generation)
+        .bind(wrapped)
+        .bind(micros(at))
+        .execute(&mut *self.tx)
+        .await
+        .map_err(map_err)
+        .map_err(duplicate("subject key"))?;
+        Ok(())
+    }
+
+    async fn shred_subject(&mut self, subject: &str, at: Timestamp) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE audit_subject_keys SET wrapped_key = NULL, shredded_at = $1
+             WHERE subject = $2 AND wrapped_key IS NOT NULL",
+        )
+        .bind(micros(at))
+        .bind(subject)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(map_err)?;
+        Ok(done.rows_affected())
+    }
+
     async fn insert_audit_key(
         &mut self,
         key_id: &str,

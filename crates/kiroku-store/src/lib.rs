@@ -89,6 +89,8 @@ pub trait Store: Send + Sync + 'static {
     async fn audit_nodes(&self, ids: &[NodeId]) -> Result<HashMap<NodeId, Hash>>;
     /// Signed tree heads, largest first, below `below_size` when given.
     async fn tree_heads(&self, below_size: Option<u64>, limit: i64) -> Result<Vec<SignedTreeHead>>;
+    /// One data key: None when unknown, Some(None) once shredded.
+    async fn subject_key(&self, subject: &str, generation: i64) -> Result<Option<Option<String>>>;
     /// Every key that signed heads: (key id, public key hex).
     async fn audit_keys(&self) -> Result<Vec<(String, String)>>;
     /// Stores a signed head; false when one of that size exists. Heads are
@@ -144,6 +146,18 @@ pub trait Tx: Send {
         public_hex: &str,
         at: jiff::Timestamp,
     ) -> Result<()>;
+    /// A subject's newest data key: (generation, wrapped key or None once shredded).
+    async fn current_subject_key(&mut self, subject: &str)
+    -> Result<Option<(i64, Option<String>)>>;
+    async fn insert_subject_key(
+        &mut self,
+        subject: &str,
+        generation: i64,
+        wrapped: &str,
+        at: jiff::Timestamp,
+    ) -> Result<()>;
+    /// Destroys every data key of a subject; returns how many were live.
+    async fn shred_subject(&mut self, subject: &str, at: jiff::Timestamp) -> Result<u64>;
     async fn enqueue(&mut self, message: &OutboxMessage) -> Result<()>;
 
     async fn commit(self: Box<Self>) -> Result<()>;

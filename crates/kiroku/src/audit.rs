@@ -10,25 +10,23 @@ use kiroku_audit::{SignedTreeHead, TreeKey};
 
 use serde::{Deserialize, Serialize};
 
-/// `KIROKU_AUDIT_SIGNING_KEY` (hex seed) when set, else the key file,
-/// created with mode 0600 on first start.
-pub fn signing_key(path: &Path) -> anyhow::Result<TreeKey> {
-    if let Ok(hex) = std::env::var("KIROKU_AUDIT_SIGNING_KEY") {
-        return TreeKey::from_hex(&hex)
-            .context("KIROKU_AUDIT_SIGNING_KEY must be 64 hex digits (a 32-byte Ed25519 seed)");
+fn unhex32(s: &str) -> Option<[u8; 32]> {
+    kiroku_audit::hex::decode_array(s.trim())
+}
+
+/// A 32-byte secret from the environment variable `env` (64 hex digits)
+/// when set, else from the file at `path`, created with mode 0600 on first use.
+fn secret(env: &str, path: &Path, what: &str) -> anyhow::Result<[u8; 32]> {
+    if let Ok(hex) = std::env::var(env) {
+        return unhex32(&hex).with_context(|| format!("{env} must be 64 hex digits (32 bytes)"));
     }
     match std::fs::read_to_string(path) {
-        Ok(text) => TreeKey::from_hex(&text).with_context(|| {
-            format!(
-                "{} does not hold a signing key (64 hex digits)",
-                path.display()
-            )
-        }),
+        Ok(text) => unhex32(&text)
+            .with_context(|| format!("{} does not hold a {what} (64 hex digits)", path.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let mut seed = [0u8; 32];
-            getrandom::fill(&mut seed)
-                .map_err(|e| anyhow::anyhow!("no randomness for a signing key: {e}"))?;
-            let key = TreeKey::from_seed(seed);
+            let mut key = [0u8; 32];
+            getrandom::fill(&mut key)
+                .map_err(|e| anyhow::anyhow!("no randomness for a {what}: {e}"))?;
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir)?;
             }
@@ -37,13 +35,30 @@ pub fn signing_key(path: &Path) -> anyhow::Result<TreeKey> {
                 .create_new(true)
                 .mode(0o600)
                 .open(path)
-                .with_context(|| format!("cannot create the signing key {}", path.display()))?;
-            writeln!(f, "{}", key.seed_hex())?;
+                .with_context(|| format!("cannot create the {what} {}", path.display()))?;
+            writeln!(f, "{}", kiroku_audit::hex::encode(&key))?;
             f.sync_all()?;
             Ok(key)
         }
-        Err(e) => Err(e).with_context(|| format!("cannot read the signing key {}", path.display())),
+        Err(e) => Err(e).with_context(|| format!("cannot read the {what} {}", path.display())),
     }
+}
+
+/// The tree-signing key: `KIROKU_AUDIT_SIGNING_KEY` (hex Ed25519 seed) or
+/// its key file.
+pub fn signing_key(path: &Path) -> anyhow::Result<TreeKey> {
+    Ok(TreeKey::from_seed(secret(
+        "KIROKU_AUDIT_SIGNING_KEY",
+        path,
+        "signing key",
+    )?))
+}
+
+/// The key-encryption key that wraps subjects' data keys:
+/// `KIROKU_AUDIT_KEK` or its key file. Keep a copy apart from the
+/// database: without it no sealed value can be opened.
+pub fn data_kek(path: &Path) -> anyhow::Result<[u8; 32]> {
+    secret("KIROKU_AUDIT_KEK", path, "key-encryption key")
 }
 
 /// A head as the witness keeps it: with the public key that signed it, so

@@ -84,6 +84,14 @@ pub enum AuditCommand {
         #[arg(short, long, value_name = "FILE")]
         output: Option<std::path::PathBuf>,
     },
+    /// Destroy a subject's data keys (an erasure request, e.g.
+    /// `incident:<id>`): its sealed values can no longer be opened, and the
+    /// tree still verifies.
+    Shred {
+        #[command(flatten)]
+        store: StoreArgs,
+        subject: String,
+    },
     /// Print an inclusion proof for event SEQ (JSON).
     Prove {
         #[command(flatten)]
@@ -355,7 +363,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     init_logging();
     let settings = Settings::resolve(&args)?;
     let store = settings.store.open().await?;
-    let app = App::new(store.clone(), settings.app.clone());
+    let app = App::new(store.clone(), settings.app.clone()).with_sealer(settings.audit.sealer()?);
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
@@ -531,6 +539,17 @@ async fn audit(cmd: AuditCommand) -> anyhow::Result<()> {
             out.flush()?;
             Ok(())
         }
+        AuditCommand::Shred { store, subject } => {
+            let app = local_writer(&store).await?;
+            let n = app
+                .shred_subject(&Caller::local_operator(), &subject)
+                .await
+                .map_err(failed)?;
+            println!(
+                "destroyed {n} data key(s) of {subject}; its sealed values can no longer be opened"
+            );
+            Ok(())
+        }
         AuditCommand::Prove {
             store,
             seq,
@@ -546,11 +565,20 @@ async fn audit(cmd: AuditCommand) -> anyhow::Result<()> {
     }
 }
 
+/// The app over the store, for reading (verify, prove, export).
 async fn local_app(store: &StoreArgs) -> anyhow::Result<App> {
     let file = config::read_file(store.config.as_deref())?;
     let target = config::store_target(store, &file)?;
     let config = config::app_config(&file, None, None)?;
     Ok(App::new(target.open().await?, config))
+}
+
+/// The app over the store, for changes: it seals sensitive values as the
+/// server does, so it loads (or creates) the key-encryption key.
+async fn local_writer(store: &StoreArgs) -> anyhow::Result<App> {
+    let file = config::read_file(store.config.as_deref())?;
+    let sealer = config::audit_settings(store, &file)?.sealer()?;
+    Ok(local_app(store).await?.with_sealer(sealer))
 }
 
 fn read_secret(from_stdin: bool, prompt: &str) -> anyhow::Result<String> {
@@ -597,7 +625,7 @@ async fn user(cmd: UserCommand) -> anyhow::Result<()> {
                 )
             })?;
             let password = read_secret(password_stdin, "Password: ")?;
-            let app = local_app(&store).await?;
+            let app = local_writer(&store).await?;
             let created = app
                 .create_user(
                     &Caller::local_operator(),
@@ -628,7 +656,7 @@ async fn user(cmd: UserCommand) -> anyhow::Result<()> {
             Ok(())
         }
         UserCommand::TotpReset { store, name } => {
-            let app = local_app(&store).await?;
+            let app = local_writer(&store).await?;
             let uri = app.reset_totp(&Caller::local_operator(), &name).await?;
             println!(
                 "new second factor for {name}; add it to an authenticator app (shown once):\n  {uri}"
@@ -647,7 +675,7 @@ async fn token(cmd: TokenCommand) -> anyhow::Result<()> {
             expires_in_days,
             json,
         } => {
-            let app = local_app(&store).await?;
+            let app = local_writer(&store).await?;
             let issued = app
                 .create_token(
                     &Caller::local_operator(),

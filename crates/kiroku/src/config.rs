@@ -76,11 +76,29 @@ pub struct AuditFile {
     pub head_interval_ms: Option<u64>,
     /// Where each signed head is also written; default DATA_DIR/witness.
     pub witness_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub sensitive: SensitiveFile,
+}
+
+/// Sensitive values in audit events: sealed (`encrypt`, the default),
+/// masked for good (`mask`, for development environments) or kept (`off`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SensitiveFile {
+    pub mode: Option<kiroku_app::SealMode>,
+    /// Key-encryption key file; default DATA_DIR/audit-data.kek.
+    pub kek_file: Option<PathBuf>,
+    /// Added to the built-in rules (incidents' personal data, users' email).
+    #[serde(default)]
+    pub rules: Vec<kiroku_app::SealRule>,
 }
 
 /// Where the audit trail keeps its files, and how often it signs.
 #[derive(Debug, Clone)]
 pub struct AuditSettings {
+    pub kek_file: PathBuf,
+    pub seal_mode: kiroku_app::SealMode,
+    pub seal_rules: Vec<kiroku_app::SealRule>,
     pub signing_key_file: PathBuf,
     pub head_interval: std::time::Duration,
     pub witness_dir: PathBuf,
@@ -96,7 +114,21 @@ pub fn audit_settings(args: &StoreArgs, file: &FileConfig) -> anyhow::Result<Aud
     if !(10..=3_600_000).contains(&ms) {
         bail!("audit.head_interval_ms must be between 10 and 3600000, not {ms}");
     }
+    let mut seal_rules = kiroku_app::Sealer::default_rules();
+    seal_rules.extend(file.audit.sensitive.rules.iter().cloned());
     Ok(AuditSettings {
+        kek_file: file
+            .audit
+            .sensitive
+            .kek_file
+            .clone()
+            .unwrap_or_else(|| dir.join("audit-data.kek")),
+        seal_mode: file
+            .audit
+            .sensitive
+            .mode
+            .unwrap_or(kiroku_app::SealMode::Encrypt),
+        seal_rules,
         signing_key_file: file
             .audit
             .signing_key_file
@@ -263,6 +295,17 @@ impl Settings {
                 secure_cookies: file.http.secure_cookies.unwrap_or(false),
                 trust_forwarded_for: file.http.trust_forwarded_for.unwrap_or(false),
             },
+        })
+    }
+}
+
+impl AuditSettings {
+    /// The sealer these settings describe, its key loaded (or created).
+    pub fn sealer(&self) -> anyhow::Result<kiroku_app::Sealer> {
+        Ok(kiroku_app::Sealer {
+            kek: crate::audit::data_kek(&self.kek_file)?,
+            mode: self.seal_mode,
+            rules: self.seal_rules.clone(),
         })
     }
 }

@@ -33,15 +33,28 @@ fn params<T: DeserializeOwned>(
     })
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventParams {
+    /// Open sealed values (audited as a decrypting read).
+    #[serde(default)]
+    pub decrypt: bool,
+}
+
 pub async fn event(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(seq): Path<String>,
+    q: Result<Query<EventParams>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Response> {
     let seq: i64 = seq
         .parse()
         .map_err(|_| ApiError::not_found("audit event"))?;
-    let (event, leaf_hash) = s.app.audit_event(&caller, seq).await?;
+    let (event, leaf_hash) = if params(q)?.decrypt {
+        s.app.audit_event_opened(&caller, seq).await?
+    } else {
+        s.app.audit_event(&caller, seq).await?
+    };
     Ok(Json(json!({ "event": event, "leaf_hash": leaf_hash })).into_response())
 }
 

@@ -759,4 +759,169 @@ mod over_http {
         let (s, _) = t.get(&t.responder, "/api/v1/audit/export").await;
         assert_eq!(s, StatusCode::FORBIDDEN);
     }
+
+    #[tokio::test]
+    async fn personal_data_is_sealed_opened_on_request_and_shredded() {
+        use kiroku_app::Caller;
+        use serde_json::json;
+        let t = TestApp::sqlite().await;
+        let body = json!({
+            "title": "leak", "category": "information_leak", "severity": "P0",
+            "personal_data": {"involved": true, "items": ["氏名", "メールアドレス"], "people_affected": 1200, "sensitive": true}
+        });
+        let (s, inc) = t.post(&t.responder, "/api/v1/incidents", body).await;
+        assert_eq!(s, StatusCode::CREATED);
+        let id = inc["id"].as_str().unwrap().to_string();
+        let subject = format!("incident:{id}");
+        let raw = t.store.store.audit_raw(0, 1000).await.unwrap();
+        assert!(
+            raw.iter().all(|e| !e.doc.contains("氏名")),
+            "no plaintext personal data in the log"
+        );
+        let (_, found) = t
+            .get(
+                &t.auditor,
+                &format!("/api/v1/audit/events?action=incident_create&target_id={id}"),
+            )
+            .await;
+        let event = &found["items"][0];
+        assert_eq!(event["after"]["personal_data"]["kiroku_sealed"], "v1");
+        assert_eq!(
+            event["after"]["title"], "leak",
+            "only the sensitive paths are sealed"
+        );
+        let seq = event["seq"].as_i64().unwrap();
+
+        let (s, opened) = t
+            .get(
+                &t.auditor,
+                &format!("/api/v1/audit/events/{seq}?decrypt=true"),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{opened}");
+        assert_eq!(
+            opened["event"]["after"]["personal_data"]["items"],
+            json!(["氏名", "メールアドレス"]),
+            "{opened}"
+        );
+        let (_, reads) = t
+            .get(&t.auditor, "/api/v1/audit/events?action=audit_decrypt")
+            .await;
+        assert_eq!(
+            reads["items"].as_array().unwrap().len(),
+            1,
+            "the decrypting read is audited"
+        );
+        let (s, _) = t
+            .get(
+                &t.responder,
+                &format!("/api/v1/audit/events/{seq}?decrypt=true"),
+            )
+            .await;
+        assert_eq!(s, StatusCode::FORBIDDEN);
+
+        let n = t
+            .app
+            .shred_subject(&Caller::local_operator(), &subject)
+            .await
+            .unwrap();
+        assert_eq!(n, 1);
+        let (_, shredded) = t
+            .get(
+                &t.auditor,
+                &format!("/api/v1/audit/events/{seq}?decrypt=true"),
+            )
+            .await;
+        assert_eq!(
+            shredded["event"]["after"]["personal_data"],
+            json!({"kiroku_shredded": subject})
+        );
+        let summary = t
+            .app
+            .verify_audit(Vec::new(), |_, _| {})
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            summary.events > 0,
+            "the tree still verifies after shredding"
+        );
+        assert_eq!(
+            t.app
+                .shred_subject(&Caller::local_operator(), &subject)
+                .await
+                .unwrap_err()
+                .code(),
+            "not_found"
+        );
+
+        // New facts after the erasure are sealed under a new key, which opens.
+        let patch = json!({"personal_data": {"involved": true, "items": ["住所"]}});
+        let (s, _) = t
+            .call(
+                Some(&t.responder),
+                reqwest::Method::PATCH,
+                &format!("/api/v1/incidents/{id}"),
+                Some(patch),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK);
+        let (_, updates) = t
+            .get(
+                &t.auditor,
+                &format!("/api/v1/audit/events?action=incident_update&target_id={id}"),
+            )
+            .await;
+        let seq = updates["items"][0]["seq"].as_i64().unwrap();
+        assert_eq!(updates["items"][0]["after"]["personal_data"]["key"], 2);
+        let (_, opened) = t
+            .get(
+                &t.auditor,
+                &format!("/api/v1/audit/events/{seq}?decrypt=true"),
+            )
+            .await;
+        assert_eq!(
+            opened["event"]["after"]["personal_data"]["items"],
+            json!(["住所"])
+        );
+        // `before` comes from the live record, not from the shredded log:
+        // erasing the record's own facts is a separate edit.
+        assert_eq!(
+            opened["event"]["before"]["personal_data"]["items"],
+            json!(["氏名", "メールアドレス"])
+        );
+    }
+
+    #[tokio::test]
+    async fn development_environments_mask_instead() {
+        use kiroku_app::{App, Caller, DeclareIncident, SealMode, Sealer};
+        let store = crate::support::sqlite().await;
+        let sealer = Sealer {
+            kek: [1; 32],
+            mode: SealMode::Mask,
+            rules: Sealer::default_rules(),
+        };
+        let app = App::new(store.store.clone(), crate::support::config()).with_sealer(sealer);
+        let mut d = DeclareIncident {
+            title: "dev".into(),
+            category: "database".into(),
+            severity: "P3".into(),
+            ..Default::default()
+        };
+        d.personal_data.involved = true;
+        d.personal_data.items = vec!["氏名".into()];
+        app.declare_incident(&Caller::local_operator(), d)
+            .await
+            .unwrap();
+        let raw = store.store.audit_raw(0, 10).await.unwrap();
+        let created = raw
+            .iter()
+            .find(|e| e.doc.contains("incident_create"))
+            .unwrap();
+        assert!(
+            created.doc.contains("\"personal_data\":\"[masked]\""),
+            "{}",
+            created.doc
+        );
+    }
 }

@@ -167,7 +167,14 @@ impl TestApp {
             key: kiroku_audit::TreeKey::from_seed([3; 32]),
             witnesses: Vec::new(),
         };
-        let app = App::new(store.store.clone(), config).with_signer(signer);
+        let sealer = kiroku_app::Sealer {
+            kek: [8; 32],
+            mode: kiroku_app::SealMode::Encrypt,
+            rules: kiroku_app::Sealer::default_rules(),
+        };
+        let app = App::new(store.store.clone(), config)
+            .with_signer(signer)
+            .with_sealer(sealer);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
