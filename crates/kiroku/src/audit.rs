@@ -86,6 +86,48 @@ impl kiroku_app::HeadWitness for DirWitness {
     }
 }
 
+/// A receiver outside the database that takes each head as JSON by POST
+/// (the same body as a witness file); anything but 2xx is a failure.
+pub struct WebhookWitness {
+    pub client: reqwest::Client,
+    pub url: String,
+}
+
+impl WebhookWitness {
+    pub fn new(url: &str) -> anyhow::Result<Self> {
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(10))
+            .user_agent(concat!("kiroku/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(WebhookWitness {
+            client,
+            url: url.to_string(),
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl kiroku_app::HeadWitness for WebhookWitness {
+    async fn witness(&self, head: &SignedTreeHead, public_hex: &str) -> Result<(), String> {
+        let body = Witnessed {
+            head: head.clone(),
+            public_key: public_hex.to_string(),
+        };
+        let res = self
+            .client
+            .post(&self.url)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| e.without_url().to_string())?;
+        if res.status().is_success() {
+            Ok(())
+        } else {
+            Err(format!("the witness webhook answered {}", res.status()))
+        }
+    }
+}
+
 /// Writes `{size:020}.json`; a file already there is left alone.
 fn write_witness(dir: &Path, head: &SignedTreeHead, public_key: &str) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)

@@ -373,10 +373,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let witness = crate::audit::DirWitness {
         dir: settings.audit.witness_dir.clone(),
     };
-    let app = app.with_signer(kiroku_app::TreeSigner {
-        key,
-        witnesses: vec![Box::new(witness)],
-    });
+    let mut witnesses: Vec<Box<dyn kiroku_app::HeadWitness>> = vec![Box::new(witness)];
+    if let Some(url) = &settings.audit.witness_url {
+        witnesses.push(Box::new(crate::audit::WebhookWitness::new(url)?));
+    }
+    let app = app.with_signer(kiroku_app::TreeSigner { key, witnesses });
     app.register_signing_key().await?;
     let detail = json!({
         "version": env!("CARGO_PKG_VERSION"),

@@ -76,6 +76,8 @@ pub struct AuditFile {
     pub head_interval_ms: Option<u64>,
     /// Where each signed head is also written; default DATA_DIR/witness.
     pub witness_dir: Option<PathBuf>,
+    /// Each signed head is also POSTed here (JSON), when set.
+    pub witness_url: Option<String>,
     #[serde(default)]
     pub sensitive: SensitiveFile,
 }
@@ -96,6 +98,7 @@ pub struct SensitiveFile {
 /// Where the audit trail keeps its files, and how often it signs.
 #[derive(Debug, Clone)]
 pub struct AuditSettings {
+    pub witness_url: Option<String>,
     pub kek_file: PathBuf,
     pub seal_mode: kiroku_app::SealMode,
     pub seal_rules: Vec<kiroku_app::SealRule>,
@@ -116,7 +119,13 @@ pub fn audit_settings(args: &StoreArgs, file: &FileConfig) -> anyhow::Result<Aud
     }
     let mut seal_rules = kiroku_app::Sealer::default_rules();
     seal_rules.extend(file.audit.sensitive.rules.iter().cloned());
+    if let Some(u) = &file.audit.witness_url
+        && !(u.starts_with("http://") || u.starts_with("https://"))
+    {
+        bail!("audit.witness_url must be an http:// or https:// URL, not {u:?}");
+    }
     Ok(AuditSettings {
+        witness_url: file.audit.witness_url.clone(),
         kek_file: file
             .audit
             .sensitive

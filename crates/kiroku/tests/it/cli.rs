@@ -742,3 +742,62 @@ fn kill_9_loses_nothing_on_postgres() {
     ]);
     drop(db);
 }
+
+/// Each signed head also reaches a webhook outside the database; a real
+/// receiver on loopback checks what arrives.
+#[test]
+fn heads_are_posted_to_the_witness_webhook() {
+    use std::sync::{Arc, Mutex};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let received: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let sink = received.clone();
+    let receiver = axum::Router::new().route(
+        "/heads",
+        axum::routing::post(move |axum::Json(v): axum::Json<Value>| {
+            sink.lock().unwrap().push(v);
+            async { axum::http::StatusCode::NO_CONTENT }
+        }),
+    );
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    rt.spawn(async move { axum::serve(listener, receiver).await });
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("kiroku.toml");
+    std::fs::write(
+        &config,
+        format!("[audit]\nwitness_url = \"http://{addr}/heads\"\nhead_interval_ms = 100\n"),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let store = [
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ];
+    let server = Server::start(&store);
+    for _ in 0..100 {
+        if !received.lock().unwrap().is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    server.stop();
+    let heads = received.lock().unwrap().clone();
+    assert!(!heads.is_empty(), "no head reached the webhook");
+    for h in heads {
+        let head: kiroku_audit::SignedTreeHead = serde_json::from_value(h.clone()).unwrap();
+        kiroku_audit::verify_head(&head, h["public_key"].as_str().unwrap()).unwrap();
+    }
+
+    std::fs::write(&config, "[audit]\nwitness_url = \"ftp://nowhere\"\n").unwrap();
+    let mut serve = vec!["serve"];
+    serve.extend_from_slice(&store);
+    fails(
+        &kiroku(&serve, &[], None),
+        "audit.witness_url must be an http",
+    );
+}
