@@ -20,7 +20,8 @@ struct Opts {
     quick: bool,
     /// Run one section only: create, list or audit.
     only: Option<String>,
-    pg_url: Option<String>,
+    /// PostgreSQL server to create the benchmark databases on.
+    pg_url: String,
 }
 
 impl Opts {
@@ -48,10 +49,8 @@ fn opts() -> anyhow::Result<Opts> {
         out: out.context("--out DIR is required")?,
         quick,
         only,
-        pg_url: Some(
-            std::env::var("KIROKU_BENCH_DATABASE_URL")
-                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into()),
-        ),
+        pg_url: std::env::var("KIROKU_BENCH_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into()),
     })
 }
 
@@ -262,10 +261,11 @@ fn bootstrap_as(kiroku: &Path, target: &Target, name: &str, role: &str) -> anyho
     Ok(String::from_utf8(out.stdout)?.trim().to_string())
 }
 
-async fn pg_database(admin: &str) -> anyhow::Result<String> {
+/// A fresh database `kiroku_bench_{section}` on the server at `admin`.
+async fn pg_database(admin: &str, section: &str) -> anyhow::Result<String> {
     use sqlx::Connection;
     let mut c = sqlx::PgConnection::connect(admin).await?;
-    let name = "kiroku_bench";
+    let name = format!("kiroku_bench_{section}");
     sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         .execute(&mut c)
         .await?;
@@ -596,21 +596,34 @@ async fn main() -> anyhow::Result<()> {
     r.json.insert("time".into(), json!(when.to_string()));
 
     let work = std::env::temp_dir().join(format!("kiroku-bench-{}", std::process::id()));
-    let mut targets = vec![Target::Sqlite(work.join("create-sqlite"))];
-    let pg = match &o.pg_url {
-        Some(u) => match pg_database(u).await {
-            Ok(url) => Some(url),
-            Err(e) => {
-                println!("SKIP: PostgreSQL benchmarks ({e})");
-                None
-            }
-        },
-        None => None,
+    let reachable = async {
+        use sqlx::Connection;
+        sqlx::PgConnection::connect(&o.pg_url).await?.close().await
     };
-    if let Some(url) = &pg {
-        targets.push(Target::Postgres(url.clone()));
-    }
-    for t in targets.iter().filter(|_| o.runs("create")) {
+    let pg = match reachable.await {
+        Ok(()) => true,
+        Err(e) => {
+            println!("SKIP: PostgreSQL benchmarks ({e})");
+            false
+        }
+    };
+    // SQLite in a fresh directory, and PostgreSQL in a fresh database, for
+    // each section that runs.
+    let targets = |section: &'static str| {
+        let (work, admin) = (work.clone(), o.pg_url.clone());
+        let runs = o.runs(section);
+        async move {
+            let mut out = Vec::new();
+            if runs {
+                out.push(Target::Sqlite(work.join(format!("{section}-sqlite"))));
+                if pg {
+                    out.push(Target::Postgres(pg_database(&admin, section).await?));
+                }
+            }
+            anyhow::Ok(out)
+        }
+    };
+    for t in &targets("create").await? {
         create_bench(&o, t, &mut r).await?;
     }
 
@@ -619,11 +632,7 @@ async fn main() -> anyhow::Result<()> {
     } else {
         [100_000, 1_000_000]
     };
-    let mut list_targets = vec![Target::Sqlite(work.join("list-sqlite"))];
-    if let (Some(admin), Some(_)) = (&o.pg_url, &pg) {
-        list_targets.push(Target::Postgres(pg_database(admin).await?));
-    }
-    for t in list_targets.iter().filter(|_| o.runs("list")) {
+    for t in &targets("list").await? {
         let store = target_store(t).await?;
         let token = bootstrap(&o.kiroku, t)?;
         let mut have = 0;
@@ -647,11 +656,7 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let audit_n = if o.quick { 100_000 } else { 1_000_000 };
-    let mut audit_targets = vec![Target::Sqlite(work.join("audit-sqlite"))];
-    if let (Some(admin), Some(_)) = (&o.pg_url, &pg) {
-        audit_targets.push(Target::Postgres(pg_database(admin).await?));
-    }
-    for t in audit_targets.iter().filter(|_| o.runs("audit")) {
+    for t in &targets("audit").await? {
         audit_bench(&o, t, audit_n, &mut r).await?;
     }
 

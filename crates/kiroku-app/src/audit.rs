@@ -170,18 +170,14 @@ impl App {
         self.check_size("tree_size", tree_size, size)?;
         self.check_size("seq", seq, tree_size)?;
         let index = seq - 1;
-        let (path, root) = self
+        // Leaf, path and root in one read of the stored nodes.
+        let (leaf, path, root) = self
             .with_nodes(|get| {
+                let leaf = get(NodeId { level: 0, index });
                 let path = merkle::inclusion_proof(index, tree_size, get).unwrap_or_default();
-                (path, merkle::root(tree_size, get))
+                (leaf, path, merkle::root(tree_size, get))
             })
             .await?;
-        let leaf = self
-            .store
-            .audit_nodes(&[NodeId { level: 0, index }])
-            .await?
-            .remove(&NodeId { level: 0, index })
-            .ok_or_else(|| AppError::Internal(format!("leaf {seq} is missing")))?;
         let signed_head = self
             .store
             .tree_heads(Some(tree_size + 1), 1)
@@ -258,6 +254,13 @@ impl App {
         limit: i64,
     ) -> Result<Vec<SignedTreeHead>> {
         caller.require(Permission::AuditRead)?;
+        if !(1..=kiroku_store::PAGE_MAX).contains(&limit) {
+            return Err(AppError::invalid(
+                "limit",
+                "out_of_range",
+                format!("must be between 1 and {}", kiroku_store::PAGE_MAX),
+            ));
+        }
         Ok(self.store.tree_heads(below, limit).await?)
     }
 

@@ -447,7 +447,7 @@ impl App {
             Some(t) => Some(validate::line("q", t, validate::SHORT_MAX, false)?),
             None => None,
         };
-        let items = self
+        let mut items = self
             .store
             .incidents(&IncidentQuery {
                 statuses,
@@ -461,7 +461,6 @@ impl App {
                 limit: limit + 1,
             })
             .await?;
-        let mut items = items;
         let next_cursor = if items.len() as i64 > limit {
             items.truncate(limit as usize);
             items.last().map(|i| {

@@ -96,16 +96,8 @@ mod tests {
 
     #[test]
     fn matrix_cell_by_cell() {
-        use Permission::*;
-        let columns = [
-            IncidentRead,
-            IncidentWrite,
-            AuditRead,
-            UserManage,
-            OwnTokens,
-            AuditIngest,
-        ];
-        assert_eq!(columns, Permission::ALL);
+        // Columns in the order of Permission::ALL: incident read, incident
+        // write, audit read, user manage, own tokens, audit ingest.
         let expected: [(Role, [bool; 6]); 5] = [
             (Role::Admin, [true, true, true, true, true, true]),
             (Role::Responder, [true, true, false, false, true, false]),
@@ -114,7 +106,7 @@ mod tests {
             (Role::Application, [false, false, false, false, false, true]),
         ];
         for (role, row) in expected {
-            for (p, want) in columns.into_iter().zip(row) {
+            for (p, want) in Permission::ALL.into_iter().zip(row) {
                 assert_eq!(role.allows(p), want, "{role:?} {p:?}");
             }
         }

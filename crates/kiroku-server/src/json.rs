@@ -1,5 +1,5 @@
-//! The JSON body extractor: malformed, mistyped, oversized or non-JSON
-//! bodies become API errors that name the field at fault.
+//! The JSON body and query-string extractors: malformed, mistyped,
+//! oversized or non-JSON input becomes API errors that name the field at fault.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
@@ -31,27 +31,76 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
                 "malformed_json",
                 format!("the body is not valid JSON: {message}"),
             ),
-            Category::Data => {
-                let (code, field) = if message.starts_with("missing field") {
-                    let name = quoted_name(&message).unwrap_or_default();
-                    let field = if path == "." {
-                        name
-                    } else {
-                        format!("{path}.{name}")
-                    };
-                    ("required", field)
-                } else if message.starts_with("unknown field") {
-                    // The path already ends with the unknown name.
-                    ("unknown_field", path)
-                } else if message.starts_with("unknown variant") {
-                    ("unknown_value", path)
-                } else {
-                    ("invalid_type", path)
-                };
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message).field(field)
-            }
+            Category::Data => data_error(&path, message),
         }
     })
+}
+
+/// A value of the wrong shape, named by its path: the same codes for JSON
+/// bodies and query strings.
+pub fn data_error(path: &str, message: String) -> ApiError {
+    let joined = |name: String| {
+        if path == "." {
+            name
+        } else {
+            format!("{path}.{name}")
+        }
+    };
+    let (code, field) = if message.starts_with("missing field") {
+        (
+            "required",
+            joined(quoted_name(&message).unwrap_or_default()),
+        )
+    } else if message.starts_with("unknown field") {
+        // The path already ends with the unknown name.
+        ("unknown_field", path.to_string())
+    } else if message.starts_with("unknown variant") {
+        ("unknown_value", path.to_string())
+    } else {
+        ("invalid_type", path.to_string())
+    };
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message).field(field)
+}
+
+/// A query string, deserialised with the same error codes as a body.
+pub struct ApiQuery<T>(pub T);
+
+pub fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
+    let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        data_error(&path, e.into_inner().to_string())
+    })
+}
+
+impl<T, S> axum::extract::FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        parse_query(parts.uri.query().unwrap_or("")).map(ApiQuery)
+    }
+}
+
+/// An optional RFC 3339 time parameter.
+pub fn time_param(field: &str, v: Option<String>) -> Result<Option<jiff::Timestamp>, ApiError> {
+    v.map(|s| {
+        s.parse::<jiff::Timestamp>().map_err(|_| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_time",
+                "must be an RFC 3339 time such as 2026-11-21T09:00:00+09:00",
+            )
+            .field(field)
+        })
+    })
+    .transpose()
 }
 
 impl<T, S> FromRequest<S> for ApiJson<T>
@@ -122,6 +171,33 @@ mod tests {
         assert_eq!(err(r#"{"title":"a","n":"x"}"#).2.as_deref(), Some("n"));
         let e = parse_json::<serde_json::Value>("[".repeat(10_000).as_bytes()).unwrap_err();
         assert_eq!(e.body.code, "malformed_json");
+    }
+
+    #[derive(serde::Deserialize, Debug)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Q {
+        seq: u64,
+        limit: Option<i64>,
+    }
+
+    #[test]
+    fn query_errors_name_fields() {
+        let err = |q: &str| {
+            let e = parse_query::<Q>(q).unwrap_err();
+            (e.body.code, e.body.field)
+        };
+        assert_eq!(err("seq=abc"), ("invalid_type".into(), Some("seq".into())));
+        assert_eq!(err("limit=1"), ("required".into(), Some("seq".into())));
+        assert_eq!(
+            err("seq=1&bogus=2"),
+            ("unknown_field".into(), Some("bogus".into()))
+        );
+        assert_eq!(
+            err("seq=1&limit=ten"),
+            ("invalid_type".into(), Some("limit".into()))
+        );
+        assert_eq!(parse_query::<Q>("seq=7&limit=3").unwrap().seq, 7);
     }
 
     #[test]

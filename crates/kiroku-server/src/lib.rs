@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -43,7 +43,7 @@ pub struct AppState {
     pub http: Arc<HttpConfig>,
 }
 
-async fn not_found(State(_): State<AppState>) -> Response {
+async fn not_found() -> Response {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint").into_response()
 }
 
@@ -77,7 +77,7 @@ pub fn router(app: App, http: HttpConfig) -> Router {
         )
         .route(
             "/api/v1/audit/events",
-            get(m::audit_events).post(handlers::audit::ingest),
+            get(handlers::audit::events).post(handlers::audit::ingest),
         )
         .route("/api/v1/audit/events/{seq}", get(handlers::audit::event))
         .route("/api/v1/audit/export", get(handlers::audit::export))

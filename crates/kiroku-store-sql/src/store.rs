@@ -159,16 +159,6 @@ impl SqlStore {
         }
     }
 
-    pub fn dialect(&self) -> Dialect {
-        self.dialect
-    }
-
-    /// Closes both pools, letting in-flight work finish.
-    pub async fn close(&self) {
-        self.write.close().await;
-        self.read.close().await;
-    }
-
     async fn doc<T: serde::de::DeserializeOwned>(&self, sql: &str, key: Bind) -> Result<Option<T>> {
         let row: Option<(String,)> = bind_all(sqlx::query(sql), vec![key])
             .fetch_optional(&self.read)

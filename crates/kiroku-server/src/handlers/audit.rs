@@ -1,37 +1,17 @@
 //! The audit trail's proofs and tree heads.
 
 use axum::Json;
-use axum::extract::{Extension, Path, Query, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use kiroku_app::Caller;
+use kiroku_store::AuditQuery;
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
-
-/// Query parameters, with a JSON error naming the parameter at fault.
-fn params<T: DeserializeOwned>(
-    q: Result<Query<T>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult<T> {
-    q.map(|Query(p)| p).map_err(|e| {
-        let text = e.body_text();
-        let field = ["seq", "tree_size", "first", "second", "below", "limit"]
-            .into_iter()
-            .find(|f| text.contains(f));
-        let err = ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_query",
-            text.clone(),
-        );
-        match field {
-            Some(f) => err.field(f),
-            None => err,
-        }
-    })
-}
+use crate::json::{ApiQuery, time_param};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -45,12 +25,12 @@ pub async fn event(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(seq): Path<String>,
-    q: Result<Query<EventParams>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(p): ApiQuery<EventParams>,
 ) -> ApiResult<Response> {
     let seq: i64 = seq
         .parse()
         .map_err(|_| ApiError::not_found("audit event"))?;
-    let (event, leaf_hash) = if params(q)?.decrypt {
+    let (event, leaf_hash) = if p.decrypt {
         s.app.audit_event_opened(&caller, seq).await?
     } else {
         s.app.audit_event(&caller, seq).await?
@@ -68,18 +48,9 @@ pub struct HeadParams {
 pub async fn tree_heads(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
-    q: Result<Query<HeadParams>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(p): ApiQuery<HeadParams>,
 ) -> ApiResult<Response> {
-    let p = params(q)?;
     let limit = p.limit.unwrap_or(50);
-    if !(1..=kiroku_store::PAGE_MAX).contains(&limit) {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "out_of_range",
-            format!("must be between 1 and {}", kiroku_store::PAGE_MAX),
-        )
-        .field("limit"));
-    }
     let items = s.app.tree_heads(&caller, p.below, limit).await?;
     Ok(Json(json!({ "latest": items.first(), "items": items })).into_response())
 }
@@ -94,9 +65,8 @@ pub struct InclusionParams {
 pub async fn inclusion(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
-    q: Result<Query<InclusionParams>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(p): ApiQuery<InclusionParams>,
 ) -> ApiResult<Response> {
-    let p = params(q)?;
     Ok(Json(s.app.inclusion_proof(&caller, p.seq, p.tree_size).await?).into_response())
 }
 
@@ -110,9 +80,8 @@ pub struct ConsistencyParams {
 pub async fn consistency(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
-    q: Result<Query<ConsistencyParams>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(p): ApiQuery<ConsistencyParams>,
 ) -> ApiResult<Response> {
-    let p = params(q)?;
     Ok(Json(s.app.consistency_proof(&caller, p.first, p.second).await?).into_response())
 }
 
@@ -163,10 +132,9 @@ pub struct ExportParams {
 pub async fn export(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
-    q: Result<Query<ExportParams>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(p): ApiQuery<ExportParams>,
 ) -> ApiResult<Response> {
     use kiroku_app::ExportFormat;
-    let p = params(q)?;
     let format = ExportFormat::parse(p.format.as_deref().unwrap_or("jsonl")).ok_or_else(|| {
         ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -176,8 +144,8 @@ pub async fn export(
         .field("format")
     })?;
     let query = kiroku_store::AuditQuery {
-        time_from: crate::handlers::incidents::time_param("from", p.from)?,
-        time_to: crate::handlers::incidents::time_param("to", p.to)?,
+        time_from: time_param("from", p.from)?,
+        time_to: time_param("to", p.to)?,
         limit: kiroku_store::PAGE_MAX,
         ..Default::default()
     };
@@ -216,4 +184,68 @@ pub async fn export(
         ),
     ];
     Ok((headers, axum::body::Body::from_stream(chunks)).into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditParams {
+    pub actor: Option<String>,
+    pub role: Option<String>,
+    pub action: Option<String>,
+    pub target_kind: Option<String>,
+    pub target_id: Option<String>,
+    pub result: Option<String>,
+    pub source_ip: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub q: Option<String>,
+    /// `asc` (oldest first, the default) or `desc`.
+    pub order: Option<String>,
+    pub cursor: Option<i64>,
+    pub limit: Option<i64>,
+}
+
+pub async fn events(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ApiQuery(p): ApiQuery<AuditParams>,
+) -> ApiResult<Response> {
+    let newest_first = match p.order.as_deref() {
+        None | Some("asc") => false,
+        Some("desc") => true,
+        Some(_) => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unknown_value",
+                "must be asc or desc",
+            )
+            .field("order"));
+        }
+    };
+    let limit = p.limit.unwrap_or(100);
+    let items = s
+        .app
+        .audit_events(
+            &caller,
+            AuditQuery {
+                actor: p.actor,
+                role: p.role,
+                action: p.action,
+                target_kind: p.target_kind,
+                target_id: p.target_id,
+                outcome: p.result,
+                source_ip: p.source_ip,
+                time_from: time_param("from", p.from)?,
+                time_to: time_param("to", p.to)?,
+                text: p.q,
+                newest_first,
+                after_seq: p.cursor,
+                limit,
+            },
+        )
+        .await?;
+    let next = (items.len() as i64 == limit)
+        .then(|| items.last().map(|e| e.seq))
+        .flatten();
+    Ok(Json(json!({ "items": items, "next_cursor": next })).into_response())
 }

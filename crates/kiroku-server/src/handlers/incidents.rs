@@ -1,5 +1,5 @@
 use axum::Json;
-use axum::extract::{Extension, Path, Query, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use kiroku_app::{Caller, DeclareIncident, ListIncidents, UpdateIncident};
@@ -9,8 +9,8 @@ use serde::Deserialize;
 
 use crate::AppState;
 use crate::auth::if_match;
-use crate::error::{ApiError, ApiResult};
-use crate::json::ApiJson;
+use crate::error::ApiResult;
+use crate::json::{ApiJson, ApiQuery, time_param};
 
 fn key(raw: &str) -> IncidentKey {
     IncidentKey::parse(raw)
@@ -146,7 +146,7 @@ pub struct ListParams {
     pub detected_to: Option<String>,
     pub q: Option<String>,
     pub cursor: Option<String>,
-    pub limit: Option<String>,
+    pub limit: Option<i64>,
 }
 
 fn csv(v: Option<String>) -> Vec<String> {
@@ -160,40 +160,11 @@ fn csv(v: Option<String>) -> Vec<String> {
     .unwrap_or_default()
 }
 
-pub fn time_param(field: &str, v: Option<String>) -> ApiResult<Option<jiff::Timestamp>> {
-    v.map(|s| {
-        s.parse::<jiff::Timestamp>().map_err(|_| {
-            ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_time",
-                "must be an RFC 3339 time such as 2026-11-21T09:00:00+09:00",
-            )
-            .field(field)
-        })
-    })
-    .transpose()
-}
-
 pub async fn list(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
-    params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(p): ApiQuery<ListParams>,
 ) -> ApiResult<Response> {
-    let Query(p) = params
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
-    let limit = p
-        .limit
-        .map(|l| {
-            l.parse::<i64>().map_err(|_| {
-                ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "invalid_type",
-                    "must be a whole number",
-                )
-                .field("limit")
-            })
-        })
-        .transpose()?;
     let list = s
         .app
         .list_incidents(
@@ -207,7 +178,7 @@ pub async fn list(
                 detected_to: time_param("detected_to", p.detected_to)?,
                 text: p.q,
                 cursor: p.cursor.filter(|c| !c.is_empty()),
-                limit,
+                limit: p.limit,
             },
         )
         .await?;

@@ -351,6 +351,16 @@ async fn permission_matrix_cell_by_cell() {
     assert_eq!(refusals, 16, "every 403 in the matrix is audited");
 }
 
+/// GET /api/v1/me with a session cookie.
+async fn get_me(t: &TestApp, cookie: &str) -> reqwest::Response {
+    t.http
+        .get(t.url("/api/v1/me"))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+}
+
 /// The `kiroku_session=…` pair a login set.
 fn session_cookie(res: &reqwest::Response) -> String {
     let header = res.headers()["set-cookie"].to_str().unwrap();
@@ -417,13 +427,7 @@ async fn sessions_work_expire_on_logout_and_refuse_cross_site_writes() {
     let res = login(&t, json!({"name":"responder","password":PASSWORD})).await;
     assert_eq!(res.status(), StatusCode::OK);
     let cookie = session_cookie(&res);
-    let me = t
-        .http
-        .get(t.url("/api/v1/me"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
+    let me = get_me(&t, &cookie).await;
     assert_eq!(
         me.json::<Value>().await.unwrap()["user"]["name"],
         "responder"
@@ -458,13 +462,7 @@ async fn sessions_work_expire_on_logout_and_refuse_cross_site_writes() {
         .await
         .unwrap();
     assert_eq!(out.status(), StatusCode::NO_CONTENT);
-    let after = t
-        .http
-        .get(t.url("/api/v1/me"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
+    let after = get_me(&t, &cookie).await;
     assert_eq!(after.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(
         after.json::<Value>().await.unwrap()["code"],
@@ -672,22 +670,10 @@ async fn sessions_expire() {
     let t = TestApp::with_config(store, config).await;
     let res = login(&t, json!({"name":"viewer","password":PASSWORD})).await;
     let cookie = session_cookie(&res);
-    let me = t
-        .http
-        .get(t.url("/api/v1/me"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
+    let me = get_me(&t, &cookie).await;
     assert_eq!(me.status(), StatusCode::OK);
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    let me = t
-        .http
-        .get(t.url("/api/v1/me"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
+    let me = get_me(&t, &cookie).await;
     assert_eq!(me.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(me.json::<Value>().await.unwrap()["code"], "session_expired");
 }

@@ -434,10 +434,10 @@ mod over_http {
             ),
             (
                 "/api/v1/audit/proofs/inclusion?seq=abc",
-                "invalid_query",
+                "invalid_type",
                 "seq",
             ),
-            ("/api/v1/audit/proofs/inclusion", "invalid_query", "seq"),
+            ("/api/v1/audit/proofs/inclusion", "required", "seq"),
             (
                 "/api/v1/audit/proofs/consistency?first=0",
                 "out_of_range",

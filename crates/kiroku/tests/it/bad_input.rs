@@ -304,9 +304,9 @@ async fn bad_queries_and_unknown_things() {
         ),
         (
             "/api/v1/incidents?bogus=1",
-            StatusCode::BAD_REQUEST,
-            "invalid_query",
-            None,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown_field",
+            Some("bogus"),
         ),
         (
             "/api/v1/incidents/DB-1999-999",
