@@ -478,3 +478,33 @@ async fn batched_appends_keep_the_tree_whole(store: Arc<dyn Store>) {
         .unwrap();
     assert_eq!(summary.events, 252);
 }
+
+/// A shipped migration edited after it was applied stops the store from
+/// opening, rather than being skipped.
+#[tokio::test]
+async fn an_edited_migration_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kiroku.db");
+    drop(
+        kiroku_store_sqlite::open(&path, Default::default())
+            .await
+            .unwrap(),
+    );
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    sqlx::raw_sql("UPDATE kiroku_migrations SET checksum = 'edited' WHERE version = 1")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let err = kiroku_store_sqlite::open(&path, Default::default())
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        err.to_string().contains("differs from the one applied"),
+        "{err}"
+    );
+}
