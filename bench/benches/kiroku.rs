@@ -14,11 +14,13 @@ use serde_json::{Value, json};
 
 use kiroku_bench::seed;
 
+mod intake;
+
 struct Opts {
     kiroku: PathBuf,
     out: PathBuf,
     quick: bool,
-    /// Run one section only: create, list or audit.
+    /// Run one section only: create, list, audit or intake.
     only: Option<String>,
     /// PostgreSQL server to create the benchmark databases on.
     pg_url: String,
@@ -165,13 +167,26 @@ impl Server {
             .local_addr()?
             .port();
         let t0 = Instant::now();
+        // KIROKU_BENCH_SERVER_LOG=FILE keeps the server's info log, for
+        // looking into a result.
+        let log = std::env::var_os("KIROKU_BENCH_SERVER_LOG");
+        let stderr = match &log {
+            Some(path) => Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?,
+            ),
+            None => Stdio::null(),
+        };
         let child = Command::new(kiroku)
             .arg("serve")
             .args(target.args())
             .args(["--listen", &format!("127.0.0.1:{port}")])
-            .env("KIROKU_LOG", "warn")
+            .env("KIROKU_LOG", if log.is_some() { "info" } else { "warn" })
+            .env("NO_COLOR", "1")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()?;
         let url = format!("http://127.0.0.1:{port}");
         let client = reqwest::Client::new();
@@ -654,6 +669,10 @@ async fn main() -> anyhow::Result<()> {
             have = size;
             list_bench(&o, t, &token, size, &mut r).await?;
         }
+    }
+    let intake_targets = targets("intake").await?;
+    if !intake_targets.is_empty() {
+        intake::intake_bench(&o, &intake_targets, &work, &mut r).await?;
     }
     let audit_n = if o.quick { 100_000 } else { 1_000_000 };
     for t in &targets("audit").await? {

@@ -19,6 +19,11 @@ pub enum Via {
     Local {
         os_user: String,
     },
+    /// A monitoring system, by the routing key of one integration.
+    Integration {
+        id: Uuid,
+        name: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -55,9 +60,32 @@ impl Caller {
         }
     }
 
+    /// A monitoring system sending alerts through `integration`.
+    pub fn integration(id: Uuid, name: &str, source: Source) -> Self {
+        Caller {
+            principal: Some(Principal {
+                user: None,
+                via: Via::Integration {
+                    id,
+                    name: name.to_string(),
+                },
+            }),
+            source,
+        }
+    }
+
     pub fn actor(&self) -> Actor {
         match &self.principal {
             None => Actor::anonymous(),
+            Some(Principal {
+                via: Via::Integration { id, name },
+                ..
+            }) => Actor {
+                kind: ActorKind::Integration,
+                id: Some(id.to_string()),
+                name: Some(name.clone()),
+                role: Some("integration".into()),
+            },
             Some(Principal {
                 via: Via::Local { os_user },
                 ..

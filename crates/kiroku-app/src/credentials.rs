@@ -58,6 +58,12 @@ pub fn new_secret() -> Result<(String, String)> {
     Ok((secret, digest))
 }
 
+/// A routing key: 128 random bits as 32 lowercase hex characters, the shape
+/// of PagerDuty's integration keys so that senders accept it.
+pub fn new_routing_key() -> Result<String> {
+    Ok(kiroku_audit::hex::encode(&random_bytes::<16>()?))
+}
+
 /// Secrets carry 256 bits of entropy, so a plain SHA-256 is enough to store
 /// them: there is nothing to brute-force, unlike a password.
 pub fn digest(secret: &str) -> String {

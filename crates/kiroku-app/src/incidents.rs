@@ -5,7 +5,7 @@ use kiroku_domain::{
     AuditEvent, Incident, IncidentDraft, IncidentPatch, Operation, OutboxMessage, Permission,
     Status, Target, TimelineEntry, TimelineKind, Transition, UserRef, validate,
 };
-use kiroku_store::{IncidentCursor, IncidentKey, IncidentQuery, PAGE_MAX, Tx};
+use kiroku_store::{IncidentKey, IncidentQuery, PageCursor, Tx};
 use serde::Serialize;
 use serde_json::json;
 use uuid::Uuid;
@@ -138,6 +138,25 @@ impl App {
         let draft = input
             .with_people(commander, assignees, reporter)
             .validated(rules, now)?;
+        let mut tx = self.begin().await?;
+        let incident = self
+            .declare_in(&mut tx, caller, draft, now, serde_json::Value::Null)
+            .await?;
+        tx.commit().await?;
+        Ok(incident)
+    }
+
+    /// Numbers, stores, announces and audits a validated draft inside `tx`;
+    /// `origin` says what declared it (an alert, say) on its timeline.
+    pub(crate) async fn declare_in(
+        &self,
+        tx: &mut Box<dyn Tx>,
+        caller: &Caller,
+        draft: IncidentDraft,
+        now: Timestamp,
+        origin: serde_json::Value,
+    ) -> Result<Incident> {
+        let rules = &self.config.rules;
         let prefix = rules
             .catalog
             .get(&draft.category)
@@ -148,18 +167,22 @@ impl App {
             .unwrap_or(now)
             .to_zoned(self.config.time_zone.clone())
             .year();
-
-        let mut tx = self.begin().await?;
         let n = tx.next_incident_number(&prefix, year).await?;
         let number = kiroku_domain::category::incident_number(&prefix, year, n);
         let incident = draft.declare(rules, Uuid::now_v7(), number, now);
         tx.insert_incident(&incident).await?;
+        let mut data = json!({ "severity": incident.severity, "category": incident.category });
+        let mut announcement = json!({ "incident_id": incident.id, "number": incident.number, "severity": incident.severity });
+        if !origin.is_null() {
+            data["origin"] = origin.clone();
+            announcement["origin"] = origin;
+        }
         let entry = self.timeline_entry(
             caller,
             &incident,
             TimelineKind::Declared,
             incident.title.clone(),
-            json!({ "severity": incident.severity, "category": incident.category }),
+            data,
             now,
         );
         tx.append_timeline(&entry).await?;
@@ -173,15 +196,62 @@ impl App {
         )
         .with_change(None, Some(json!(incident)));
         tx.append_audit(&event).await?;
-        tx.enqueue(&OutboxMessage::new(
+        tx.enqueue(&[OutboxMessage::new(
             "incident.declared",
             format!("incident.declared:{}", incident.id),
-            json!({ "incident_id": incident.id, "number": incident.number, "severity": incident.severity }),
+            announcement,
             now,
-        ))
+        )])
         .await?;
-        tx.commit().await?;
         Ok(incident)
+    }
+
+    /// Moves a locked incident along its lifecycle inside `tx`, with its
+    /// timeline entry, audit event and announcement.
+    pub(crate) async fn transition_in(
+        &self,
+        tx: &mut Box<dyn Tx>,
+        caller: &Caller,
+        incident: &mut Incident,
+        t: Transition,
+        note: String,
+        now: Timestamp,
+    ) -> Result<()> {
+        let version = incident.version;
+        let from = incident.transition(t, now)?;
+        let to = incident.status;
+        tx.update_incident(&*incident, version).await?;
+        let data = json!({ "from": from, "to": to, "transition": t });
+        let entry = self.timeline_entry(
+            caller,
+            &*incident,
+            TimelineKind::StatusChanged,
+            note,
+            data.clone(),
+            now,
+        );
+        tx.append_timeline(&entry).await?;
+        let event = AuditEvent::success(
+            now,
+            &caller.actor(),
+            &caller.source,
+            Operation::Update,
+            &format!("incident_{}", t.as_str()),
+            incident_target(&*incident),
+        )
+        .with_change(
+            Some(json!({ "status": from })),
+            Some(json!({ "status": to, "at": stamp_of(&*incident, to) })),
+        );
+        tx.append_audit(&event).await?;
+        tx.enqueue(&[OutboxMessage::new(
+            "incident.status_changed",
+            format!("incident.status_changed:{}:{}", incident.id, to.as_str()),
+            json!({ "incident_id": incident.id, "number": incident.number, "from": from, "to": to }),
+            now,
+        )])
+        .await?;
+        Ok(())
     }
 
     async fn locked_incident(
@@ -222,40 +292,8 @@ impl App {
         let now = self.now();
         let mut tx = self.begin().await?;
         let mut incident = self.locked_incident(&mut tx, key, expected_version).await?;
-        let version = incident.version;
-        let from = incident.transition(t, now)?;
-        let to = incident.status;
-        tx.update_incident(&incident, version).await?;
-        let data = json!({ "from": from, "to": to, "transition": t });
-        let entry = self.timeline_entry(
-            caller,
-            &incident,
-            TimelineKind::StatusChanged,
-            note,
-            data.clone(),
-            now,
-        );
-        tx.append_timeline(&entry).await?;
-        let event = AuditEvent::success(
-            now,
-            &caller.actor(),
-            &caller.source,
-            Operation::Update,
-            &format!("incident_{}", t.as_str()),
-            incident_target(&incident),
-        )
-        .with_change(
-            Some(json!({ "status": from })),
-            Some(json!({ "status": to, "at": stamp_of(&incident, to) })),
-        );
-        tx.append_audit(&event).await?;
-        tx.enqueue(&OutboxMessage::new(
-            "incident.status_changed",
-            format!("incident.status_changed:{}:{}", incident.id, to.as_str()),
-            json!({ "incident_id": incident.id, "number": incident.number, "from": from, "to": to }),
-            now,
-        ))
-        .await?;
+        self.transition_in(&mut tx, caller, &mut incident, t, note, now)
+            .await?;
         tx.commit().await?;
         Ok(incident)
     }
@@ -347,12 +385,12 @@ impl App {
         )
         .with_change(Some(pick(&before)), Some(pick(&after)));
         tx.append_audit(&event).await?;
-        tx.enqueue(&OutboxMessage::new(
+        tx.enqueue(&[OutboxMessage::new(
             "incident.updated",
             format!("incident.updated:{}:{}", incident.id, incident.version),
             json!({ "incident_id": incident.id, "number": incident.number, "fields": changed }),
             now,
-        ))
+        )])
         .await?;
         tx.commit().await?;
         Ok(incident)
@@ -425,29 +463,12 @@ impl App {
                 ));
             }
         }
-        let limit = q.limit.unwrap_or(50);
-        if !(1..=PAGE_MAX).contains(&limit) {
-            return Err(AppError::invalid(
-                "limit",
-                "out_of_range",
-                format!("must be between 1 and {PAGE_MAX}"),
-            ));
-        }
-        let after = match &q.cursor {
-            Some(c) => Some(IncidentCursor::decode(c).ok_or_else(|| {
-                AppError::invalid(
-                    "cursor",
-                    "invalid_cursor",
-                    "is not a cursor this server issued",
-                )
-            })?),
-            None => None,
-        };
+        let (limit, after) = crate::services::page_request(q.limit, q.cursor.as_deref())?;
         let text = match &q.text {
             Some(t) => Some(validate::line("q", t, validate::SHORT_MAX, false)?),
             None => None,
         };
-        let mut items = self
+        let items = self
             .store
             .incidents(&IncidentQuery {
                 statuses,
@@ -461,18 +482,10 @@ impl App {
                 limit: limit + 1,
             })
             .await?;
-        let next_cursor = if items.len() as i64 > limit {
-            items.truncate(limit as usize);
-            items.last().map(|i| {
-                IncidentCursor {
-                    detected_at: i.times.detected_at,
-                    id: i.id,
-                }
-                .encode()
-            })
-        } else {
-            None
-        };
+        let (items, next_cursor) = crate::services::page_of(items, limit, |i| PageCursor {
+            at: i.times.detected_at,
+            id: i.id,
+        });
         Ok(IncidentList { items, next_cursor })
     }
 }

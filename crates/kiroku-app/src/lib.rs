@@ -10,8 +10,10 @@ mod caller;
 mod credentials;
 mod error;
 mod incidents;
+mod intake;
 mod policy;
 mod seal;
+mod services;
 mod users;
 
 use std::sync::Arc;
@@ -28,8 +30,10 @@ pub use caller::{Caller, Principal, Via};
 pub use credentials::{totp_code, totp_uri};
 pub use error::{AppError, ErrorKind};
 pub use incidents::{DeclareIncident, IncidentList, ListIncidents, UpdateIncident, UserSpec};
+pub use intake::{Accepted, Effect};
 pub use policy::{AuthPolicy, Config};
 pub use seal::{SealMode, SealRule, Sealer};
+pub use services::{AlertList, ListAlerts, NewIntegration, NewMaintenanceWindow, NewService};
 pub use users::{
     CreatedUser, IssuedSession, IssuedToken, LoginRequest, NewUser, TokenView, UserView,
 };
@@ -43,6 +47,8 @@ pub struct App {
     config: Arc<Config>,
     signer: Option<Arc<TreeSigner>>,
     sealer: Option<Arc<Sealer>>,
+    intake: Arc<intake::GroupCommit>,
+    routings: Arc<intake::RoutingCache>,
 }
 
 impl App {
@@ -52,6 +58,8 @@ impl App {
             config: Arc::new(config),
             signer: None,
             sealer: None,
+            intake: Arc::default(),
+            routings: Arc::default(),
         }
     }
 

@@ -7,10 +7,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use jiff::Timestamp;
 use kiroku_audit::seal::{at_path, open_value, seal_value, sealed_by, unwrap_key, wrap_key};
+use kiroku_domain::alert::{Alert, Integration, Service};
 use kiroku_domain::{AuditEvent, Incident, OutboxMessage, Permission, TimelineEntry};
 use kiroku_store::{
-    IncidentKey, Result as StoreResult, SessionRecord, StoreError, ThrottleRecord, TokenRecord, Tx,
-    UserRecord,
+    ChangeRecord, IncidentKey, Result as StoreResult, SessionRecord, StoreError, ThrottleRecord,
+    TokenRecord, Tx, UserRecord,
 };
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -172,6 +173,12 @@ impl Tx for SealingTx {
         self.inner.append_audit(&sealed).await
     }
     async fn append_audit_batch(&mut self, events: &[AuditEvent]) -> StoreResult<Vec<i64>> {
+        if events
+            .iter()
+            .all(|e| self.sealer.paths(&e.target.kind).next().is_none())
+        {
+            return self.inner.append_audit_batch(events).await;
+        }
         let mut sealed = Vec::with_capacity(events.len());
         for e in events {
             sealed.push(self.seal(e).await?);
@@ -254,8 +261,40 @@ impl Tx for SealingTx {
         self.keys.remove(subject);
         self.inner.shred_subject(subject, at).await
     }
-    async fn enqueue(&mut self, m: &OutboxMessage) -> StoreResult<()> {
+    async fn enqueue(&mut self, m: &[OutboxMessage]) -> StoreResult<()> {
         self.inner.enqueue(m).await
+    }
+    async fn insert_service(&mut self, s: &Service) -> StoreResult<()> {
+        self.inner.insert_service(s).await
+    }
+    async fn update_service(&mut self, s: &Service, expected_version: i64) -> StoreResult<()> {
+        self.inner.update_service(s, expected_version).await
+    }
+    async fn insert_integration(&mut self, i: &Integration) -> StoreResult<()> {
+        self.inner.insert_integration(i).await
+    }
+    async fn update_integration(&mut self, i: &Integration) -> StoreResult<()> {
+        self.inner.update_integration(i).await
+    }
+    async fn open_alerts(&mut self, keys: &[(Uuid, String)]) -> StoreResult<Vec<Alert>> {
+        self.inner.open_alerts(keys).await
+    }
+    async fn save_alerts(&mut self, alerts: &[Alert]) -> StoreResult<()> {
+        self.inner.save_alerts(alerts).await
+    }
+    async fn open_alerts_of_incident(&mut self, incident: Uuid) -> StoreResult<Vec<Uuid>> {
+        self.inner.open_alerts_of_incident(incident).await
+    }
+    async fn group_incident(
+        &mut self,
+        service: Uuid,
+        group_key: &str,
+        since: Timestamp,
+    ) -> StoreResult<Option<Uuid>> {
+        self.inner.group_incident(service, group_key, since).await
+    }
+    async fn insert_service_change(&mut self, c: &ChangeRecord) -> StoreResult<()> {
+        self.inner.insert_service_change(c).await
     }
     async fn commit(self: Box<Self>) -> StoreResult<()> {
         self.inner.commit().await

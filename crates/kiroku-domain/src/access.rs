@@ -28,6 +28,8 @@ pub enum Permission {
     OwnTokens,
     /// Send audit events from another application.
     AuditIngest,
+    /// Create services and integrations, set routing and maintenance windows.
+    ServiceManage,
 }
 
 impl Role {
@@ -55,7 +57,8 @@ impl Role {
 
     /// The permission matrix. Auditors read everything but change nothing;
     /// viewers cannot read the audit log; only admins manage users;
-    /// applications only send audit events.
+    /// only admins configure services and integrations; applications only
+    /// send audit events.
     pub fn allows(self, p: Permission) -> bool {
         use Permission::*;
         match self {
@@ -69,13 +72,14 @@ impl Role {
 }
 
 impl Permission {
-    pub const ALL: [Permission; 6] = [
+    pub const ALL: [Permission; 7] = [
         Permission::IncidentRead,
         Permission::IncidentWrite,
         Permission::AuditRead,
         Permission::UserManage,
         Permission::OwnTokens,
         Permission::AuditIngest,
+        Permission::ServiceManage,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -86,6 +90,7 @@ impl Permission {
             Permission::UserManage => "user_manage",
             Permission::OwnTokens => "own_tokens",
             Permission::AuditIngest => "audit_ingest",
+            Permission::ServiceManage => "service_manage",
         }
     }
 }
@@ -97,13 +102,26 @@ mod tests {
     #[test]
     fn matrix_cell_by_cell() {
         // Columns in the order of Permission::ALL: incident read, incident
-        // write, audit read, user manage, own tokens, audit ingest.
-        let expected: [(Role, [bool; 6]); 5] = [
-            (Role::Admin, [true, true, true, true, true, true]),
-            (Role::Responder, [true, true, false, false, true, false]),
-            (Role::Viewer, [true, false, false, false, true, false]),
-            (Role::Auditor, [true, false, true, false, true, false]),
-            (Role::Application, [false, false, false, false, false, true]),
+        // write, audit read, user manage, own tokens, audit ingest, service
+        // manage.
+        let expected: [(Role, [bool; 7]); 5] = [
+            (Role::Admin, [true, true, true, true, true, true, true]),
+            (
+                Role::Responder,
+                [true, true, false, false, true, false, false],
+            ),
+            (
+                Role::Viewer,
+                [true, false, false, false, true, false, false],
+            ),
+            (
+                Role::Auditor,
+                [true, false, true, false, true, false, false],
+            ),
+            (
+                Role::Application,
+                [false, false, false, false, false, true, false],
+            ),
         ];
         for (role, row) in expected {
             for (p, want) in Permission::ALL.into_iter().zip(row) {

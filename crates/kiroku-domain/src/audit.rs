@@ -12,6 +12,8 @@ use uuid::Uuid;
 pub enum ActorKind {
     User,
     Token,
+    /// A monitoring integration sending alerts, named by its routing key.
+    Integration,
     System,
     Anonymous,
 }

@@ -6,6 +6,7 @@
 //! isolation and identical on every storage backend.
 
 pub mod access;
+pub mod alert;
 pub mod audit;
 pub mod category;
 pub mod incident;

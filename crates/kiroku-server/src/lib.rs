@@ -18,7 +18,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use kiroku_app::App;
 use tower_http::timeout::TimeoutLayer;
 
@@ -41,6 +41,7 @@ pub struct HttpConfig {
 pub struct AppState {
     pub app: App,
     pub http: Arc<HttpConfig>,
+    pub intake: Arc<handlers::intake::IntakeState>,
 }
 
 async fn not_found() -> Response {
@@ -48,10 +49,11 @@ async fn not_found() -> Response {
 }
 
 pub fn router(app: App, http: HttpConfig) -> Router {
-    use handlers::{auth as a, incidents as i, meta as m};
+    use handlers::{auth as a, incidents as i, intake as k, meta as m, services as sv};
     let state = AppState {
         app,
         http: Arc::new(http),
+        intake: Arc::default(),
     };
     Router::new()
         .route("/healthz", get(m::health))
@@ -92,6 +94,47 @@ pub fn router(app: App, http: HttpConfig) -> Router {
         .route(
             "/api/v1/audit/proofs/consistency",
             get(handlers::audit::consistency),
+        )
+        .route(
+            "/api/v1/services",
+            get(sv::list_services).post(sv::create_service),
+        )
+        .route("/api/v1/services/{key}", get(sv::show_service))
+        .route("/api/v1/services/{key}/routing", put(sv::set_routing))
+        .route(
+            "/api/v1/services/{key}/maintenance-windows",
+            post(sv::add_maintenance),
+        )
+        .route(
+            "/api/v1/services/{key}/maintenance-windows/{id}",
+            axum::routing::delete(sv::remove_maintenance),
+        )
+        .route("/api/v1/services/{key}/changes", get(sv::service_changes))
+        .route(
+            "/api/v1/integrations",
+            get(sv::list_integrations).post(sv::create_integration),
+        )
+        .route("/api/v1/alerts", get(sv::list_alerts))
+        .route("/api/v1/alerts/{id}", get(sv::show_alert))
+        .route(
+            "/v2/enqueue",
+            post(k::pagerduty_enqueue).layer(DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/v2/change/enqueue",
+            post(k::pagerduty_change).layer(DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/api/v1/integrations/{key}/alertmanager",
+            post(k::alertmanager_webhook).layer(DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/api/v1/integrations/{key}/grafana",
+            post(k::grafana_webhook).layer(DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/api/v1/integrations/{key}/generic",
+            post(k::generic_webhook).layer(DefaultBodyLimit::disable()),
         )
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

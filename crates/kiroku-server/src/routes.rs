@@ -9,6 +9,9 @@ pub enum Access {
     Public,
     /// Any authenticated caller; the command checks the role's permission.
     Authenticated,
+    /// Monitoring systems: the routing key in the body or the path is the
+    /// credential, checked by the handler; refusals are not audited.
+    RoutingKey,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -34,7 +37,7 @@ const fn rule(
     }
 }
 
-use Access::{Authenticated as A, Public as P};
+use Access::{Authenticated as A, Public as P, RoutingKey as K};
 
 pub const ROUTES: &[RouteRule] = &[
     rule("GET", "/healthz", P, "health_check"),
@@ -111,6 +114,57 @@ pub const ROUTES: &[RouteRule] = &[
         "/api/v1/audit/proofs/consistency",
         A,
         "audit_proof_read",
+    ),
+    rule("GET", "/api/v1/services", A, "service_list"),
+    rule("POST", "/api/v1/services", A, "service_create"),
+    rule("GET", "/api/v1/services/{key}", A, "service_read"),
+    rule(
+        "PUT",
+        "/api/v1/services/{key}/routing",
+        A,
+        "service_routing_set",
+    ),
+    rule(
+        "POST",
+        "/api/v1/services/{key}/maintenance-windows",
+        A,
+        "service_maintenance_add",
+    ),
+    rule(
+        "DELETE",
+        "/api/v1/services/{key}/maintenance-windows/{id}",
+        A,
+        "service_maintenance_remove",
+    ),
+    rule(
+        "GET",
+        "/api/v1/services/{key}/changes",
+        A,
+        "service_change_list",
+    ),
+    rule("GET", "/api/v1/integrations", A, "integration_list"),
+    rule("POST", "/api/v1/integrations", A, "integration_create"),
+    rule("GET", "/api/v1/alerts", A, "alert_list"),
+    rule("GET", "/api/v1/alerts/{id}", A, "alert_read"),
+    rule("POST", "/v2/enqueue", K, "alert_intake"),
+    rule("POST", "/v2/change/enqueue", K, "change_intake"),
+    rule(
+        "POST",
+        "/api/v1/integrations/{key}/alertmanager",
+        K,
+        "alert_intake",
+    ),
+    rule(
+        "POST",
+        "/api/v1/integrations/{key}/grafana",
+        K,
+        "alert_intake",
+    ),
+    rule(
+        "POST",
+        "/api/v1/integrations/{key}/generic",
+        K,
+        "alert_intake",
     ),
 ];
 

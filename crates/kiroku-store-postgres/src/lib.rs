@@ -8,11 +8,18 @@ use kiroku_store_sql::{Dialect, Migration, SqlStore, install_drivers, map_err, m
 use sqlx::Connection;
 use sqlx::any::AnyPoolOptions;
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "core",
-    sql: include_str!("../migrations/0001_core.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "core",
+        sql: include_str!("../migrations/0001_core.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "alerts",
+        sql: include_str!("../migrations/0002_alerts.sql"),
+    },
+];
 
 pub struct Options {
     pub max_connections: u32,

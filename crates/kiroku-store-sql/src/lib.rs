@@ -7,6 +7,7 @@
 //! ids, and a JSON `doc` column holding the whole object beside the columns
 //! that queries filter on.
 
+mod alerts;
 mod convert;
 mod migrate;
 mod store;
@@ -38,6 +39,17 @@ impl Dialect {
         match self {
             Dialect::Sqlite => "BEGIN IMMEDIATE",
             Dialect::Postgres => "BEGIN",
+        }
+    }
+
+    /// The `n`th (1-based) bound parameter of a statement built in bind
+    /// order. SQLite gets anonymous `?`: looking up a named parameter is
+    /// linear in the number of parameters there, which makes a multi-row
+    /// insert quadratic.
+    fn placeholder(self, n: usize) -> String {
+        match self {
+            Dialect::Sqlite => "?".into(),
+            Dialect::Postgres => format!("${n}"),
         }
     }
 

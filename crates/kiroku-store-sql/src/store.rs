@@ -6,10 +6,12 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 use kiroku_audit::merkle::from_hex;
 use kiroku_audit::{Hash, NodeId, SignedTreeHead, TreeHead};
+use kiroku_domain::alert::{Alert, Integration, Service};
 use kiroku_domain::{AuditEvent, Incident, OutboxMessage, TimelineEntry};
 use kiroku_store::{
-    AuditQuery, IncidentKey, IncidentQuery, PAGE_MAX, RawAuditEvent, Result, SessionRecord, Store,
-    StoreError, ThrottleRecord, TokenRecord, Tx, UserRecord,
+    AlertQuery, AuditQuery, ChangeRecord, IncidentKey, IncidentQuery, PAGE_MAX, PageCursor,
+    RawAuditEvent, Result, SessionRecord, Store, StoreError, ThrottleRecord, TokenRecord, Tx,
+    UserRecord,
 };
 use sqlx::AnyPool;
 use sqlx::any::AnyArguments;
@@ -28,15 +30,19 @@ pub struct SqlStore {
     read: AnyPool,
     write: AnyPool,
     dialect: Dialect,
+    /// The audit tree's right edge as the last commit left it, so that an
+    /// append need not read it back; checked against the size each time.
+    edge: crate::tx::SharedEdge,
 }
 
 /// A value bound to a dynamically built query.
-enum Bind {
+pub(crate) enum Bind {
     Int(i64),
     Text(String),
+    Null,
 }
 
-fn bind_all<'q>(
+pub(crate) fn bind_all<'q>(
     mut q: Query<'q, sqlx::Any, AnyArguments<'q>>,
     binds: Vec<Bind>,
 ) -> Query<'q, sqlx::Any, AnyArguments<'q>> {
@@ -44,30 +50,46 @@ fn bind_all<'q>(
         q = match b {
             Bind::Int(i) => q.bind(i),
             Bind::Text(s) => q.bind(s),
+            Bind::Null => q.bind(None::<String>),
         };
     }
     q
 }
 
-/// Builds `WHERE` clauses with numbered placeholders.
+/// Builds `WHERE` clauses and value lists with placeholders in bind order.
 #[derive(Default)]
-struct Filter {
-    clauses: Vec<String>,
-    binds: Vec<Bind>,
+pub(crate) struct Filter {
+    pub(crate) clauses: Vec<String>,
+    pub(crate) binds: Vec<Bind>,
+    /// Numbered `$N` unless set; see [`Dialect::placeholder`].
+    dialect: Option<Dialect>,
 }
 
 impl Filter {
-    fn placeholder(&mut self, b: Bind) -> String {
-        self.binds.push(b);
-        format!("${}", self.binds.len())
+    /// For statements with many parameters, where each placeholder appears
+    /// once and in bind order.
+    pub(crate) fn for_dialect(dialect: Dialect) -> Self {
+        Filter {
+            dialect: Some(dialect),
+            ..Filter::default()
+        }
     }
 
-    fn eq(&mut self, column: &str, b: Bind) {
+    pub(crate) fn placeholder(&mut self, b: Bind) -> String {
+        self.binds.push(b);
+        let n = self.binds.len();
+        match self.dialect {
+            Some(d) => d.placeholder(n),
+            None => format!("${n}"),
+        }
+    }
+
+    pub(crate) fn eq(&mut self, column: &str, b: Bind) {
         let p = self.placeholder(b);
         self.clauses.push(format!("{column} = {p}"));
     }
 
-    fn any_of(&mut self, column: &str, values: Vec<String>) {
+    pub(crate) fn any_of(&mut self, column: &str, values: Vec<String>) {
         if values.is_empty() {
             return;
         }
@@ -89,7 +111,15 @@ impl Filter {
         self.clauses.push(format!("{column} LIKE {p} ESCAPE '\\'"));
     }
 
-    fn where_sql(&self) -> String {
+    /// Rows before `cursor` in a `(time column, id) DESC` order.
+    pub(crate) fn before(&mut self, time_column: &str, cursor: PageCursor) {
+        let t = self.placeholder(Bind::Int(micros(cursor.at)));
+        let id = self.placeholder(Bind::Text(cursor.id.to_string()));
+        self.clauses
+            .push(format!("({time_column}, id) < ({t}, {id})"));
+    }
+
+    pub(crate) fn where_sql(&self) -> String {
         if self.clauses.is_empty() {
             String::new()
         } else {
@@ -98,8 +128,41 @@ impl Filter {
     }
 }
 
+/// A statement and its parameters, in placeholder order.
+pub(crate) type Statement = (String, Vec<Bind>);
+
+/// `INSERT … VALUES (…), (…) …tail` statements of at most `per_statement`
+/// rows each: one round trip per chunk rather than per row, within every
+/// backend's limit on bound parameters.
+pub(crate) fn multi_insert(
+    dialect: Dialect,
+    head: &str,
+    rows: Vec<Vec<Bind>>,
+    per_statement: usize,
+    tail: &str,
+) -> Vec<Statement> {
+    let mut out = Vec::new();
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        let mut f = Filter::for_dialect(dialect);
+        let values: Vec<String> = rows
+            .by_ref()
+            .take(per_statement)
+            .map(|row| {
+                let ps: Vec<String> = row.into_iter().map(|b| f.placeholder(b)).collect();
+                format!("({})", ps.join(", "))
+            })
+            .collect();
+        out.push((
+            format!("{head} VALUES {}{tail}", values.join(", ")),
+            f.binds,
+        ));
+    }
+    out
+}
+
 /// Callers may ask for one row past a page, to learn whether another follows.
-fn page(limit: i64) -> i64 {
+pub(crate) fn page(limit: i64) -> i64 {
     limit.clamp(1, PAGE_MAX + 1)
 }
 
@@ -107,11 +170,12 @@ fn page(limit: i64) -> i64 {
 /// backend's limit on bound parameters.
 pub(crate) async fn fetch_nodes(
     conn: &mut sqlx::AnyConnection,
+    dialect: Dialect,
     ids: &[NodeId],
 ) -> Result<HashMap<NodeId, Hash>> {
     let mut out = HashMap::with_capacity(ids.len());
     for chunk in ids.chunks(500) {
-        let mut f = Filter::default();
+        let mut f = Filter::for_dialect(dialect);
         let pairs: Vec<String> = chunk
             .iter()
             .map(|id| {
@@ -156,10 +220,15 @@ impl SqlStore {
             read,
             write,
             dialect,
+            edge: Default::default(),
         }
     }
 
-    async fn doc<T: serde::de::DeserializeOwned>(&self, sql: &str, key: Bind) -> Result<Option<T>> {
+    pub(crate) async fn doc<T: serde::de::DeserializeOwned>(
+        &self,
+        sql: &str,
+        key: Bind,
+    ) -> Result<Option<T>> {
         let row: Option<(String,)> = bind_all(sqlx::query(sql), vec![key])
             .fetch_optional(&self.read)
             .await
@@ -170,7 +239,7 @@ impl SqlStore {
         row.map(|(d,)| from_doc(&d)).transpose()
     }
 
-    async fn docs<T: serde::de::DeserializeOwned>(
+    pub(crate) async fn docs<T: serde::de::DeserializeOwned>(
         &self,
         sql: &str,
         binds: Vec<Bind>,
@@ -200,7 +269,7 @@ impl Store for SqlStore {
             .begin_with(self.dialect.begin_statement())
             .await
             .map_err(map_err)?;
-        Ok(Box::new(SqlTx::new(tx, self.dialect)))
+        Ok(Box::new(SqlTx::new(tx, self.dialect, self.edge.clone())))
     }
 
     async fn ping(&self) -> Result<()> {
@@ -251,9 +320,7 @@ impl Store for SqlStore {
             f.like("search", contains_pattern(&text.to_lowercase()));
         }
         if let Some(after) = q.after {
-            let t = f.placeholder(Bind::Int(micros(after.detected_at)));
-            let id = f.placeholder(Bind::Text(after.id.to_string()));
-            f.clauses.push(format!("(detected_at, id) < ({t}, {id})"));
+            f.before("detected_at", after);
         }
         let sql = format!(
             "SELECT doc FROM incidents{} ORDER BY detected_at DESC, id DESC LIMIT {}",
@@ -440,7 +507,7 @@ impl Store for SqlStore {
 
     async fn audit_nodes(&self, ids: &[NodeId]) -> Result<HashMap<NodeId, Hash>> {
         let mut conn = self.read.acquire().await.map_err(map_err)?;
-        fetch_nodes(&mut conn, ids).await
+        fetch_nodes(&mut conn, self.dialect, ids).await
     }
 
     async fn tree_heads(&self, below_size: Option<u64>, limit: i64) -> Result<Vec<SignedTreeHead>> {
@@ -501,6 +568,72 @@ impl Store for SqlStore {
         .await
         .map_err(map_err)?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn services(&self) -> Result<Vec<Service>> {
+        self.docs("SELECT doc FROM services ORDER BY name", vec![])
+            .await
+    }
+
+    async fn service(&self, key: &str) -> Result<Option<Service>> {
+        let column = if Uuid::parse_str(key).is_ok() {
+            "id"
+        } else {
+            "name"
+        };
+        self.doc(
+            &format!("SELECT doc FROM services WHERE {column} = $1"),
+            Bind::Text(key.to_string()),
+        )
+        .await
+    }
+
+    async fn integrations(&self, service: Option<Uuid>) -> Result<Vec<Integration>> {
+        let mut f = Filter::default();
+        if let Some(s) = service {
+            f.eq("service_id", Bind::Text(s.to_string()));
+        }
+        let sql = format!("SELECT doc FROM integrations{} ORDER BY id", f.where_sql());
+        self.docs(&sql, f.binds).await
+    }
+
+    async fn integration(&self, id: Uuid) -> Result<Option<Integration>> {
+        self.doc(
+            "SELECT doc FROM integrations WHERE id = $1",
+            Bind::Text(id.to_string()),
+        )
+        .await
+    }
+
+    async fn integration_by_key(&self, key: &str) -> Result<Option<Integration>> {
+        self.doc(
+            "SELECT doc FROM integrations WHERE key = $1",
+            Bind::Text(key.to_string()),
+        )
+        .await
+    }
+
+    async fn alerts(&self, query: &AlertQuery) -> Result<Vec<Alert>> {
+        self.alerts_matching(query).await
+    }
+
+    async fn alert(&self, id: Uuid) -> Result<Option<Alert>> {
+        self.doc(
+            "SELECT doc FROM alerts WHERE id = $1",
+            Bind::Text(id.to_string()),
+        )
+        .await
+    }
+
+    async fn service_changes(&self, service: Uuid, limit: i64) -> Result<Vec<ChangeRecord>> {
+        self.docs(
+            &format!(
+                "SELECT doc FROM service_changes WHERE service_id = $1 ORDER BY at DESC, id DESC LIMIT {}",
+                page(limit)
+            ),
+            vec![Bind::Text(service.to_string())],
+        )
+        .await
     }
 
     async fn outbox(&self, limit: i64) -> Result<Vec<OutboxMessage>> {

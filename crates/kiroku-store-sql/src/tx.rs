@@ -1,10 +1,14 @@
 //! The write transaction: the only place rows change.
 
+use std::sync::{Arc, Mutex};
+
 use async_trait::async_trait;
 use jiff::Timestamp;
+use kiroku_domain::alert::{Alert, Integration, Service};
 use kiroku_domain::{AuditEvent, Incident, OutboxMessage, TimelineEntry};
 use kiroku_store::{
-    IncidentKey, Result, SessionRecord, StoreError, ThrottleRecord, TokenRecord, Tx, UserRecord,
+    ChangeRecord, IncidentKey, Result, SessionRecord, StoreError, ThrottleRecord, TokenRecord, Tx,
+    UserRecord,
 };
 use sqlx::{Any, Transaction};
 use uuid::Uuid;
@@ -13,33 +17,88 @@ use kiroku_audit::merkle::{hex, leaf_hash, peaks_of};
 use kiroku_audit::{CompactRange, canonical_doc};
 
 use crate::convert::{from_doc, from_micros, micros, opt_micros, search_text, to_doc};
-use crate::{Dialect, map_err};
+use crate::store::{Bind, Statement, bind_all, multi_insert};
+use crate::{Dialect, alerts, map_err};
+
+/// The tree's right edge after the last commit, shared by transactions.
+pub(crate) type SharedEdge = Arc<Mutex<Option<CompactRange>>>;
 
 pub struct SqlTx {
     tx: Transaction<'static, Any>,
     dialect: Dialect,
     audited: bool,
-    /// The tree's right edge, loaded at this transaction's first append.
+    /// The tree's right edge after this transaction's appends.
     edge: Option<CompactRange>,
+    committed_edge: SharedEdge,
+    /// Inserts kept for the next round trip (SQLite only; see `write`).
+    deferred: Vec<Statement>,
 }
 
 impl SqlTx {
-    pub fn new(tx: Transaction<'static, Any>, dialect: Dialect) -> Self {
+    pub(crate) fn new(tx: Transaction<'static, Any>, dialect: Dialect, edge: SharedEdge) -> Self {
         SqlTx {
             tx,
             dialect,
             audited: false,
             edge: None,
+            committed_edge: edge,
+            deferred: Vec::new(),
         }
     }
 
-    /// The right edge of the tree of `size` leaves, from its stored peaks.
+    /// Runs an insert whose outcome nothing waits for. On SQLite it is kept
+    /// and sent with the others in one multi-statement round trip before
+    /// the next read or the commit: each round trip to SQLite's worker
+    /// thread costs a context switch, which dominates a group commit.
+    /// Anonymous placeholders number on across the statements.
+    async fn write(&mut self, statements: Vec<Statement>) -> Result<()> {
+        match self.dialect {
+            Dialect::Sqlite => self.deferred.extend(statements),
+            Dialect::Postgres => {
+                for (sql, binds) in statements {
+                    bind_all(sqlx::query(&sql), binds)
+                        .execute(&mut *self.tx)
+                        .await
+                        .map_err(map_err)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the kept inserts, if any.
+    async fn flush(&mut self) -> Result<()> {
+        if self.deferred.is_empty() {
+            return Ok(());
+        }
+        let (sqls, binds): (Vec<String>, Vec<Vec<Bind>>) =
+            std::mem::take(&mut self.deferred).into_iter().unzip();
+        let sql = sqls.join(";\n");
+        bind_all(sqlx::query(&sql), binds.into_iter().flatten().collect())
+            .execute(&mut *self.tx)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    /// The right edge of the tree of `size` leaves: as this transaction or
+    /// the last commit left it when the size says it is current (the head
+    /// row lock makes the size name one tree), else from its stored peaks.
     async fn edge(&mut self, size: u64) -> Result<CompactRange> {
         if let Some(edge) = self.edge.take().filter(|e| e.size() == size) {
             return Ok(edge);
         }
+        let committed = self
+            .committed_edge
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .filter(|e| e.size() == size);
+        if let Some(edge) = committed {
+            return Ok(edge);
+        }
         let ids = peaks_of(size);
-        let found = crate::store::fetch_nodes(&mut self.tx, &ids).await?;
+        let found = crate::store::fetch_nodes(&mut self.tx, self.dialect, &ids).await?;
         let peaks = ids
             .iter()
             .map(|id| {
@@ -77,6 +136,7 @@ fn duplicate(what: &'static str) -> impl Fn(StoreError) -> StoreError {
 #[async_trait]
 impl Tx for SqlTx {
     async fn next_incident_number(&mut self, prefix: &str, year: i16) -> Result<i64> {
+        self.flush().await?;
         let (n,): (i64,) = sqlx::query_as(
             "INSERT INTO incident_counters (prefix, year, last) VALUES ($1, $2, 1)
              ON CONFLICT (prefix, year) DO UPDATE SET last = incident_counters.last + 1
@@ -91,6 +151,7 @@ impl Tx for SqlTx {
     }
 
     async fn insert_incident(&mut self, i: &Incident) -> Result<()> {
+        self.flush().await?;
         sqlx::query(
             "INSERT INTO incidents (id, number, status, severity, category, environment,
                 detected_at, search, version, doc)
@@ -114,6 +175,7 @@ impl Tx for SqlTx {
     }
 
     async fn incident_for_update(&mut self, key: &IncidentKey) -> Result<Option<Incident>> {
+        self.flush().await?;
         let (column, value) = match key {
             IncidentKey::Id(id) => ("id", id.to_string()),
             IncidentKey::Number(n) => ("number", n.clone()),
@@ -131,6 +193,7 @@ impl Tx for SqlTx {
     }
 
     async fn update_incident(&mut self, i: &Incident, expected_version: i64) -> Result<()> {
+        self.flush().await?;
         let done = sqlx::query(
             "UPDATE incidents SET status = $1, severity = $2, category = $3, environment = $4,
                 detected_at = $5, search = $6, version = $7, doc = $8
@@ -163,18 +226,24 @@ impl Tx for SqlTx {
     }
 
     async fn append_timeline(&mut self, e: &TimelineEntry) -> Result<()> {
-        sqlx::query("INSERT INTO timeline (id, incident_id, at, doc) VALUES ($1, $2, $3, $4)")
-            .bind(e.id.to_string())
-            .bind(e.incident_id.to_string())
-            .bind(micros(e.at))
-            .bind(to_doc(e)?)
-            .execute(&mut *self.tx)
-            .await
-            .map_err(map_err)?;
-        Ok(())
+        let row = vec![
+            Bind::Text(e.id.to_string()),
+            Bind::Text(e.incident_id.to_string()),
+            Bind::Int(micros(e.at)),
+            Bind::Text(to_doc(e)?),
+        ];
+        let statements = multi_insert(
+            self.dialect,
+            "INSERT INTO timeline (id, incident_id, at, doc)",
+            vec![row],
+            1,
+            "",
+        );
+        self.write(statements).await
     }
 
     async fn insert_user(&mut self, u: &UserRecord) -> Result<()> {
+        self.flush().await?;
         sqlx::query("INSERT INTO users (id, name, doc) VALUES ($1, $2, $3)")
             .bind(u.id.to_string())
             .bind(&u.name)
@@ -187,6 +256,7 @@ impl Tx for SqlTx {
     }
 
     async fn update_user(&mut self, u: &UserRecord) -> Result<()> {
+        self.flush().await?;
         sqlx::query("UPDATE users SET name = $1, doc = $2 WHERE id = $3")
             .bind(&u.name)
             .bind(to_doc(u)?)
@@ -199,6 +269,7 @@ impl Tx for SqlTx {
     }
 
     async fn insert_token(&mut self, t: &TokenRecord) -> Result<()> {
+        self.flush().await?;
         sqlx::query(
             "INSERT INTO tokens (id, user_id, hash, last_used_at, doc) VALUES ($1, $2, $3, $4, $5)",
         )
@@ -215,6 +286,7 @@ impl Tx for SqlTx {
     }
 
     async fn revoke_token(&mut self, id: Uuid, at: Timestamp) -> Result<bool> {
+        self.flush().await?;
         let row: Option<(String,)> = sqlx::query_as(&format!(
             "SELECT doc FROM tokens WHERE id = $1{}",
             self.dialect.for_update()
@@ -239,6 +311,7 @@ impl Tx for SqlTx {
     }
 
     async fn insert_session(&mut self, s: &SessionRecord) -> Result<()> {
+        self.flush().await?;
         sqlx::query(
             "INSERT INTO sessions (hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
         )
@@ -253,6 +326,7 @@ impl Tx for SqlTx {
     }
 
     async fn delete_session(&mut self, hash: &str) -> Result<bool> {
+        self.flush().await?;
         let done = sqlx::query("DELETE FROM sessions WHERE hash = $1")
             .bind(hash)
             .execute(&mut *self.tx)
@@ -267,6 +341,7 @@ impl Tx for SqlTx {
         at: Timestamp,
         window_start_before: Timestamp,
     ) -> Result<ThrottleRecord> {
+        self.flush().await?;
         let row: (String, i64, i64, Option<i64>) = sqlx::query_as(
             "INSERT INTO login_throttle (key, failures, window_start, locked_until)
              VALUES ($1, 1, $2, NULL)
@@ -287,6 +362,7 @@ impl Tx for SqlTx {
     }
 
     async fn lock_key(&mut self, key: &str, until: Timestamp) -> Result<()> {
+        self.flush().await?;
         sqlx::query("UPDATE login_throttle SET locked_until = $1 WHERE key = $2")
             .bind(micros(until))
             .bind(key)
@@ -297,6 +373,7 @@ impl Tx for SqlTx {
     }
 
     async fn clear_failures(&mut self, key: &str) -> Result<()> {
+        self.flush().await?;
         sqlx::query("DELETE FROM login_throttle WHERE key = $1")
             .bind(key)
             .execute(&mut *self.tx)
@@ -311,6 +388,7 @@ impl Tx for SqlTx {
     }
 
     async fn append_audit_batch(&mut self, events: &[AuditEvent]) -> Result<Vec<i64>> {
+        self.flush().await?;
         if events.is_empty() {
             return Ok(Vec::new());
         }
@@ -336,62 +414,59 @@ impl Tx for SqlTx {
             rows.push((event, hex(&leaf), doc));
         }
         self.edge = Some(edge);
-        // Multi-row inserts: one statement per chunk rather than per row,
-        // within every backend's limit on bound parameters.
-        for chunk in nodes.chunks(300) {
-            let values: Vec<String> = (0..chunk.len())
-                .map(|k| format!("(${}, ${}, ${})", 3 * k + 1, 3 * k + 2, 3 * k + 3))
-                .collect();
-            let sql = format!(
-                "INSERT INTO audit_nodes (level, idx, hash) VALUES {}",
-                values.join(", ")
-            );
-            let mut q = sqlx::query(&sql);
-            for (id, hash) in chunk {
-                q = q
-                    .bind(i64::from(id.level))
-                    .bind(id.index as i64)
-                    .bind(hex(hash));
-            }
-            q.execute(&mut *self.tx).await.map_err(map_err)?;
-        }
-        const COLUMNS: usize = 13;
-        for chunk in rows.chunks(60) {
-            let values: Vec<String> = (0..chunk.len())
-                .map(|k| {
-                    let ps: Vec<String> = (1..=COLUMNS)
-                        .map(|c| format!("${}", k * COLUMNS + c))
-                        .collect();
-                    format!("({})", ps.join(", "))
-                })
-                .collect();
-            let sql = format!(
-                "INSERT INTO audit_events (seq, id, time, action, outcome, actor_id, actor_name,
-                    actor_role, source_ip, target_kind, target_id, leaf_hash, doc) VALUES {}",
-                values.join(", ")
-            );
-            let mut q = sqlx::query(&sql);
-            for (event, leaf, doc) in chunk {
-                q = q
-                    .bind(event.seq)
-                    .bind(event.id.to_string())
-                    .bind(micros(event.time))
-                    .bind(event.action.clone())
-                    .bind(match event.outcome {
-                        kiroku_domain::Outcome::Success => "success",
-                        kiroku_domain::Outcome::Failure => "failure",
-                    })
-                    .bind(event.actor.id.clone())
-                    .bind(event.actor.name.clone())
-                    .bind(event.actor.role.clone())
-                    .bind(event.source.ip.clone())
-                    .bind(event.target.kind.clone())
-                    .bind(event.target.id.clone())
-                    .bind(leaf.clone())
-                    .bind(doc.clone());
-            }
-            q.execute(&mut *self.tx).await.map_err(map_err)?;
-        }
+        let node_rows = nodes
+            .iter()
+            .map(|(id, hash)| {
+                vec![
+                    Bind::Int(i64::from(id.level)),
+                    Bind::Int(id.index as i64),
+                    Bind::Text(hex(hash)),
+                ]
+            })
+            .collect();
+        let mut statements = multi_insert(
+            self.dialect,
+            "INSERT INTO audit_nodes (level, idx, hash)",
+            node_rows,
+            300,
+            "",
+        );
+        let text = |v: &Option<String>| v.clone().map_or(Bind::Null, Bind::Text);
+        let event_rows = rows
+            .into_iter()
+            .map(|(event, leaf, doc)| {
+                vec![
+                    Bind::Int(event.seq),
+                    Bind::Text(event.id.to_string()),
+                    Bind::Int(micros(event.time)),
+                    Bind::Text(event.action.clone()),
+                    Bind::Text(
+                        match event.outcome {
+                            kiroku_domain::Outcome::Success => "success",
+                            kiroku_domain::Outcome::Failure => "failure",
+                        }
+                        .into(),
+                    ),
+                    text(&event.actor.id),
+                    text(&event.actor.name),
+                    text(&event.actor.role),
+                    text(&event.source.ip),
+                    Bind::Text(event.target.kind.clone()),
+                    text(&event.target.id),
+                    Bind::Text(leaf),
+                    Bind::Text(doc),
+                ]
+            })
+            .collect();
+        statements.extend(multi_insert(
+            self.dialect,
+            "INSERT INTO audit_events (seq, id, time, action, outcome, actor_id, actor_name,
+                actor_role, source_ip, target_kind, target_id, leaf_hash, doc)",
+            event_rows,
+            60,
+            "",
+        ));
+        self.write(statements).await?;
         self.audited = true;
         Ok((first..=last).collect())
     }
@@ -400,6 +475,7 @@ impl Tx for SqlTx {
         &mut self,
         subject: &str,
     ) -> Result<Option<(i64, Option<String>)>> {
+        self.flush().await?;
         let sql = format!(
             "SELECT generation, wrapped_key FROM audit_subject_keys WHERE subject = $1
              ORDER BY generation DESC LIMIT 1{}",
@@ -419,6 +495,7 @@ impl Tx for SqlTx {
         wrapped: &str,
         at: Timestamp,
     ) -> Result<()> {
+        self.flush().await?;
         sqlx::query(
             "INSERT INTO audit_subject_keys (subject, generation, wrapped_key, created_at) VALUES ($1, $2, $3, $4)",
         )
@@ -434,6 +511,7 @@ impl Tx for SqlTx {
     }
 
     async fn shred_subject(&mut self, subject: &str, at: Timestamp) -> Result<u64> {
+        self.flush().await?;
         let done = sqlx::query(
             "UPDATE audit_subject_keys SET wrapped_key = NULL, shredded_at = $1
              WHERE subject = $2 AND wrapped_key IS NOT NULL",
@@ -452,6 +530,7 @@ impl Tx for SqlTx {
         public_hex: &str,
         at: Timestamp,
     ) -> Result<()> {
+        self.flush().await?;
         sqlx::query("INSERT INTO audit_keys (key_id, public_key, created_at) VALUES ($1, $2, $3)")
             .bind(key_id)
             .bind(public_hex)
@@ -463,27 +542,91 @@ impl Tx for SqlTx {
         Ok(())
     }
 
-    async fn enqueue(&mut self, m: &OutboxMessage) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO outbox (id, topic, idempotency_key, created_at, doc)
-             VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(m.id.to_string())
-        .bind(&m.topic)
-        .bind(&m.idempotency_key)
-        .bind(micros(m.created_at))
-        .bind(to_doc(m)?)
-        .execute(&mut *self.tx)
-        .await
-        .map_err(map_err)
-        .map_err(duplicate("outbox message"))?;
-        Ok(())
+    async fn enqueue(&mut self, messages: &[OutboxMessage]) -> Result<()> {
+        let rows = messages
+            .iter()
+            .map(|m| {
+                Ok(vec![
+                    Bind::Text(m.id.to_string()),
+                    Bind::Text(m.topic.clone()),
+                    Bind::Text(m.idempotency_key.clone()),
+                    Bind::Int(micros(m.created_at)),
+                    Bind::Text(to_doc(m)?),
+                ])
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let statements = multi_insert(
+            self.dialect,
+            "INSERT INTO outbox (id, topic, idempotency_key, created_at, doc)",
+            rows,
+            200,
+            "",
+        );
+        self.write(statements).await
     }
 
-    async fn commit(self: Box<Self>) -> Result<()> {
+    async fn insert_service(&mut self, service: &Service) -> Result<()> {
+        self.flush().await?;
+        alerts::insert_service(&mut self.tx, service).await
+    }
+
+    async fn update_service(&mut self, service: &Service, expected_version: i64) -> Result<()> {
+        self.flush().await?;
+        alerts::update_service(&mut self.tx, service, expected_version).await
+    }
+
+    async fn insert_integration(&mut self, integration: &Integration) -> Result<()> {
+        self.flush().await?;
+        alerts::save_integration(&mut self.tx, integration, true).await
+    }
+
+    async fn update_integration(&mut self, integration: &Integration) -> Result<()> {
+        self.flush().await?;
+        alerts::save_integration(&mut self.tx, integration, false).await
+    }
+
+    async fn open_alerts(&mut self, keys: &[(Uuid, String)]) -> Result<Vec<Alert>> {
+        self.flush().await?;
+        alerts::open_alerts(&mut self.tx, self.dialect, keys).await
+    }
+
+    async fn save_alerts(&mut self, list: &[Alert]) -> Result<()> {
+        let statements = alerts::save_alerts(self.dialect, list)?;
+        self.write(statements).await
+    }
+
+    async fn open_alerts_of_incident(&mut self, incident: Uuid) -> Result<Vec<Uuid>> {
+        self.flush().await?;
+        alerts::open_alerts_of_incident(&mut self.tx, incident).await
+    }
+
+    async fn group_incident(
+        &mut self,
+        service: Uuid,
+        group_key: &str,
+        since: Timestamp,
+    ) -> Result<Option<Uuid>> {
+        self.flush().await?;
+        alerts::group_incident(&mut self.tx, service, group_key, since).await
+    }
+
+    async fn insert_service_change(&mut self, change: &ChangeRecord) -> Result<()> {
+        self.flush().await?;
+        alerts::insert_service_change(&mut self.tx, change).await
+    }
+
+    async fn commit(mut self: Box<Self>) -> Result<()> {
         if !self.audited {
             return Err(StoreError::Unaudited);
         }
-        self.tx.commit().await.map_err(map_err)
+        self.flush().await?;
+        self.tx.commit().await.map_err(map_err)?;
+        if let Some(edge) = self.edge {
+            *self
+                .committed_edge
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some(edge);
+        }
+        Ok(())
     }
 }

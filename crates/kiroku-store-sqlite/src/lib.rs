@@ -10,11 +10,18 @@ use kiroku_store_sql::{Dialect, Migration, SqlStore, install_drivers, map_err, m
 use sqlx::Executor;
 use sqlx::any::AnyPoolOptions;
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "core",
-    sql: include_str!("../migrations/0001_core.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "core",
+        sql: include_str!("../migrations/0001_core.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "alerts",
+        sql: include_str!("../migrations/0002_alerts.sql"),
+    },
+];
 
 pub struct Options {
     /// Connections for reads; writes always use one.
@@ -52,8 +59,11 @@ const PRAGMAS: &str = "PRAGMA journal_mode = WAL;
 /// Opens (creating if needed) the database at `path` and migrates it.
 pub async fn open(path: &Path, options: Options) -> Result<SqlStore, StoreError> {
     install_drivers();
+    // A local file needs no liveness ping before each use: it would cost
+    // a round trip to SQLite's worker thread per transaction.
     let write = AnyPoolOptions::new()
         .max_connections(1)
+        .test_before_acquire(false)
         .acquire_timeout(Duration::from_secs(30))
         .after_connect(|conn, _| {
             Box::pin(async move {
@@ -67,6 +77,7 @@ pub async fn open(path: &Path, options: Options) -> Result<SqlStore, StoreError>
     migrate(&write, Dialect::Sqlite, MIGRATIONS).await?;
     let read = AnyPoolOptions::new()
         .max_connections(options.read_connections.max(1))
+        .test_before_acquire(false)
         .acquire_timeout(Duration::from_secs(30))
         .after_connect(|conn, _| {
             Box::pin(async move {

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use kiroku_audit::{Hash, NodeId, SignedTreeHead};
+use kiroku_domain::alert::{Alert, Integration, Service};
 use kiroku_domain::{AuditEvent, Incident, OutboxMessage, TimelineEntry};
 use uuid::Uuid;
 
@@ -99,6 +100,17 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_tree_head(&self, head: &SignedTreeHead) -> Result<bool>;
     async fn outbox(&self, limit: i64) -> Result<Vec<OutboxMessage>>;
 
+    async fn services(&self) -> Result<Vec<Service>>;
+    /// A service by id or by name.
+    async fn service(&self, key: &str) -> Result<Option<Service>>;
+    async fn integrations(&self, service: Option<Uuid>) -> Result<Vec<Integration>>;
+    async fn integration(&self, id: Uuid) -> Result<Option<Integration>>;
+    async fn integration_by_key(&self, key: &str) -> Result<Option<Integration>>;
+    async fn alerts(&self, query: &AlertQuery) -> Result<Vec<Alert>>;
+    async fn alert(&self, id: Uuid) -> Result<Option<Alert>>;
+    /// A service's change events, newest first.
+    async fn service_changes(&self, service: Uuid, limit: i64) -> Result<Vec<ChangeRecord>>;
+
     /// Records that a token was used. Bookkeeping rather than a change, so it
     /// bypasses the audit log; callers throttle it.
     async fn touch_token(&self, id: Uuid, at: jiff::Timestamp) -> Result<()>;
@@ -158,7 +170,30 @@ pub trait Tx: Send {
     ) -> Result<()>;
     /// Destroys every data key of a subject; returns how many were live.
     async fn shred_subject(&mut self, subject: &str, at: jiff::Timestamp) -> Result<u64>;
-    async fn enqueue(&mut self, message: &OutboxMessage) -> Result<()>;
+    /// Queues messages for delivery once this transaction commits.
+    async fn enqueue(&mut self, messages: &[OutboxMessage]) -> Result<()>;
+
+    async fn insert_service(&mut self, service: &Service) -> Result<()>;
+    /// Replaces the service if the stored version is `expected_version`.
+    async fn update_service(&mut self, service: &Service, expected_version: i64) -> Result<()>;
+    async fn insert_integration(&mut self, integration: &Integration) -> Result<()>;
+    async fn update_integration(&mut self, integration: &Integration) -> Result<()>;
+    /// The open alerts among `(integration, dedup key)` pairs, held against
+    /// concurrent writers.
+    async fn open_alerts(&mut self, keys: &[(Uuid, String)]) -> Result<Vec<Alert>>;
+    /// Inserts or replaces alerts, many per statement.
+    async fn save_alerts(&mut self, alerts: &[Alert]) -> Result<()>;
+    /// The ids of an incident's alerts still open.
+    async fn open_alerts_of_incident(&mut self, incident: Uuid) -> Result<Vec<Uuid>>;
+    /// The incident that the latest alert of a group, first seen at or after
+    /// `since`, belongs to, if that incident is still open.
+    async fn group_incident(
+        &mut self,
+        service: Uuid,
+        group_key: &str,
+        since: jiff::Timestamp,
+    ) -> Result<Option<Uuid>>;
+    async fn insert_service_change(&mut self, change: &ChangeRecord) -> Result<()>;
 
     async fn commit(self: Box<Self>) -> Result<()>;
 }

@@ -2,6 +2,7 @@
 //! the queries over incidents and the audit log.
 
 use jiff::Timestamp;
+use kiroku_domain::alert::{AlertStatus, ChangeEvent};
 use kiroku_domain::{Role, Status};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -67,30 +68,52 @@ pub struct IncidentQuery {
     /// Matched against title, number and summary, case-insensitively.
     pub text: Option<String>,
     /// Newest-detected first; continue after this position.
-    pub after: Option<IncidentCursor>,
+    pub after: Option<PageCursor>,
     pub limit: i64,
 }
 
-/// A position in the incident list: detection time, then id.
+/// A position in a newest-first list: the row's time (an incident's
+/// detection, an alert's first sighting), then its id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IncidentCursor {
-    pub detected_at: Timestamp,
+pub struct PageCursor {
+    pub at: Timestamp,
     pub id: Uuid,
 }
 
-impl IncidentCursor {
+impl PageCursor {
     /// The opaque text form handed to clients: `{micros}.{id}`.
     pub fn encode(&self) -> String {
-        format!("{}.{}", self.detected_at.as_microsecond(), self.id.simple())
+        format!("{}.{}", self.at.as_microsecond(), self.id.simple())
     }
 
-    pub fn decode(s: &str) -> Option<IncidentCursor> {
+    pub fn decode(s: &str) -> Option<PageCursor> {
         let (us, id) = s.split_once('.')?;
-        Some(IncidentCursor {
-            detected_at: Timestamp::from_microsecond(us.parse().ok()?).ok()?,
+        Some(PageCursor {
+            at: Timestamp::from_microsecond(us.parse().ok()?).ok()?,
             id: Uuid::try_parse(id).ok()?,
         })
     }
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AlertQuery {
+    pub statuses: Vec<AlertStatus>,
+    pub service_id: Option<Uuid>,
+    pub integration_id: Option<Uuid>,
+    pub incident_id: Option<Uuid>,
+    /// Newest-first-seen first; continue after this position.
+    pub after: Option<PageCursor>,
+    pub limit: i64,
+}
+
+/// A change event as recorded on a service's timeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChangeRecord {
+    pub id: Uuid,
+    pub service_id: Uuid,
+    pub integration_id: Uuid,
+    pub received_at: Timestamp,
+    pub change: ChangeEvent,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -149,7 +149,7 @@ pub struct ListParams {
     pub limit: Option<i64>,
 }
 
-fn csv(v: Option<String>) -> Vec<String> {
+pub(crate) fn csv(v: Option<String>) -> Vec<String> {
     v.map(|s| {
         s.split(',')
             .map(str::trim)

@@ -3,4 +3,6 @@
 pub mod audit;
 pub mod auth;
 pub mod incidents;
+pub mod intake;
 pub mod meta;
+pub mod services;

@@ -11,7 +11,7 @@ use crate::support::{self, PASSWORD};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kiroku");
 
-fn kiroku(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Output {
+pub(crate) fn kiroku(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Output {
     let mut cmd = Command::new(BIN);
     cmd.args(args)
         .env_remove("KIROKU_SERVER")
@@ -35,7 +35,7 @@ fn kiroku(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Output {
     child.wait_with_output().unwrap()
 }
 
-fn ok(out: &Output) -> String {
+pub(crate) fn ok(out: &Output) -> String {
     assert!(
         out.status.success(),
         "exit {:?}\nstdout: {}\nstderr: {}",
@@ -46,21 +46,21 @@ fn ok(out: &Output) -> String {
     String::from_utf8(out.stdout.clone()).unwrap()
 }
 
-fn fails(out: &Output, needle: &str) {
+pub(crate) fn fails(out: &Output, needle: &str) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
     assert!(stderr.contains(needle), "expected {needle:?} in: {stderr}");
 }
 
 /// A running `kiroku serve` and the URL it announced.
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    url: String,
+    pub(crate) url: String,
     log: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl Server {
-    fn start(store_args: &[&str]) -> Server {
+    pub(crate) fn start(store_args: &[&str]) -> Server {
         let mut args = vec!["serve", "--listen", "127.0.0.1:0"];
         args.extend_from_slice(store_args);
         let mut child = Command::new(BIN)
@@ -101,12 +101,12 @@ impl Server {
     }
 
     /// Kills without warning, as a crash or the OOM killer would.
-    fn kill9(mut self) {
+    pub(crate) fn kill9(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 
-    fn stop(mut self) -> std::process::ExitStatus {
+    pub(crate) fn stop(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
         Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         self.child.wait().unwrap()

@@ -7,5 +7,8 @@ mod audit;
 mod bad_input;
 mod cli;
 mod conformance;
+mod intake;
+mod intake_cli;
 mod openapi;
+mod peer;
 mod support;

@@ -1,6 +1,8 @@
 //! The command line: `serve`, local bootstrap against the database, and an
 //! API client for everyday work.
 
+mod alerts;
+
 use std::io::{IsTerminal, Read};
 use std::process::ExitCode;
 
@@ -42,6 +44,12 @@ pub enum Command {
     /// Verify the audit trail and prove events, straight from the database.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Connect monitoring: create and list alert integrations.
+    #[command(subcommand)]
+    Integration(alerts::IntegrationCommand),
+    /// List the alerts monitoring sent.
+    #[command(subcommand)]
+    Alert(alerts::AlertCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -335,6 +343,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Login(args) => login(args).await,
         Command::Incident(cmd) => incident(cmd).await,
         Command::Audit(cmd) => audit(cmd).await,
+        Command::Integration(cmd) => alerts::integration(cmd).await,
+        Command::Alert(cmd) => alerts::alert(cmd).await,
     }
 }
 
@@ -852,6 +862,19 @@ fn table(headers: &[&str], rows: Vec<Vec<String>>) {
     }
 }
 
+/// Prints a list answer's `items` as a table, one row per item, and how to
+/// ask for the next page when there is one.
+fn print_items(list: &Value, headers: &[&str], row: impl Fn(&Value) -> Vec<String>) {
+    let rows = list["items"]
+        .as_array()
+        .map(|items| items.iter().map(row).collect())
+        .unwrap_or_default();
+    table(headers, rows);
+    if let Some(next) = list["next_cursor"].as_str() {
+        println!("more: --cursor {next}");
+    }
+}
+
 fn cut(s: &str, n: usize) -> String {
     if s.chars().count() <= n {
         s.into()
@@ -978,31 +1001,20 @@ async fn incident(cmd: IncidentCommand) -> anyhow::Result<()> {
             if a.json {
                 return print_json(&list);
             }
-            let rows = list["items"]
-                .as_array()
-                .map(|items| {
-                    items
-                        .iter()
-                        .map(|i| {
-                            vec![
-                                text(&i["number"]),
-                                text(&i["status"]),
-                                text(&i["severity"]),
-                                text(&i["category"]),
-                                time(&i["detected_at"]),
-                                cut(&text(&i["title"]), 60),
-                            ]
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            table(
+            print_items(
+                &list,
                 &["NUMBER", "STATUS", "SEV", "CATEGORY", "DETECTED", "TITLE"],
-                rows,
+                |i| {
+                    vec![
+                        text(&i["number"]),
+                        text(&i["status"]),
+                        text(&i["severity"]),
+                        text(&i["category"]),
+                        time(&i["detected_at"]),
+                        cut(&text(&i["title"]), 60),
+                    ]
+                },
             );
-            if let Some(next) = list["next_cursor"].as_str() {
-                println!("more: --cursor {next}");
-            }
             Ok(())
         }
         IncidentCommand::Show {

@@ -1,0 +1,317 @@
+//! Alert intake side by side with Prometheus Alertmanager, in one run on
+//! the same machine: single alerts at concurrency 8 and 64, and batches of
+//! 100. Kiroku commits every alert (with its audit event) before it
+//! answers; Alertmanager keeps alerts in memory.
+//!
+//! Every alert has labels of its own (a new fingerprint, a new dedup key).
+//! Kiroku's service groups alerts by `alertname` (ten names) into open
+//! incidents, as Alertmanager groups notifications by it.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+
+use super::{Opts, Report, Server, Summary, Target, bootstrap_as, fmt, load, median};
+
+/// A load shape: name, concurrency, alerts per request.
+const SHAPES: [(&str, usize, usize); 3] = [
+    ("single alerts, concurrency 8", 8, 1),
+    ("single alerts, concurrency 64", 64, 1),
+    ("batches of 100, concurrency 8", 8, 100),
+];
+
+const SEVERITIES: [&str; 3] = ["critical", "warning", "info"];
+
+fn alert_labels(i: usize) -> Value {
+    json!({
+        "alertname": format!("BenchAlert{}", i % 10),
+        "instance": format!("host-{i}.example.com:9100"),
+        "job": "node",
+        "severity": SEVERITIES[i % 3],
+    })
+}
+
+/// Who receives the load.
+enum Peer {
+    Kiroku { url: String },
+    Alertmanager { url: String },
+}
+
+impl Peer {
+    /// Request number `i` of a run: `per_request` alerts numbered from
+    /// `base + i * per_request`.
+    fn request(
+        &self,
+        client: &reqwest::Client,
+        base: usize,
+        per_request: usize,
+        i: usize,
+    ) -> reqwest::RequestBuilder {
+        let first = base + i * per_request;
+        match self {
+            Peer::Kiroku { url } => {
+                let events: Vec<Value> = (first..first + per_request)
+                    .map(|n| {
+                        json!({
+                            "summary": format!("bench alert {n}"),
+                            "source": format!("host-{n}.example.com"),
+                            "severity": SEVERITIES[n % 3],
+                            "dedup_key": format!("bench-{n}"),
+                            "labels": alert_labels(n),
+                        })
+                    })
+                    .collect();
+                let body = if per_request == 1 {
+                    events.into_iter().next().unwrap()
+                } else {
+                    json!({ "events": events })
+                };
+                client.post(url).json(&body)
+            }
+            Peer::Alertmanager { url } => {
+                let now = jiff::Timestamp::now().to_string();
+                let alerts: Vec<Value> = (first..first + per_request)
+                    .map(|n| {
+                        json!({
+                            "labels": alert_labels(n),
+                            "annotations": { "summary": format!("bench alert {n}") },
+                            "startsAt": now,
+                        })
+                    })
+                    .collect();
+                client.post(url).json(&alerts)
+            }
+        }
+    }
+}
+
+/// Runs every shape three times against `peer`; returns one row per shape.
+async fn drive(o: &Opts, peer: &Peer) -> anyhow::Result<Vec<(Summary, bool)>> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(128)
+        .build()?;
+    let peer = Arc::new(peer_clone(peer));
+    let mut base = 0;
+    let mut rows = Vec::new();
+    for (_, concurrency, per_request) in SHAPES {
+        let alerts_per_run = if o.quick { 6_000 } else { 30_000 };
+        let requests = alerts_per_run / per_request;
+        let mut runs = Vec::new();
+        for run in 0..4 {
+            let (client, peer) = (client.clone(), peer.clone());
+            let from = base;
+            let make: Arc<dyn Fn(usize) -> reqwest::RequestBuilder + Send + Sync> =
+                Arc::new(move |i| peer.request(&client, from, per_request, i));
+            let s = load(concurrency, requests, make).await?;
+            base += requests * per_request;
+            // The first run warms up.
+            if run > 0 {
+                runs.push(Summary {
+                    per_sec: s.per_sec * per_request as f64,
+                    ..s
+                });
+            }
+        }
+        rows.push(median(runs));
+    }
+    Ok(rows)
+}
+
+fn peer_clone(p: &Peer) -> Peer {
+    match p {
+        Peer::Kiroku { url } => Peer::Kiroku { url: url.clone() },
+        Peer::Alertmanager { url } => Peer::Alertmanager { url: url.clone() },
+    }
+}
+
+struct Alertmanager {
+    child: Child,
+    url: String,
+    _dir: std::path::PathBuf,
+}
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self._dir);
+    }
+}
+
+impl Alertmanager {
+    fn binary() -> Option<&'static str> {
+        [
+            "/usr/bin/prometheus-alertmanager",
+            "/usr/local/bin/alertmanager",
+        ]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+    }
+
+    fn version(bin: &str) -> String {
+        Command::new(bin)
+            .arg("--version")
+            .output()
+            .ok()
+            .and_then(|o| {
+                let text = String::from_utf8_lossy(&o.stdout).to_string()
+                    + &String::from_utf8_lossy(&o.stderr);
+                text.lines().next().map(str::to_string)
+            })
+            .unwrap_or_default()
+    }
+
+    async fn start(bin: &str, work: &Path) -> anyhow::Result<Alertmanager> {
+        let dir = work.join("alertmanager");
+        std::fs::create_dir_all(&dir)?;
+        // Alerts go nowhere: ingestion is what is measured.
+        let config = dir.join("alertmanager.yml");
+        std::fs::write(
+            &config,
+            "route:\n  receiver: blackhole\n  group_by: ['alertname']\nreceivers:\n  - name: blackhole\n",
+        )?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let child = Command::new(bin)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.path={}", dir.join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--cluster.listen-address=")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("start alertmanager")?;
+        let url = format!("http://127.0.0.1:{port}");
+        let am = Alertmanager {
+            child,
+            url,
+            _dir: dir,
+        };
+        let client = reqwest::Client::new();
+        let t0 = Instant::now();
+        loop {
+            if let Ok(r) = client.get(format!("{}/-/ready", am.url)).send().await
+                && r.status().is_success()
+            {
+                return Ok(am);
+            }
+            if t0.elapsed() > Duration::from_secs(30) {
+                bail!("alertmanager did not start within 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// A generic integration on a service that groups by alertname; returns
+/// its intake URL.
+async fn kiroku_integration(o: &Opts, target: &Target, server: &Server) -> anyhow::Result<String> {
+    let token = bootstrap_as(&o.kiroku, target, "intake-admin", "admin")?;
+    let client = reqwest::Client::new();
+    let created: Value = client
+        .post(format!("{}/api/v1/integrations", server.url))
+        .bearer_auth(&token)
+        .json(&json!({"type": "generic", "service": "bench", "rate_limit_per_second": 1_000_000}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    client
+        .put(format!("{}/api/v1/services/bench/routing", server.url))
+        .bearer_auth(&token)
+        .json(&json!({"grouping": {"mode": "labels", "labels": ["alertname"], "window_minutes": 1440}}))
+        .send()
+        .await?
+        .error_for_status()?;
+    let key = created["key"].as_str().context("no key")?;
+    Ok(format!("{}/api/v1/integrations/{key}/generic", server.url))
+}
+
+pub async fn intake_bench(
+    o: &Opts,
+    targets: &[Target],
+    work: &Path,
+    r: &mut Report,
+) -> anyhow::Result<()> {
+    let am_rows = match Alertmanager::binary() {
+        Some(bin) => {
+            let am = Alertmanager::start(bin, work).await?;
+            let rows = drive(
+                o,
+                &Peer::Alertmanager {
+                    url: format!("{}/api/v2/alerts", am.url),
+                },
+            )
+            .await?;
+            r.json.insert(
+                "alertmanager_version".into(),
+                json!(Alertmanager::version(bin)),
+            );
+            Some(rows)
+        }
+        None => {
+            println!(
+                "SKIP: Alertmanager side of the intake benchmark (install prometheus-alertmanager)"
+            );
+            None
+        }
+    };
+    if let Some(rows) = &am_rows {
+        for ((shape, concurrency, per_request), (m, noisy)) in SHAPES.iter().zip(rows) {
+            r.line(&format!(
+                "| intake, {shape}, Alertmanager (in memory) | {} |",
+                fmt(m, *noisy)
+            ));
+            r.json.insert(
+                format!("intake_alertmanager_c{concurrency}_b{per_request}"),
+                json!({ "alerts_per_sec": m.per_sec, "p50_ms": m.p50, "p99_ms": m.p99, "requests": m.n, "noisy": noisy }),
+            );
+        }
+    }
+    for target in targets {
+        let server = Server::start(&o.kiroku, target).await?;
+        let url = kiroku_integration(o, target, &server).await?;
+        let rows = drive(o, &Peer::Kiroku { url }).await?;
+        let rss = server.rss_mib();
+        let stored = SHAPES.len() * 4 * if o.quick { 6_000 } else { 30_000 };
+        for (i, ((shape, concurrency, per_request), (m, noisy))) in
+            SHAPES.iter().zip(&rows).enumerate()
+        {
+            let ratio = am_rows
+                .as_ref()
+                .map(|am| format!(" ({:.2}× Alertmanager)", m.per_sec / am[i].0.per_sec))
+                .unwrap_or_default();
+            r.line(&format!(
+                "| intake, {shape}, Kiroku {}{ratio} | {} |",
+                target.name(),
+                fmt(m, *noisy)
+            ));
+            r.json.insert(
+                format!(
+                    "intake_{}_c{concurrency}_b{per_request}",
+                    target.name().to_lowercase()
+                ),
+                json!({
+                    "alerts_per_sec": m.per_sec, "p50_ms": m.p50, "p99_ms": m.p99, "requests": m.n, "noisy": noisy,
+                    "ratio_to_alertmanager": am_rows.as_ref().map(|am| m.per_sec / am[i].0.per_sec),
+                }),
+            );
+        }
+        r.line(&format!(
+            "| RSS after {stored} alerts stored, {} | {rss:.1} MiB | | | |",
+            target.name()
+        ));
+        r.json.insert(
+            format!("intake_rss_mib_{}", target.name().to_lowercase()),
+            json!({ "rss_mib": rss, "alerts": stored }),
+        );
+        server.stop();
+    }
+    Ok(())
+}

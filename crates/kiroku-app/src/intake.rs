@@ -1,0 +1,651 @@
+//! Alert intake: events from monitoring become deduplicated alerts, and
+//! alerts become incidents, through the one write path.
+//!
+//! Concurrent requests commit in groups: each request queues its events and
+//! waits; whoever holds the leader lock takes everything queued so far
+//! (up to [`BATCH_EVENTS_MAX`]) and commits it in one transaction, so that
+//! a burst of requests pays for one fsync, not one each. Every request is
+//! answered only after its events are committed.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use jiff::{SignedDuration, Timestamp};
+use kiroku_domain::alert::routing::Router;
+use kiroku_domain::alert::{
+    Alert, AlertAction, AlertEvent, ChangeEvent, Integration, Quiet, Service,
+};
+use kiroku_domain::incident::IncidentDraft;
+use kiroku_domain::{
+    AuditEvent, Incident, Operation, OutboxMessage, Source, Status, Target, TimelineEntry,
+    TimelineKind, Transition, validate,
+};
+use kiroku_store::{ChangeRecord, IncidentKey, Tx};
+use serde::Serialize;
+use serde_json::json;
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use crate::{App, AppError, Caller, Result};
+
+/// The most events one transaction takes; more wait for the next.
+const BATCH_EVENTS_MAX: usize = 2_000;
+
+/// What one event did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Effect {
+    /// A new alert (and, unless quiet, an incident opened or joined).
+    Opened,
+    /// A repeat of an open alert, counted.
+    Repeated,
+    Acknowledged,
+    Resolved,
+    /// No open alert has that key, or it was already in that state.
+    Ignored,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Accepted {
+    pub dedup_key: String,
+    pub effect: Effect,
+    pub alert_id: Option<Uuid>,
+    pub incident_id: Option<Uuid>,
+}
+
+struct Job {
+    integration: Integration,
+    source: Source,
+    events: Vec<AlertEvent>,
+    reply: oneshot::Sender<Result<Vec<Accepted>>>,
+}
+
+/// The queue of requests waiting for a commit, and the lock its leader holds.
+#[derive(Default)]
+pub(crate) struct GroupCommit {
+    pending: Mutex<VecDeque<Job>>,
+    leader: tokio::sync::Mutex<()>,
+}
+
+impl GroupCommit {
+    fn push(&self, job: Job) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_back(job);
+    }
+
+    /// Whole jobs, oldest first, up to the batch size (at least one job).
+    fn take_batch(&self) -> Vec<Job> {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let mut batch = Vec::new();
+        let mut events = 0;
+        while let Some(job) = pending.front() {
+            if !batch.is_empty() && events + job.events.len() > BATCH_EVENTS_MAX {
+                break;
+            }
+            events += job.events.len();
+            batch.extend(pending.pop_front());
+        }
+        batch
+    }
+}
+
+/// How long a service's routing is used before it is read again: a change
+/// made through another Kiroku node takes effect within this.
+const ROUTING_TTL: Duration = Duration::from_secs(1);
+
+/// A service with its routing compiled.
+pub(crate) struct RoutedService {
+    service: Service,
+    router: Router,
+}
+
+/// Compiled routings by service, each with the time it was read.
+pub(crate) type RoutingCache = Mutex<HashMap<Uuid, (Instant, Arc<RoutedService>)>>;
+
+/// A copy of an error for each request of a failed batch.
+fn replicate(e: &AppError) -> AppError {
+    match e {
+        AppError::Unavailable(m) => AppError::Unavailable(m.clone()),
+        other => AppError::Internal(other.to_string()),
+    }
+}
+
+/// What a batch has read and changed so far, so that later events in the
+/// same batch see earlier ones before anything is written.
+#[derive(Default)]
+struct Batch {
+    routers: HashMap<Uuid, Arc<RoutedService>>,
+    alerts: HashMap<Uuid, Alert>,
+    /// Open alerts by (integration, dedup key).
+    open: HashMap<(Uuid, String), Uuid>,
+    /// Alerts to write, in the order they changed.
+    changed: Vec<Uuid>,
+    changed_set: HashSet<Uuid>,
+    /// Incidents opened in this batch by grouping key.
+    groups: HashMap<(Uuid, String), Uuid>,
+    incidents: HashMap<Uuid, Incident>,
+    /// Alerts that joined an open incident, by incident: one timeline
+    /// entry each per batch, however many joined.
+    joined: HashMap<Uuid, Vec<serde_json::Value>>,
+    outbox: Vec<OutboxMessage>,
+    /// The current request's events, for its audit event.
+    audited: Vec<serde_json::Value>,
+    audit: Vec<AuditEvent>,
+}
+
+impl Batch {
+    fn touch(&mut self, alert: Alert) {
+        if self.changed_set.insert(alert.id) {
+            self.changed.push(alert.id);
+        }
+        self.alerts.insert(alert.id, alert);
+    }
+}
+
+/// An incident title from an alert summary: one line, within the limit.
+fn title_of(summary: &str, service: &Service) -> String {
+    let line: String = summary
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(validate::TITLE_MAX)
+        .collect();
+    let line = line.trim();
+    if line.is_empty() {
+        format!("Alert on {}", service.name)
+    } else {
+        line.to_string()
+    }
+}
+
+/// The most alerts one "alerts joined" entry lists by id.
+const JOINED_LISTED_MAX: usize = 100;
+
+fn joined_entry(
+    incident_id: Uuid,
+    mut joined: Vec<serde_json::Value>,
+    now: Timestamp,
+) -> TimelineEntry {
+    let count = joined.len();
+    let body = match &joined[..] {
+        [one] => format!(
+            "alert joined: {}",
+            one["summary"].as_str().unwrap_or_default()
+        ),
+        _ => format!("{count} alerts joined"),
+    };
+    joined.truncate(JOINED_LISTED_MAX);
+    TimelineEntry {
+        id: Uuid::now_v7(),
+        incident_id,
+        at: now,
+        kind: TimelineKind::Alert,
+        actor: None,
+        body,
+        data: json!({ "count": count, "alerts": joined }),
+    }
+}
+
+impl App {
+    /// Records `events` from `integration`; returns once they are committed.
+    pub async fn ingest_alerts(
+        &self,
+        integration: &Integration,
+        source: Source,
+        events: Vec<AlertEvent>,
+    ) -> Result<Vec<Accepted>> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (reply, mut answer) = oneshot::channel();
+        self.intake.push(Job {
+            integration: integration.clone(),
+            source,
+            events,
+            reply,
+        });
+        loop {
+            let leader = self.intake.leader.lock().await;
+            match answer.try_recv() {
+                Ok(result) => return result,
+                Err(oneshot::error::TryRecvError::Closed) => {
+                    return Err(AppError::Internal("intake batch abandoned".into()));
+                }
+                Err(oneshot::error::TryRecvError::Empty) => {}
+            }
+            let batch = self.intake.take_batch();
+            if batch.is_empty() {
+                // Our job is in a batch still committing.
+                drop(leader);
+                return answer
+                    .await
+                    .map_err(|_| AppError::Internal("intake batch abandoned".into()))?;
+            }
+            // Spawned, so that a caller going away mid-commit cannot abandon
+            // the other callers' events with it.
+            let app = self.clone();
+            let _ = tokio::spawn(async move { app.commit_batch(batch).await }).await;
+            drop(leader);
+        }
+    }
+
+    async fn commit_batch(&self, jobs: Vec<Job>) {
+        match self.apply_batch(&jobs).await {
+            Ok(results) => {
+                for (job, result) in jobs.into_iter().zip(results) {
+                    let _ = job.reply.send(Ok(result));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "alert batch failed");
+                for job in jobs {
+                    let _ = job.reply.send(Err(replicate(&e)));
+                }
+            }
+        }
+    }
+
+    /// A service and its compiled routing, read at most once a second.
+    async fn routed_service(&self, id: Uuid) -> Result<Arc<RoutedService>> {
+        if let Some((at, routed)) = self
+            .routings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            && at.elapsed() < ROUTING_TTL
+        {
+            return Ok(routed.clone());
+        }
+        let service = self
+            .store
+            .service(&id.to_string())
+            .await?
+            .ok_or(AppError::NotFound { what: "service" })?;
+        let router = Router::new(service.routing.clone(), &self.config.rules)
+            .map_err(|e| AppError::Internal(format!("stored routing of {}: {e}", service.name)))?;
+        let routed = Arc::new(RoutedService { service, router });
+        self.routings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, (Instant::now(), routed.clone()));
+        Ok(routed)
+    }
+
+    /// Forgets a service's compiled routing after a local change.
+    pub(crate) fn forget_routing(&self, id: Uuid) {
+        self.routings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+    }
+
+    async fn apply_batch(&self, jobs: &[Job]) -> Result<Vec<Vec<Accepted>>> {
+        let now = self.now();
+        let mut batch = Batch::default();
+        for job in jobs {
+            let id = job.integration.service_id;
+            if let std::collections::hash_map::Entry::Vacant(slot) = batch.routers.entry(id) {
+                slot.insert(self.routed_service(id).await?);
+            }
+        }
+        let keys: Vec<(Uuid, String)> = jobs
+            .iter()
+            .flat_map(|j| {
+                j.events
+                    .iter()
+                    .filter_map(|e| e.dedup_key.clone().map(|k| (j.integration.id, k)))
+            })
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let mut tx = self.begin().await?;
+        for alert in tx.open_alerts(&keys).await? {
+            batch
+                .open
+                .insert((alert.integration_id, alert.dedup_key.clone()), alert.id);
+            batch.alerts.insert(alert.id, alert);
+        }
+        let mut results = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let caller = Caller::integration(
+                job.integration.id,
+                &job.integration.name,
+                job.source.clone(),
+            );
+            let mut accepted = Vec::with_capacity(job.events.len());
+            for event in &job.events {
+                accepted.push(
+                    self.apply_event(&mut tx, &mut batch, &caller, &job.integration, event, now)
+                        .await?,
+                );
+            }
+            // One audit event per request, listing what each of its events
+            // did: a group of 10,000 alerts is one delivery, not 10,000.
+            let entries = std::mem::take(&mut batch.audited);
+            batch.audit.push(
+                AuditEvent::success(
+                    now,
+                    &caller.actor(),
+                    &caller.source,
+                    Operation::Execute,
+                    "alert_intake",
+                    Target::new("integration", Some(job.integration.id.to_string())),
+                )
+                .with_change(
+                    None,
+                    Some(json!({ "service_id": job.integration.service_id, "events": entries })),
+                ),
+            );
+            results.push(accepted);
+        }
+        // The audit append reads the tree's head; the inserts after it need
+        // no answer, so a backend may send them together with the commit.
+        tx.append_audit_batch(&batch.audit).await?;
+        let changed: Vec<Alert> = batch
+            .changed
+            .iter()
+            .filter_map(|id| batch.alerts.get(id).cloned())
+            .collect();
+        tx.save_alerts(&changed).await?;
+        tx.enqueue(&batch.outbox).await?;
+        for (incident_id, joined) in batch.joined {
+            tx.append_timeline(&joined_entry(incident_id, joined, now))
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(results)
+    }
+
+    async fn apply_event(
+        &self,
+        tx: &mut Box<dyn Tx>,
+        batch: &mut Batch,
+        caller: &Caller,
+        integration: &Integration,
+        event: &AlertEvent,
+        now: Timestamp,
+    ) -> Result<Accepted> {
+        let key = match &event.dedup_key {
+            Some(k) => k.clone(),
+            None => Uuid::now_v7().simple().to_string(),
+        };
+        let open = batch.open.get(&(integration.id, key.clone())).copied();
+        let (effect, alert) = match (event.action, open) {
+            (AlertAction::Trigger, Some(id)) => {
+                let mut alert = batch.alerts[&id].clone();
+                alert.repeat(event, now);
+                (Effect::Repeated, Some(alert))
+            }
+            (AlertAction::Trigger, None) => {
+                let alert = self
+                    .open_alert(tx, batch, caller, integration, key.clone(), event, now)
+                    .await?;
+                batch.open.insert((integration.id, key.clone()), alert.id);
+                (Effect::Opened, Some(alert))
+            }
+            (AlertAction::Acknowledge, Some(id)) => {
+                let mut alert = batch.alerts[&id].clone();
+                if alert.acknowledge(now) {
+                    if let Some(incident) = alert.incident_id {
+                        self.follow_incident(
+                            tx,
+                            batch,
+                            caller,
+                            incident,
+                            Transition::Acknowledge,
+                            now,
+                        )
+                        .await?;
+                    }
+                    (Effect::Acknowledged, Some(alert))
+                } else {
+                    (Effect::Ignored, Some(alert))
+                }
+            }
+            (AlertAction::Resolve, Some(id)) => {
+                let mut alert = batch.alerts[&id].clone();
+                alert.resolve(now);
+                batch.open.remove(&(integration.id, key.clone()));
+                let alert_id = alert.id;
+                let incident = alert.incident_id;
+                batch.touch(alert);
+                let service = &batch.routers[&integration.service_id].service;
+                if let Some(incident) = incident
+                    && service.routing.auto_resolve
+                    && self.all_resolved(tx, batch, incident).await?
+                {
+                    self.follow_incident(tx, batch, caller, incident, Transition::Resolve, now)
+                        .await?;
+                }
+                let alert = batch.alerts[&alert_id].clone();
+                (Effect::Resolved, Some(alert))
+            }
+            (_, None) => (Effect::Ignored, None),
+        };
+        // What the request's audit event says of this event: enough to find
+        // the alert and see what changed; the alert row holds the rest.
+        let mut entry = json!({
+            "action": event.action,
+            "dedup_key": key,
+            "effect": effect,
+        });
+        if let Some(a) = &alert {
+            entry["alert_id"] = json!(a.id);
+            entry["status"] = json!(a.status);
+            entry["severity"] = json!(a.severity);
+            entry["incident_id"] = json!(a.incident_id);
+            if effect == Effect::Opened {
+                entry["summary"] = json!(a.summary);
+                entry["quiet"] = json!(a.quiet);
+            }
+        }
+        batch.audited.push(entry);
+        let (alert_id, incident_id) = match alert {
+            Some(a) => {
+                let ids = (Some(a.id), a.incident_id);
+                batch.touch(a);
+                ids
+            }
+            None => (None, None),
+        };
+        Ok(Accepted {
+            dedup_key: key,
+            effect,
+            alert_id,
+            incident_id,
+        })
+    }
+
+    /// A first trigger: routed, then quiet, joined to its group's open
+    /// incident, or opening one of its own.
+    #[allow(clippy::too_many_arguments)]
+    async fn open_alert(
+        &self,
+        tx: &mut Box<dyn Tx>,
+        batch: &mut Batch,
+        caller: &Caller,
+        integration: &Integration,
+        key: String,
+        event: &AlertEvent,
+        now: Timestamp,
+    ) -> Result<Alert> {
+        let rules = &self.config.rules;
+        let routed = batch.routers[&integration.service_id].clone();
+        let (service, router) = (&routed.service, &routed.router);
+        let decision = router.decide(event, rules);
+        let mut alert = Alert::open(Uuid::now_v7(), integration.id, service.id, key, event, now);
+        alert.rule = decision.rule;
+        alert.quiet = if decision.suppress {
+            Some(Quiet::Suppressed)
+        } else if service.in_maintenance(now).is_some() {
+            Some(Quiet::Maintenance)
+        } else {
+            None
+        };
+        if alert.quiet.is_some() {
+            return Ok(alert);
+        }
+        let joined = match &decision.group {
+            Some((group, window)) => {
+                alert.grouping_key = Some(group.clone());
+                match batch.groups.get(&(service.id, group.clone())) {
+                    Some(id) => Some(*id),
+                    None => tx.group_incident(service.id, group, now - *window).await?,
+                }
+            }
+            None => None,
+        };
+        let origin = json!({
+            "alert_id": alert.id,
+            "integration_id": integration.id,
+            "dedup_key": alert.dedup_key,
+            "level": alert.level,
+            "summary": alert.summary,
+        });
+        let incident_id = match joined {
+            Some(id) => {
+                batch.joined.entry(id).or_default().push(origin.clone());
+                id
+            }
+            None => {
+                let draft = IncidentDraft {
+                    title: title_of(&alert.summary, service),
+                    summary: format!("{}\n\nsource: {}", alert.summary, alert.source),
+                    category: decision.category.clone(),
+                    severity: decision.severity.clone(),
+                    affected_services: vec![service.name.clone()],
+                    // A sender's clock far ahead of ours is not a fact to keep.
+                    occurred_at: event
+                        .occurred_at
+                        .filter(|t| *t <= now + SignedDuration::from_mins(5)),
+                    detected_at: Some(now),
+                    ..IncidentDraft::default()
+                }
+                .validated(rules, now)?;
+                let incident = self
+                    .declare_in(tx, caller, draft, now, origin.clone())
+                    .await?;
+                let id = incident.id;
+                batch.incidents.insert(id, incident);
+                id
+            }
+        };
+        if let Some(group) = &alert.grouping_key {
+            batch
+                .groups
+                .insert((service.id, group.clone()), incident_id);
+        }
+        alert.incident_id = Some(incident_id);
+        batch.outbox.push(OutboxMessage::new(
+            "alert.triggered",
+            format!("alert.triggered:{}", alert.id),
+            json!({
+                "alert_id": alert.id,
+                "incident_id": incident_id,
+                "service_id": service.id,
+                "level": alert.level,
+                "severity": alert.severity,
+                "summary": alert.summary,
+                "escalation_policy": decision.escalation_policy,
+            }),
+            now,
+        ));
+        Ok(alert)
+    }
+
+    /// Whether every alert of `incident` is resolved, counting this batch's
+    /// unwritten changes.
+    async fn all_resolved(
+        &self,
+        tx: &mut Box<dyn Tx>,
+        batch: &Batch,
+        incident: Uuid,
+    ) -> Result<bool> {
+        let stored_open = tx.open_alerts_of_incident(incident).await?;
+        let still_open_stored = stored_open
+            .iter()
+            .any(|id| batch.alerts.get(id).is_none_or(Alert::is_open));
+        let open_in_batch = batch
+            .alerts
+            .values()
+            .any(|a| a.incident_id == Some(incident) && a.is_open());
+        Ok(!still_open_stored && !open_in_batch)
+    }
+
+    /// Moves an alert's incident along when the alert says so, unless the
+    /// incident is already there or past it.
+    async fn follow_incident(
+        &self,
+        tx: &mut Box<dyn Tx>,
+        batch: &mut Batch,
+        caller: &Caller,
+        incident: Uuid,
+        t: Transition,
+        now: Timestamp,
+    ) -> Result<()> {
+        let mut current = match batch.incidents.remove(&incident) {
+            Some(i) => i,
+            None => match tx.incident_for_update(&IncidentKey::Id(incident)).await? {
+                Some(i) => i,
+                None => return Ok(()),
+            },
+        };
+        let behind = match t {
+            Transition::Acknowledge => current.status == Status::Triggered,
+            Transition::Resolve => matches!(
+                current.status,
+                Status::Triggered
+                    | Status::Acknowledged
+                    | Status::Investigating
+                    | Status::Mitigated
+            ),
+            _ => false,
+        };
+        if behind {
+            let note = format!("{} by its alerts", t.as_str());
+            self.transition_in(tx, caller, &mut current, t, note, now)
+                .await?;
+        }
+        batch.incidents.insert(incident, current);
+        Ok(())
+    }
+
+    /// Records a change event (a deploy, say) on the integration's service.
+    pub async fn record_change(
+        &self,
+        integration: &Integration,
+        source: Source,
+        change: ChangeEvent,
+    ) -> Result<ChangeRecord> {
+        let caller = Caller::integration(integration.id, &integration.name, source);
+        let now = self.now();
+        let record = ChangeRecord {
+            id: Uuid::now_v7(),
+            service_id: integration.service_id,
+            integration_id: integration.id,
+            received_at: now,
+            change,
+        };
+        let mut tx = self.begin().await?;
+        tx.insert_service_change(&record).await?;
+        tx.append_audit(
+            &AuditEvent::success(
+                now,
+                &caller.actor(),
+                &caller.source,
+                Operation::Create,
+                "service_change_record",
+                Target::new("service", Some(integration.service_id.to_string())),
+            )
+            .with_change(
+                None,
+                Some(json!({ "change_id": record.id, "summary": record.change.summary })),
+            ),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+}

@@ -1,0 +1,341 @@
+//! Alerts: what monitoring sends, in one normal form whatever the format it
+//! arrived in, and the deduplicated alert Kiroku keeps of it.
+//!
+//! Each intake format has a parser of its own (`pagerduty`, `alertmanager`,
+//! `grafana`, `generic`) that turns a request body into [`AlertEvent`]s or a
+//! list of [`ValidationError`]s naming every field at fault. Parsers never
+//! panic on any input; their property tests feed them arbitrary bytes.
+
+pub mod alertmanager;
+mod fields;
+pub mod generic;
+pub mod grafana;
+pub mod pagerduty;
+pub mod routing;
+mod service;
+
+pub use service::{DEFAULT_RATE_LIMIT_PER_SECOND, Integration, RATE_LIMIT_PER_SECOND_MAX, Service};
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::ValidationError;
+
+/// The most events one request may carry (an Alertmanager group can be large).
+pub const EVENTS_PER_REQUEST_MAX: usize = 10_000;
+/// PagerDuty's limits, applied to every format.
+pub const DEDUP_KEY_MAX: usize = 255;
+pub const SUMMARY_MAX: usize = 1024;
+pub const SOURCE_MAX: usize = 255;
+pub const LABELS_MAX: usize = 64;
+pub const LABEL_NAME_MAX: usize = 128;
+pub const LABEL_VALUE_MAX: usize = 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IntegrationKind {
+    Pagerduty,
+    Alertmanager,
+    Grafana,
+    Generic,
+}
+
+impl IntegrationKind {
+    pub const ALL: [IntegrationKind; 4] = [
+        IntegrationKind::Pagerduty,
+        IntegrationKind::Alertmanager,
+        IntegrationKind::Grafana,
+        IntegrationKind::Generic,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IntegrationKind::Pagerduty => "pagerduty",
+            IntegrationKind::Alertmanager => "alertmanager",
+            IntegrationKind::Grafana => "grafana",
+            IntegrationKind::Generic => "generic",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<IntegrationKind> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertAction {
+    Trigger,
+    Acknowledge,
+    Resolve,
+}
+
+/// PagerDuty's four severities: the normal form every format maps onto.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertSeverity {
+    Critical,
+    Error,
+    Warning,
+    Info,
+}
+
+impl AlertSeverity {
+    pub const ALL: [AlertSeverity; 4] = [
+        AlertSeverity::Critical,
+        AlertSeverity::Error,
+        AlertSeverity::Warning,
+        AlertSeverity::Info,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertSeverity::Critical => "critical",
+            AlertSeverity::Error => "error",
+            AlertSeverity::Warning => "warning",
+            AlertSeverity::Info => "info",
+        }
+    }
+
+    /// Exactly one of the four names (PagerDuty is strict).
+    pub fn parse(s: &str) -> Option<AlertSeverity> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+
+    /// A severity label as monitoring systems write them (`page`, `high`,
+    /// `warn`, `P1`…); unknown words read as `None`.
+    pub fn parse_loose(s: &str) -> Option<AlertSeverity> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "critical" | "crit" | "page" | "emergency" | "fatal" | "disaster" | "p0" | "p1"
+            | "sev0" | "sev1" => Some(AlertSeverity::Critical),
+            "error" | "err" | "high" | "major" | "p2" | "sev2" => Some(AlertSeverity::Error),
+            "warning" | "warn" | "medium" | "minor" | "average" | "p3" | "sev3" => {
+                Some(AlertSeverity::Warning)
+            }
+            "info" | "information" | "informational" | "low" | "notice" | "none" | "ok" | "p4"
+            | "p5" | "sev4" | "sev5" => Some(AlertSeverity::Info),
+            _ => None,
+        }
+    }
+
+    /// The alert level of seed 004 that notifications pick channels by.
+    pub fn level(self) -> AlertLevel {
+        match self {
+            AlertSeverity::Critical | AlertSeverity::Error => AlertLevel::Critical,
+            AlertSeverity::Warning => AlertLevel::Warning,
+            AlertSeverity::Info => AlertLevel::Info,
+        }
+    }
+}
+
+/// Critical: users are affected; Warning: they may be; Info: watch it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertLevel {
+    Critical,
+    Warning,
+    Info,
+}
+
+impl AlertLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertLevel::Critical => "critical",
+            AlertLevel::Warning => "warning",
+            AlertLevel::Info => "info",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertLink {
+    pub href: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+}
+
+/// One alert event in Kiroku's normal form.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertEvent {
+    pub action: AlertAction,
+    /// The key that makes repeats one alert. Only a trigger may lack one
+    /// (it is then given a fresh key).
+    pub dedup_key: Option<String>,
+    pub summary: String,
+    pub source: String,
+    pub severity: AlertSeverity,
+    /// When the sender says it happened.
+    pub occurred_at: Option<Timestamp>,
+    /// Labels to route and group by (Alertmanager's labels; PagerDuty's
+    /// component, group and class).
+    pub labels: BTreeMap<String, String>,
+    /// Everything else the sender said, kept as sent.
+    pub details: serde_json::Value,
+    pub links: Vec<AlertLink>,
+    /// The sender's own grouping (Alertmanager's groupKey).
+    pub group_key: Option<String>,
+}
+
+/// A change event (a deploy, a configuration change) for a service's
+/// timeline: PagerDuty's `/v2/change/enqueue`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChangeEvent {
+    pub summary: String,
+    pub source: Option<String>,
+    pub occurred_at: Option<Timestamp>,
+    pub details: serde_json::Value,
+    pub links: Vec<AlertLink>,
+}
+
+/// A request body that does not parse: every problem found, each naming
+/// its field (`payload.summary`, `alerts[3].labels`).
+pub type Problems = Vec<ValidationError>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertStatus {
+    Triggered,
+    Acknowledged,
+    Resolved,
+}
+
+impl AlertStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertStatus::Triggered => "triggered",
+            AlertStatus::Acknowledged => "acknowledged",
+            AlertStatus::Resolved => "resolved",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<AlertStatus> {
+        [
+            AlertStatus::Triggered,
+            AlertStatus::Acknowledged,
+            AlertStatus::Resolved,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == s)
+    }
+}
+
+/// Why an alert pages nobody.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Quiet {
+    /// A routing rule suppresses it.
+    Suppressed,
+    /// It arrived during a maintenance window.
+    Maintenance,
+}
+
+/// One deduplicated alert: the first trigger and every repeat of its key
+/// until it resolves.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    pub id: Uuid,
+    pub integration_id: Uuid,
+    pub service_id: Uuid,
+    pub dedup_key: String,
+    pub status: AlertStatus,
+    pub summary: String,
+    pub source: String,
+    pub severity: AlertSeverity,
+    pub level: AlertLevel,
+    pub labels: BTreeMap<String, String>,
+    pub details: serde_json::Value,
+    pub links: Vec<AlertLink>,
+    /// The sender's own grouping (Alertmanager's groupKey).
+    pub group_key: Option<String>,
+    /// The routing's grouping: alerts with equal keys share an incident.
+    pub grouping_key: Option<String>,
+    /// Triggers received, the first included.
+    pub count: i64,
+    pub first_seen_at: Timestamp,
+    pub last_seen_at: Timestamp,
+    pub acknowledged_at: Option<Timestamp>,
+    pub resolved_at: Option<Timestamp>,
+    /// The incident it opened or joined; none when quiet.
+    pub incident_id: Option<Uuid>,
+    pub quiet: Option<Quiet>,
+    /// The routing rule that matched, by position.
+    pub rule: Option<usize>,
+}
+
+impl Alert {
+    /// The alert a first trigger opens.
+    pub fn open(
+        id: Uuid,
+        integration_id: Uuid,
+        service_id: Uuid,
+        dedup_key: String,
+        event: &AlertEvent,
+        now: Timestamp,
+    ) -> Alert {
+        Alert {
+            id,
+            integration_id,
+            service_id,
+            dedup_key,
+            status: AlertStatus::Triggered,
+            summary: event.summary.clone(),
+            source: event.source.clone(),
+            severity: event.severity,
+            level: event.severity.level(),
+            labels: event.labels.clone(),
+            details: event.details.clone(),
+            links: event.links.clone(),
+            group_key: event.group_key.clone(),
+            grouping_key: None,
+            count: 1,
+            first_seen_at: now,
+            last_seen_at: now,
+            acknowledged_at: None,
+            resolved_at: None,
+            incident_id: None,
+            quiet: None,
+            rule: None,
+        }
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.status != AlertStatus::Resolved
+    }
+
+    /// A repeated trigger: counted, and its latest words kept.
+    pub fn repeat(&mut self, event: &AlertEvent, now: Timestamp) {
+        self.count += 1;
+        self.last_seen_at = now;
+        self.summary = event.summary.clone();
+        self.severity = event.severity;
+        self.level = event.severity.level();
+        self.labels = event.labels.clone();
+        self.details = event.details.clone();
+        self.links = event.links.clone();
+    }
+
+    /// True when this changed the alert.
+    pub fn acknowledge(&mut self, now: Timestamp) -> bool {
+        if self.status != AlertStatus::Triggered {
+            return false;
+        }
+        self.status = AlertStatus::Acknowledged;
+        self.acknowledged_at = Some(now);
+        self.last_seen_at = now;
+        true
+    }
+
+    /// True when this changed the alert.
+    pub fn resolve(&mut self, now: Timestamp) -> bool {
+        if self.status == AlertStatus::Resolved {
+            return false;
+        }
+        self.status = AlertStatus::Resolved;
+        self.resolved_at = Some(now);
+        self.last_seen_at = now;
+        true
+    }
+}

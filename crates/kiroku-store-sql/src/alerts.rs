@@ -1,0 +1,238 @@
+//! Services, integrations, alerts and change events: the SQL behind intake.
+
+use kiroku_domain::alert::{Alert, Integration, Service};
+use kiroku_store::{AlertQuery, ChangeRecord, Result, StoreError};
+use sqlx::AnyConnection;
+use uuid::Uuid;
+
+use crate::convert::{micros, to_doc};
+use crate::store::{Bind, Filter, SqlStore, Statement, bind_all, decode_docs, multi_insert, page};
+use crate::{Dialect, map_err};
+
+/// Rows per multi-row statement: 10 binds each stays far below every
+/// backend's limit on bound parameters.
+const ROWS_PER_STATEMENT: usize = 200;
+
+impl SqlStore {
+    pub(crate) async fn alerts_matching(&self, q: &AlertQuery) -> Result<Vec<Alert>> {
+        let mut f = Filter::default();
+        f.any_of(
+            "status",
+            q.statuses.iter().map(|s| s.as_str().to_string()).collect(),
+        );
+        for (column, id) in [
+            ("service_id", q.service_id),
+            ("integration_id", q.integration_id),
+            ("incident_id", q.incident_id),
+        ] {
+            if let Some(id) = id {
+                f.eq(column, Bind::Text(id.to_string()));
+            }
+        }
+        if let Some(after) = q.after {
+            f.before("first_seen_at", after);
+        }
+        let sql = format!(
+            "SELECT doc FROM alerts{} ORDER BY first_seen_at DESC, id DESC LIMIT {}",
+            f.where_sql(),
+            page(q.limit)
+        );
+        self.docs(&sql, f.binds).await
+    }
+}
+
+pub(crate) async fn insert_service(conn: &mut AnyConnection, s: &Service) -> Result<()> {
+    sqlx::query("INSERT INTO services (id, name, version, doc) VALUES ($1, $2, $3, $4)")
+        .bind(s.id.to_string())
+        .bind(&s.name)
+        .bind(s.version)
+        .bind(to_doc(s)?)
+        .execute(conn)
+        .await
+        .map_err(map_err)
+        .map_err(|e| match e {
+            StoreError::Duplicate(_) => StoreError::Duplicate("service name"),
+            other => other,
+        })?;
+    Ok(())
+}
+
+pub(crate) async fn update_service(
+    conn: &mut AnyConnection,
+    s: &Service,
+    expected_version: i64,
+) -> Result<()> {
+    let done = sqlx::query(
+        "UPDATE services SET name = $1, version = $2, doc = $3 WHERE id = $4 AND version = $5",
+    )
+    .bind(&s.name)
+    .bind(s.version)
+    .bind(to_doc(s)?)
+    .bind(s.id.to_string())
+    .bind(expected_version)
+    .execute(&mut *conn)
+    .await
+    .map_err(map_err)?;
+    if done.rows_affected() == 1 {
+        return Ok(());
+    }
+    let current: Option<(i64,)> = sqlx::query_as("SELECT version FROM services WHERE id = $1")
+        .bind(s.id.to_string())
+        .fetch_optional(conn)
+        .await
+        .map_err(map_err)?;
+    Err(StoreError::VersionMismatch {
+        current: current.map_or(0, |(v,)| v),
+    })
+}
+
+pub(crate) async fn save_integration(
+    conn: &mut AnyConnection,
+    i: &Integration,
+    insert: bool,
+) -> Result<()> {
+    let sql = if insert {
+        "INSERT INTO integrations (id, service_id, key, doc) VALUES ($1, $2, $3, $4)"
+    } else {
+        "UPDATE integrations SET service_id = $2, key = $3, doc = $4 WHERE id = $1"
+    };
+    sqlx::query(sql)
+        .bind(i.id.to_string())
+        .bind(i.service_id.to_string())
+        .bind(&i.key)
+        .bind(to_doc(i)?)
+        .execute(conn)
+        .await
+        .map_err(map_err)
+        .map_err(|e| match e {
+            StoreError::Duplicate(_) => StoreError::Duplicate("integration key"),
+            other => other,
+        })?;
+    Ok(())
+}
+
+pub(crate) async fn open_alerts(
+    conn: &mut AnyConnection,
+    dialect: Dialect,
+    keys: &[(Uuid, String)],
+) -> Result<Vec<Alert>> {
+    let lock = dialect.for_update();
+    // One equality on the integration and a plain IN list of keys per
+    // statement: both planners use the open-alert index for that, where a
+    // row-value IN list can fall back to scanning.
+    let mut by_integration: std::collections::BTreeMap<Uuid, Vec<&str>> = Default::default();
+    for (integration, key) in keys {
+        by_integration.entry(*integration).or_default().push(key);
+    }
+    let mut out = Vec::new();
+    for (integration, keys) in by_integration {
+        for chunk in keys.chunks(ROWS_PER_STATEMENT * 4) {
+            let mut f = Filter::for_dialect(dialect);
+            f.eq("integration_id", Bind::Text(integration.to_string()));
+            f.any_of("dedup_key", chunk.iter().map(|k| k.to_string()).collect());
+            let sql = format!(
+                "SELECT doc FROM alerts{} AND status <> 'resolved'{lock}",
+                f.where_sql()
+            );
+            let rows = bind_all(sqlx::query(&sql), f.binds)
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(map_err)?;
+            let rows: Vec<(String,)> = rows
+                .iter()
+                .map(sqlx::FromRow::from_row)
+                .collect::<std::result::Result<_, _>>()
+                .map_err(map_err)?;
+            out.extend(decode_docs::<Alert>(rows)?);
+        }
+    }
+    Ok(out)
+}
+
+/// The upserts that store `alerts`.
+pub(crate) fn save_alerts(dialect: Dialect, alerts: &[Alert]) -> Result<Vec<Statement>> {
+    let rows = alerts
+        .iter()
+        .map(|a| {
+            Ok(vec![
+                Bind::Text(a.id.to_string()),
+                Bind::Text(a.integration_id.to_string()),
+                Bind::Text(a.service_id.to_string()),
+                Bind::Text(a.dedup_key.clone()),
+                Bind::Text(a.status.as_str().to_string()),
+                a.incident_id
+                    .map_or(Bind::Null, |id| Bind::Text(id.to_string())),
+                a.grouping_key.clone().map_or(Bind::Null, Bind::Text),
+                Bind::Int(micros(a.first_seen_at)),
+                Bind::Int(micros(a.last_seen_at)),
+                Bind::Text(to_doc(a)?),
+            ])
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(multi_insert(
+        dialect,
+        "INSERT INTO alerts (id, integration_id, service_id, dedup_key, status, incident_id,
+            group_key, first_seen_at, last_seen_at, doc)",
+        rows,
+        ROWS_PER_STATEMENT,
+        " ON CONFLICT (id) DO UPDATE SET status = excluded.status,
+            incident_id = excluded.incident_id, last_seen_at = excluded.last_seen_at,
+            doc = excluded.doc",
+    ))
+}
+
+pub(crate) async fn open_alerts_of_incident(
+    conn: &mut AnyConnection,
+    incident: Uuid,
+) -> Result<Vec<Uuid>> {
+    let rows: Vec<(String,)> =
+        sqlx::query_as("SELECT id FROM alerts WHERE incident_id = $1 AND status <> 'resolved'")
+            .bind(incident.to_string())
+            .fetch_all(conn)
+            .await
+            .map_err(map_err)?;
+    rows.into_iter()
+        .map(|(id,)| {
+            Uuid::parse_str(&id).map_err(|_| StoreError::Corrupt(format!("alert id {id:?}")))
+        })
+        .collect()
+}
+
+pub(crate) async fn group_incident(
+    conn: &mut AnyConnection,
+    service: Uuid,
+    group_key: &str,
+    since: jiff::Timestamp,
+) -> Result<Option<Uuid>> {
+    let row: Option<(String,)> = sqlx::query_as(
+        "SELECT a.incident_id FROM alerts a JOIN incidents i ON i.id = a.incident_id
+         WHERE a.service_id = $1 AND a.group_key = $2 AND a.first_seen_at >= $3
+           AND i.status NOT IN ('resolved', 'closed')
+         ORDER BY a.first_seen_at DESC LIMIT 1",
+    )
+    .bind(service.to_string())
+    .bind(group_key)
+    .bind(micros(since))
+    .fetch_optional(conn)
+    .await
+    .map_err(map_err)?;
+    row.map(|(id,)| {
+        Uuid::parse_str(&id).map_err(|_| StoreError::Corrupt(format!("incident id {id:?}")))
+    })
+    .transpose()
+}
+
+pub(crate) async fn insert_service_change(
+    conn: &mut AnyConnection,
+    c: &ChangeRecord,
+) -> Result<()> {
+    sqlx::query("INSERT INTO service_changes (id, service_id, at, doc) VALUES ($1, $2, $3, $4)")
+        .bind(c.id.to_string())
+        .bind(c.service_id.to_string())
+        .bind(micros(c.received_at))
+        .bind(to_doc(c)?)
+        .execute(conn)
+        .await
+        .map_err(map_err)?;
+    Ok(())
+}

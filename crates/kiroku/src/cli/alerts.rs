@@ -1,0 +1,164 @@
+//! `kiroku integration …` and `kiroku alert …`: the API client side of
+//! alert intake.
+
+use clap::Subcommand;
+use serde_json::{Value, json};
+
+use super::{ClientArgs, client, cut, print_items, print_json, query, text, time};
+
+#[derive(Debug, Subcommand)]
+pub enum IntegrationCommand {
+    /// Create an integration (and its service, if new); prints the routing
+    /// key and the URL to give the monitoring system.
+    Create {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// pagerduty, alertmanager, grafana or generic.
+        #[arg(long = "type")]
+        kind: String,
+        /// The service the alerts are about, by name or id.
+        #[arg(long)]
+        service: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// Requests accepted per second before 429 (default 1000).
+        #[arg(long)]
+        rate_limit: Option<u32>,
+    },
+    /// List integrations.
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(long)]
+        service: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AlertCommand {
+    /// List alerts, newest first.
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// Comma-separated: triggered, acknowledged, resolved.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        service: Option<String>,
+        #[arg(long)]
+        limit: Option<u32>,
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+}
+
+/// Where a monitoring system sends events for this integration.
+fn intake_url(server: &str, i: &Value) -> String {
+    let key = text(&i["key"]);
+    match i["kind"].as_str() {
+        Some("pagerduty") => format!("{server}/v2/enqueue"),
+        Some(kind) => format!("{server}/api/v1/integrations/{key}/{kind}"),
+        None => String::new(),
+    }
+}
+
+pub async fn integration(cmd: IntegrationCommand) -> anyhow::Result<()> {
+    match cmd {
+        IntegrationCommand::Create {
+            client: a,
+            kind,
+            service,
+            name,
+            rate_limit,
+        } => {
+            let c = client(&a)?;
+            let body = json!({
+                "type": kind, "service": service, "name": name,
+                "rate_limit_per_second": rate_limit,
+            });
+            let i = c.post("/api/v1/integrations", &body).await?;
+            if a.json {
+                return print_json(&i);
+            }
+            println!(
+                "created {} integration {}",
+                text(&i["kind"]),
+                text(&i["name"])
+            );
+            println!("routing key: {}", text(&i["key"]));
+            println!("url:         {}", intake_url(&c.server, &i));
+            Ok(())
+        }
+        IntegrationCommand::List { client: a, service } => {
+            let c = client(&a)?;
+            let list = c
+                .get(&format!(
+                    "/api/v1/integrations{}",
+                    query(&[("service", service)])
+                ))
+                .await?;
+            if a.json {
+                return print_json(&list);
+            }
+            print_items(&list, &["NAME", "TYPE", "SERVICE", "URL"], |i| {
+                vec![
+                    text(&i["name"]),
+                    text(&i["kind"]),
+                    text(&i["service_id"]),
+                    if text(&i["key"]).is_empty() {
+                        "(hidden)".into()
+                    } else {
+                        intake_url(&c.server, i)
+                    },
+                ]
+            });
+            Ok(())
+        }
+    }
+}
+
+pub async fn alert(cmd: AlertCommand) -> anyhow::Result<()> {
+    match cmd {
+        AlertCommand::List {
+            client: a,
+            status,
+            service,
+            limit,
+            cursor,
+        } => {
+            let c = client(&a)?;
+            let qs = query(&[
+                ("status", status),
+                ("service", service),
+                ("limit", limit.map(|l| l.to_string())),
+                ("cursor", cursor),
+            ]);
+            let list = c.get(&format!("/api/v1/alerts{qs}")).await?;
+            if a.json {
+                return print_json(&list);
+            }
+            print_items(
+                &list,
+                &[
+                    "STATUS",
+                    "LEVEL",
+                    "COUNT",
+                    "LAST SEEN",
+                    "DEDUP KEY",
+                    "SUMMARY",
+                ],
+                |i| {
+                    vec![
+                        text(&i["status"]),
+                        text(&i["level"]),
+                        i["count"].to_string(),
+                        time(&i["last_seen_at"]),
+                        cut(&text(&i["dedup_key"]), 24),
+                        cut(&text(&i["summary"]), 60),
+                    ]
+                },
+            );
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,961 @@
+//! Alert intake over real HTTP: PagerDuty Events v2, Alertmanager, Grafana
+//! and generic webhooks, deduplication, routing, grouping, maintenance,
+//! back-pressure and bad input, on both backends.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::support::{self, TestApp};
+
+/// Creates an integration as admin; returns (key, id).
+async fn integration(t: &TestApp, kind: &str, service: &str) -> (String, String) {
+    integration_with(t, json!({ "type": kind, "service": service })).await
+}
+
+async fn integration_with(t: &TestApp, body: Value) -> (String, String) {
+    let (status, i) = t.post(&t.admin, "/api/v1/integrations", body).await;
+    assert_eq!(status, StatusCode::CREATED, "{i}");
+    let key = i["key"].as_str().unwrap().to_string();
+    assert_eq!(key.len(), 32);
+    (key, i["id"].as_str().unwrap().to_string())
+}
+
+/// Posts raw JSON anonymously (monitoring systems carry no user token).
+async fn send(t: &TestApp, path: &str, body: &Value) -> (StatusCode, Value) {
+    t.call(None, reqwest::Method::POST, path, Some(body.clone()))
+        .await
+}
+
+fn pd_trigger(key: &str, dedup: Option<&str>, summary: &str) -> Value {
+    // As in PagerDuty's documentation of the Events API v2.
+    let mut e = json!({
+        "payload": {
+            "summary": summary,
+            "timestamp": "2015-07-17T08:42:58.315+0000",
+            "source": "monitoringtool:cloudvendor:central-region-dc-01:852559987:cluster/api-stats-prod-003",
+            "severity": "critical",
+            "component": "postgres",
+            "group": "prod-datapipe",
+            "class": "deploy",
+            "custom_details": { "ping time": "1500ms", "load avg": 0.75 }
+        },
+        "routing_key": key,
+        "images": [{ "src": "https://www.pagerduty.com/wp-content/uploads/2016/05/pagerduty-logo-green.png", "href": "https://example.com/", "alt": "Example text" }],
+        "links": [{ "href": "https://example.com/", "text": "Link text" }],
+        "event_action": "trigger",
+        "client": "Sample Monitoring Service",
+        "client_url": "https://monitoring.example.com"
+    });
+    if let Some(d) = dedup {
+        e["dedup_key"] = json!(d);
+    }
+    e
+}
+
+async fn alerts(t: &TestApp, query: &str) -> Vec<Value> {
+    let (status, body) = t.get(&t.responder, &format!("/api/v1/alerts{query}")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["items"].as_array().unwrap().clone()
+}
+
+async fn incident(t: &TestApp, id: &Value) -> Value {
+    let (status, body) = t
+        .get(
+            &t.responder,
+            &format!("/api/v1/incidents/{}", id.as_str().unwrap()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body
+}
+
+fn am_alert(status: &str, fingerprint: &str, labels: Value) -> Value {
+    json!({
+        "status": status,
+        "labels": labels,
+        "annotations": { "summary": format!("{} is down", labels["instance"].as_str().unwrap_or("?")) },
+        "startsAt": "2026-11-21T00:00:00Z",
+        "endsAt": if status == "resolved" { "2026-11-21T00:05:00Z" } else { "0001-01-01T00:00:00Z" },
+        "generatorURL": "http://prometheus.example.com/graph",
+        "fingerprint": fingerprint
+    })
+}
+
+fn am_payload(alerts: Vec<Value>) -> Value {
+    json!({
+        "version": "4",
+        "groupKey": "{}:{alertname=\"InstanceDown\"}",
+        "truncatedAlerts": 0,
+        "status": "firing",
+        "receiver": "kiroku",
+        "groupLabels": { "alertname": "InstanceDown" },
+        "commonLabels": { "alertname": "InstanceDown" },
+        "commonAnnotations": {},
+        "externalURL": "http://alertmanager.example.com",
+        "alerts": alerts
+    })
+}
+
+/// PagerDuty events: dedup, acknowledge, resolve, re-trigger after close,
+/// generated keys, and every step in the audit log.
+async fn pagerduty_story(t: &TestApp) {
+    let (key, _) = integration(t, "pagerduty", "billing").await;
+    let (status, body) = send(
+        t,
+        "/v2/enqueue",
+        &pd_trigger(&key, Some("db-1/disk"), "Disk full on db-1"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(
+        body,
+        json!({"status": "success", "message": "Event processed", "dedup_key": "db-1/disk"})
+    );
+    // A repeat is counted, not opened again.
+    let (status, _) = send(
+        t,
+        "/v2/enqueue",
+        &pd_trigger(&key, Some("db-1/disk"), "Disk full on db-1 (still)"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let list = alerts(t, "?service=billing").await;
+    assert_eq!(list.len(), 1, "{list:?}");
+    let alert = &list[0];
+    assert_eq!(alert["count"], 2);
+    assert_eq!(alert["status"], "triggered");
+    assert_eq!(alert["level"], "critical");
+    assert_eq!(alert["summary"], "Disk full on db-1 (still)");
+    assert_eq!(alert["labels"]["component"], "postgres");
+    let inc = incident(t, &alert["incident_id"]).await;
+    assert_eq!(inc["status"], "triggered");
+    assert_eq!(
+        inc["severity"], "P0",
+        "critical maps to the scheme's first level"
+    );
+    assert_eq!(inc["category"], "server_failure");
+    assert_eq!(inc["title"], "Disk full on db-1");
+
+    let ack = json!({"routing_key": key, "event_action": "acknowledge", "dedup_key": "db-1/disk"});
+    assert_eq!(send(t, "/v2/enqueue", &ack).await.0, StatusCode::ACCEPTED);
+    let inc = incident(t, &alert["incident_id"]).await;
+    assert_eq!(inc["status"], "acknowledged");
+
+    let resolve = json!({"routing_key": key, "event_action": "resolve", "dedup_key": "db-1/disk"});
+    assert_eq!(
+        send(t, "/v2/enqueue", &resolve).await.0,
+        StatusCode::ACCEPTED
+    );
+    let inc = incident(t, &alert["incident_id"]).await;
+    assert_eq!(inc["status"], "resolved", "its only alert resolved");
+    assert_eq!(alerts(t, "?status=resolved").await.len(), 1);
+    // Resolving again changes nothing.
+    assert_eq!(
+        send(t, "/v2/enqueue", &resolve).await.0,
+        StatusCode::ACCEPTED
+    );
+
+    // A trigger after the close opens a new alert and a new incident.
+    send(
+        t,
+        "/v2/enqueue",
+        &pd_trigger(&key, Some("db-1/disk"), "Disk full again"),
+    )
+    .await;
+    let list = alerts(t, "?service=billing").await;
+    assert_eq!(list.len(), 2);
+    assert_ne!(list[0]["incident_id"], list[1]["incident_id"]);
+
+    // No dedup key: one is made up and returned.
+    let (status, body) = send(t, "/v2/enqueue", &pd_trigger(&key, None, "Something")).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(body["dedup_key"].as_str().unwrap().len(), 32);
+
+    // Change events land on the service's timeline.
+    let change = json!({
+        "routing_key": key,
+        "payload": {
+            "summary": "Build Success: Increase snapshot create timeout to 30 seconds",
+            "timestamp": "2020-07-17T08:42:58.315+0000",
+            "source": "acme-build-pipeline-tool-default-i-9999",
+            "custom_details": { "build_state": "passed", "build_number": "2", "run_time": "1236s" }
+        },
+        "links": [{ "href": "https://acme.pagerduty.dev/build/2", "text": "View more details in Acme!" }]
+    });
+    let (status, body) = send(t, "/v2/change/enqueue", &change).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let (_, changes) = t.get(&t.viewer, "/api/v1/services/billing/changes").await;
+    assert_eq!(
+        changes["items"][0]["change"]["summary"],
+        "Build Success: Increase snapshot create timeout to 30 seconds"
+    );
+
+    let audit = t.audit().await;
+    let actions: Vec<&str> = audit
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    for a in [
+        "integration_create",
+        "alert_intake",
+        "incident_create",
+        "incident_acknowledge",
+        "incident_resolve",
+        "service_change_record",
+    ] {
+        assert!(actions.contains(&a), "{a} missing from {actions:?}");
+    }
+    // One audit event per request, saying what each event did.
+    let effects: Vec<&str> = audit
+        .iter()
+        .filter(|e| e["action"] == "alert_intake")
+        .map(|e| e["after"]["events"][0]["effect"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        effects[..5],
+        ["opened", "repeated", "acknowledged", "resolved", "ignored"]
+    );
+    let intake = audit
+        .iter()
+        .find(|e| e["action"] == "alert_intake")
+        .unwrap();
+    assert_eq!(intake["actor"]["kind"], "integration");
+    assert_eq!(intake["actor"]["role"], "integration");
+    assert_eq!(intake["target"]["kind"], "integration");
+    assert_eq!(intake["after"]["events"][0]["summary"], "Disk full on db-1");
+    // The routing key is a credential: it is in no audit event.
+    assert!(!serde_json::to_string(&audit).unwrap().contains(&key));
+    assert_audit_verifies(t).await;
+}
+
+/// Alertmanager groups: alerts sharing labels join one incident, which
+/// resolves when the last of them does.
+async fn alertmanager_story(t: &TestApp) {
+    let (key, _) = integration(t, "alertmanager", "web").await;
+    let (status, _) = t
+        .call(
+            Some(&t.admin),
+            reqwest::Method::PUT,
+            "/api/v1/services/web/routing",
+            Some(json!({
+                "grouping": {"mode": "labels", "labels": ["alertname"], "window_minutes": 60},
+                "rules": [
+                    {"name": "db", "when": {"labels": {"team": "db"}}, "then": {"severity": "P1", "category": "database"}},
+                    {"name": "noise", "when": {"labels": {"alertname": {"regex": "Watchdog|InfoInhibitor"}}}, "then": {"suppress": true}}
+                ]
+            })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let url = format!("/api/v1/integrations/{key}/alertmanager");
+    let a = am_alert(
+        "firing",
+        "fa1",
+        json!({"alertname": "InstanceDown", "instance": "web-1", "severity": "critical"}),
+    );
+    let b = am_alert(
+        "firing",
+        "fb2",
+        json!({"alertname": "InstanceDown", "instance": "web-2", "severity": "critical"}),
+    );
+    let dog = am_alert(
+        "firing",
+        "fd3",
+        json!({"alertname": "Watchdog", "instance": "-", "severity": "none"}),
+    );
+    let (status, body) = send(t, &url, &am_payload(vec![a.clone(), b.clone(), dog])).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["events"], 3);
+    let firing = alerts(t, "?service=web&status=triggered").await;
+    assert_eq!(firing.len(), 3);
+    let grouped: Vec<&Value> = firing.iter().filter(|a| a["quiet"].is_null()).collect();
+    assert_eq!(grouped.len(), 2);
+    assert_eq!(
+        grouped[0]["incident_id"], grouped[1]["incident_id"],
+        "one incident for the group"
+    );
+    let watchdog = firing
+        .iter()
+        .find(|a| a["labels"]["alertname"] == "Watchdog")
+        .unwrap();
+    assert_eq!(watchdog["quiet"], "suppressed");
+    assert!(watchdog["incident_id"].is_null());
+    let incident_id = grouped[0]["incident_id"].clone();
+
+    // Alertmanager sends the whole group again, one alert now resolved.
+    let a_resolved = am_alert(
+        "resolved",
+        "fa1",
+        json!({"alertname": "InstanceDown", "instance": "web-1", "severity": "critical"}),
+    );
+    send(t, &url, &am_payload(vec![a_resolved, b.clone()])).await;
+    assert_eq!(
+        incident(t, &incident_id).await["status"],
+        "triggered",
+        "one alert still firing"
+    );
+    let b_resolved = am_alert(
+        "resolved",
+        "fb2",
+        json!({"alertname": "InstanceDown", "instance": "web-2", "severity": "critical"}),
+    );
+    send(t, &url, &am_payload(vec![b_resolved])).await;
+    assert_eq!(incident(t, &incident_id).await["status"], "resolved");
+    let (_, timeline) = t
+        .get(
+            &t.responder,
+            &format!(
+                "/api/v1/incidents/{}/timeline",
+                incident_id.as_str().unwrap()
+            ),
+        )
+        .await;
+    let kinds: Vec<&str> = timeline["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["declared", "alert", "status_changed"], "{timeline}");
+
+    // A routing rule picks severity and category.
+    let db = am_alert(
+        "firing",
+        "fdb",
+        json!({"alertname": "ReplicationLag", "instance": "db-1", "team": "db"}),
+    );
+    send(t, &url, &am_payload(vec![db])).await;
+    let list = alerts(t, "?service=web&status=triggered").await;
+    let db = list.iter().find(|a| a["dedup_key"] == "fdb").unwrap();
+    assert_eq!(db["rule"], 0);
+    let inc = incident(t, &db["incident_id"]).await;
+    assert_eq!(
+        (inc["severity"].as_str(), inc["category"].as_str()),
+        (Some("P1"), Some("database"))
+    );
+}
+
+/// Grafana's webhook, the generic format, and maintenance windows.
+async fn grafana_generic_maintenance_story(t: &TestApp) {
+    let (gkey, _) = integration(t, "grafana", "api").await;
+    let grafana = json!({
+        "receiver": "kiroku", "status": "firing", "orgId": 1,
+        "alerts": [{
+            "status": "firing",
+            "labels": {"alertname": "HighLatency", "grafana_folder": "API", "severity": "warning"},
+            "annotations": {"summary": "p95 latency above 1s"},
+            "startsAt": "2026-11-21T00:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
+            "generatorURL": "https://grafana.example.com/alerting/grafana/abc/view",
+            "fingerprint": "a1b2c3", "silenceURL": "https://grafana.example.com/alerting/silence/new",
+            "dashboardURL": "", "panelURL": "", "values": {"B": 1.2}, "valueString": "[ var='B' value=1.2 ]"
+        }],
+        "groupLabels": {"alertname": "HighLatency"}, "commonLabels": {"alertname": "HighLatency"},
+        "commonAnnotations": {}, "externalURL": "https://grafana.example.com/",
+        "version": "1", "groupKey": "{}:{alertname=\"HighLatency\"}", "truncatedAlerts": 0,
+        "title": "[FIRING:1] HighLatency API", "state": "alerting", "message": "p95 latency above 1s"
+    });
+    let (status, body) = send(t, &format!("/api/v1/integrations/{gkey}/grafana"), &grafana).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let list = alerts(t, "?service=api").await;
+    assert_eq!(list[0]["level"], "warning");
+    assert_eq!(incident(t, &list[0]["incident_id"]).await["severity"], "P2");
+
+    let (key, _) = integration(t, "generic", "api").await;
+    let url = format!("/api/v1/integrations/{key}/generic");
+    let (status, body) = send(
+        t,
+        &url,
+        &json!({"summary": "Queue backlog over 10k", "source": "worker-3", "severity": "warning", "dedup_key": "q"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["results"][0]["effect"], "opened");
+
+    // During maintenance alerts are kept but page nobody.
+    let now = jiff::Timestamp::now();
+    let (status, w) = t
+        .post(
+            &t.admin,
+            "/api/v1/services/api/maintenance-windows",
+            json!({"starts_at": now - jiff::SignedDuration::from_mins(1), "ends_at": now + jiff::SignedDuration::from_mins(30), "reason": "DB upgrade"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{w}");
+    let (_, body) = send(
+        t,
+        &url,
+        &json!({"summary": "Replica down", "source": "db-2", "dedup_key": "m"}),
+    )
+    .await;
+    assert_eq!(body["results"][0]["effect"], "opened");
+    assert!(body["results"][0]["incident_id"].is_null());
+    let alert = t
+        .get(
+            &t.viewer,
+            &format!(
+                "/api/v1/alerts/{}",
+                body["results"][0]["alert_id"].as_str().unwrap()
+            ),
+        )
+        .await
+        .1;
+    assert_eq!(alert["quiet"], "maintenance");
+    let (status, _) = t
+        .call(
+            Some(&t.admin),
+            reqwest::Method::DELETE,
+            &format!(
+                "/api/v1/services/api/maintenance-windows/{}",
+                w["id"].as_str().unwrap()
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, body) = send(
+        t,
+        &url,
+        &json!({"summary": "Replica down", "source": "db-3"}),
+    )
+    .await;
+    assert!(
+        !body["results"][0]["incident_id"].is_null(),
+        "pages again after the window"
+    );
+
+    // One request may mix actions; a repeat in the same batch is counted.
+    let (status, body) = send(
+        t,
+        &url,
+        &json!({"events": [
+            {"summary": "A", "source": "s", "dedup_key": "batch"},
+            {"summary": "A again", "source": "s", "dedup_key": "batch"},
+            {"action": "resolve", "dedup_key": "batch"},
+            {"summary": "A reopened", "source": "s", "dedup_key": "batch"}
+        ]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let effects: Vec<&str> = body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["effect"].as_str().unwrap())
+        .collect();
+    assert_eq!(effects, ["opened", "repeated", "resolved", "opened"]);
+    assert_ne!(
+        body["results"][0]["alert_id"],
+        body["results"][3]["alert_id"]
+    );
+}
+
+/// Many concurrent senders: every one answered, every alert stored once,
+/// and the audit tree intact.
+async fn concurrent_story(t: &TestApp) {
+    let (key, _) = integration(t, "generic", "load").await;
+    let url = t.url(&format!("/api/v1/integrations/{key}/generic"));
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let (http, url) = (t.http.clone(), url.clone());
+        tasks.push(tokio::spawn(async move {
+            let body = json!({"summary": format!("alert {i}"), "source": "load", "dedup_key": format!("k{}", i % 50)});
+            http.post(&url).json(&body).send().await.unwrap().status()
+        }));
+    }
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), StatusCode::ACCEPTED);
+    }
+    let mut total = 0;
+    let mut cursor = String::new();
+    loop {
+        let (_, page) = t
+            .get(
+                &t.viewer,
+                &format!("/api/v1/alerts?service=load&limit=200{cursor}"),
+            )
+            .await;
+        for a in page["items"].as_array().unwrap() {
+            total += a["count"].as_i64().unwrap();
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = format!("&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(total, 200, "every trigger counted once");
+    assert_eq!(alerts(t, "?service=load&limit=200").await.len(), 50);
+    assert_audit_verifies(t).await;
+}
+
+async fn assert_audit_verifies(t: &TestApp) {
+    let verdict = t.app.verify_audit(Vec::new(), |_, _| {}).await.unwrap();
+    assert!(verdict.is_ok(), "{:?}", verdict.err());
+}
+
+macro_rules! on_both_backends {
+    ($($story:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $story() {
+                    let t = super::TestApp::sqlite().await;
+                    super::$story(&t).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $story() {
+                    let Some(store) = super::support::postgres().await else { return };
+                    let t = super::TestApp::on(store).await;
+                    super::$story(&t).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    pagerduty_story,
+    alertmanager_story,
+    grafana_generic_maintenance_story,
+    concurrent_story,
+);
+
+async fn send_raw(
+    t: &TestApp,
+    path: &str,
+    body: Vec<u8>,
+) -> (StatusCode, Value, reqwest::header::HeaderMap) {
+    let res = t
+        .http
+        .post(t.url(path))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let (status, headers) = (res.status(), res.headers().clone());
+    let body = res.json().await.unwrap_or(Value::Null);
+    (status, body, headers)
+}
+
+#[tokio::test]
+async fn pagerduty_bad_input_gets_its_documented_answer() {
+    let t = TestApp::sqlite().await;
+    let (key, _) = integration(&t, "pagerduty", "billing").await;
+    let good = pd_trigger(&key, Some("k"), "ok");
+    let cases: Vec<(Value, &str)> = vec![
+        (
+            {
+                let mut e = good.clone();
+                e["routing_key"] = json!("0123456789abcdef0123456789abcdef");
+                e
+            },
+            "routing_key",
+        ),
+        (
+            {
+                let mut e = good.clone();
+                e["event_action"] = json!("explode");
+                e
+            },
+            "event_action",
+        ),
+        (
+            {
+                let mut e = good.clone();
+                e["payload"].as_object_mut().unwrap().remove("summary");
+                e
+            },
+            "payload.summary",
+        ),
+        (
+            {
+                let mut e = good.clone();
+                e["payload"].as_object_mut().unwrap().remove("source");
+                e
+            },
+            "payload.source",
+        ),
+        (
+            {
+                let mut e = good.clone();
+                e["payload"]["severity"] = json!("disaster");
+                e
+            },
+            "payload.severity",
+        ),
+        (
+            {
+                let mut e = good.clone();
+                e["payload"]["timestamp"] = json!("yesterday");
+                e
+            },
+            "payload.timestamp",
+        ),
+        (
+            {
+                let mut e = good.clone();
+                e["payload"]["summary"] = json!("x".repeat(1025));
+                e
+            },
+            "payload.summary",
+        ),
+        (
+            {
+                let mut e = good.clone();
+                e["dedup_key"] = json!("k".repeat(256));
+                e
+            },
+            "dedup_key",
+        ),
+        (
+            json!({"routing_key": key, "event_action": "resolve"}),
+            "dedup_key",
+        ),
+        (json!([1, 2, 3]), "body"),
+    ];
+    for (event, field) in cases {
+        let (status, body) = send(&t, "/v2/enqueue", &event).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{field}: {body}");
+        assert_eq!(body["status"], "invalid event", "{body}");
+        assert_eq!(body["message"], "Event object is invalid");
+        assert!(
+            body["errors"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e.as_str().unwrap().starts_with(field)),
+            "{field} not named in {body}"
+        );
+        assert!(
+            body["code"].is_string() && body["field"].is_string(),
+            "{body}"
+        );
+    }
+    for raw in [
+        b"not json".to_vec(),
+        b"{\"a\":".to_vec(),
+        vec![0xff, 0xfe],
+        "[".repeat(100_000).into_bytes(),
+    ] {
+        let (status, body, _) = send_raw(&t, "/v2/enqueue", raw).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(body["status"], "invalid event");
+    }
+    // Over PagerDuty's 512 KB limit.
+    let mut big = good.clone();
+    big["payload"]["custom_details"] = json!({ "blob": "x".repeat(600 * 1024) });
+    let (status, body, _) = send_raw(&t, "/v2/enqueue", serde_json::to_vec(&big).unwrap()).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert_eq!(body["code"], "payload_too_large");
+    // A PagerDuty key at a webhook URL, and the other way round.
+    let (status, body) = send(
+        &t,
+        &format!("/api/v1/integrations/{key}/generic"),
+        &json!({"summary": "s", "source": "s"}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("wrong_integration_type"))
+    );
+    // Nothing of the above became an alert, and the server is still up.
+    assert!(alerts(&t, "").await.is_empty());
+    assert_eq!(send(&t, "/v2/enqueue", &good).await.0, StatusCode::ACCEPTED);
+}
+
+#[tokio::test]
+async fn webhook_bad_input_and_huge_groups() {
+    let t = TestApp::sqlite().await;
+    let (key, _) = integration(&t, "alertmanager", "web").await;
+    let url = format!("/api/v1/integrations/{key}/alertmanager");
+    let (status, body) = send(
+        &t,
+        "/api/v1/integrations/00000000000000000000000000000000/alertmanager",
+        &am_payload(vec![]),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("unknown_routing_key"))
+    );
+    for (raw, code) in [
+        (b"<xml/>".to_vec(), "invalid_json"),
+        ("[".repeat(100_000).into_bytes(), "invalid_json"),
+        (
+            serde_json::to_vec(&json!({"version": "3", "alerts": []})).unwrap(),
+            "unsupported_version",
+        ),
+    ] {
+        let (status, body, _) = send_raw(&t, &url, raw).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(body["code"], code, "{body}");
+        assert!(body["field"].is_string() && body["message"].is_string());
+    }
+    // Labels in odd Unicode are kept exactly.
+    let odd = json!({"alertname": "Odd", "instance": "\u{202e}evil\u{202c}", "emoji": "🔥🔥", "nul": "a\u{0}b", "日本語": "障害"});
+    let (status, _) = send(
+        &t,
+        &url,
+        &am_payload(vec![am_alert("firing", "odd", odd.clone())]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let stored = alerts(&t, "").await;
+    assert_eq!(stored[0]["labels"], odd);
+    assert_eq!(
+        stored[0]["details"]["group"]["commonLabels"]["alertname"],
+        "InstanceDown"
+    );
+    assert_eq!(
+        stored[0]["details"]["group"]["groupKey"],
+        "{}:{alertname=\"InstanceDown\"}"
+    );
+
+    // A group of 10,000 alerts is taken whole; 10,001 is refused whole.
+    let (status, _) = t
+        .call(
+            Some(&t.admin),
+            reqwest::Method::PUT,
+            "/api/v1/services/web/routing",
+            Some(json!({"grouping": {"mode": "sender", "window_minutes": 60}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let many: Vec<Value> = (0..10_000)
+        .map(|i| {
+            am_alert(
+                "firing",
+                &format!("f{i}"),
+                json!({"alertname": "Many", "instance": format!("host-{i}")}),
+            )
+        })
+        .collect();
+    let (status, body) = send(&t, &url, &am_payload(many.clone())).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["events"], 10_000);
+    let mut too_many = many;
+    too_many.push(am_alert(
+        "firing",
+        "one-more",
+        json!({"alertname": "Many", "instance": "x"}),
+    ));
+    let (status, body) = send(&t, &url, &am_payload(too_many)).await;
+    assert_eq!(
+        (status, body["code"].as_str(), body["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("too_many"), Some("alerts"))
+    );
+    // More than 16 MiB.
+    let (status, body, _) = send_raw(&t, &url, vec![b' '; 17 * 1024 * 1024]).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, Some("payload_too_large"))
+    );
+    assert_audit_verifies(&t).await;
+}
+
+#[tokio::test]
+async fn a_flood_from_one_integration_is_throttled_and_the_others_are_not() {
+    let t = TestApp::sqlite().await;
+    let (noisy, _) = integration_with(
+        &t,
+        json!({"type": "generic", "service": "noisy", "rate_limit_per_second": 5}),
+    )
+    .await;
+    let (quiet, _) = integration(&t, "generic", "quiet").await;
+    let mut throttled = 0;
+    for i in 0..40 {
+        let res = t
+            .http
+            .post(t.url(&format!("/api/v1/integrations/{noisy}/generic")))
+            .json(&json!({"summary": format!("flood {i}"), "source": "x"}))
+            .send()
+            .await
+            .unwrap();
+        if res.status() == StatusCode::TOO_MANY_REQUESTS {
+            throttled += 1;
+            let retry: u64 = res.headers()["retry-after"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!((1..=2).contains(&retry));
+            let body: Value = res.json().await.unwrap();
+            assert_eq!(body["code"], "rate_limited");
+        } else {
+            assert_eq!(res.status(), StatusCode::ACCEPTED);
+        }
+        // The other integration is unaffected throughout.
+        let (status, _) = send(
+            &t,
+            &format!("/api/v1/integrations/{quiet}/generic"),
+            &json!({"summary": "fine", "source": "y", "dedup_key": "q"}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+    }
+    assert!(
+        throttled >= 25,
+        "only {throttled} of 40 throttled at 5/s with bursts of 10"
+    );
+    // PagerDuty's shape for the same.
+    let (pd, _) = integration_with(
+        &t,
+        json!({"type": "pagerduty", "service": "noisy", "rate_limit_per_second": 1}),
+    )
+    .await;
+    let mut last = (StatusCode::OK, Value::Null);
+    for _ in 0..5 {
+        last = send(&t, "/v2/enqueue", &pd_trigger(&pd, Some("x"), "flood")).await;
+    }
+    assert_eq!(last.0, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(last.1["status"], "throttle event");
+}
+
+#[tokio::test]
+async fn managing_integrations_needs_the_right_role_and_valid_rules() {
+    let t = TestApp::sqlite().await;
+    let (key, id) = integration(&t, "alertmanager", "web").await;
+    // Anonymous, viewer, responder.
+    let (status, _) = t
+        .call(None, reqwest::Method::GET, "/api/v1/alerts", None)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    for user in [&t.viewer, &t.responder, &t.auditor] {
+        let (status, body) = t
+            .post(
+                user,
+                "/api/v1/integrations",
+                json!({"type": "generic", "service": "web"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        let (status, _) = t.post(user, "/api/v1/services", json!({"name": "x"})).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+    }
+    // Keys are shown to those who manage integrations only.
+    let (_, list) = t.get(&t.responder, "/api/v1/integrations").await;
+    assert_eq!(list["items"][0]["id"], id.as_str());
+    assert_eq!(list["items"][0]["key"], "");
+    let (_, list) = t.get(&t.admin, "/api/v1/integrations?service=web").await;
+    assert_eq!(list["items"][0]["key"], key.as_str());
+
+    let bad = [
+        (
+            json!({"type": "nagios", "service": "web"}),
+            "type",
+            "unknown_value",
+        ),
+        (
+            json!({"type": "generic", "service": ""}),
+            "service",
+            "required",
+        ),
+        (
+            json!({"type": "generic", "service": "web", "rate_limit_per_second": 0}),
+            "rate_limit_per_second",
+            "out_of_range",
+        ),
+        (
+            json!({"type": "generic", "service": "web", "colour": "red"}),
+            "colour",
+            "unknown_field",
+        ),
+    ];
+    for (body, field, code) in bad {
+        let (status, res) = t.post(&t.admin, "/api/v1/integrations", body).await;
+        assert!(status.is_client_error(), "{res}");
+        assert_eq!(
+            (res["field"].as_str(), res["code"].as_str()),
+            (Some(field), Some(code)),
+            "{res}"
+        );
+    }
+    let routing = |body: Value| {
+        let t = &t;
+        async move {
+            t.call(
+                Some(&t.admin),
+                reqwest::Method::PUT,
+                "/api/v1/services/web/routing",
+                Some(body),
+            )
+            .await
+        }
+    };
+    let (status, res) =
+        routing(json!({"rules": [{"when": {"summary": {"regex": "(oops"}}}]})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        (res["field"].as_str(), res["code"].as_str()),
+        (Some("routing.rules[0].when.summary"), Some("invalid_regex"))
+    );
+    let (status, res) = routing(json!({"rules": [{"then": {"severity": "P9"}}]})).await;
+    assert_eq!(
+        (status, res["field"].as_str()),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("routing.rules[0].then.severity")
+        )
+    );
+    let (status, res) =
+        routing(json!({"grouping": {"mode": "labels", "labels": [], "window_minutes": 5}})).await;
+    assert_eq!(
+        (status, res["field"].as_str()),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("routing.grouping.labels")
+        )
+    );
+    // A stale If-Match is refused, not overwritten.
+    let (status, _) = t
+        .call(
+            Some(&t.admin),
+            reqwest::Method::PUT,
+            "/api/v1/services/web/routing",
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let res = t
+        .http
+        .put(t.url("/api/v1/services/web/routing"))
+        .bearer_auth(&t.admin.token)
+        .header("if-match", "\"v1\"")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        matches!(res.status().as_u16(), 409 | 412),
+        "{}",
+        res.status()
+    );
+    // Maintenance windows that make no sense.
+    let (status, res) = t
+        .post(
+            &t.admin,
+            "/api/v1/services/web/maintenance-windows",
+            json!({"starts_at": "2026-11-21T10:00:00Z", "ends_at": "2026-11-21T09:00:00Z"}),
+        )
+        .await;
+    assert_eq!(
+        (status, res["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("ends_at"))
+    );
+    let (status, res) = t.get(&t.viewer, "/api/v1/alerts/not-a-uuid").await;
+    assert_eq!(
+        (status, res["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_id"))
+    );
+    let (status, res) = t.get(&t.viewer, "/api/v1/alerts?status=burning").await;
+    assert_eq!(
+        (status, res["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("status"))
+    );
+    let (status, _) = t.get(&t.viewer, "/api/v1/services/nope").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}

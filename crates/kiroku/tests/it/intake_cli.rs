@@ -1,0 +1,197 @@
+//! The real binary taking alerts: `kiroku integration create` prints what
+//! to configure, and a kill -9 during intake loses no answered alert.
+
+use std::collections::BTreeSet;
+
+use serde_json::{Value, json};
+
+use crate::cli::{Server, fails, kiroku, ok};
+use crate::support::{self, PASSWORD};
+
+/// An admin token made directly in the database.
+fn admin_token(store_args: &[&str]) -> String {
+    let mut create = vec![
+        "user",
+        "create",
+        "--name",
+        "root",
+        "--role",
+        "admin",
+        "--password-stdin",
+    ];
+    create.extend_from_slice(store_args);
+    ok(&kiroku(&create, &[], Some(PASSWORD)));
+    let mut issue = vec!["token", "create", "--user", "root"];
+    issue.extend_from_slice(store_args);
+    ok(&kiroku(&issue, &[], None)).trim().to_string()
+}
+
+/// `kiroku integration create` against a running server: the key and the
+/// URL it prints.
+fn create_integration(server: &Server, token: &str, kind: &str) -> (String, String) {
+    let out = ok(&kiroku(
+        &[
+            "integration",
+            "create",
+            "--type",
+            kind,
+            "--service",
+            "checkout",
+        ],
+        &[("KIROKU_SERVER", &server.url), ("KIROKU_TOKEN", token)],
+        None,
+    ));
+    let field = |name: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_else(|| panic!("no {name} in {out}"))
+    };
+    (field("routing key:"), field("url:"))
+}
+
+fn intake_crash_loses_nothing(store_args: &[&str]) {
+    let token = admin_token(store_args);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let http = reqwest::Client::new();
+    let server = Server::start(store_args);
+    let (key, url) = create_integration(&server, &token, "generic");
+    assert_eq!(
+        url,
+        format!("{}/api/v1/integrations/{key}/generic", server.url)
+    );
+    let (pd_key, pd_url) = create_integration(&server, &token, "pagerduty");
+    assert_eq!(pd_url, format!("{}/v2/enqueue", server.url));
+    let env = [
+        ("KIROKU_SERVER", server.url.as_str()),
+        ("KIROKU_TOKEN", token.as_str()),
+    ];
+    let listed = ok(&kiroku(&["integration", "list"], &env, None));
+    assert!(
+        listed.contains(&url) && listed.contains(&pd_url),
+        "{listed}"
+    );
+    fails(
+        &kiroku(
+            &[
+                "integration",
+                "create",
+                "--type",
+                "nagios",
+                "--service",
+                "x",
+            ],
+            &env,
+            None,
+        ),
+        "must be one of: pagerduty, alertmanager, grafana, generic",
+    );
+    server.stop();
+
+    let mut answered: Vec<String> = Vec::new();
+    for round in 0..3 {
+        let server = Server::start(store_args);
+        let generic = format!("{}/api/v1/integrations/{key}/generic", server.url);
+        let pagerduty = format!("{}/v2/enqueue", server.url);
+        let workers: Vec<_> = (0..8)
+            .map(|w| {
+                let (http, generic, pagerduty, pd_key) =
+                    (http.clone(), generic.clone(), pagerduty.clone(), pd_key.clone());
+                rt.spawn(async move {
+                    let mut got = Vec::new();
+                    for i in 0.. {
+                        let dedup = format!("r{round}-w{w}-{i}");
+                        let req = if w % 2 == 0 {
+                            http.post(&generic).json(&json!({"summary": dedup, "source": "crash", "dedup_key": dedup}))
+                        } else {
+                            http.post(&pagerduty).json(&json!({
+                                "routing_key": pd_key, "event_action": "trigger", "dedup_key": dedup,
+                                "payload": {"summary": dedup, "source": "crash", "severity": "error"}
+                            }))
+                        };
+                        match req.send().await {
+                            Ok(res) if res.status() == reqwest::StatusCode::ACCEPTED => got.push(dedup),
+                            _ => break,
+                        }
+                    }
+                    got
+                })
+            })
+            .collect();
+        std::thread::sleep(std::time::Duration::from_millis(500 + 200 * round));
+        server.kill9();
+        for w in workers {
+            answered.extend(rt.block_on(w).unwrap());
+        }
+    }
+    assert!(
+        answered.len() > 50,
+        "too little load to mean anything: {}",
+        answered.len()
+    );
+
+    let server = Server::start(store_args);
+    let base = server.url.clone();
+    let stored: BTreeSet<String> = rt.block_on(async {
+        let mut stored = BTreeSet::new();
+        let mut cursor = String::new();
+        loop {
+            let page: Value = http
+                .get(format!("{base}/api/v1/alerts?limit=200{cursor}"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            for a in page["items"].as_array().unwrap() {
+                assert_eq!(a["count"], 1, "an alert counted twice: {a}");
+                assert!(
+                    !a["incident_id"].is_null(),
+                    "an alert without its incident: {a}"
+                );
+                stored.insert(a["dedup_key"].as_str().unwrap().to_string());
+            }
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = format!("&cursor={c}"),
+                None => break stored,
+            }
+        }
+    });
+    server.stop();
+    for d in &answered {
+        assert!(
+            stored.contains(d),
+            "answered alert {d} was lost ({} answered, {} stored)",
+            answered.len(),
+            stored.len()
+        );
+    }
+    let mut verify = vec!["audit", "verify"];
+    verify.extend_from_slice(store_args);
+    let out = ok(&kiroku(&verify, &[], None));
+    assert!(out.starts_with("ok:"), "{out}");
+}
+
+#[test]
+fn kill_9_during_intake_loses_nothing_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    intake_crash_loses_nothing(&["--data-dir", dir.path().to_str().unwrap()]);
+}
+
+#[test]
+fn kill_9_during_intake_loses_nothing_on_postgres() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Some(db) = rt.block_on(support::PgDatabase::create()) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    intake_crash_loses_nothing(&[
+        "--database-url",
+        &db.url,
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    drop(db);
+}
