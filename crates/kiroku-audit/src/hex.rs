@@ -1,7 +1,14 @@
 //! Lower-case hex, the form every hash, key and signature travels in.
 
+const DIGITS: &[u8; 16] = b"0123456789abcdef";
+
 pub fn encode(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    s
 }
 
 pub fn decode(s: &str) -> Option<Vec<u8>> {
