@@ -19,6 +19,8 @@ pub enum Via {
     Local {
         os_user: String,
     },
+    /// Kiroku itself, acting on what it observed (raising detections).
+    System,
     /// A monitoring system, by the routing key of one integration.
     Integration {
         id: Uuid,
@@ -60,6 +62,17 @@ impl Caller {
         }
     }
 
+    /// Kiroku itself: full rights, audited as the system.
+    pub fn system() -> Self {
+        Caller {
+            principal: Some(Principal {
+                user: None,
+                via: Via::System,
+            }),
+            source: Source::system(),
+        }
+    }
+
     /// A monitoring system sending alerts through `integration`.
     pub fn integration(id: Uuid, name: &str, source: Source) -> Self {
         Caller {
@@ -86,6 +99,9 @@ impl Caller {
                 name: Some(name.clone()),
                 role: Some("integration".into()),
             },
+            Some(Principal {
+                via: Via::System, ..
+            }) => Actor::system(),
             Some(Principal {
                 via: Via::Local { os_user },
                 ..
@@ -128,7 +144,7 @@ impl Caller {
                 "log in or send an API token (Authorization: Bearer …)",
             )),
             Some(Principal {
-                via: Via::Local { .. },
+                via: Via::Local { .. } | Via::System,
                 ..
             }) => Ok(()),
             Some(Principal { user: Some(u), .. }) if u.role.allows(p) => Ok(()),

@@ -8,17 +8,20 @@
 mod audit;
 mod caller;
 mod credentials;
+mod detection;
 mod error;
 mod incidents;
 mod intake;
 mod policy;
 mod seal;
 mod services;
+mod tx;
 mod users;
 
 use std::sync::Arc;
 
 use jiff::Timestamp;
+use kiroku_domain::detection::DetectionRules;
 use kiroku_domain::{Actor, AuditEvent, Operation, Source, Target};
 use kiroku_store::{Store, Tx};
 
@@ -28,6 +31,7 @@ pub use audit::{
 };
 pub use caller::{Caller, Principal, Via};
 pub use credentials::{totp_code, totp_uri};
+pub use detection::SERVICE as DETECTION_SERVICE;
 pub use error::{AppError, ErrorKind};
 pub use incidents::{DeclareIncident, IncidentList, ListIncidents, UpdateIncident, UserSpec};
 pub use intake::{Accepted, Effect};
@@ -49,6 +53,7 @@ pub struct App {
     sealer: Option<Arc<Sealer>>,
     intake: Arc<intake::GroupCommit>,
     routings: Arc<intake::RoutingCache>,
+    detection: Option<Arc<detection::Detection>>,
 }
 
 impl App {
@@ -60,6 +65,16 @@ impl App {
             sealer: None,
             intake: Arc::default(),
             routings: Arc::default(),
+            detection: None,
+        }
+    }
+
+    /// The app that watches its committed audit events for what seed 001
+    /// No.29 asks to detect; [`App::run_detection`] raises the findings.
+    pub fn with_detection(self, rules: DetectionRules) -> Self {
+        App {
+            detection: Some(Arc::new(detection::Detection::new(rules))),
+            ..self
         }
     }
 
@@ -134,7 +149,7 @@ impl App {
 
     /// A transaction whose only write is an audit event.
     async fn audit_only(&self, event: AuditEvent) -> Result<()> {
-        let mut tx = self.store.begin().await?;
+        let mut tx = self.begin().await?;
         tx.append_audit(&event).await?;
         tx.commit().await?;
         Ok(())
@@ -143,9 +158,14 @@ impl App {
     /// Every write starts here; audit appends are sealed on the way.
     async fn begin(&self) -> Result<Box<dyn Tx>> {
         let tx = self.store.begin().await?;
-        Ok(match &self.sealer {
-            Some(s) if s.mode != SealMode::Off => Box::new(seal::SealingTx::new(tx, s.clone())),
-            _ => tx,
+        let seal = self
+            .sealer
+            .as_ref()
+            .filter(|s| s.mode != SealMode::Off)
+            .map(|s| seal::SealKeys::new(s.clone()));
+        Ok(match (seal, &self.detection) {
+            (None, None) => tx,
+            (seal, detection) => Box::new(tx::AppTx::new(tx, seal, detection.clone())),
         })
     }
 }

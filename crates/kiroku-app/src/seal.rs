@@ -1,20 +1,14 @@
 //! Sensitive values in audit events (seed 001 No.50): sealed before they are
-//! hashed, by a transaction decorator, so that no append can skip it.
+//! hashed, by the app's transaction (`tx.rs`), so that no append can skip it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use jiff::Timestamp;
 use kiroku_audit::seal::{at_path, open_value, seal_value, sealed_by, unwrap_key, wrap_key};
-use kiroku_domain::alert::{Alert, Integration, Service};
-use kiroku_domain::{AuditEvent, Incident, OutboxMessage, Permission, TimelineEntry};
-use kiroku_store::{
-    ChangeRecord, IncidentKey, Result as StoreResult, SessionRecord, StoreError, ThrottleRecord,
-    TokenRecord, Tx, UserRecord,
-};
+use kiroku_domain::{AuditEvent, Permission};
+use kiroku_store::{Result as StoreResult, StoreError, Tx};
 use serde_json::{Value, json};
-use uuid::Uuid;
 
 use crate::{App, AppError, Caller, Result};
 
@@ -90,28 +84,37 @@ fn value_at<'a>(event: &'a mut AuditEvent, path: &str) -> Option<&'a mut Value> 
     }
 }
 
-/// A transaction that seals sensitive values of every audit event it appends.
-pub(crate) struct SealingTx {
-    inner: Box<dyn Tx>,
+/// A transaction's sealing: the policy, and the data keys it has used so
+/// far (each subject's key is read or made once per transaction).
+pub(crate) struct SealKeys {
     sealer: Arc<Sealer>,
     keys: HashMap<String, (i64, [u8; 32])>,
 }
 
-impl SealingTx {
-    pub(crate) fn new(inner: Box<dyn Tx>, sealer: Arc<Sealer>) -> Self {
-        SealingTx {
-            inner,
+impl SealKeys {
+    pub(crate) fn new(sealer: Arc<Sealer>) -> Self {
+        SealKeys {
             sealer,
             keys: HashMap::new(),
         }
     }
 
+    /// Whether events about targets of `kind` have anything to seal.
+    pub(crate) fn applies_to(&self, kind: &str) -> bool {
+        self.sealer.paths(kind).next().is_some()
+    }
+
+    /// Forgets a shredded subject's key, so that new data gets a new one.
+    pub(crate) fn forget(&mut self, subject: &str) {
+        self.keys.remove(subject);
+    }
+
     /// The subject's live data key, made (or remade after a shred) on first use.
-    async fn key(&mut self, subject: &str) -> StoreResult<(i64, [u8; 32])> {
+    async fn key(&mut self, inner: &mut dyn Tx, subject: &str) -> StoreResult<(i64, [u8; 32])> {
         if let Some(k) = self.keys.get(subject) {
             return Ok(*k);
         }
-        let key = match self.inner.current_subject_key(subject).await? {
+        let key = match inner.current_subject_key(subject).await? {
             Some((generation, Some(wrapped))) => {
                 let dek = unwrap_key(&self.sealer.kek, &wrapped)
                     .map_err(|e| StoreError::Corrupt(format!("data key of {subject}: {e}")))?;
@@ -121,7 +124,7 @@ impl SealingTx {
                 let generation = current.map_or(1, |(g, _)| g + 1);
                 let dek = random::<32>()?;
                 let wrapped = wrap_key(&self.sealer.kek, &dek, random::<24>()?);
-                self.inner
+                inner
                     .insert_subject_key(subject, generation, &wrapped, Timestamp::now())
                     .await?;
                 (generation, dek)
@@ -131,7 +134,12 @@ impl SealingTx {
         Ok(key)
     }
 
-    async fn seal(&mut self, event: &AuditEvent) -> StoreResult<AuditEvent> {
+    /// `event` with its sensitive values sealed (or masked).
+    pub(crate) async fn seal(
+        &mut self,
+        inner: &mut dyn Tx,
+        event: &AuditEvent,
+    ) -> StoreResult<AuditEvent> {
         let mut event = event.clone();
         let sealer = self.sealer.clone();
         let subject = format!(
@@ -151,7 +159,7 @@ impl SealingTx {
                 SealMode::Off => value,
                 SealMode::Mask => json!("[masked]"),
                 SealMode::Encrypt => {
-                    let (generation, dek) = self.key(&subject).await?;
+                    let (generation, dek) = self.key(inner, &subject).await?;
                     seal_value(&dek, &subject, generation, &value, random::<24>()?)
                 }
             };
@@ -160,144 +168,6 @@ impl SealingTx {
             }
         }
         Ok(event)
-    }
-}
-
-#[async_trait]
-impl Tx for SealingTx {
-    async fn append_audit(&mut self, event: &AuditEvent) -> StoreResult<i64> {
-        if self.sealer.paths(&event.target.kind).next().is_none() {
-            return self.inner.append_audit(event).await;
-        }
-        let sealed = self.seal(event).await?;
-        self.inner.append_audit(&sealed).await
-    }
-    async fn append_audit_batch(&mut self, events: &[AuditEvent]) -> StoreResult<Vec<i64>> {
-        if events
-            .iter()
-            .all(|e| self.sealer.paths(&e.target.kind).next().is_none())
-        {
-            return self.inner.append_audit_batch(events).await;
-        }
-        let mut sealed = Vec::with_capacity(events.len());
-        for e in events {
-            sealed.push(self.seal(e).await?);
-        }
-        self.inner.append_audit_batch(&sealed).await
-    }
-    async fn next_incident_number(&mut self, prefix: &str, year: i16) -> StoreResult<i64> {
-        self.inner.next_incident_number(prefix, year).await
-    }
-    async fn insert_incident(&mut self, i: &Incident) -> StoreResult<()> {
-        self.inner.insert_incident(i).await
-    }
-    async fn incident_for_update(&mut self, key: &IncidentKey) -> StoreResult<Option<Incident>> {
-        self.inner.incident_for_update(key).await
-    }
-    async fn update_incident(&mut self, i: &Incident, expected_version: i64) -> StoreResult<()> {
-        self.inner.update_incident(i, expected_version).await
-    }
-    async fn append_timeline(&mut self, e: &TimelineEntry) -> StoreResult<()> {
-        self.inner.append_timeline(e).await
-    }
-    async fn insert_user(&mut self, u: &UserRecord) -> StoreResult<()> {
-        self.inner.insert_user(u).await
-    }
-    async fn update_user(&mut self, u: &UserRecord) -> StoreResult<()> {
-        self.inner.update_user(u).await
-    }
-    async fn insert_token(&mut self, t: &TokenRecord) -> StoreResult<()> {
-        self.inner.insert_token(t).await
-    }
-    async fn revoke_token(&mut self, id: Uuid, at: Timestamp) -> StoreResult<bool> {
-        self.inner.revoke_token(id, at).await
-    }
-    async fn insert_session(&mut self, s: &SessionRecord) -> StoreResult<()> {
-        self.inner.insert_session(s).await
-    }
-    async fn delete_session(&mut self, hash: &str) -> StoreResult<bool> {
-        self.inner.delete_session(hash).await
-    }
-    async fn count_failure(
-        &mut self,
-        key: &str,
-        at: Timestamp,
-        before: Timestamp,
-    ) -> StoreResult<ThrottleRecord> {
-        self.inner.count_failure(key, at, before).await
-    }
-    async fn lock_key(&mut self, key: &str, until: Timestamp) -> StoreResult<()> {
-        self.inner.lock_key(key, until).await
-    }
-    async fn clear_failures(&mut self, key: &str) -> StoreResult<()> {
-        self.inner.clear_failures(key).await
-    }
-    async fn insert_audit_key(
-        &mut self,
-        key_id: &str,
-        public_hex: &str,
-        at: Timestamp,
-    ) -> StoreResult<()> {
-        self.inner.insert_audit_key(key_id, public_hex, at).await
-    }
-    async fn current_subject_key(
-        &mut self,
-        subject: &str,
-    ) -> StoreResult<Option<(i64, Option<String>)>> {
-        self.inner.current_subject_key(subject).await
-    }
-    async fn insert_subject_key(
-        &mut self,
-        subject: &str,
-        generation: i64,
-        wrapped: &str,
-        at: Timestamp,
-    ) -> StoreResult<()> {
-        self.inner
-            .insert_subject_key(subject, generation, wrapped, at)
-            .await
-    }
-    async fn shred_subject(&mut self, subject: &str, at: Timestamp) -> StoreResult<u64> {
-        self.keys.remove(subject);
-        self.inner.shred_subject(subject, at).await
-    }
-    async fn enqueue(&mut self, m: &[OutboxMessage]) -> StoreResult<()> {
-        self.inner.enqueue(m).await
-    }
-    async fn insert_service(&mut self, s: &Service) -> StoreResult<()> {
-        self.inner.insert_service(s).await
-    }
-    async fn update_service(&mut self, s: &Service, expected_version: i64) -> StoreResult<()> {
-        self.inner.update_service(s, expected_version).await
-    }
-    async fn insert_integration(&mut self, i: &Integration) -> StoreResult<()> {
-        self.inner.insert_integration(i).await
-    }
-    async fn update_integration(&mut self, i: &Integration) -> StoreResult<()> {
-        self.inner.update_integration(i).await
-    }
-    async fn open_alerts(&mut self, keys: &[(Uuid, String)]) -> StoreResult<Vec<Alert>> {
-        self.inner.open_alerts(keys).await
-    }
-    async fn save_alerts(&mut self, alerts: &[Alert]) -> StoreResult<()> {
-        self.inner.save_alerts(alerts).await
-    }
-    async fn open_alerts_of_incident(&mut self, incident: Uuid) -> StoreResult<Vec<Uuid>> {
-        self.inner.open_alerts_of_incident(incident).await
-    }
-    async fn group_incident(
-        &mut self,
-        service: Uuid,
-        group_key: &str,
-        since: Timestamp,
-    ) -> StoreResult<Option<Uuid>> {
-        self.inner.group_incident(service, group_key, since).await
-    }
-    async fn insert_service_change(&mut self, c: &ChangeRecord) -> StoreResult<()> {
-        self.inner.insert_service_change(c).await
-    }
-    async fn commit(self: Box<Self>) -> StoreResult<()> {
-        self.inner.commit().await
     }
 }
 

@@ -9,6 +9,7 @@ pub mod access;
 pub mod alert;
 pub mod audit;
 pub mod category;
+pub mod detection;
 pub mod incident;
 pub mod lifecycle;
 pub mod outbox;

@@ -48,7 +48,7 @@ fn bearer(headers: &HeaderMap) -> Option<Result<&str, ApiError>> {
     }))
 }
 
-fn source(state: &AppState, req: &Request) -> Source {
+pub(crate) fn source(state: &AppState, req: &Request) -> Source {
     let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()

@@ -44,7 +44,17 @@ pub struct AppState {
     pub intake: Arc<handlers::intake::IntakeState>,
 }
 
-async fn not_found() -> Response {
+/// Every path no route serves. Not audited (a scan must not become a
+/// flood of writes), but shown to detection, which counts such requests
+/// per address.
+async fn not_found(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: axum::extract::Request,
+) -> Response {
+    let path: String = req.uri().path().chars().take(256).collect();
+    state
+        .app
+        .observe_unknown_endpoint(&auth::source(&state, &req), &path);
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint").into_response()
 }
 

@@ -9,6 +9,7 @@ use anyhow::{Context, bail};
 use jiff::SignedDuration;
 use jiff::tz::TimeZone;
 use kiroku_app::{AuthPolicy, Config};
+use kiroku_domain::detection::DetectionRules;
 use kiroku_domain::{BusinessHours, Catalog, Category, Role, SeverityScheme};
 use serde::Deserialize;
 
@@ -65,6 +66,9 @@ pub struct FileConfig {
     pub auth: AuthFile,
     #[serde(default)]
     pub audit: AuditFile,
+    /// Detection over the audit log (seed 001 No.29); defaults on.
+    #[serde(default)]
+    pub detection: DetectionRules,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -182,6 +186,7 @@ pub struct Settings {
     pub app: Config,
     pub http: kiroku_server::HttpConfig,
     pub audit: AuditSettings,
+    pub detection: DetectionRules,
 }
 
 pub fn read_file(path: Option<&Path>) -> anyhow::Result<FileConfig> {
@@ -303,6 +308,12 @@ impl Settings {
             http: kiroku_server::HttpConfig {
                 secure_cookies: file.http.secure_cookies.unwrap_or(false),
                 trust_forwarded_for: file.http.trust_forwarded_for.unwrap_or(false),
+            },
+            detection: {
+                file.detection
+                    .validate()
+                    .map_err(|e| anyhow::anyhow!("{}: {}", e.field, e.message))?;
+                file.detection.clone()
             },
         })
     }

@@ -373,7 +373,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     init_logging();
     let settings = Settings::resolve(&args)?;
     let store = settings.store.open().await?;
-    let app = App::new(store.clone(), settings.app.clone()).with_sealer(settings.audit.sealer()?);
+    let app = App::new(store.clone(), settings.app.clone())
+        .with_sealer(settings.audit.sealer()?)
+        .with_detection(settings.detection.clone());
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
@@ -398,10 +400,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     app.record_system_event("sys_startup", detail.clone())
         .await?;
     let signer = tokio::spawn(sign_heads(app.clone(), settings.audit.head_interval));
+    let detection = tokio::spawn(app.clone().run_detection());
     tracing::info!(store = %settings.store.describe(), "kiroku listening on http://{addr}");
     let router = kiroku_server::router(app.clone(), settings.http);
     kiroku_server::serve(listener, router, shutdown_signal()).await?;
     signer.abort();
+    detection.abort();
     app.record_system_event("sys_shutdown", detail).await?;
     sign_head(&app).await;
     tracing::info!("stopped");

@@ -801,3 +801,38 @@ fn heads_are_posted_to_the_witness_webhook() {
         "audit.witness_url must be an http",
     );
 }
+
+#[test]
+fn bad_detection_settings_stop_serve_with_the_field_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("kiroku.toml");
+    let data = dir.path().join("data");
+    let serve = |text: &str| {
+        std::fs::write(&config, text).unwrap();
+        kiroku(
+            &[
+                "serve",
+                "--data-dir",
+                data.to_str().unwrap(),
+                "--config",
+                config.to_str().unwrap(),
+                "--listen",
+                "127.0.0.1:0",
+            ],
+            &[],
+            None,
+        )
+    };
+    fails(
+        &serve("[detection]\nlogin_failures_per_account = { count = 0, window_minutes = 5 }\n"),
+        "detection.login_failures_per_account.count: must be between 1 and 100000",
+    );
+    fails(
+        &serve("[detection]\nnon_routine = [\"audit_export; DROP TABLE\"]\n"),
+        "detection.non_routine",
+    );
+    fails(
+        &serve("[detection]\nlogin_failures = 3\n"),
+        "not a valid Kiroku configuration",
+    );
+}

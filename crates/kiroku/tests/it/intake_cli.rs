@@ -137,7 +137,9 @@ fn intake_crash_loses_nothing(store_args: &[&str]) {
         let mut cursor = String::new();
         loop {
             let page: Value = http
-                .get(format!("{base}/api/v1/alerts?limit=200{cursor}"))
+                .get(format!(
+                    "{base}/api/v1/alerts?service=checkout&limit=200{cursor}"
+                ))
                 .bearer_auth(&token)
                 .send()
                 .await

@@ -7,6 +7,7 @@ mod audit;
 mod bad_input;
 mod cli;
 mod conformance;
+mod detection;
 mod intake;
 mod intake_cli;
 mod openapi;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use kiroku_app::{App, Caller, Config, NewUser};
 use kiroku_domain::Role;
+use kiroku_domain::detection::DetectionRules;
 use kiroku_store::Store;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -162,6 +163,15 @@ impl TestApp {
     }
 
     pub async fn with_config(store: TestStore, config: Config) -> TestApp {
+        Self::build(store, config, None).await
+    }
+
+    /// A server that runs detection under `rules`, as `kiroku serve` does.
+    pub async fn with_detection(store: TestStore, rules: DetectionRules) -> TestApp {
+        Self::build(store, config(), Some(rules)).await
+    }
+
+    async fn build(store: TestStore, config: Config, detection: Option<DetectionRules>) -> TestApp {
         // Signs with a fixed test key; tests register it before signing.
         let signer = kiroku_app::TreeSigner {
             key: kiroku_audit::TreeKey::from_seed([3; 32]),
@@ -172,9 +182,13 @@ impl TestApp {
             mode: kiroku_app::SealMode::Encrypt,
             rules: kiroku_app::Sealer::default_rules(),
         };
-        let app = App::new(store.store.clone(), config)
+        let mut app = App::new(store.store.clone(), config)
             .with_signer(signer)
             .with_sealer(sealer);
+        if let Some(rules) = detection {
+            app = app.with_detection(rules);
+            tokio::spawn(app.clone().run_detection());
+        }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();

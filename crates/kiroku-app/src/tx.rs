@@ -1,0 +1,200 @@
+//! The application's transaction: the store's, wrapped so that no audit
+//! append can skip what every append needs. Sensitive values are sealed
+//! before they reach the store (seed 001 No.50, `seal.rs`), and what each
+//! appended event says is kept for detection once the transaction commits
+//! (seed 001 No.29, `detection.rs`).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use kiroku_domain::alert::{Alert, Integration, Service};
+use kiroku_domain::detection::Observation;
+use kiroku_domain::{AuditEvent, Incident, OutboxMessage, TimelineEntry};
+use kiroku_store::{
+    ChangeRecord, IncidentKey, Result as StoreResult, SessionRecord, ThrottleRecord, TokenRecord,
+    Tx, UserRecord,
+};
+use uuid::Uuid;
+
+use crate::detection::Detection;
+use crate::seal::SealKeys;
+
+pub(crate) struct AppTx {
+    inner: Box<dyn Tx>,
+    seal: Option<SealKeys>,
+    /// The detector, and what this transaction's events said.
+    observed: Option<(Arc<Detection>, Vec<Observation>)>,
+}
+
+impl AppTx {
+    pub(crate) fn new(
+        inner: Box<dyn Tx>,
+        seal: Option<SealKeys>,
+        detection: Option<Arc<Detection>>,
+    ) -> Self {
+        AppTx {
+            inner,
+            seal,
+            observed: detection.map(|d| (d, Vec::new())),
+        }
+    }
+
+    fn observe(&mut self, events: &[AuditEvent]) {
+        if let Some((_, seen)) = &mut self.observed {
+            seen.extend(events.iter().map(Observation::of));
+        }
+    }
+}
+
+#[async_trait]
+impl Tx for AppTx {
+    async fn append_audit(&mut self, event: &AuditEvent) -> StoreResult<i64> {
+        self.observe(std::slice::from_ref(event));
+        match &mut self.seal {
+            Some(keys) if keys.applies_to(&event.target.kind) => {
+                let sealed = keys.seal(&mut *self.inner, event).await?;
+                self.inner.append_audit(&sealed).await
+            }
+            _ => self.inner.append_audit(event).await,
+        }
+    }
+    async fn append_audit_batch(&mut self, events: &[AuditEvent]) -> StoreResult<Vec<i64>> {
+        self.observe(events);
+        match &mut self.seal {
+            Some(keys) if events.iter().any(|e| keys.applies_to(&e.target.kind)) => {
+                let mut sealed = Vec::with_capacity(events.len());
+                for e in events {
+                    sealed.push(keys.seal(&mut *self.inner, e).await?);
+                }
+                self.inner.append_audit_batch(&sealed).await
+            }
+            _ => self.inner.append_audit_batch(events).await,
+        }
+    }
+    async fn next_incident_number(&mut self, prefix: &str, year: i16) -> StoreResult<i64> {
+        self.inner.next_incident_number(prefix, year).await
+    }
+    async fn insert_incident(&mut self, i: &Incident) -> StoreResult<()> {
+        self.inner.insert_incident(i).await
+    }
+    async fn incident_for_update(&mut self, key: &IncidentKey) -> StoreResult<Option<Incident>> {
+        self.inner.incident_for_update(key).await
+    }
+    async fn update_incident(&mut self, i: &Incident, expected_version: i64) -> StoreResult<()> {
+        self.inner.update_incident(i, expected_version).await
+    }
+    async fn append_timeline(&mut self, e: &TimelineEntry) -> StoreResult<()> {
+        self.inner.append_timeline(e).await
+    }
+    async fn insert_user(&mut self, u: &UserRecord) -> StoreResult<()> {
+        self.inner.insert_user(u).await
+    }
+    async fn update_user(&mut self, u: &UserRecord) -> StoreResult<()> {
+        self.inner.update_user(u).await
+    }
+    async fn insert_token(&mut self, t: &TokenRecord) -> StoreResult<()> {
+        self.inner.insert_token(t).await
+    }
+    async fn revoke_token(&mut self, id: Uuid, at: Timestamp) -> StoreResult<bool> {
+        self.inner.revoke_token(id, at).await
+    }
+    async fn insert_session(&mut self, s: &SessionRecord) -> StoreResult<()> {
+        self.inner.insert_session(s).await
+    }
+    async fn delete_session(&mut self, hash: &str) -> StoreResult<bool> {
+        self.inner.delete_session(hash).await
+    }
+    async fn count_failure(
+        &mut self,
+        key: &str,
+        at: Timestamp,
+        before: Timestamp,
+    ) -> StoreResult<ThrottleRecord> {
+        self.inner.count_failure(key, at, before).await
+    }
+    async fn lock_key(&mut self, key: &str, until: Timestamp) -> StoreResult<()> {
+        self.inner.lock_key(key, until).await
+    }
+    async fn clear_failures(&mut self, key: &str) -> StoreResult<()> {
+        self.inner.clear_failures(key).await
+    }
+    async fn insert_audit_key(
+        &mut self,
+        key_id: &str,
+        public_hex: &str,
+        at: Timestamp,
+    ) -> StoreResult<()> {
+        self.inner.insert_audit_key(key_id, public_hex, at).await
+    }
+    async fn current_subject_key(
+        &mut self,
+        subject: &str,
+    ) -> StoreResult<Option<(i64, Option<String>)>> {
+        self.inner.current_subject_key(subject).await
+    }
+    async fn insert_subject_key(
+        &mut self,
+        subject: &str,
+        generation: i64,
+        wrapped: &str,
+        at: Timestamp,
+    ) -> StoreResult<()> {
+        self.inner
+            .insert_subject_key(subject, generation, wrapped, at)
+            .await
+    }
+    async fn shred_subject(&mut self, subject: &str, at: Timestamp) -> StoreResult<u64> {
+        if let Some(keys) = &mut self.seal {
+            keys.forget(subject);
+        }
+        self.inner.shred_subject(subject, at).await
+    }
+    async fn enqueue(&mut self, m: &[OutboxMessage]) -> StoreResult<()> {
+        self.inner.enqueue(m).await
+    }
+    async fn insert_service(&mut self, s: &Service) -> StoreResult<()> {
+        self.inner.insert_service(s).await
+    }
+    async fn update_service(&mut self, s: &Service, expected_version: i64) -> StoreResult<()> {
+        self.inner.update_service(s, expected_version).await
+    }
+    async fn insert_integration(&mut self, i: &Integration) -> StoreResult<()> {
+        self.inner.insert_integration(i).await
+    }
+    async fn update_integration(&mut self, i: &Integration) -> StoreResult<()> {
+        self.inner.update_integration(i).await
+    }
+    async fn open_alerts(&mut self, keys: &[(Uuid, String)]) -> StoreResult<Vec<Alert>> {
+        self.inner.open_alerts(keys).await
+    }
+    async fn save_alerts(&mut self, alerts: &[Alert]) -> StoreResult<()> {
+        self.inner.save_alerts(alerts).await
+    }
+    async fn open_alerts_of_incident(&mut self, incident: Uuid) -> StoreResult<Vec<Uuid>> {
+        self.inner.open_alerts_of_incident(incident).await
+    }
+    async fn group_incident(
+        &mut self,
+        service: Uuid,
+        group_key: &str,
+        since: Timestamp,
+    ) -> StoreResult<Option<Uuid>> {
+        self.inner.group_incident(service, group_key, since).await
+    }
+    async fn insert_service_change(&mut self, c: &ChangeRecord) -> StoreResult<()> {
+        self.inner.insert_service_change(c).await
+    }
+    async fn commit(self: Box<Self>) -> StoreResult<()> {
+        let AppTx {
+            inner, observed, ..
+        } = *self;
+        inner.commit().await?;
+        // Only what was committed is observed: a rolled-back attempt left
+        // its own refusal event, which is observed in its turn.
+        if let Some((detection, seen)) = observed {
+            detection.observe(&seen);
+        }
+        Ok(())
+    }
+}
