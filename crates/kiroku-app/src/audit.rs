@@ -3,11 +3,12 @@
 
 use std::collections::HashMap;
 
+use jiff::Timestamp;
 use kiroku_audit::merkle::{self, hex};
 use kiroku_audit::verify::{Finding, Summary, Verifier};
 use kiroku_audit::{NodeId, SignedTreeHead, TreeHead, TreeKey};
 use kiroku_domain::{Actor, AuditEvent, Operation, Permission, Source, Target};
-use kiroku_store::AuditQuery;
+use kiroku_store::{ArchiveRecord, AuditQuery};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -279,6 +280,7 @@ impl App {
     pub async fn verify_audit(
         &self,
         witnessed: Vec<(SignedTreeHead, String)>,
+        mut archive: impl FnMut(&ArchiveRecord) -> ArchiveContents,
         mut progress: impl FnMut(u64, u64),
     ) -> Result<std::result::Result<Summary, Finding>> {
         let total = self.store.audit_size().await?;
@@ -293,7 +295,14 @@ impl App {
         }
         let mut v = Verifier::new(heads, &keys, witnessed);
         let mut after = 0;
-        let mut checked = 0u64;
+        // Archived ranges first (they are the oldest), then the rows.
+        for a in self.store.audit_archives().await? {
+            if !self.verify_archive(&mut v, &a, archive(&a)).await? {
+                return Ok(v.finish(total));
+            }
+            after = a.to_seq;
+            progress(after as u64, total);
+        }
         'pages: loop {
             let page = self.store.audit_raw(after, 10_000).await?;
             if page.is_empty() {
@@ -303,13 +312,185 @@ impl App {
                 if !v.event(e.seq as u64, &e.leaf_hash, &e.doc) {
                     break 'pages;
                 }
-                checked += 1;
             }
             after = page.last().map_or(after, |e| e.seq);
-            progress(checked, total);
+            progress(after as u64, total);
         }
         Ok(v.finish(total))
     }
+
+    /// Feeds one archived range: each line's bytes against the leaf the
+    /// tree recorded when the archive is at hand, else the leaves alone.
+    async fn verify_archive(
+        &self,
+        v: &mut Verifier,
+        a: &ArchiveRecord,
+        contents: ArchiveContents,
+    ) -> Result<bool> {
+        let mut lines = match contents {
+            ArchiveContents::Unreadable(why) => {
+                v.archive_problem(a.from_seq as u64, format!("archive {}: {why}", a.file));
+                return Ok(false);
+            }
+            ArchiveContents::LeavesOnly => None,
+            ArchiveContents::Lines(lines) => Some(lines),
+        };
+        let mut after = a.from_seq - 1;
+        while after < a.to_seq {
+            let leaves = self.store.audit_leaves(after, a.to_seq, 10_000).await?;
+            let Some(&(last, _)) = leaves.last() else {
+                v.archive_problem(
+                    (after + 1) as u64,
+                    format!(
+                        "the tree holds no leaf for event {} of archive {}",
+                        after + 1,
+                        a.file
+                    ),
+                );
+                return Ok(false);
+            };
+            for (seq, leaf) in leaves {
+                let ok = match &mut lines {
+                    None => v.archived_leaf(seq as u64, leaf),
+                    Some(lines) => match lines.next() {
+                        Some(Ok(doc)) => v.event(seq as u64, &hex(&leaf), &doc),
+                        Some(Err(e)) => {
+                            v.archive_problem(seq as u64, format!("archive {}: {e}", a.file));
+                            false
+                        }
+                        None => {
+                            v.archive_problem(
+                                seq as u64,
+                                format!("archive {} ends before event {seq}", a.file),
+                            );
+                            false
+                        }
+                    },
+                };
+                if !ok {
+                    return Ok(false);
+                }
+            }
+            after = last;
+        }
+        if let Some(mut lines) = lines
+            && lines.next().is_some()
+        {
+            v.archive_problem(
+                (a.to_seq + 1) as u64,
+                format!(
+                    "archive {} holds more than events {}..={}",
+                    a.file, a.from_seq, a.to_seq
+                ),
+            );
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// The range `kiroku audit archive` would move out now: from the first
+    /// event not yet archived up to the last one stamped before `before`,
+    /// and no further than the latest signed head, so that every archived
+    /// event is already vouched for.
+    pub async fn archivable(
+        &self,
+        caller: &Caller,
+        before: Timestamp,
+    ) -> Result<Option<(i64, i64)>> {
+        caller.require(Permission::UserManage)?;
+        let from = self
+            .store
+            .audit_archives()
+            .await?
+            .last()
+            .map_or(1, |a| a.to_seq + 1);
+        let signed = self
+            .store
+            .tree_heads(None, 1)
+            .await?
+            .first()
+            .map_or(0, |h| h.head.tree_size as i64);
+        let to = self
+            .store
+            .audit_seq_before(before)
+            .await?
+            .unwrap_or(0)
+            .min(signed);
+        Ok((to >= from).then_some((from, to)))
+    }
+
+    /// Stored documents of events `after < seq <= up_to`, oldest first, for
+    /// writing an archive.
+    pub async fn archive_docs(
+        &self,
+        caller: &Caller,
+        after: i64,
+        up_to: i64,
+    ) -> Result<Vec<(i64, String)>> {
+        caller.require(Permission::UserManage)?;
+        let page = self.store.audit_raw(after, 10_000).await?;
+        Ok(page
+            .into_iter()
+            .take_while(|e| e.seq <= up_to)
+            .map(|e| (e.seq, e.doc))
+            .collect())
+    }
+
+    /// Records that events `from..=to` are in an archive file and removes
+    /// their rows, in one audited transaction.
+    pub async fn record_archive(&self, caller: &Caller, archive: ArchiveRecord) -> Result<u64> {
+        caller.require(Permission::UserManage)?;
+        let expected = self
+            .store
+            .audit_archives()
+            .await?
+            .last()
+            .map_or(1, |a| a.to_seq + 1);
+        if archive.from_seq != expected || archive.to_seq < archive.from_seq {
+            return Err(AppError::invalid(
+                "from_seq",
+                "out_of_range",
+                format!("the next archive must start at event {expected}"),
+            ));
+        }
+        let mut tx = self.begin().await?;
+        let removed = tx.archive_audit(&archive).await?;
+        let expected_rows = (archive.to_seq - archive.from_seq + 1) as u64;
+        if removed != expected_rows {
+            // Rolled back on drop: an archive must cover rows that exist.
+            return Err(AppError::Internal(format!(
+                "events {}..={}: {removed} rows found, {expected_rows} expected",
+                archive.from_seq, archive.to_seq
+            )));
+        }
+        tx.append_audit(
+            &AuditEvent::success(
+                self.now(),
+                &caller.actor(),
+                &caller.source,
+                Operation::Delete,
+                "audit_archive",
+                Target::new(
+                    "audit_log",
+                    Some(format!("{}-{}", archive.from_seq, archive.to_seq)),
+                ),
+            )
+            .with_change(None, Some(json!(archive))),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(removed)
+    }
+}
+
+/// What verification gets to see of one archive.
+pub enum ArchiveContents {
+    /// Not at hand: its events are checked by the leaves the tree records.
+    LeavesOnly,
+    /// The file's lines, in order, once its digest has been checked.
+    Lines(Box<dyn Iterator<Item = std::result::Result<String, String>> + Send>),
+    /// Missing, unreadable, or not the file that was archived.
+    Unreadable(String),
 }
 
 /// The most events one request may send.

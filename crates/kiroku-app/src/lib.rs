@@ -26,8 +26,8 @@ use kiroku_domain::{Actor, AuditEvent, Operation, Source, Target};
 use kiroku_store::{Store, Tx};
 
 pub use audit::{
-    ConsistencyProof, ExportFormat, ExternalEvent, HeadWitness, INGEST_BATCH_MAX, InclusionProof,
-    TreeSigner,
+    ArchiveContents, ConsistencyProof, ExportFormat, ExternalEvent, HeadWitness, INGEST_BATCH_MAX,
+    InclusionProof, TreeSigner,
 };
 pub use caller::{Caller, Principal, Via};
 pub use credentials::{totp_code, totp_uri};

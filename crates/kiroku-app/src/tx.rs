@@ -12,8 +12,8 @@ use kiroku_domain::alert::{Alert, Integration, Service};
 use kiroku_domain::detection::Observation;
 use kiroku_domain::{AuditEvent, Incident, OutboxMessage, TimelineEntry};
 use kiroku_store::{
-    ChangeRecord, IncidentKey, Result as StoreResult, SessionRecord, ThrottleRecord, TokenRecord,
-    Tx, UserRecord,
+    ArchiveRecord, ChangeRecord, IncidentKey, Result as StoreResult, SessionRecord, ThrottleRecord,
+    TokenRecord, Tx, UserRecord,
 };
 use uuid::Uuid;
 
@@ -149,6 +149,9 @@ impl Tx for AppTx {
             keys.forget(subject);
         }
         self.inner.shred_subject(subject, at).await
+    }
+    async fn archive_audit(&mut self, a: &ArchiveRecord) -> StoreResult<u64> {
+        self.inner.archive_audit(a).await
     }
     async fn enqueue(&mut self, m: &[OutboxMessage]) -> StoreResult<()> {
         self.inner.enqueue(m).await

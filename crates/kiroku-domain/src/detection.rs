@@ -71,6 +71,7 @@ impl Default for DetectionRules {
                 "authn_token_created",
                 "authn_token_revoked",
                 "audit_export",
+                "audit_archive",
                 "audit_decrypt",
                 "audit_subject_shred",
                 "audit_key_registered",

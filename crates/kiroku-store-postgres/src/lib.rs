@@ -19,6 +19,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "alerts",
         sql: include_str!("../migrations/0002_alerts.sql"),
     },
+    Migration {
+        version: 3,
+        name: "audit_archives",
+        sql: include_str!("../migrations/0003_audit_archives.sql"),
+    },
 ];
 
 pub struct Options {

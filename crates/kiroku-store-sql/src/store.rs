@@ -9,9 +9,9 @@ use kiroku_audit::{Hash, NodeId, SignedTreeHead, TreeHead};
 use kiroku_domain::alert::{Alert, Integration, Service};
 use kiroku_domain::{AuditEvent, Incident, OutboxMessage, TimelineEntry};
 use kiroku_store::{
-    AlertQuery, AuditQuery, ChangeRecord, IncidentKey, IncidentQuery, PAGE_MAX, PageCursor,
-    RawAuditEvent, Result, SessionRecord, Store, StoreError, ThrottleRecord, TokenRecord, Tx,
-    UserRecord,
+    AlertQuery, ArchiveRecord, AuditQuery, ChangeRecord, IncidentKey, IncidentQuery, PAGE_MAX,
+    PageCursor, RawAuditEvent, Result, SessionRecord, Store, StoreError, ThrottleRecord,
+    TokenRecord, Tx, UserRecord,
 };
 use sqlx::AnyPool;
 use sqlx::any::AnyArguments;
@@ -495,6 +495,62 @@ impl Store for SqlStore {
                 doc,
             })
             .collect())
+    }
+
+    async fn audit_leaves(
+        &self,
+        after_seq: i64,
+        up_to: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, Hash)>> {
+        let rows: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT idx, hash FROM audit_nodes WHERE level = 0 AND idx >= $1 AND idx < $2
+             ORDER BY idx LIMIT $3",
+        )
+        .bind(after_seq)
+        .bind(up_to)
+        .bind(limit.clamp(1, 100_000))
+        .fetch_all(&self.read)
+        .await
+        .map_err(map_err)?;
+        rows.into_iter()
+            .map(|(idx, hash)| {
+                let leaf = from_hex(&hash).ok_or_else(|| {
+                    StoreError::Corrupt(format!("the leaf of event {} is not a hash", idx + 1))
+                })?;
+                Ok((idx + 1, leaf))
+            })
+            .collect()
+    }
+
+    async fn audit_seq_before(&self, before: Timestamp) -> Result<Option<i64>> {
+        let (seq,): (Option<i64>,) =
+            sqlx::query_as("SELECT MAX(seq) FROM audit_events WHERE time < $1")
+                .bind(micros(before))
+                .fetch_one(&self.read)
+                .await
+                .map_err(map_err)?;
+        Ok(seq)
+    }
+
+    async fn audit_archives(&self) -> Result<Vec<ArchiveRecord>> {
+        let rows: Vec<(i64, i64, String, String, i64)> = sqlx::query_as(
+            "SELECT from_seq, to_seq, file, sha256, archived_at FROM audit_archives ORDER BY from_seq",
+        )
+        .fetch_all(&self.read)
+        .await
+        .map_err(map_err)?;
+        rows.into_iter()
+            .map(|(from_seq, to_seq, file, sha256, at)| {
+                Ok(ArchiveRecord {
+                    from_seq,
+                    to_seq,
+                    file,
+                    sha256,
+                    archived_at: from_micros(at)?,
+                })
+            })
+            .collect()
     }
 
     async fn audit_size(&self) -> Result<u64> {

@@ -7,8 +7,8 @@ use jiff::Timestamp;
 use kiroku_domain::alert::{Alert, Integration, Service};
 use kiroku_domain::{AuditEvent, Incident, OutboxMessage, TimelineEntry};
 use kiroku_store::{
-    ChangeRecord, IncidentKey, Result, SessionRecord, StoreError, ThrottleRecord, TokenRecord, Tx,
-    UserRecord,
+    ArchiveRecord, ChangeRecord, IncidentKey, Result, SessionRecord, StoreError, ThrottleRecord,
+    TokenRecord, Tx, UserRecord,
 };
 use sqlx::{Any, Transaction};
 use uuid::Uuid;
@@ -522,6 +522,30 @@ impl Tx for SqlTx {
         .await
         .map_err(map_err)?;
         Ok(done.rows_affected())
+    }
+
+    async fn archive_audit(&mut self, a: &ArchiveRecord) -> Result<u64> {
+        self.flush().await?;
+        sqlx::query(
+            "INSERT INTO audit_archives (from_seq, to_seq, file, sha256, archived_at)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(a.from_seq)
+        .bind(a.to_seq)
+        .bind(&a.file)
+        .bind(&a.sha256)
+        .bind(micros(a.archived_at))
+        .execute(&mut *self.tx)
+        .await
+        .map_err(map_err)
+        .map_err(duplicate("archive"))?;
+        let gone = sqlx::query("DELETE FROM audit_events WHERE seq >= $1 AND seq <= $2")
+            .bind(a.from_seq)
+            .bind(a.to_seq)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(map_err)?;
+        Ok(gone.rows_affected())
     }
 
     async fn insert_audit_key(

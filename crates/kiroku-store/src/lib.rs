@@ -84,6 +84,18 @@ pub trait Store: Send + Sync + 'static {
     async fn audit_event(&self, seq: i64) -> Result<Option<(AuditEvent, String)>>;
     /// Events as stored, for verification: nothing decoded, nothing trusted.
     async fn audit_raw(&self, after_seq: i64, limit: i64) -> Result<Vec<RawAuditEvent>>;
+    /// Leaf hashes from the tree itself (archived events have no row),
+    /// by seq, for `after_seq < seq <= up_to`.
+    async fn audit_leaves(
+        &self,
+        after_seq: i64,
+        up_to: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, Hash)>>;
+    /// The last event (by seq) stamped before `before`, if any.
+    async fn audit_seq_before(&self, before: jiff::Timestamp) -> Result<Option<i64>>;
+    /// The archived ranges, oldest first.
+    async fn audit_archives(&self) -> Result<Vec<ArchiveRecord>>;
     /// How many events the log says it holds.
     async fn audit_size(&self) -> Result<u64>;
     /// Stored subtree hashes; absent ids are absent from the map.
@@ -170,6 +182,9 @@ pub trait Tx: Send {
     ) -> Result<()>;
     /// Destroys every data key of a subject; returns how many were live.
     async fn shred_subject(&mut self, subject: &str, at: jiff::Timestamp) -> Result<u64>;
+    /// Records an archive and removes its events' rows (their leaves stay
+    /// in the tree); returns how many rows went.
+    async fn archive_audit(&mut self, archive: &ArchiveRecord) -> Result<u64>;
     /// Queues messages for delivery once this transaction commits.
     async fn enqueue(&mut self, messages: &[OutboxMessage]) -> Result<()>;
 

@@ -138,6 +138,18 @@ pub struct AuditQuery {
     pub limit: i64,
 }
 
+/// A range of the audit log moved out to an archive file.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ArchiveRecord {
+    pub from_seq: i64,
+    pub to_seq: i64,
+    /// The file's name (not its path: archives may move).
+    pub file: String,
+    /// SHA-256 of the file's bytes, hex.
+    pub sha256: String,
+    pub archived_at: jiff::Timestamp,
+}
+
 /// An audit event exactly as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawAuditEvent {

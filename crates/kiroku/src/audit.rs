@@ -1,5 +1,5 @@
-//! The audit trail's files outside the database: the tree-signing key and
-//! the witness directory of signed tree heads.
+//! The audit trail's files outside the database: the tree-signing key, the
+//! witness directory of signed tree heads, and archives of old events.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -246,4 +246,96 @@ pub async fn verify_online(
         latest_root: latest.head.root_hash.clone(),
         key_id: latest.key_id,
     })
+}
+
+/// Writes events `from..=to` to `DIR/audit-FROM-TO.jsonl` (each line the
+/// stored document, so that it hashes to its leaf), durably, then records
+/// the archive, which removes the rows. A crash before the record leaves
+/// a file that the next run writes again.
+pub async fn write_archive(
+    app: &kiroku_app::App,
+    caller: &kiroku_app::Caller,
+    dir: &Path,
+    (from, to): (i64, i64),
+) -> anyhow::Result<kiroku_store::ArchiveRecord> {
+    use sha2::{Digest, Sha256};
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let name = format!("audit-{from:020}-{to:020}.jsonl");
+    let path = dir.join(&name);
+    let partial = dir.join(format!(".{name}.partial"));
+    let file = std::fs::File::create(&partial)
+        .with_context(|| format!("cannot create {}", partial.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    let mut digest = Sha256::new();
+    let mut after = from - 1;
+    while after < to {
+        let page = app
+            .archive_docs(caller, after, to)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let Some(&(last, _)) = page.last() else {
+            bail!(
+                "event {} is not in the database; run `kiroku audit verify`",
+                after + 1
+            );
+        };
+        for (seq, doc) in page {
+            if seq != after + 1 {
+                bail!(
+                    "event {} is not in the database; run `kiroku audit verify`",
+                    after + 1
+                );
+            }
+            out.write_all(doc.as_bytes())?;
+            out.write_all(b"\n")?;
+            digest.update(doc.as_bytes());
+            digest.update(b"\n");
+            after = seq;
+        }
+        after = after.max(last);
+    }
+    let file = out.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()?;
+    std::fs::rename(&partial, &path)?;
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(kiroku_store::ArchiveRecord {
+        from_seq: from,
+        to_seq: to,
+        file: name,
+        sha256: kiroku_audit::hex::encode(&digest.finalize()),
+        archived_at: jiff::Timestamp::now(),
+    })
+}
+
+/// What `kiroku audit verify --archive DIR` shows verification of one
+/// archive: its lines, once the file is found and its digest matches.
+pub fn archive_contents(
+    dir: &Path,
+    a: &kiroku_store::ArchiveRecord,
+) -> kiroku_app::ArchiveContents {
+    use kiroku_app::ArchiveContents;
+    use sha2::{Digest, Sha256};
+    use std::io::BufRead;
+    let path = dir.join(&a.file);
+    let digest = std::fs::File::open(&path).and_then(|mut f| {
+        let mut d = Sha256::new();
+        std::io::copy(&mut f, &mut d)?;
+        Ok(kiroku_audit::hex::encode(&d.finalize()))
+    });
+    match digest {
+        Err(e) => ArchiveContents::Unreadable(format!("cannot read {}: {e}", path.display())),
+        Ok(d) if d != a.sha256 => ArchiveContents::Unreadable(format!(
+            "{} has SHA-256 {d}, but {} was archived",
+            path.display(),
+            a.sha256
+        )),
+        Ok(_) => match std::fs::File::open(&path) {
+            Err(e) => ArchiveContents::Unreadable(format!("cannot read {}: {e}", path.display())),
+            Ok(f) => ArchiveContents::Lines(Box::new(
+                std::io::BufReader::new(f)
+                    .lines()
+                    .map(|l| l.map_err(|e| e.to_string())),
+            )),
+        },
+    }
 }

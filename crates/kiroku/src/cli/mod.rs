@@ -62,8 +62,25 @@ pub enum AuditCommand {
         /// Also check the database against heads witnessed in this directory.
         #[arg(long, value_name = "DIR")]
         witness: Option<std::path::PathBuf>,
+        /// Check archived events' bytes in the archive files here (without
+        /// it, archived events are checked by the leaves the tree records).
+        #[arg(long, value_name = "DIR")]
+        archive: Option<std::path::PathBuf>,
         #[arg(long)]
         json: bool,
+    },
+    /// Move events older than N days out of the database into an archive
+    /// file (JSON Lines, each line hashing to its leaf). Their leaves stay
+    /// in the tree, so verification and proofs still span the whole log.
+    Archive {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Archive events stamped more than this many days ago.
+        #[arg(long, value_name = "DAYS")]
+        older_than_days: u32,
+        /// Where archive files go (keep it off the database host).
+        #[arg(long, value_name = "DIR")]
+        out: std::path::PathBuf,
     },
     /// Check a running server against a tree head you trust (a witness
     /// file): its latest head must be signed by the same key and extend
@@ -449,9 +466,42 @@ async fn audit(cmd: AuditCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        AuditCommand::Archive {
+            store,
+            older_than_days,
+            out,
+        } => {
+            if older_than_days == 0 {
+                bail!("--older-than-days must be at least 1");
+            }
+            let app = local_writer(&store).await?;
+            let caller = Caller::local_operator();
+            let before = jiff::Timestamp::now()
+                - jiff::SignedDuration::from_hours(24 * i64::from(older_than_days));
+            let Some(range) = app.archivable(&caller, before).await.map_err(failed)? else {
+                println!(
+                    "nothing to archive: no signed events older than {older_than_days} days beyond those archived"
+                );
+                return Ok(());
+            };
+            let record = crate::audit::write_archive(&app, &caller, &out, range).await?;
+            let removed = app
+                .record_archive(&caller, record.clone())
+                .await
+                .map_err(failed)?;
+            println!(
+                "archived events {}..={} ({removed}) to {} (sha256 {})",
+                record.from_seq,
+                record.to_seq,
+                out.join(&record.file).display(),
+                record.sha256
+            );
+            Ok(())
+        }
         AuditCommand::Verify {
             store,
             witness,
+            archive,
             json,
         } => {
             let witnessed = match &witness {
@@ -460,10 +510,14 @@ async fn audit(cmd: AuditCommand) -> anyhow::Result<()> {
             };
             let app = local_app(&store).await?;
             let tty = std::io::stderr().is_terminal() && !json;
+            let archives = |a: &kiroku_store::ArchiveRecord| match &archive {
+                Some(dir) => crate::audit::archive_contents(dir, a),
+                None => kiroku_app::ArchiveContents::LeavesOnly,
+            };
             let outcome = app
-                .verify_audit(witnessed, |done, total| {
+                .verify_audit(witnessed, archives, |done, total| {
                     if tty {
-                        eprint!("\rverifying: {done} / {total} events");
+                        eprint!("\r{}", progress_bar(done, total));
                     }
                 })
                 .await
@@ -487,6 +541,12 @@ async fn audit(cmd: AuditCommand) -> anyhow::Result<()> {
                             },
                             summary.root_hash
                         );
+                        if summary.archived_by_leaf_only > 0 {
+                            println!(
+                                "note: {} archived events were checked by their recorded leaves only; pass --archive DIR to check their contents",
+                                summary.archived_by_leaf_only
+                            );
+                        }
                     }
                     Ok(())
                 }
@@ -581,6 +641,21 @@ async fn audit(cmd: AuditCommand) -> anyhow::Result<()> {
 }
 
 /// The app over the store, for reading (verify, prove, export).
+/// `[#####-----]  50% 500 / 1000 events`, for a terminal.
+fn progress_bar(done: u64, total: u64) -> String {
+    const WIDTH: u64 = 30;
+    let filled = (done * WIDTH)
+        .checked_div(total)
+        .unwrap_or(WIDTH)
+        .min(WIDTH);
+    let percent = (done * 100).checked_div(total).unwrap_or(100).min(100);
+    format!(
+        "verifying [{}{}] {percent:3}% {done} / {total} events",
+        "#".repeat(filled as usize),
+        "-".repeat((WIDTH - filled) as usize)
+    )
+}
+
 async fn local_app(store: &StoreArgs) -> anyhow::Result<App> {
     let file = config::read_file(store.config.as_deref())?;
     let target = config::store_target(store, &file)?;

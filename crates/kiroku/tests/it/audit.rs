@@ -404,7 +404,11 @@ mod over_http {
         assert_eq!(head.key_id, TreeKey::from_seed([4; 32]).key_id());
         let summary = t
             .app
-            .verify_audit(Vec::new(), |_, _| {})
+            .verify_audit(
+                Vec::new(),
+                |_| kiroku_app::ArchiveContents::LeavesOnly,
+                |_, _| {},
+            )
             .await
             .unwrap()
             .unwrap();
@@ -689,7 +693,11 @@ mod over_http {
 
         let summary = t
             .app
-            .verify_audit(Vec::new(), |_, _| {})
+            .verify_audit(
+                Vec::new(),
+                |_| kiroku_app::ArchiveContents::LeavesOnly,
+                |_, _| {},
+            )
             .await
             .unwrap()
             .unwrap();
@@ -838,7 +846,11 @@ mod over_http {
         );
         let summary = t
             .app
-            .verify_audit(Vec::new(), |_, _| {})
+            .verify_audit(
+                Vec::new(),
+                |_| kiroku_app::ArchiveContents::LeavesOnly,
+                |_, _| {},
+            )
             .await
             .unwrap()
             .unwrap();
@@ -924,4 +936,170 @@ mod over_http {
             created.doc
         );
     }
+}
+
+fn kiroku_on(t: &Target, args: &[&str]) -> std::process::Output {
+    Command::new(BIN).args(args).args(&t.args).output().unwrap()
+}
+
+fn verify_archived(t: &Target, archive: Option<&Path>) -> (Option<i32>, serde_json::Value) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["audit", "verify", "--json"]).args(&t.args);
+    if let Some(a) = archive {
+        cmd.arg("--archive").arg(a);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code(),
+        serde_json::from_slice(&out.stdout).unwrap_or_default(),
+    )
+}
+
+/// Archiving moves old events to a file and out of the database; the tree,
+/// its heads and proofs still span them, and the file is checked against
+/// the leaves the tree recorded.
+async fn archive_cases(backend: &str) {
+    let Some(t) = target(backend).await else {
+        return;
+    };
+    let witness = tempfile::tempdir().unwrap();
+    populate(&t, [5; 32], witness.path(), "archived").await;
+    // Events 1..=8 are ten days old; the latest signed head covers 13.
+    sql(
+        &t,
+        &["UPDATE audit_events SET time = time - 864000000000 WHERE seq <= 8"],
+    )
+    .await;
+    let out_dir = tempfile::tempdir().unwrap();
+    let archives = out_dir.path().join("archives");
+    let dir = archives.to_str().unwrap();
+
+    let out = kiroku_on(
+        &t,
+        &["audit", "archive", "--older-than-days", "0", "--out", dir],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--older-than-days must be at least 1"));
+
+    let out = kiroku_on(
+        &t,
+        &["audit", "archive", "--older-than-days", "5", "--out", dir],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.starts_with("archived events 1..=8 (8)"), "{stdout}");
+    let file = archives.join(format!("audit-{:020}-{:020}.jsonl", 1, 8));
+    let lines: Vec<String> = std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    assert_eq!(lines.len(), 8);
+    // Nothing more is old enough, and nothing is archived twice.
+    let out = kiroku_on(
+        &t,
+        &["audit", "archive", "--older-than-days", "5", "--out", dir],
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("nothing to archive"));
+
+    let pool = AnyPool::connect(&t.url).await.unwrap();
+    let (left,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM audit_events WHERE seq <= 8")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "archived rows are gone");
+    let (archive_event,): (String,) =
+        sqlx::query_as("SELECT doc FROM audit_events WHERE action = 'audit_archive'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    pool.close().await;
+    assert!(archive_event.contains("\"from_seq\":1") && archive_event.contains("\"to_seq\":8"));
+
+    // Verification spans the whole log: by the recorded leaves alone...
+    let (code, json) = verify_archived(&t, None);
+    assert_eq!(code, Some(0), "{json}");
+    assert_eq!(json["summary"]["events"], 14, "{json}");
+    assert_eq!(json["summary"]["archived_by_leaf_only"], 8);
+    // ...and by the archive's bytes.
+    let (code, json) = verify_archived(&t, Some(&archives));
+    assert_eq!(code, Some(0), "{json}");
+    assert_eq!(json["summary"]["archived_by_leaf_only"], 0);
+
+    // An archived event still has its inclusion proof, for its own bytes.
+    let out = kiroku_on(&t, &["audit", "prove", "3"]);
+    assert!(out.status.success());
+    let proof: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(proof["leaf_hash"], leaf(&lines[2]), "{proof}");
+
+    // The archive altered: its digest no longer matches...
+    let tampered = lines[4].replacen("archived 3", "archived X", 1);
+    assert_ne!(tampered, lines[4]);
+    let mut edited = lines.clone();
+    edited[4] = tampered;
+    std::fs::write(&file, edited.join("\n") + "\n").unwrap();
+    let (code, json) = verify_archived(&t, Some(&archives));
+    assert_eq!(code, Some(1), "{json}");
+    assert_eq!(json["finding"]["problem"], "archive_mismatch", "{json}");
+    // ...and with the recorded digest forged to match, the changed line is
+    // named by its leaf.
+    let forged = {
+        use sha2::Digest;
+        kiroku_audit::hex::encode(&sha2::Sha256::digest(std::fs::read(&file).unwrap()))
+    };
+    sql(
+        &t,
+        &[&format!("UPDATE audit_archives SET sha256 = '{forged}'")],
+    )
+    .await;
+    assert_caught_archived(&t, &archives, "changed", 5);
+    // A line removed: the archive ends early.
+    std::fs::write(&file, lines[..7].join("\n") + "\n").unwrap();
+    let forged = {
+        use sha2::Digest;
+        kiroku_audit::hex::encode(&sha2::Sha256::digest(std::fs::read(&file).unwrap()))
+    };
+    sql(
+        &t,
+        &[&format!("UPDATE audit_archives SET sha256 = '{forged}'")],
+    )
+    .await;
+    assert_caught_archived(&t, &archives, "archive_mismatch", 8);
+    // The file gone.
+    std::fs::remove_file(&file).unwrap();
+    assert_caught_archived(&t, &archives, "archive_mismatch", 1);
+    // A recorded leaf of an archived event changed: the signed heads
+    // disagree, archive or not.
+    sql(
+        &t,
+        &[&format!(
+            "UPDATE audit_nodes SET hash = '{}' WHERE level = 0 AND idx = 2",
+            "ab".repeat(32)
+        )],
+    )
+    .await;
+    let (code, json) = verify_archived(&t, None);
+    assert_eq!(code, Some(1), "{json}");
+    assert_eq!(json["finding"]["problem"], "head_mismatch", "{json}");
+}
+
+fn assert_caught_archived(t: &Target, archives: &Path, problem: &str, seq: u64) {
+    let (code, json) = verify_archived(t, Some(archives));
+    assert_eq!(code, Some(1), "{json}");
+    assert_eq!(json["finding"]["problem"], problem, "{json}");
+    assert_eq!(json["finding"]["seq"], seq, "{json}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archiving_keeps_the_whole_log_verifiable_on_sqlite() {
+    archive_cases("sqlite").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archiving_keeps_the_whole_log_verifiable_on_postgres() {
+    archive_cases("postgres").await;
 }

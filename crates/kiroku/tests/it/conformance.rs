@@ -472,7 +472,11 @@ async fn batched_appends_keep_the_tree_whole(store: Arc<dyn Store>) {
     assert_eq!(store.audit_size().await.unwrap(), 252);
     let app = App::new(store.clone(), support::config());
     let summary = app
-        .verify_audit(Vec::new(), |_, _| {})
+        .verify_audit(
+            Vec::new(),
+            |_| kiroku_app::ArchiveContents::LeavesOnly,
+            |_, _| {},
+        )
         .await
         .unwrap()
         .unwrap();

@@ -488,7 +488,15 @@ async fn concurrent_story(t: &TestApp) {
 }
 
 async fn assert_audit_verifies(t: &TestApp) {
-    let verdict = t.app.verify_audit(Vec::new(), |_, _| {}).await.unwrap();
+    let verdict = t
+        .app
+        .verify_audit(
+            Vec::new(),
+            |_| kiroku_app::ArchiveContents::LeavesOnly,
+            |_, _| {},
+        )
+        .await
+        .unwrap();
     assert!(verdict.is_ok(), "{:?}", verdict.err());
 }
 
