@@ -75,6 +75,17 @@ impl From<StoreError> for AppError {
     }
 }
 
+/// Maps a store's duplicate to the caller's field, other errors as usual.
+pub(crate) fn duplicate_of(
+    what: &'static str,
+    field: &'static str,
+) -> impl Fn(StoreError) -> AppError {
+    move |e| match e {
+        StoreError::Duplicate(_) => AppError::Duplicate { what, field },
+        other => other.into(),
+    }
+}
+
 impl AppError {
     pub fn kind(&self) -> ErrorKind {
         match self {

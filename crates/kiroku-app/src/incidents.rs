@@ -172,7 +172,12 @@ impl App {
         let incident = draft.declare(rules, Uuid::now_v7(), number, now);
         tx.insert_incident(&incident).await?;
         let mut data = json!({ "severity": incident.severity, "category": incident.category });
-        let mut announcement = json!({ "incident_id": incident.id, "number": incident.number, "severity": incident.severity });
+        let mut announcement = json!({
+            "incident_id": incident.id,
+            "number": incident.number,
+            "title": incident.title,
+            "severity": incident.severity,
+        });
         if !origin.is_null() {
             data["origin"] = origin.clone();
             announcement["origin"] = origin;

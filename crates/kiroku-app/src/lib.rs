@@ -12,6 +12,7 @@ mod detection;
 mod error;
 mod incidents;
 mod intake;
+mod notify;
 mod policy;
 mod seal;
 mod services;
@@ -35,6 +36,7 @@ pub use detection::SERVICE as DETECTION_SERVICE;
 pub use error::{AppError, ErrorKind};
 pub use incidents::{DeclareIncident, IncidentList, ListIncidents, UpdateIncident, UserSpec};
 pub use intake::{Accepted, Effect};
+pub use notify::{ChannelView, Courier, Delivered, NewChannel, NotifyPolicy};
 pub use policy::{AuthPolicy, Config};
 pub use seal::{SealMode, SealRule, Sealer};
 pub use services::{AlertList, ListAlerts, NewIntegration, NewMaintenanceWindow, NewService};
@@ -54,11 +56,24 @@ pub struct App {
     intake: Arc<intake::GroupCommit>,
     routings: Arc<intake::RoutingCache>,
     detection: Option<Arc<detection::Detection>>,
+    notifier: Arc<notify::Notifier>,
 }
 
 impl App {
     pub fn new(store: Arc<dyn Store>, config: Config) -> Self {
+        let notifier = notify::Notifier::new(
+            store.clone(),
+            config
+                .rules
+                .severities
+                .levels
+                .iter()
+                .map(|l| l.key.clone())
+                .collect(),
+            config.notify.public_url.clone(),
+        );
         App {
+            notifier: Arc::new(notifier),
             store,
             config: Arc::new(config),
             signer: None,
@@ -157,15 +172,19 @@ impl App {
 
     /// Every write starts here; audit appends are sealed on the way.
     async fn begin(&self) -> Result<Box<dyn Tx>> {
+        // Read before the transaction holds a connection (see `Notifier::channels`).
+        self.notifier.channels().await?;
         let tx = self.store.begin().await?;
         let seal = self
             .sealer
             .as_ref()
             .filter(|s| s.mode != SealMode::Off)
             .map(|s| seal::SealKeys::new(s.clone()));
-        Ok(match (seal, &self.detection) {
-            (None, None) => tx,
-            (seal, detection) => Box::new(tx::AppTx::new(tx, seal, detection.clone())),
-        })
+        Ok(Box::new(tx::AppTx::new(
+            tx,
+            seal,
+            self.detection.clone(),
+            self.notifier.clone(),
+        )))
     }
 }

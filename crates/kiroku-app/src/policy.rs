@@ -11,6 +11,7 @@ pub struct Config {
     /// Incident numbers take their year here; times are shown here.
     pub time_zone: TimeZone,
     pub auth: AuthPolicy,
+    pub notify: crate::NotifyPolicy,
 }
 
 #[derive(Debug, Clone)]
@@ -50,6 +51,7 @@ impl Config {
             },
             time_zone,
             auth: AuthPolicy::default(),
+            notify: crate::NotifyPolicy::default(),
         }
     }
 }

@@ -169,13 +169,9 @@ impl App {
         service: &Service,
         now: Timestamp,
     ) -> Result<()> {
-        tx.insert_service(service).await.map_err(|e| match e {
-            StoreError::Duplicate(_) => AppError::Duplicate {
-                what: "service",
-                field: "name",
-            },
-            other => other.into(),
-        })?;
+        tx.insert_service(service)
+            .await
+            .map_err(crate::error::duplicate_of("service", "name"))?;
         tx.append_audit(
             &AuditEvent::success(
                 now,

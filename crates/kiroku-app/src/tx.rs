@@ -2,7 +2,8 @@
 //! append can skip what every append needs. Sensitive values are sealed
 //! before they reach the store (seed 001 No.50, `seal.rs`), and what each
 //! appended event says is kept for detection once the transaction commits
-//! (seed 001 No.29, `detection.rs`).
+//! (seed 001 No.29, `detection.rs`); every outbox message is fanned out to
+//! the deliveries of the channels that take it (`notify.rs`).
 
 use std::sync::Arc;
 
@@ -10,14 +11,16 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 use kiroku_domain::alert::{Alert, Integration, Service};
 use kiroku_domain::detection::Observation;
+use kiroku_domain::notify::Channel;
 use kiroku_domain::{AuditEvent, Incident, OutboxMessage, TimelineEntry};
 use kiroku_store::{
-    ArchiveRecord, ChangeRecord, IncidentKey, Result as StoreResult, SessionRecord, ThrottleRecord,
-    TokenRecord, Tx, UserRecord,
+    ArchiveRecord, ChangeRecord, DeliveryRecord, IncidentKey, Result as StoreResult, SessionRecord,
+    ThrottleRecord, TokenRecord, Tx, UserRecord,
 };
 use uuid::Uuid;
 
 use crate::detection::Detection;
+use crate::notify::Notifier;
 use crate::seal::SealKeys;
 
 pub(crate) struct AppTx {
@@ -25,6 +28,9 @@ pub(crate) struct AppTx {
     seal: Option<SealKeys>,
     /// The detector, and what this transaction's events said.
     observed: Option<(Arc<Detection>, Vec<Observation>)>,
+    notifier: Arc<Notifier>,
+    /// Deliveries were made: the worker is woken after the commit.
+    delivering: bool,
 }
 
 impl AppTx {
@@ -32,11 +38,14 @@ impl AppTx {
         inner: Box<dyn Tx>,
         seal: Option<SealKeys>,
         detection: Option<Arc<Detection>>,
+        notifier: Arc<Notifier>,
     ) -> Self {
         AppTx {
             inner,
             seal,
             observed: detection.map(|d| (d, Vec::new())),
+            notifier,
+            delivering: false,
         }
     }
 
@@ -154,7 +163,22 @@ impl Tx for AppTx {
         self.inner.archive_audit(a).await
     }
     async fn enqueue(&mut self, m: &[OutboxMessage]) -> StoreResult<()> {
-        self.inner.enqueue(m).await
+        self.inner.enqueue(m).await?;
+        let deliveries = self.notifier.fan_out(m);
+        if !deliveries.is_empty() {
+            self.inner.insert_deliveries(&deliveries).await?;
+            self.delivering = true;
+        }
+        Ok(())
+    }
+    async fn insert_deliveries(&mut self, d: &[DeliveryRecord]) -> StoreResult<()> {
+        self.inner.insert_deliveries(d).await
+    }
+    async fn update_delivery(&mut self, d: &DeliveryRecord) -> StoreResult<()> {
+        self.inner.update_delivery(d).await
+    }
+    async fn insert_channel(&mut self, c: &Channel) -> StoreResult<()> {
+        self.inner.insert_channel(c).await
     }
     async fn insert_service(&mut self, s: &Service) -> StoreResult<()> {
         self.inner.insert_service(s).await
@@ -190,9 +214,16 @@ impl Tx for AppTx {
     }
     async fn commit(self: Box<Self>) -> StoreResult<()> {
         let AppTx {
-            inner, observed, ..
+            inner,
+            observed,
+            notifier,
+            delivering,
+            ..
         } = *self;
         inner.commit().await?;
+        if delivering {
+            notifier.wake.notify_one();
+        }
         // Only what was committed is observed: a rolled-back attempt left
         // its own refusal event, which is observed in its turn.
         if let Some((detection, seen)) = observed {

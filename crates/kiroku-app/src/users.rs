@@ -2,7 +2,7 @@
 
 use jiff::{SignedDuration, Timestamp};
 use kiroku_domain::{Actor, ActorKind, AuditEvent, Operation, Permission, Role, Source, Target};
-use kiroku_store::{SessionRecord, StoreError, TokenRecord, UserRecord};
+use kiroku_store::{SessionRecord, TokenRecord, UserRecord};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
@@ -208,13 +208,9 @@ impl App {
         };
         let view = UserView::from(&user);
         let mut tx = self.begin().await?;
-        tx.insert_user(&user).await.map_err(|e| match e {
-            StoreError::Duplicate(_) => AppError::Duplicate {
-                what: "user",
-                field: "name",
-            },
-            other => other.into(),
-        })?;
+        tx.insert_user(&user)
+            .await
+            .map_err(crate::error::duplicate_of("user", "name"))?;
         let event = AuditEvent::success(
             now,
             &caller.actor(),

@@ -12,6 +12,7 @@ pub mod category;
 pub mod detection;
 pub mod incident;
 pub mod lifecycle;
+pub mod notify;
 pub mod outbox;
 pub mod severity;
 pub mod timeline;

@@ -59,7 +59,9 @@ async fn not_found(
 }
 
 pub fn router(app: App, http: HttpConfig) -> Router {
-    use handlers::{auth as a, incidents as i, intake as k, meta as m, services as sv};
+    use handlers::{
+        auth as a, incidents as i, intake as k, meta as m, notify as n, services as sv,
+    };
     let state = AppState {
         app,
         http: Arc::new(http),
@@ -120,6 +122,11 @@ pub fn router(app: App, http: HttpConfig) -> Router {
             axum::routing::delete(sv::remove_maintenance),
         )
         .route("/api/v1/services/{key}/changes", get(sv::service_changes))
+        .route(
+            "/api/v1/channels",
+            get(n::list_channels).post(n::create_channel),
+        )
+        .route("/api/v1/notifications", get(n::list_deliveries))
         .route(
             "/api/v1/integrations",
             get(sv::list_integrations).post(sv::create_integration),

@@ -24,6 +24,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "audit_archives",
         sql: include_str!("../migrations/0003_audit_archives.sql"),
     },
+    Migration {
+        version: 4,
+        name: "notifications",
+        sql: include_str!("../migrations/0004_notifications.sql"),
+    },
 ];
 
 pub struct Options {

@@ -10,6 +10,7 @@
 mod alerts;
 mod convert;
 mod migrate;
+mod notify;
 mod store;
 mod tx;
 

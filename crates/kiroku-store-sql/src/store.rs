@@ -7,11 +7,12 @@ use jiff::Timestamp;
 use kiroku_audit::merkle::from_hex;
 use kiroku_audit::{Hash, NodeId, SignedTreeHead, TreeHead};
 use kiroku_domain::alert::{Alert, Integration, Service};
+use kiroku_domain::notify::Channel;
 use kiroku_domain::{AuditEvent, Incident, OutboxMessage, TimelineEntry};
 use kiroku_store::{
-    AlertQuery, ArchiveRecord, AuditQuery, ChangeRecord, IncidentKey, IncidentQuery, PAGE_MAX,
-    PageCursor, RawAuditEvent, Result, SessionRecord, Store, StoreError, ThrottleRecord,
-    TokenRecord, Tx, UserRecord,
+    AlertQuery, ArchiveRecord, AuditQuery, ChangeRecord, DeliveryRecord, DeliveryStatus,
+    IncidentKey, IncidentQuery, PAGE_MAX, PageCursor, RawAuditEvent, Result, SessionRecord, Store,
+    StoreError, ThrottleRecord, TokenRecord, Tx, UserRecord,
 };
 use sqlx::AnyPool;
 use sqlx::any::AnyArguments;
@@ -237,6 +238,18 @@ impl SqlStore {
             .transpose()
             .map_err(map_err)?;
         row.map(|(d,)| from_doc(&d)).transpose()
+    }
+
+    pub(crate) fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    pub(crate) fn writer(&self) -> &AnyPool {
+        &self.write
+    }
+
+    pub(crate) fn reader(&self) -> &AnyPool {
+        &self.read
     }
 
     pub(crate) async fn docs<T: serde::de::DeserializeOwned>(
@@ -698,6 +711,31 @@ impl Store for SqlStore {
             vec![],
         )
         .await
+    }
+
+    async fn channels(&self) -> Result<Vec<Channel>> {
+        self.all_channels().await
+    }
+
+    async fn deliveries(
+        &self,
+        status: Option<DeliveryStatus>,
+        limit: i64,
+    ) -> Result<Vec<DeliveryRecord>> {
+        self.deliveries_of(status, limit).await
+    }
+
+    async fn claim_deliveries(
+        &self,
+        now: Timestamp,
+        until: Timestamp,
+        limit: i64,
+    ) -> Result<Vec<DeliveryRecord>> {
+        self.claim(now, until, limit).await
+    }
+
+    async fn next_delivery_at(&self) -> Result<Option<Timestamp>> {
+        self.next_due().await
     }
 
     async fn touch_token(&self, id: Uuid, at: Timestamp) -> Result<()> {

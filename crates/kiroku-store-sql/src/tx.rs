@@ -5,10 +5,11 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use jiff::Timestamp;
 use kiroku_domain::alert::{Alert, Integration, Service};
+use kiroku_domain::notify::Channel;
 use kiroku_domain::{AuditEvent, Incident, OutboxMessage, TimelineEntry};
 use kiroku_store::{
-    ArchiveRecord, ChangeRecord, IncidentKey, Result, SessionRecord, StoreError, ThrottleRecord,
-    TokenRecord, Tx, UserRecord,
+    ArchiveRecord, ChangeRecord, DeliveryRecord, IncidentKey, Result, SessionRecord, StoreError,
+    ThrottleRecord, TokenRecord, Tx, UserRecord,
 };
 use sqlx::{Any, Transaction};
 use uuid::Uuid;
@@ -18,7 +19,7 @@ use kiroku_audit::{CompactRange, canonical_doc};
 
 use crate::convert::{from_doc, from_micros, micros, opt_micros, search_text, to_doc};
 use crate::store::{Bind, Statement, bind_all, multi_insert};
-use crate::{Dialect, alerts, map_err};
+use crate::{Dialect, alerts, map_err, notify};
 
 /// The tree's right edge after the last commit, shared by transactions.
 pub(crate) type SharedEdge = Arc<Mutex<Option<CompactRange>>>;
@@ -612,6 +613,40 @@ impl Tx for SqlTx {
     async fn open_alerts(&mut self, keys: &[(Uuid, String)]) -> Result<Vec<Alert>> {
         self.flush().await?;
         alerts::open_alerts(&mut self.tx, self.dialect, keys).await
+    }
+
+    async fn insert_channel(&mut self, c: &Channel) -> Result<()> {
+        self.flush().await?;
+        sqlx::query("INSERT INTO channels (id, name, doc) VALUES ($1, $2, $3)")
+            .bind(c.id.to_string())
+            .bind(&c.name)
+            .bind(to_doc(c)?)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(map_err)
+            .map_err(duplicate("channel"))?;
+        Ok(())
+    }
+
+    async fn insert_deliveries(&mut self, list: &[DeliveryRecord]) -> Result<()> {
+        let statements = notify::insert_deliveries(self.dialect, list)?;
+        self.write(statements).await
+    }
+
+    async fn update_delivery(&mut self, d: &DeliveryRecord) -> Result<()> {
+        self.flush().await?;
+        sqlx::query(
+            "UPDATE deliveries SET status = $1, due_at = $2, claimed_until = NULL, doc = $3
+             WHERE id = $4",
+        )
+        .bind(d.status.as_str())
+        .bind(micros(d.due_at))
+        .bind(to_doc(d)?)
+        .bind(d.id.to_string())
+        .execute(&mut *self.tx)
+        .await
+        .map_err(map_err)?;
+        Ok(())
     }
 
     async fn save_alerts(&mut self, list: &[Alert]) -> Result<()> {

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use kiroku_audit::{Hash, NodeId, SignedTreeHead};
 use kiroku_domain::alert::{Alert, Integration, Service};
+use kiroku_domain::notify::Channel;
 use kiroku_domain::{AuditEvent, Incident, OutboxMessage, TimelineEntry};
 use uuid::Uuid;
 
@@ -123,6 +124,27 @@ pub trait Store: Send + Sync + 'static {
     /// A service's change events, newest first.
     async fn service_changes(&self, service: Uuid, limit: i64) -> Result<Vec<ChangeRecord>>;
 
+    async fn channels(&self) -> Result<Vec<Channel>>;
+    /// Deliveries newest first, optionally of one status.
+    async fn deliveries(
+        &self,
+        status: Option<DeliveryStatus>,
+        limit: i64,
+    ) -> Result<Vec<DeliveryRecord>>;
+    /// Takes up to `limit` pending deliveries due by `now` that no worker
+    /// holds, holding them until `until`. Bookkeeping rather than a change
+    /// (what a delivery did is recorded, audited, when it is done), so it
+    /// bypasses the audit log; on PostgreSQL rows held by another node's
+    /// claim are skipped, not waited for.
+    async fn claim_deliveries(
+        &self,
+        now: jiff::Timestamp,
+        until: jiff::Timestamp,
+        limit: i64,
+    ) -> Result<Vec<DeliveryRecord>>;
+    /// When the next pending delivery may be taken, if any is pending.
+    async fn next_delivery_at(&self) -> Result<Option<jiff::Timestamp>>;
+
     /// Records that a token was used. Bookkeeping rather than a change, so it
     /// bypasses the audit log; callers throttle it.
     async fn touch_token(&self, id: Uuid, at: jiff::Timestamp) -> Result<()>;
@@ -187,6 +209,13 @@ pub trait Tx: Send {
     async fn archive_audit(&mut self, archive: &ArchiveRecord) -> Result<u64>;
     /// Queues messages for delivery once this transaction commits.
     async fn enqueue(&mut self, messages: &[OutboxMessage]) -> Result<()>;
+
+    async fn insert_channel(&mut self, channel: &Channel) -> Result<()>;
+    /// Deliveries of newly committed messages; one whose idempotency key
+    /// exists already is left as it is.
+    async fn insert_deliveries(&mut self, deliveries: &[DeliveryRecord]) -> Result<()>;
+    /// Records an attempt's outcome and releases the worker's hold.
+    async fn update_delivery(&mut self, delivery: &DeliveryRecord) -> Result<()>;
 
     async fn insert_service(&mut self, service: &Service) -> Result<()>;
     /// Replaces the service if the stored version is `expected_version`.

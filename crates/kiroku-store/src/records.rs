@@ -157,3 +157,48 @@ pub struct RawAuditEvent {
     pub leaf_hash: String,
     pub doc: String,
 }
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    Pending,
+    Sent,
+    /// Out of attempts, or refused for good: kept with its last error.
+    Dead,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Sent => "sent",
+            DeliveryStatus::Dead => "dead",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "pending" => Some(DeliveryStatus::Pending),
+            "sent" => Some(DeliveryStatus::Sent),
+            "dead" => Some(DeliveryStatus::Dead),
+            _ => None,
+        }
+    }
+}
+
+/// One notification for one channel, and how its sending went.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DeliveryRecord {
+    pub id: Uuid,
+    pub channel_id: Uuid,
+    pub idempotency_key: String,
+    pub status: DeliveryStatus,
+    pub attempts: u32,
+    pub due_at: jiff::Timestamp,
+    pub created_at: jiff::Timestamp,
+    pub notice: kiroku_domain::notify::Notice,
+    /// The body as sent, the same on every attempt.
+    pub body: String,
+    pub last_error: Option<String>,
+    pub sent_at: Option<jiff::Timestamp>,
+}

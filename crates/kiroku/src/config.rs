@@ -66,6 +66,8 @@ pub struct FileConfig {
     pub auth: AuthFile,
     #[serde(default)]
     pub audit: AuditFile,
+    #[serde(default)]
+    pub notify: NotifyFile,
     /// Detection over the audit log (seed 001 No.29); defaults on.
     #[serde(default)]
     pub detection: DetectionRules,
@@ -172,6 +174,19 @@ pub struct AuthFile {
     pub address_lock_after: Option<i64>,
     pub failure_window_minutes: Option<i64>,
     pub lock_minutes: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyFile {
+    /// Kiroku's address as people reach it, for links in notifications.
+    pub public_url: Option<String>,
+    pub first_retry_seconds: Option<i64>,
+    pub max_retry_seconds: Option<i64>,
+    pub max_attempts: Option<u32>,
+    /// How long a worker holds the deliveries it took (a crashed node's
+    /// are taken up again after this).
+    pub hold_seconds: Option<i64>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -282,6 +297,32 @@ pub fn app_config(
         )?,
         lock_for: minutes("lock_minutes", a.lock_minutes, d.lock_for)?,
     };
+    let n = &file.notify;
+    let retry = config.notify.retry;
+    let seconds = |field: &str, v: Option<i64>, default: SignedDuration| match v {
+        None => Ok(default),
+        Some(s) if (1..=86_400).contains(&s) => Ok(SignedDuration::from_secs(s)),
+        Some(s) => bail!("notify.{field} must be between 1 and 86400 seconds, not {s}"),
+    };
+    config.notify.retry = kiroku_domain::notify::RetryPolicy {
+        first_delay: seconds(
+            "first_retry_seconds",
+            n.first_retry_seconds,
+            retry.first_delay,
+        )?,
+        max_delay: seconds("max_retry_seconds", n.max_retry_seconds, retry.max_delay)?,
+        max_attempts: match n.max_attempts {
+            None => retry.max_attempts,
+            Some(a) if (1..=100).contains(&a) => a,
+            Some(a) => bail!("notify.max_attempts must be between 1 and 100, not {a}"),
+        },
+    };
+    config.notify.hold = seconds("hold_seconds", n.hold_seconds, config.notify.hold)?;
+    if let Some(url) = &n.public_url {
+        kiroku_domain::notify::checked_url("notify.public_url", url)
+            .map_err(|e| anyhow::anyhow!("notify.public_url {}", e.message))?;
+        config.notify.public_url = Some(url.clone());
+    }
     Ok(config)
 }
 

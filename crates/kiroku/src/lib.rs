@@ -5,4 +5,5 @@ pub mod audit;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod notify;
 pub mod store;

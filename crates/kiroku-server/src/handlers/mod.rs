@@ -5,4 +5,5 @@ pub mod auth;
 pub mod incidents;
 pub mod intake;
 pub mod meta;
+pub mod notify;
 pub mod services;

@@ -418,11 +418,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await?;
     let signer = tokio::spawn(sign_heads(app.clone(), settings.audit.head_interval));
     let detection = tokio::spawn(app.clone().run_detection());
+    let courier = std::sync::Arc::new(crate::notify::HttpCourier::new()?);
+    let notifications = tokio::spawn(app.clone().run_notifications(courier));
     tracing::info!(store = %settings.store.describe(), "kiroku listening on http://{addr}");
     let router = kiroku_server::router(app.clone(), settings.http);
     kiroku_server::serve(listener, router, shutdown_signal()).await?;
     signer.abort();
     detection.abort();
+    notifications.abort();
     app.record_system_event("sys_shutdown", detail).await?;
     sign_head(&app).await;
     tracing::info!("stopped");

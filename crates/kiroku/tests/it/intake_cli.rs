@@ -9,7 +9,7 @@ use crate::cli::{Server, fails, kiroku, ok};
 use crate::support::{self, PASSWORD};
 
 /// An admin token made directly in the database.
-fn admin_token(store_args: &[&str]) -> String {
+pub(crate) fn admin_token(store_args: &[&str]) -> String {
     let mut create = vec![
         "user",
         "create",

@@ -10,6 +10,8 @@ mod conformance;
 mod detection;
 mod intake;
 mod intake_cli;
+mod notify;
+mod notify_cli;
 mod openapi;
 mod peer;
 mod support;

@@ -189,6 +189,8 @@ impl TestApp {
             app = app.with_detection(rules);
             tokio::spawn(app.clone().run_detection());
         }
+        let courier = Arc::new(kiroku::notify::HttpCourier::new().unwrap());
+        tokio::spawn(app.clone().run_notifications(courier));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();

@@ -1,0 +1,428 @@
+//! Notifications: the channels they go out on, which alert levels each
+//! channel takes (seed 004: Critical → phone + email + chat, Warning →
+//! email + chat, Info → chat), what each message says in each channel's
+//! own format (Slack Block Kit, a Teams Adaptive Card, Kiroku's JSON), and
+//! when a failed delivery is tried again. Pure: sending is the caller's.
+
+use jiff::{SignedDuration, Timestamp};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::alert::AlertLevel;
+use crate::{OutboxMessage, ValidationError, validate};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChannelKind {
+    /// Kiroku's JSON, signed with HMAC-SHA256 when the channel has a secret.
+    Webhook,
+    /// A Slack incoming webhook (Block Kit).
+    Slack,
+    /// A Microsoft Teams incoming webhook (Adaptive Card).
+    Teams,
+}
+
+impl ChannelKind {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "webhook" => Some(ChannelKind::Webhook),
+            "slack" => Some(ChannelKind::Slack),
+            "teams" => Some(ChannelKind::Teams),
+            _ => None,
+        }
+    }
+
+    /// The seed 004 routing by level: chat channels take every level.
+    pub fn default_levels(self) -> Vec<AlertLevel> {
+        vec![AlertLevel::Critical, AlertLevel::Warning, AlertLevel::Info]
+    }
+}
+
+/// Where notifications go. The URL of a chat webhook is itself a secret:
+/// it is stored, never logged, and shown only in part.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Channel {
+    pub id: Uuid,
+    pub name: String,
+    pub kind: ChannelKind,
+    pub url: String,
+    /// Signs webhook bodies (HMAC-SHA256); never shown again once set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    pub levels: Vec<AlertLevel>,
+    /// At most this many deliveries a minute; the rest wait their turn.
+    pub rate_per_minute: u32,
+    pub created_at: Timestamp,
+}
+
+pub const URL_MAX: usize = 2_048;
+pub const RATE_PER_MINUTE_MAX: u32 = 6_000;
+
+impl Channel {
+    /// The URL with its path hidden: enough to recognise the host.
+    pub fn url_shown(&self) -> String {
+        match self.url.split_once("://") {
+            Some((scheme, rest)) => {
+                let host = rest.split('/').next().unwrap_or("");
+                format!("{scheme}://{host}/…")
+            }
+            None => "…".into(),
+        }
+    }
+}
+
+/// Checks a channel's URL: absolute http(s), no credentials in it.
+pub fn checked_url(field: &str, url: &str) -> Result<String, ValidationError> {
+    let url = validate::line(field, url, URL_MAX, true)?;
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| {
+            ValidationError::new(field, "invalid_url", "must be an http:// or https:// URL")
+        })?;
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if host.is_empty() || host.contains('@') || host.contains(char::is_whitespace) {
+        return Err(ValidationError::new(
+            field,
+            "invalid_url",
+            "must name a host, without user or password",
+        ));
+    }
+    Ok(url)
+}
+
+/// What a notification says, whatever the channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notice {
+    pub topic: String,
+    pub level: AlertLevel,
+    pub title: String,
+    pub text: String,
+    pub incident_id: Option<Uuid>,
+    pub incident_number: Option<String>,
+}
+
+fn str_of<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+    v.get(key).and_then(Value::as_str)
+}
+
+impl Notice {
+    /// The notice an outbox message makes, if it is one people are told of.
+    /// `severity_level` maps an incident severity to an alert level.
+    pub fn of(m: &OutboxMessage, severity_level: impl Fn(&str) -> AlertLevel) -> Option<Notice> {
+        let p = &m.payload;
+        let incident_id = p
+            .get("incident_id")
+            .and_then(|v| serde_json::from_value(v.clone()).ok());
+        let number = str_of(p, "number").map(String::from);
+        let (level, title, text) = match m.topic.as_str() {
+            "alert.triggered" => {
+                let level = p
+                    .get("level")
+                    .and_then(|v| serde_json::from_value(v.clone()).ok())
+                    .unwrap_or(AlertLevel::Warning);
+                let summary = str_of(p, "summary").unwrap_or("alert").to_string();
+                (
+                    level,
+                    summary,
+                    format!("severity {}", str_of(p, "severity").unwrap_or("?")),
+                )
+            }
+            // Declared from an alert: the alert's own notice says it.
+            "incident.declared" if p.get("origin").is_none_or(Value::is_null) => {
+                let severity = str_of(p, "severity").unwrap_or("");
+                (
+                    severity_level(severity),
+                    format!(
+                        "{} {}",
+                        number.as_deref().unwrap_or(""),
+                        str_of(p, "title").unwrap_or("")
+                    )
+                    .trim()
+                    .to_string(),
+                    format!("declared, severity {severity}"),
+                )
+            }
+            "incident.status_changed"
+                if matches!(str_of(p, "to"), Some("resolved" | "acknowledged")) =>
+            {
+                let to = str_of(p, "to").unwrap_or("");
+                (
+                    AlertLevel::Info,
+                    format!("{} {to}", number.as_deref().unwrap_or("incident")),
+                    format!("{} → {to}", str_of(p, "from").unwrap_or("?")),
+                )
+            }
+            _ => return None,
+        };
+        Some(Notice {
+            topic: m.topic.clone(),
+            level,
+            title: title.chars().take(validate::TITLE_MAX).collect(),
+            text,
+            incident_id,
+            incident_number: number,
+        })
+    }
+}
+
+/// One message for one channel, as it will be sent: body and headers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outgoing {
+    pub body: String,
+    /// Stable across retries; receivers deduplicate on it.
+    pub idempotency_key: String,
+}
+
+fn level_label(l: AlertLevel) -> &'static str {
+    match l {
+        AlertLevel::Critical => "CRITICAL",
+        AlertLevel::Warning => "WARNING",
+        AlertLevel::Info => "INFO",
+    }
+}
+
+/// Slack's mrkdwn treats `&`, `<` and `>` as markup.
+fn slack_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// The body a channel of `kind` gets for `notice`; `link` is the
+/// incident's page, when there is one.
+pub fn render(
+    kind: ChannelKind,
+    notice: &Notice,
+    link: Option<&str>,
+    idempotency_key: &str,
+) -> Value {
+    let label = level_label(notice.level);
+    match kind {
+        ChannelKind::Webhook => json!({
+            "idempotency_key": idempotency_key,
+            "topic": notice.topic,
+            "level": notice.level,
+            "title": notice.title,
+            "text": notice.text,
+            "incident_id": notice.incident_id,
+            "incident_number": notice.incident_number,
+            "link": link,
+        }),
+        ChannelKind::Slack => {
+            let mut blocks = vec![
+                json!({"type": "header", "text": {"type": "plain_text", "text": format!("[{label}] {}", notice.title).chars().take(150).collect::<String>()}}),
+                json!({"type": "section", "text": {"type": "mrkdwn", "text": slack_escape(&notice.text)}}),
+            ];
+            if let Some(link) = link {
+                blocks.push(json!({"type": "actions", "elements": [
+                    {"type": "button", "text": {"type": "plain_text", "text": "Open incident"}, "url": link},
+                ]}));
+            }
+            json!({ "text": format!("[{label}] {}", notice.title), "blocks": blocks })
+        }
+        ChannelKind::Teams => {
+            let mut card = json!({
+                "type": "AdaptiveCard",
+                "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+                "version": "1.4",
+                "body": [
+                    {"type": "TextBlock", "size": "Large", "weight": "Bolder", "wrap": true,
+                     "text": format!("[{label}] {}", notice.title)},
+                    {"type": "TextBlock", "wrap": true, "text": notice.text},
+                ],
+            });
+            if let Some(link) = link {
+                card["actions"] =
+                    json!([{"type": "Action.OpenUrl", "title": "Open incident", "url": link}]);
+            }
+            json!({
+                "type": "message",
+                "attachments": [{"contentType": "application/vnd.microsoft.card.adaptive", "content": card}],
+            })
+        }
+    }
+}
+
+/// How failed deliveries are tried again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub first_delay: SignedDuration,
+    pub max_delay: SignedDuration,
+    /// Attempts before a delivery is dead (kept, with its last error).
+    pub max_attempts: u32,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            first_delay: SignedDuration::from_secs(2),
+            max_delay: SignedDuration::from_mins(10),
+            max_attempts: 12,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait after failed attempt `attempt` (1-based): doubling from the
+    /// first delay, capped, with "full jitter" (`jitter` in [0, 1) picks a
+    /// point in the upper half, so that retries of many deliveries spread
+    /// out but none comes back at once). A receiver's `Retry-After` is a
+    /// floor.
+    pub fn delay(
+        &self,
+        attempt: u32,
+        jitter: f64,
+        retry_after: Option<SignedDuration>,
+    ) -> SignedDuration {
+        let exp = attempt.saturating_sub(1).min(30);
+        let base = self
+            .first_delay
+            .checked_mul(1i32 << exp.min(20))
+            .unwrap_or(self.max_delay)
+            .min(self.max_delay);
+        let jitter = jitter.clamp(0.0, 1.0);
+        let spread = base.as_secs_f64() * (0.5 + jitter / 2.0);
+        let delay = SignedDuration::from_secs_f64(spread);
+        match retry_after {
+            Some(r) => delay.max(r.min(self.max_delay * 6)),
+            None => delay,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn message(topic: &str, payload: Value) -> OutboxMessage {
+        OutboxMessage::new(topic, format!("{topic}:1"), payload, Timestamp::UNIX_EPOCH)
+    }
+
+    #[test]
+    fn notices_come_from_the_topics_people_are_told_of() {
+        let critical = |_: &str| AlertLevel::Critical;
+        let alert = message(
+            "alert.triggered",
+            json!({"level": "critical", "summary": "DB down <script>", "severity": "critical",
+                   "incident_id": "01900000-0000-7000-8000-000000000000"}),
+        );
+        let n = Notice::of(&alert, critical).unwrap();
+        assert_eq!(n.level, AlertLevel::Critical);
+        assert_eq!(n.title, "DB down <script>");
+        assert!(n.incident_id.is_some());
+        // Declared from an alert: the alert already said it.
+        let from_alert = message(
+            "incident.declared",
+            json!({"number": "DB-2026-001", "origin": {"alert_id": "x"}}),
+        );
+        assert!(Notice::of(&from_alert, critical).is_none());
+        let by_hand = message(
+            "incident.declared",
+            json!({"number": "DB-2026-001", "title": "本番DB接続不可", "severity": "P1"}),
+        );
+        let n = Notice::of(&by_hand, |s| {
+            if s == "P1" {
+                AlertLevel::Critical
+            } else {
+                AlertLevel::Info
+            }
+        })
+        .unwrap();
+        assert_eq!(n.title, "DB-2026-001 本番DB接続不可");
+        assert_eq!(n.level, AlertLevel::Critical);
+        let resolved = message(
+            "incident.status_changed",
+            json!({"number": "DB-2026-001", "from": "mitigated", "to": "resolved"}),
+        );
+        assert_eq!(
+            Notice::of(&resolved, critical).unwrap().level,
+            AlertLevel::Info
+        );
+        let investigating = message("incident.status_changed", json!({"to": "investigating"}));
+        assert!(Notice::of(&investigating, critical).is_none());
+        assert!(Notice::of(&message("incident.updated", json!({})), critical).is_none());
+    }
+
+    #[test]
+    fn each_channel_gets_its_own_format_with_hostile_text_kept_inert() {
+        let n = Notice {
+            topic: "alert.triggered".into(),
+            level: AlertLevel::Critical,
+            title: "<!channel> & <https://evil|click>".into(),
+            text: "severity critical <b>".into(),
+            incident_id: None,
+            incident_number: None,
+        };
+        let slack = render(
+            ChannelKind::Slack,
+            &n,
+            Some("https://kiroku.example/i/1"),
+            "k1",
+        );
+        // Header blocks are plain text; the mrkdwn section is escaped.
+        assert_eq!(slack["blocks"][0]["text"]["type"], "plain_text");
+        assert_eq!(
+            slack["blocks"][1]["text"]["text"],
+            "severity critical &lt;b&gt;"
+        );
+        assert_eq!(
+            slack["blocks"][2]["elements"][0]["url"],
+            "https://kiroku.example/i/1"
+        );
+        let teams = render(ChannelKind::Teams, &n, None, "k1");
+        assert_eq!(teams["attachments"][0]["content"]["type"], "AdaptiveCard");
+        assert!(teams["attachments"][0]["content"].get("actions").is_none());
+        let hook = render(ChannelKind::Webhook, &n, None, "k1");
+        assert_eq!(hook["idempotency_key"], "k1");
+        assert_eq!(hook["level"], "critical");
+    }
+
+    #[test]
+    fn urls_are_checked() {
+        assert!(checked_url("url", "https://hooks.slack.com/services/T/B/X").is_ok());
+        assert!(checked_url("url", "http://127.0.0.1:9/x").is_ok());
+        for bad in [
+            "",
+            "ftp://x",
+            "https://",
+            "https://user:pw@host/x",
+            "javascript:alert(1)",
+            "https://a b/",
+        ] {
+            assert!(checked_url("url", bad).is_err(), "{bad}");
+        }
+        let c = Channel {
+            id: Uuid::nil(),
+            name: "ops".into(),
+            kind: ChannelKind::Slack,
+            url: "https://hooks.slack.com/services/T000/B000/secret".into(),
+            secret: None,
+            levels: ChannelKind::Slack.default_levels(),
+            rate_per_minute: 60,
+            created_at: Timestamp::UNIX_EPOCH,
+        };
+        assert_eq!(c.url_shown(), "https://hooks.slack.com/…");
+    }
+
+    proptest! {
+        #[test]
+        fn retry_delays_are_bounded_and_honour_retry_after(attempt in 1u32..100, jitter in 0.0f64..1.0, after in proptest::option::of(0i64..100_000)) {
+            let p = RetryPolicy::default();
+            let retry_after = after.map(SignedDuration::from_secs);
+            let d = p.delay(attempt, jitter, retry_after);
+            prop_assert!(d >= SignedDuration::from_secs(1));
+            prop_assert!(d <= p.max_delay * 6);
+            if let Some(r) = retry_after {
+                prop_assert!(d >= r.min(p.max_delay * 6));
+            } else {
+                prop_assert!(d <= p.max_delay);
+                // Never less than half the un-jittered back-off.
+                let base = (p.first_delay.as_secs_f64() * 2f64.powi((attempt - 1).min(20) as i32)).min(p.max_delay.as_secs_f64());
+                prop_assert!(d.as_secs_f64() >= base / 2.0 - 1e-6);
+            }
+        }
+    }
+}
