@@ -464,18 +464,17 @@ impl App {
             )));
         }
         tx.append_audit(
-            &AuditEvent::success(
-                self.now(),
-                &caller.actor(),
-                &caller.source,
-                Operation::Delete,
-                "audit_archive",
-                Target::new(
-                    "audit_log",
-                    Some(format!("{}-{}", archive.from_seq, archive.to_seq)),
-                ),
-            )
-            .with_change(None, Some(json!(archive))),
+            &caller
+                .event(
+                    self.now(),
+                    Operation::Delete,
+                    "audit_archive",
+                    Target::new(
+                        "audit_log",
+                        Some(format!("{}-{}", archive.from_seq, archive.to_seq)),
+                    ),
+                )
+                .with_change(None, Some(json!(archive))),
         )
         .await?;
         tx.commit().await?;
@@ -777,22 +776,21 @@ impl App {
         format: ExportFormat,
     ) -> Result<()> {
         caller.require(Permission::AuditRead)?;
-        let event = AuditEvent::success(
-            self.now(),
-            &caller.actor(),
-            &caller.source,
-            Operation::Read,
-            "audit_export",
-            Target::new("audit_log", None),
-        )
-        .with_change(
-            None,
-            Some(json!({
-                "format": if format == ExportFormat::Csv { "csv" } else { "jsonl" },
-                "from": q.time_from,
-                "to": q.time_to,
-            })),
-        );
+        let event = caller
+            .event(
+                self.now(),
+                Operation::Read,
+                "audit_export",
+                Target::new("audit_log", None),
+            )
+            .with_change(
+                None,
+                Some(json!({
+                    "format": if format == ExportFormat::Csv { "csv" } else { "jsonl" },
+                    "from": q.time_from,
+                    "to": q.time_to,
+                })),
+            );
         self.audit_only(event).await
     }
 

@@ -1,6 +1,6 @@
 //! Who is asking, and from where.
 
-use kiroku_domain::{Actor, ActorKind, Permission, Source, UserRef};
+use kiroku_domain::{Actor, ActorKind, AuditEvent, Operation, Permission, Source, Target, UserRef};
 use kiroku_store::UserRecord;
 use uuid::Uuid;
 
@@ -122,6 +122,17 @@ impl Caller {
             },
             Some(Principal { user: None, .. }) => Actor::anonymous(),
         }
+    }
+
+    /// An audit event of this caller's, successful unless marked failed.
+    pub fn event(
+        &self,
+        at: jiff::Timestamp,
+        operation: Operation,
+        action: &str,
+        target: Target,
+    ) -> AuditEvent {
+        AuditEvent::success(at, &self.actor(), &self.source, operation, action, target)
     }
 
     /// The caller's user, when the caller is one.

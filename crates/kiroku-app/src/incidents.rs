@@ -2,8 +2,8 @@
 
 use jiff::Timestamp;
 use kiroku_domain::{
-    AuditEvent, Incident, IncidentDraft, IncidentPatch, Operation, OutboxMessage, Permission,
-    Status, Target, TimelineEntry, TimelineKind, Transition, UserRef, validate,
+    Incident, IncidentDraft, IncidentPatch, Operation, OutboxMessage, Permission, Status, Target,
+    TimelineEntry, TimelineKind, Transition, UserRef, validate,
 };
 use kiroku_store::{IncidentKey, IncidentQuery, PageCursor, Tx};
 use serde::Serialize;
@@ -191,15 +191,14 @@ impl App {
             now,
         );
         tx.append_timeline(&entry).await?;
-        let event = AuditEvent::success(
-            now,
-            &caller.actor(),
-            &caller.source,
-            Operation::Create,
-            "incident_create",
-            incident_target(&incident),
-        )
-        .with_change(None, Some(json!(incident)));
+        let event = caller
+            .event(
+                now,
+                Operation::Create,
+                "incident_create",
+                incident_target(&incident),
+            )
+            .with_change(None, Some(json!(incident)));
         tx.append_audit(&event).await?;
         tx.enqueue(&[OutboxMessage::new(
             "incident.declared",
@@ -236,18 +235,17 @@ impl App {
             now,
         );
         tx.append_timeline(&entry).await?;
-        let event = AuditEvent::success(
-            now,
-            &caller.actor(),
-            &caller.source,
-            Operation::Update,
-            &format!("incident_{}", t.as_str()),
-            incident_target(&*incident),
-        )
-        .with_change(
-            Some(json!({ "status": from })),
-            Some(json!({ "status": to, "at": stamp_of(&*incident, to) })),
-        );
+        let event = caller
+            .event(
+                now,
+                Operation::Update,
+                &format!("incident_{}", t.as_str()),
+                incident_target(&*incident),
+            )
+            .with_change(
+                Some(json!({ "status": from })),
+                Some(json!({ "status": to, "at": stamp_of(&*incident, to) })),
+            );
         tx.append_audit(&event).await?;
         tx.enqueue(&[OutboxMessage::new(
             "incident.status_changed",
@@ -317,18 +315,17 @@ impl App {
         let entry =
             self.timeline_entry(caller, &incident, TimelineKind::Note, body, json!({}), now);
         tx.append_timeline(&entry).await?;
-        let event = AuditEvent::success(
-            now,
-            &caller.actor(),
-            &caller.source,
-            Operation::Create,
-            "incident_note_add",
-            incident_target(&incident),
-        )
-        .with_change(
-            None,
-            Some(json!({ "entry_id": entry.id, "body": entry.body })),
-        );
+        let event = caller
+            .event(
+                now,
+                Operation::Create,
+                "incident_note_add",
+                incident_target(&incident),
+            )
+            .with_change(
+                None,
+                Some(json!({ "entry_id": entry.id, "body": entry.body })),
+            );
         tx.append_audit(&event).await?;
         tx.commit().await?;
         Ok(entry)
@@ -380,15 +377,14 @@ impl App {
             now,
         );
         tx.append_timeline(&entry).await?;
-        let event = AuditEvent::success(
-            now,
-            &caller.actor(),
-            &caller.source,
-            Operation::Update,
-            "incident_update",
-            incident_target(&incident),
-        )
-        .with_change(Some(pick(&before)), Some(pick(&after)));
+        let event = caller
+            .event(
+                now,
+                Operation::Update,
+                "incident_update",
+                incident_target(&incident),
+            )
+            .with_change(Some(pick(&before)), Some(pick(&after)));
         tx.append_audit(&event).await?;
         tx.enqueue(&[OutboxMessage::new(
             "incident.updated",
@@ -411,10 +407,8 @@ impl App {
             .await?
             .ok_or(AppError::NotFound { what: "incident" })?;
         if incident.personal_data.involved {
-            self.audit_only(AuditEvent::success(
+            self.audit_only(caller.event(
                 self.now(),
-                &caller.actor(),
-                &caller.source,
                 Operation::Read,
                 "incident_read_personal_data",
                 incident_target(&incident),

@@ -325,18 +325,19 @@ impl App {
             // did: a group of 10,000 alerts is one delivery, not 10,000.
             let entries = std::mem::take(&mut batch.audited);
             batch.audit.push(
-                AuditEvent::success(
-                    now,
-                    &caller.actor(),
-                    &caller.source,
-                    Operation::Execute,
-                    "alert_intake",
-                    Target::new("integration", Some(job.integration.id.to_string())),
-                )
-                .with_change(
-                    None,
-                    Some(json!({ "service_id": job.integration.service_id, "events": entries })),
-                ),
+                caller
+                    .event(
+                        now,
+                        Operation::Execute,
+                        "alert_intake",
+                        Target::new("integration", Some(job.integration.id.to_string())),
+                    )
+                    .with_change(
+                        None,
+                        Some(
+                            json!({ "service_id": job.integration.service_id, "events": entries }),
+                        ),
+                    ),
             );
             results.push(accepted);
         }
@@ -631,18 +632,17 @@ impl App {
         let mut tx = self.begin().await?;
         tx.insert_service_change(&record).await?;
         tx.append_audit(
-            &AuditEvent::success(
-                now,
-                &caller.actor(),
-                &caller.source,
-                Operation::Create,
-                "service_change_record",
-                Target::new("service", Some(integration.service_id.to_string())),
-            )
-            .with_change(
-                None,
-                Some(json!({ "change_id": record.id, "summary": record.change.summary })),
-            ),
+            &caller
+                .event(
+                    now,
+                    Operation::Create,
+                    "service_change_record",
+                    Target::new("service", Some(integration.service_id.to_string())),
+                )
+                .with_change(
+                    None,
+                    Some(json!({ "change_id": record.id, "summary": record.change.summary })),
+                ),
         )
         .await?;
         tx.commit().await?;

@@ -8,6 +8,7 @@
 //! between sending and recording sends again once the hold lapses, with the
 //! same idempotency key, so receivers see each notification once.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,7 +16,8 @@ use async_trait::async_trait;
 use jiff::{SignedDuration, Timestamp};
 use kiroku_domain::alert::AlertLevel;
 use kiroku_domain::notify::{
-    Channel, ChannelKind, Notice, Outgoing, RetryPolicy, checked_url, render,
+    Bucket, Channel, ChannelKind, Notice, Outgoing, RATE_PER_MINUTE_MAX, RetryPolicy, checked_url,
+    render,
 };
 use kiroku_domain::{
     Actor, AuditEvent, Operation, OutboxMessage, Permission, Source, Target, TimelineEntry,
@@ -146,14 +148,14 @@ impl Notifier {
     /// The deliveries `messages` make: one per channel taking each notice's
     /// level, by the channel list read when the transaction began.
     pub(crate) fn fan_out(&self, messages: &[OutboxMessage]) -> Vec<DeliveryRecord> {
+        // Whatever copy there is: `App::begin` refreshed it moments ago.
+        let Some(channels) = self.cached(Duration::MAX).filter(|c| !c.is_empty()) else {
+            return Vec::new();
+        };
         let notices: Vec<(&OutboxMessage, Notice)> = messages
             .iter()
             .filter_map(|m| Notice::of(m, |s| self.level_of(s)).map(|n| (m, n)))
             .collect();
-        // Whatever copy there is: `App::begin` refreshed it moments ago.
-        let Some(channels) = self.cached(Duration::MAX) else {
-            return Vec::new();
-        };
         let mut out = Vec::new();
         for (m, notice) in notices {
             let link = self.link(&notice);
@@ -264,14 +266,11 @@ impl App {
             ));
         }
         let rate = input.rate_per_minute.unwrap_or(60);
-        if !(1..=kiroku_domain::notify::RATE_PER_MINUTE_MAX).contains(&rate) {
+        if !(1..=RATE_PER_MINUTE_MAX).contains(&rate) {
             return Err(AppError::invalid(
                 "rate_per_minute",
                 "out_of_range",
-                format!(
-                    "must be between 1 and {}",
-                    kiroku_domain::notify::RATE_PER_MINUTE_MAX
-                ),
+                format!("must be between 1 and {}", RATE_PER_MINUTE_MAX),
             ));
         }
         let now = self.now();
@@ -292,15 +291,14 @@ impl App {
             .map_err(crate::error::duplicate_of("channel", "name"))?;
         // The URL of a chat webhook is a credential: the log names the host only.
         tx.append_audit(
-            &AuditEvent::success(
-                now,
-                &caller.actor(),
-                &caller.source,
-                Operation::Create,
-                "channel_create",
-                Target::new("channel", Some(channel.id.to_string())),
-            )
-            .with_change(None, Some(json!(view))),
+            &caller
+                .event(
+                    now,
+                    Operation::Create,
+                    "channel_create",
+                    Target::new("channel", Some(channel.id.to_string())),
+                )
+                .with_change(None, Some(json!(view))),
         )
         .await?;
         tx.commit().await?;
@@ -343,6 +341,8 @@ impl App {
     /// Sends due deliveries through `courier` until the app is dropped.
     pub async fn run_notifications(self, courier: Arc<dyn Courier>) {
         let slots = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT_MAX));
+        // Each channel's rate, kept by the node that sends.
+        let mut buckets: HashMap<Uuid, Bucket> = HashMap::new();
         loop {
             let free = slots.available_permits();
             if free > 0 {
@@ -353,7 +353,21 @@ impl App {
                     .await
                 {
                     Ok(taken) if !taken.is_empty() => {
+                        let channels = self.notifier.channels().await.unwrap_or_default();
                         for d in taken {
+                            let rate = channels
+                                .iter()
+                                .find(|c| c.id == d.channel_id)
+                                .map_or(RATE_PER_MINUTE_MAX, |c| c.rate_per_minute);
+                            let bucket = buckets
+                                .entry(d.channel_id)
+                                .or_insert_with(|| Bucket::full(rate, now));
+                            if let Err(wait) = bucket.take(rate, now) {
+                                if let Err(e) = self.store.defer_delivery(d.id, now + wait).await {
+                                    tracing::warn!(error = %e, "could not defer a delivery");
+                                }
+                                continue;
+                            }
                             let Ok(slot) = slots.clone().acquire_owned().await else {
                                 return;
                             };

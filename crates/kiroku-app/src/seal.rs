@@ -231,15 +231,14 @@ impl App {
             open_all(self, &sealer.kek, side, &mut opened).await?;
         }
         if !opened.is_empty() {
-            let e = AuditEvent::success(
-                self.now(),
-                &caller.actor(),
-                &caller.source,
-                kiroku_domain::Operation::Read,
-                "audit_decrypt",
-                kiroku_domain::Target::new("audit_event", Some(seq.to_string())),
-            )
-            .with_change(None, Some(json!({ "subjects": opened })));
+            let e = caller
+                .event(
+                    self.now(),
+                    kiroku_domain::Operation::Read,
+                    "audit_decrypt",
+                    kiroku_domain::Target::new("audit_event", Some(seq.to_string())),
+                )
+                .with_change(None, Some(json!({ "subjects": opened })));
             self.audit_only(e).await?;
         }
         Ok((event, leaf))
@@ -258,15 +257,14 @@ impl App {
                 what: "live data key for that subject",
             });
         }
-        let e = AuditEvent::success(
-            now,
-            &caller.actor(),
-            &caller.source,
-            kiroku_domain::Operation::Delete,
-            "audit_subject_shred",
-            kiroku_domain::Target::new("audit_subject", Some(subject)),
-        )
-        .with_change(None, Some(json!({ "keys_destroyed": n })));
+        let e = caller
+            .event(
+                now,
+                kiroku_domain::Operation::Delete,
+                "audit_subject_shred",
+                kiroku_domain::Target::new("audit_subject", Some(subject)),
+            )
+            .with_change(None, Some(json!({ "keys_destroyed": n })));
         tx.append_audit(&e).await?;
         tx.commit().await?;
         Ok(n)

@@ -7,7 +7,7 @@ use kiroku_domain::alert::{
     Alert, AlertStatus, DEFAULT_RATE_LIMIT_PER_SECOND, Integration, IntegrationKind,
     RATE_LIMIT_PER_SECOND_MAX, Service,
 };
-use kiroku_domain::{AuditEvent, Operation, Permission, Target, validate};
+use kiroku_domain::{Operation, Permission, Target, validate};
 use kiroku_store::{AlertQuery, ChangeRecord, PAGE_MAX, PageCursor, StoreError};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -173,15 +173,14 @@ impl App {
             .await
             .map_err(crate::error::duplicate_of("service", "name"))?;
         tx.append_audit(
-            &AuditEvent::success(
-                now,
-                &caller.actor(),
-                &caller.source,
-                Operation::Create,
-                "service_create",
-                service_target(service),
-            )
-            .with_change(None, Some(json!(service))),
+            &caller
+                .event(
+                    now,
+                    Operation::Create,
+                    "service_create",
+                    service_target(service),
+                )
+                .with_change(None, Some(json!(service))),
         )
         .await?;
         Ok(())
@@ -233,15 +232,9 @@ impl App {
                 other => other.into(),
             })?;
         tx.append_audit(
-            &AuditEvent::success(
-                now,
-                &caller.actor(),
-                &caller.source,
-                Operation::Update,
-                action,
-                service_target(&service),
-            )
-            .with_change(Some(before), Some(json!(service))),
+            &caller
+                .event(now, Operation::Update, action, service_target(&service))
+                .with_change(Some(before), Some(json!(service))),
         )
         .await?;
         tx.commit().await?;
@@ -398,23 +391,22 @@ impl App {
         // The key is a credential of sorts: the audit log names the
         // integration, never its key.
         tx.append_audit(
-            &AuditEvent::success(
-                now,
-                &caller.actor(),
-                &caller.source,
-                Operation::Create,
-                "integration_create",
-                Target::new("integration", Some(integration.id.to_string())),
-            )
-            .with_change(
-                None,
-                Some(json!({
-                    "service_id": service.id,
-                    "type": kind,
-                    "name": integration.name,
-                    "rate_limit_per_second": rate,
-                })),
-            ),
+            &caller
+                .event(
+                    now,
+                    Operation::Create,
+                    "integration_create",
+                    Target::new("integration", Some(integration.id.to_string())),
+                )
+                .with_change(
+                    None,
+                    Some(json!({
+                        "service_id": service.id,
+                        "type": kind,
+                        "name": integration.name,
+                        "rate_limit_per_second": rate,
+                    })),
+                ),
         )
         .await?;
         tx.commit().await?;

@@ -211,15 +211,9 @@ impl App {
         tx.insert_user(&user)
             .await
             .map_err(crate::error::duplicate_of("user", "name"))?;
-        let event = AuditEvent::success(
-            now,
-            &caller.actor(),
-            &caller.source,
-            Operation::Create,
-            "user_created",
-            user_target(&user),
-        )
-        .with_change(None, Some(json!(view)));
+        let event = caller
+            .event(now, Operation::Create, "user_created", user_target(&user))
+            .with_change(None, Some(json!(view)));
         tx.append_audit(&event).await?;
         tx.commit().await?;
         Ok(CreatedUser {
@@ -242,10 +236,8 @@ impl App {
         user.updated_at = self.now();
         let mut tx = self.begin().await?;
         tx.update_user(&user).await?;
-        tx.append_audit(&AuditEvent::success(
+        tx.append_audit(&caller.event(
             user.updated_at,
-            &caller.actor(),
-            &caller.source,
             Operation::Update,
             "user_totp_reset",
             user_target(&user),
@@ -480,10 +472,8 @@ impl App {
         };
         let mut tx = self.begin().await?;
         tx.delete_session(hash).await?;
-        tx.append_audit(&AuditEvent::success(
+        tx.append_audit(&caller.event(
             self.now(),
-            &caller.actor(),
-            &caller.source,
             Operation::Logout,
             "authn_logout",
             Target::new("session", None),
@@ -612,15 +602,14 @@ impl App {
         let mut tx = self.begin().await?;
         tx.insert_token(&token).await?;
         tx.append_audit(
-            &AuditEvent::success(
-                now,
-                &caller.actor(),
-                &caller.source,
-                Operation::Create,
-                "authn_token_created",
-                Target::new("token", Some(token.id.to_string())),
-            )
-            .with_change(None, Some(json!(view))),
+            &caller
+                .event(
+                    now,
+                    Operation::Create,
+                    "authn_token_created",
+                    Target::new("token", Some(token.id.to_string())),
+                )
+                .with_change(None, Some(json!(view))),
         )
         .await?;
         tx.commit().await?;
@@ -665,10 +654,8 @@ impl App {
         if !tx.revoke_token(id, now).await? {
             return Err(AppError::NotFound { what: "token" });
         }
-        tx.append_audit(&AuditEvent::success(
+        tx.append_audit(&caller.event(
             now,
-            &caller.actor(),
-            &caller.source,
             Operation::Delete,
             "authn_token_revoked",
             Target::new("token", Some(id.to_string())),

@@ -245,6 +245,43 @@ pub fn render(
     }
 }
 
+/// A channel's rate: a token bucket holding six seconds' worth of its
+/// deliveries (at least one), filling at `rate_per_minute`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bucket {
+    tokens: f64,
+    at: Timestamp,
+}
+
+impl Bucket {
+    pub fn full(rate_per_minute: u32, at: Timestamp) -> Self {
+        Bucket {
+            tokens: Self::capacity(rate_per_minute),
+            at,
+        }
+    }
+
+    fn capacity(rate_per_minute: u32) -> f64 {
+        (f64::from(rate_per_minute) / 10.0).max(1.0)
+    }
+
+    /// Takes a token, or says how long until one is there.
+    pub fn take(&mut self, rate_per_minute: u32, now: Timestamp) -> Result<(), SignedDuration> {
+        let per_second = f64::from(rate_per_minute.max(1)) / 60.0;
+        let elapsed = now.duration_since(self.at).as_secs_f64().max(0.0);
+        self.tokens = (self.tokens + elapsed * per_second).min(Self::capacity(rate_per_minute));
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(SignedDuration::from_secs_f64(
+                (1.0 - self.tokens) / per_second,
+            ))
+        }
+    }
+}
+
 /// How failed deliveries are tried again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
@@ -405,6 +442,21 @@ mod tests {
             created_at: Timestamp::UNIX_EPOCH,
         };
         assert_eq!(c.url_shown(), "https://hooks.slack.com/…");
+    }
+
+    #[test]
+    fn a_channel_at_its_rate_waits_its_turn() {
+        let t0 = Timestamp::UNIX_EPOCH;
+        let mut b = Bucket::full(60, t0);
+        // Six seconds' worth at once, then one a second.
+        assert!((0..6).all(|_| b.take(60, t0).is_ok()));
+        let wait = b.take(60, t0).unwrap_err();
+        assert_eq!(wait, SignedDuration::from_secs(1));
+        assert!(b.take(60, t0 + SignedDuration::from_secs(1)).is_ok());
+        // A slow channel still takes one at a time.
+        let mut slow = Bucket::full(1, t0);
+        assert!(slow.take(1, t0).is_ok());
+        assert_eq!(slow.take(1, t0).unwrap_err(), SignedDuration::from_secs(60));
     }
 
     proptest! {

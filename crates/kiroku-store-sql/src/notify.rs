@@ -83,6 +83,18 @@ impl SqlStore {
         decode_docs(rows)
     }
 
+    pub(crate) async fn defer(&self, id: uuid::Uuid, until: Timestamp) -> Result<()> {
+        sqlx::query(
+            "UPDATE deliveries SET claimed_until = $1 WHERE id = $2 AND status = 'pending'",
+        )
+        .bind(micros(until))
+        .bind(id.to_string())
+        .execute(self.writer())
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
     pub(crate) async fn next_due(&self) -> Result<Option<Timestamp>> {
         // A held delivery is due again when its hold ends.
         let (at,): (Option<i64>,) = sqlx::query_as(

@@ -738,6 +738,10 @@ impl Store for SqlStore {
         self.next_due().await
     }
 
+    async fn defer_delivery(&self, id: Uuid, until: Timestamp) -> Result<()> {
+        self.defer(id, until).await
+    }
+
     async fn touch_token(&self, id: Uuid, at: Timestamp) -> Result<()> {
         sqlx::query("UPDATE tokens SET last_used_at = $1 WHERE id = $2")
             .bind(micros(at))

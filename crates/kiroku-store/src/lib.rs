@@ -144,6 +144,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<DeliveryRecord>>;
     /// When the next pending delivery may be taken, if any is pending.
     async fn next_delivery_at(&self) -> Result<Option<jiff::Timestamp>>;
+    /// Holds a taken delivery until `until` without an attempt (its
+    /// channel is at its rate): bookkeeping, like the claim.
+    async fn defer_delivery(&self, id: uuid::Uuid, until: jiff::Timestamp) -> Result<()>;
 
     /// Records that a token was used. Bookkeeping rather than a change, so it
     /// bypasses the audit log; callers throttle it.

@@ -417,3 +417,34 @@ async fn bad_channels_are_refused_with_the_field_named() {
     let (status, _) = t.get(&t.viewer, "/api/v1/channels").await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 }
+
+/// A channel's rate: six seconds' worth at once, the rest as it refills,
+/// none lost, and other channels not held up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_at_its_rate_gets_the_rest_later() {
+    let t = TestApp::with_config(support::sqlite().await, fast_retries()).await;
+    let rx = Receiver::default();
+    let base = rx.start().await;
+    channel(
+        &t,
+        json!({"name": "slow", "type": "webhook", "url": format!("{base}/slow"), "rate_per_minute": 60}),
+    )
+    .await;
+    channel(&t, json!({"name": "fast", "type": "webhook", "url": format!("{base}/fast"), "rate_per_minute": 6000})).await;
+    for i in 0..8 {
+        t.declare(&t.responder, &format!("burst {i}"), "P1").await;
+    }
+    rx.wait_for("all of fast's", |r| r.of("fast").len() == 8)
+        .await;
+    rx.wait_for("all of slow's", |r| r.of("slow").len() == 8)
+        .await;
+    let slow = rx.of("slow");
+    let fast = rx.of("fast");
+    assert!(
+        slow[7].at - slow[0].at >= Duration::from_millis(1_500),
+        "the last two waited for the bucket to refill"
+    );
+    assert!(fast[7].at < slow[7].at, "the fast channel was not held up");
+    let keys: std::collections::BTreeSet<_> = slow.iter().map(|r| r.key.clone()).collect();
+    assert_eq!(keys.len(), 8, "each once");
+}

@@ -62,7 +62,7 @@ async fn create_channel(http: &reqwest::Client, server: &str, token: &str, url: 
     let res = http
         .post(format!("{server}/api/v1/channels"))
         .bearer_auth(token)
-        .json(&json!({"name": "pager", "type": "webhook", "url": url}))
+        .json(&json!({"name": "pager", "type": "webhook", "url": url, "rate_per_minute": 6000}))
         .send()
         .await
         .unwrap();
