@@ -16,8 +16,8 @@ use async_trait::async_trait;
 use jiff::{SignedDuration, Timestamp};
 use kiroku_domain::alert::AlertLevel;
 use kiroku_domain::notify::{
-    Bucket, Channel, ChannelKind, Notice, Outgoing, RATE_PER_MINUTE_MAX, RetryPolicy, checked_url,
-    render,
+    Bucket, Channel, ChannelKind, Notice, Outgoing, RATE_PER_MINUTE_MAX, RetryPolicy,
+    checked_mailto, checked_url, render,
 };
 use kiroku_domain::{
     Actor, AuditEvent, Operation, OutboxMessage, Permission, Source, Target, TimelineEntry,
@@ -235,11 +235,14 @@ impl App {
             AppError::invalid(
                 "type",
                 "unknown_value",
-                "must be one of: webhook, slack, teams",
+                "must be one of: webhook, slack, teams, email",
             )
         })?;
         let name = validate::line("name", &input.name, validate::SHORT_MAX, true)?;
-        let url = checked_url("url", &input.url)?;
+        let url = match kind {
+            ChannelKind::Email => checked_mailto("url", &input.url)?,
+            _ => checked_url("url", &input.url)?,
+        };
         let secret = match input.secret {
             Some(s) if !(SECRET_MIN..=SECRET_MAX).contains(&s.len()) => {
                 return Err(AppError::invalid(

@@ -21,6 +21,8 @@ pub enum ChannelKind {
     Slack,
     /// A Microsoft Teams incoming webhook (Adaptive Card).
     Teams,
+    /// Mail over SMTP to the `mailto:` addresses of the channel's URL.
+    Email,
 }
 
 impl ChannelKind {
@@ -29,13 +31,18 @@ impl ChannelKind {
             "webhook" => Some(ChannelKind::Webhook),
             "slack" => Some(ChannelKind::Slack),
             "teams" => Some(ChannelKind::Teams),
+            "email" => Some(ChannelKind::Email),
             _ => None,
         }
     }
 
-    /// The seed 004 routing by level: chat channels take every level.
+    /// The seed 004 routing by level: chat takes every level, email
+    /// Critical and Warning.
     pub fn default_levels(self) -> Vec<AlertLevel> {
-        vec![AlertLevel::Critical, AlertLevel::Warning, AlertLevel::Info]
+        match self {
+            ChannelKind::Email => vec![AlertLevel::Critical, AlertLevel::Warning],
+            _ => vec![AlertLevel::Critical, AlertLevel::Warning, AlertLevel::Info],
+        }
     }
 }
 
@@ -60,8 +67,16 @@ pub const URL_MAX: usize = 2_048;
 pub const RATE_PER_MINUTE_MAX: u32 = 6_000;
 
 impl Channel {
-    /// The URL with its path hidden: enough to recognise the host.
+    /// The URL with its path hidden: enough to recognise the host (for
+    /// mail, the recipients' domains).
     pub fn url_shown(&self) -> String {
+        if let Some(to) = self.url.strip_prefix("mailto:") {
+            let domains: Vec<&str> = to
+                .split(',')
+                .filter_map(|a| a.rsplit_once('@').map(|(_, d)| d))
+                .collect();
+            return format!("mailto:…@{}", domains.join(",…@"));
+        }
         match self.url.split_once("://") {
             Some((scheme, rest)) => {
                 let host = rest.split('/').next().unwrap_or("");
@@ -90,6 +105,50 @@ pub fn checked_url(field: &str, url: &str) -> Result<String, ValidationError> {
         ));
     }
     Ok(url)
+}
+
+/// The most recipients one mail channel may name.
+pub const RECIPIENTS_MAX: usize = 20;
+
+/// Checks a mail channel's `mailto:a@x,b@y`: one to twenty addresses, each
+/// a local part and a domain without spaces or angle brackets.
+pub fn checked_mailto(field: &str, url: &str) -> Result<String, ValidationError> {
+    let url = validate::line(field, url, URL_MAX, true)?;
+    let bad = || {
+        ValidationError::new(
+            field,
+            "invalid_url",
+            format!("must be mailto: and 1 to {RECIPIENTS_MAX} addresses, comma-separated"),
+        )
+    };
+    let to = url.strip_prefix("mailto:").ok_or_else(bad)?;
+    let addresses: Vec<&str> = to.split(',').map(str::trim).collect();
+    let valid = |a: &str| {
+        a.len() <= 254
+            && a.split_once('@').is_some_and(|(local, domain)| {
+                !local.is_empty()
+                    && domain.contains('.')
+                    && !domain.starts_with('.')
+                    && !domain.contains('@')
+            })
+            && !a.contains(|c: char| c.is_whitespace() || "<>()[];:\\\"".contains(c))
+    };
+    if addresses.is_empty()
+        || addresses.len() > RECIPIENTS_MAX
+        || !addresses.iter().all(|a| valid(a))
+    {
+        return Err(bad());
+    }
+    Ok(format!("mailto:{}", addresses.join(",")))
+}
+
+/// Text that goes into HTML.
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
 }
 
 /// What a notification says, whatever the channel.
@@ -221,6 +280,23 @@ pub fn render(
                 ]}));
             }
             json!({ "text": format!("[{label}] {}", notice.title), "blocks": blocks })
+        }
+        ChannelKind::Email => {
+            let subject = format!("[{label}] {}", notice.title);
+            let mut text = format!("{}\n\n{}\n", notice.title, notice.text);
+            let mut html = format!(
+                "<h1>[{label}] {}</h1>\n<p>{}</p>\n",
+                html_escape(&notice.title),
+                html_escape(&notice.text)
+            );
+            if let Some(link) = link {
+                text.push_str(&format!("\n{link}\n"));
+                html.push_str(&format!(
+                    "<p><a href=\"{0}\">{0}</a></p>\n",
+                    html_escape(link)
+                ));
+            }
+            json!({ "subject": subject, "text": text, "html": html })
         }
         ChannelKind::Teams => {
             let mut card = json!({
@@ -415,6 +491,63 @@ mod tests {
         let hook = render(ChannelKind::Webhook, &n, None, "k1");
         assert_eq!(hook["idempotency_key"], "k1");
         assert_eq!(hook["level"], "critical");
+    }
+
+    #[test]
+    fn mail_goes_to_checked_addresses_with_html_escaped() {
+        assert_eq!(
+            checked_mailto("url", "mailto:ops@example.com, oncall@example.jp").unwrap(),
+            "mailto:ops@example.com,oncall@example.jp"
+        );
+        for bad in [
+            "ops@example.com",
+            "mailto:",
+            "mailto:nobody",
+            "mailto:a@b",
+            "mailto:a b@example.com",
+            "mailto:<a@example.com>",
+            "mailto:a@example.com\r\nBcc: x@evil.com",
+        ] {
+            assert!(checked_mailto("url", bad).is_err(), "{bad}");
+        }
+        let many = format!("mailto:{}", vec!["a@example.com"; 21].join(","));
+        assert!(checked_mailto("url", &many).is_err());
+        let n = Notice {
+            topic: "incident.declared".into(),
+            level: AlertLevel::Critical,
+            title: "DB-2026-001 <script>alert(1)</script>".into(),
+            text: "declared".into(),
+            incident_id: None,
+            incident_number: None,
+        };
+        let mail = render(
+            ChannelKind::Email,
+            &n,
+            Some("https://k.example/i?a=1&b=2"),
+            "k",
+        );
+        assert_eq!(
+            mail["subject"],
+            "[CRITICAL] DB-2026-001 <script>alert(1)</script>"
+        );
+        let html = mail["html"].as_str().unwrap();
+        assert!(
+            html.contains("&lt;script&gt;") && !html.contains("<script>"),
+            "{html}"
+        );
+        assert!(html.contains("a=1&amp;b=2"));
+        let c = Channel {
+            id: Uuid::nil(),
+            name: "mail".into(),
+            kind: ChannelKind::Email,
+            url: "mailto:ops@example.com,cto@example.jp".into(),
+            secret: None,
+            levels: ChannelKind::Email.default_levels(),
+            rate_per_minute: 60,
+            created_at: Timestamp::UNIX_EPOCH,
+        };
+        assert_eq!(c.url_shown(), "mailto:…@example.com,…@example.jp");
+        assert_eq!(c.levels, [AlertLevel::Critical, AlertLevel::Warning]);
     }
 
     #[test]

@@ -187,6 +187,55 @@ pub struct NotifyFile {
     /// How long a worker holds the deliveries it took (a crashed node's
     /// are taken up again after this).
     pub hold_seconds: Option<i64>,
+    /// The SMTP server that mail channels send through.
+    pub smtp: Option<SmtpFile>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpFile {
+    pub host: String,
+    pub port: Option<u16>,
+    /// none, starttls (the default) or tls.
+    pub tls: Option<crate::notify::SmtpTls>,
+    pub username: Option<String>,
+    /// Better in `KIROKU_SMTP_PASSWORD`.
+    pub password: Option<String>,
+    pub from: String,
+}
+
+/// The SMTP settings from the file, the password from the environment
+/// when set there.
+pub fn smtp_settings(file: &FileConfig) -> anyhow::Result<Option<crate::notify::SmtpSettings>> {
+    use crate::notify::SmtpTls;
+    let Some(f) = &file.notify.smtp else {
+        return Ok(None);
+    };
+    if f.host.trim().is_empty() || f.host.contains(char::is_whitespace) {
+        bail!("notify.smtp.host must be a host name");
+    }
+    let tls = f.tls.unwrap_or(SmtpTls::Starttls);
+    let port = f.port.unwrap_or(match tls {
+        SmtpTls::Tls => 465,
+        SmtpTls::Starttls => 587,
+        SmtpTls::None => 25,
+    });
+    let password = std::env::var("KIROKU_SMTP_PASSWORD")
+        .ok()
+        .or_else(|| f.password.clone());
+    if f.username.is_some() != password.is_some() {
+        bail!(
+            "notify.smtp needs both a username and a password (KIROKU_SMTP_PASSWORD), or neither"
+        );
+    }
+    Ok(Some(crate::notify::SmtpSettings {
+        host: f.host.clone(),
+        port,
+        tls,
+        username: f.username.clone(),
+        password,
+        from: f.from.clone(),
+    }))
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -202,6 +251,7 @@ pub struct Settings {
     pub http: kiroku_server::HttpConfig,
     pub audit: AuditSettings,
     pub detection: DetectionRules,
+    pub smtp: Option<crate::notify::SmtpSettings>,
 }
 
 pub fn read_file(path: Option<&Path>) -> anyhow::Result<FileConfig> {
@@ -350,6 +400,7 @@ impl Settings {
                 secure_cookies: file.http.secure_cookies.unwrap_or(false),
                 trust_forwarded_for: file.http.trust_forwarded_for.unwrap_or(false),
             },
+            smtp: smtp_settings(&file)?,
             detection: {
                 file.detection
                     .validate()

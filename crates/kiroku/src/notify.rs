@@ -1,17 +1,19 @@
-//! Notifications over HTTP: the courier that posts each delivery to its
-//! channel's webhook. Webhook channels with a secret are signed:
+//! Notifications as they leave: posted to a channel's webhook over HTTP,
+//! or mailed over SMTP. Webhook channels with a secret are signed:
 //!
 //! - `X-Kiroku-Timestamp`: seconds since the epoch, at sending;
 //! - `X-Kiroku-Signature`: `v1=` and the hex HMAC-SHA256, under the
 //!   channel's secret, of the timestamp, a `.`, and the body.
 //!
 //! Receivers recompute it and refuse stale timestamps (replays). Every
-//! request carries `Idempotency-Key`, the same on every attempt.
+//! request carries `Idempotency-Key`, the same on every attempt; a mail's
+//! `Message-ID` is derived from it, so a mail sent again after a crash is
+//! the same message to the receiving system.
 
 use hmac::{Hmac, Mac};
 use jiff::SignedDuration;
 use kiroku_app::{Courier, Delivered};
-use kiroku_domain::notify::{Channel, Outgoing};
+use kiroku_domain::notify::{Channel, ChannelKind, Outgoing};
 use reqwest::StatusCode;
 use sha2::Sha256;
 
@@ -93,6 +95,135 @@ impl Courier for HttpCourier {
             Ok(res) => Delivered::Refused {
                 error: res.status().to_string(),
             },
+        }
+    }
+}
+
+/// How mail leaves: the SMTP server and the sender.
+#[derive(Clone)]
+pub struct SmtpSettings {
+    pub host: String,
+    pub port: u16,
+    pub tls: SmtpTls,
+    pub username: Option<String>,
+    /// Never logged.
+    pub password: Option<String>,
+    pub from: String,
+}
+
+impl std::fmt::Debug for SmtpSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpSettings")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("tls", &self.tls)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "(set)"))
+            .field("from", &self.from)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SmtpTls {
+    /// Plain SMTP: only for a relay on the same host or network.
+    None,
+    /// STARTTLS, required.
+    Starttls,
+    /// TLS from the first byte (port 465).
+    Tls,
+}
+
+pub struct SmtpCourier {
+    transport: lettre::AsyncSmtpTransport<lettre::Tokio1Executor>,
+    from: lettre::message::Mailbox,
+}
+
+impl SmtpCourier {
+    pub fn new(s: &SmtpSettings) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        use lettre::transport::smtp::client::{Tls, TlsParameters};
+        use lettre::transport::smtp::extension::ClientId;
+        let tls = match s.tls {
+            SmtpTls::None => Tls::None,
+            SmtpTls::Starttls => Tls::Required(TlsParameters::new(s.host.clone())?),
+            SmtpTls::Tls => Tls::Wrapper(TlsParameters::new(s.host.clone())?),
+        };
+        let mut b =
+            lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::builder_dangerous(&s.host)
+                .port(s.port)
+                .tls(tls)
+                .hello_name(ClientId::Domain("kiroku".into()))
+                .timeout(Some(std::time::Duration::from_secs(10)));
+        if let (Some(u), Some(p)) = (&s.username, &s.password) {
+            b = b.credentials(lettre::transport::smtp::authentication::Credentials::new(
+                u.clone(),
+                p.clone(),
+            ));
+        }
+        Ok(SmtpCourier {
+            transport: b.build(),
+            from: s
+                .from
+                .parse()
+                .with_context(|| format!("notify.smtp.from {:?} is not a mail address", s.from))?,
+        })
+    }
+
+    async fn send(&self, channel: &Channel, out: &Outgoing) -> Delivered {
+        use lettre::AsyncTransport;
+        use lettre::message::{Message, MultiPart};
+        use sha2::Digest;
+        let refused = |error: String| Delivered::Refused { error };
+        let Ok(body) = serde_json::from_str::<serde_json::Value>(&out.body) else {
+            return refused("the message is not a rendered mail".into());
+        };
+        let text = |k: &str| body[k].as_str().unwrap_or_default().to_string();
+        let id = kiroku_audit::hex::encode(&sha2::Sha256::digest(out.idempotency_key.as_bytes()));
+        let mut m = Message::builder()
+            .from(self.from.clone())
+            .subject(text("subject"))
+            .message_id(Some(format!("<{id}@kiroku>")));
+        for to in channel.url.trim_start_matches("mailto:").split(',') {
+            match to.parse() {
+                Ok(mailbox) => m = m.to(mailbox),
+                Err(e) => return refused(format!("recipient {to:?}: {e}")),
+            }
+        }
+        let message = match m.multipart(MultiPart::alternative_plain_html(
+            text("text"),
+            text("html"),
+        )) {
+            Ok(m) => m,
+            Err(e) => return refused(format!("the mail could not be built: {e}")),
+        };
+        match self.transport.send(message).await {
+            Ok(_) => Delivered::Sent,
+            Err(e) if e.is_permanent() => refused(e.to_string()),
+            Err(e) => Delivered::Retry {
+                error: e.to_string(),
+                retry_after: None,
+            },
+        }
+    }
+}
+
+/// Each channel's courier: HTTP for webhooks and chat, SMTP for mail.
+pub struct Couriers {
+    pub http: HttpCourier,
+    pub smtp: Option<SmtpCourier>,
+}
+
+#[async_trait::async_trait]
+impl Courier for Couriers {
+    async fn deliver(&self, channel: &Channel, out: &Outgoing) -> Delivered {
+        match (channel.kind, &self.smtp) {
+            (ChannelKind::Email, Some(smtp)) => smtp.send(channel, out).await,
+            (ChannelKind::Email, None) => Delivered::Refused {
+                error: "no SMTP server is configured ([notify.smtp])".into(),
+            },
+            _ => self.http.deliver(channel, out).await,
         }
     }
 }

@@ -418,7 +418,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await?;
     let signer = tokio::spawn(sign_heads(app.clone(), settings.audit.head_interval));
     let detection = tokio::spawn(app.clone().run_detection());
-    let courier = std::sync::Arc::new(crate::notify::HttpCourier::new()?);
+    let courier = std::sync::Arc::new(crate::notify::Couriers {
+        http: crate::notify::HttpCourier::new()?,
+        smtp: settings
+            .smtp
+            .as_ref()
+            .map(crate::notify::SmtpCourier::new)
+            .transpose()?,
+    });
     let notifications = tokio::spawn(app.clone().run_notifications(courier));
     tracing::info!(store = %settings.store.describe(), "kiroku listening on http://{addr}");
     let router = kiroku_server::router(app.clone(), settings.http);

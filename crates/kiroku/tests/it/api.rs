@@ -666,13 +666,14 @@ async fn health_and_unknown_endpoints() {
 async fn sessions_expire() {
     let store = support::sqlite().await;
     let mut config = support::config();
-    config.auth.session_ttl = jiff::SignedDuration::from_secs(1);
+    // Long enough that a loaded machine still answers the first read in time.
+    config.auth.session_ttl = jiff::SignedDuration::from_secs(3);
     let t = TestApp::with_config(store, config).await;
     let res = login(&t, json!({"name":"viewer","password":PASSWORD})).await;
     let cookie = session_cookie(&res);
     let me = get_me(&t, &cookie).await;
     assert_eq!(me.status(), StatusCode::OK);
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(3_100)).await;
     let me = get_me(&t, &cookie).await;
     assert_eq!(me.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(me.json::<Value>().await.unwrap()["code"], "session_expired");

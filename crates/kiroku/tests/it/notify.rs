@@ -390,7 +390,24 @@ async fn bad_channels_are_refused_with_the_field_named() {
             "too_long",
         ),
     ];
-    for (body, field, code) in cases {
+    let mail = [
+        (
+            json!({"name": "a", "type": "email", "url": "https://h/x"}),
+            "url",
+            "invalid_url",
+        ),
+        (
+            json!({"name": "a", "type": "email", "url": "mailto:ops@example.com\r\nBcc: x@evil.example"}),
+            "url",
+            "invalid_characters",
+        ),
+        (
+            json!({"name": "a", "type": "email", "url": "mailto:nobody"}),
+            "url",
+            "invalid_url",
+        ),
+    ];
+    for (body, field, code) in cases.into_iter().chain(mail) {
         let (status, e) = t.post(&t.admin, "/api/v1/channels", body.clone()).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body} → {e}");
         assert_eq!(e["field"], field, "{body} → {e}");

@@ -264,3 +264,172 @@ fn two_nodes_send_each_notification_exactly_once() {
     assert!(counts.values().all(|n| *n == 1), "sent twice: {counts:?}");
     assert_eq!(sent, 60);
 }
+
+/// A real SMTP server on loopback that prints what it receives: Python's
+/// `smtpd` DebuggingServer (CPython up to 3.11), or None with a SKIP line.
+fn smtp_sink() -> Option<(std::process::Child, u16, Arc<Mutex<String>>)> {
+    use std::io::BufRead;
+    let has = std::process::Command::new("python3")
+        .args(["-W", "ignore", "-c", "import smtpd"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has {
+        println!("SKIP: SMTP delivery (needs python3 with the smtpd module as an SMTP sink)");
+        return None;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = std::process::Command::new("python3")
+        .args([
+            "-u",
+            "-W",
+            "ignore",
+            "-m",
+            "smtpd",
+            "-n",
+            "-c",
+            "DebuggingServer",
+        ])
+        .arg(format!("127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = Arc::new(Mutex::new(String::new()));
+    let sink = out.clone();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let mut s = sink.lock().unwrap();
+            s.push_str(&line);
+            s.push('\n');
+        }
+    });
+    // Until it listens.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the SMTP sink did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Some((child, port, out))
+}
+
+#[test]
+fn mail_goes_out_over_smtp() {
+    let Some((mut sink, port, received)) = smtp_sink() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("kiroku.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[notify]\npublic_url = \"https://kiroku.example\"\n[notify.smtp]\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\nfrom = \"kiroku@example.com\"\n"
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let args = [
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ];
+    let token = admin_token(&args);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let http = reqwest::Client::new();
+    let server = Server::start(&args);
+    let created: Value = rt.block_on(async {
+        let res = http
+            .post(format!("{}/api/v1/channels", server.url))
+            .bearer_auth(&token)
+            .json(&json!({"name": "ops-mail", "type": "email",
+                          "url": "mailto:ops@example.com,cto@example.jp"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), reqwest::StatusCode::CREATED);
+        res.json().await.unwrap()
+    });
+    assert_eq!(created["url"], "mailto:…@example.com,…@example.jp");
+    assert_eq!(created["levels"], json!(["critical", "warning"]));
+    let id = rt
+        .block_on(declare(&http, &server.url, &token, "本番DB接続不可 <b>"))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !received.lock().unwrap().contains("END MESSAGE") {
+        assert!(Instant::now() < deadline, "no mail arrived");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let sent = rt.block_on(drained(&http, &server.url, &token));
+    server.stop();
+    let _ = sink.kill();
+    let _ = sink.wait();
+    let mail = received.lock().unwrap().clone();
+    assert_eq!(sent, 1);
+    assert!(mail.contains("From: kiroku@example.com"), "{mail}");
+    assert!(
+        mail.contains("ops@example.com") && mail.contains("cto@example.jp"),
+        "{mail}"
+    );
+    // The Japanese subject travels as an RFC 2047 encoded word.
+    use base64::Engine;
+    let word = base64::engine::general_purpose::STANDARD.encode("本番DB接続不可");
+    assert!(
+        mail.contains(&format!(
+            "Subject: [CRITICAL] DB-2026-001 =?utf-8?b?{word}?="
+        )),
+        "{mail}"
+    );
+    assert!(mail.contains("multipart/alternative"), "{mail}");
+    assert!(mail.contains("Message-ID: <"), "{mail}");
+    assert!(
+        mail.contains(&format!("https://kiroku.example/api/v1/incidents/{id}")),
+        "{mail}"
+    );
+}
+
+#[test]
+fn bad_smtp_settings_stop_serve_with_what_to_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("kiroku.toml");
+    let data = dir.path().join("data");
+    let serve = |text: &str| {
+        std::fs::write(&config, text).unwrap();
+        crate::cli::kiroku(
+            &[
+                "serve",
+                "--data-dir",
+                data.to_str().unwrap(),
+                "--config",
+                config.to_str().unwrap(),
+                "--listen",
+                "127.0.0.1:0",
+            ],
+            &[],
+            None,
+        )
+    };
+    let smtp = "[notify.smtp]\nhost = \"smtp.example.com\"\nfrom = \"kiroku@example.com\"\n";
+    crate::cli::fails(
+        &serve(&format!("{smtp}username = \"kiroku\"\n")),
+        "notify.smtp needs both a username and a password",
+    );
+    crate::cli::fails(
+        &serve(&format!("{smtp}tls = \"ssl\"\n")),
+        "not a valid Kiroku configuration",
+    );
+    crate::cli::fails(
+        &serve("[notify.smtp]\nhost = \"smtp.example.com\"\nfrom = \"not an address\"\n"),
+        "notify.smtp.from \"not an address\" is not a mail address",
+    );
+    crate::cli::fails(
+        &serve("[notify]\nmax_attempts = 0\n"),
+        "notify.max_attempts must be between 1 and 100",
+    );
+}
