@@ -402,16 +402,7 @@ mod over_http {
         t.declare(&t.responder, "after", "P1").await;
         let head = rotated.sign_tree_head().await.unwrap().unwrap();
         assert_eq!(head.key_id, TreeKey::from_seed([4; 32]).key_id());
-        let summary = t
-            .app
-            .verify_audit(
-                Vec::new(),
-                |_| kiroku_app::ArchiveContents::LeavesOnly,
-                |_, _| {},
-            )
-            .await
-            .unwrap()
-            .unwrap();
+        let summary = t.verified().await;
         assert_eq!(summary.heads_checked, 2);
     }
     #[tokio::test]
@@ -691,16 +682,7 @@ mod over_http {
         assert_eq!(login.status(), StatusCode::UNAUTHORIZED);
         assert_eq!(login.json::<Value>().await.unwrap()["code"], "token_only");
 
-        let summary = t
-            .app
-            .verify_audit(
-                Vec::new(),
-                |_| kiroku_app::ArchiveContents::LeavesOnly,
-                |_, _| {},
-            )
-            .await
-            .unwrap()
-            .unwrap();
+        let summary = t.verified().await;
         assert!(summary.events > 3);
     }
 
@@ -844,16 +826,7 @@ mod over_http {
             shredded["event"]["after"]["personal_data"],
             json!({"kiroku_shredded": subject})
         );
-        let summary = t
-            .app
-            .verify_audit(
-                Vec::new(),
-                |_| kiroku_app::ArchiveContents::LeavesOnly,
-                |_, _| {},
-            )
-            .await
-            .unwrap()
-            .unwrap();
+        let summary = t.verified().await;
         assert!(
             summary.events > 0,
             "the tree still verifies after shredding"

@@ -802,37 +802,42 @@ fn heads_are_posted_to_the_witness_webhook() {
     );
 }
 
-#[test]
-fn bad_detection_settings_stop_serve_with_the_field_named() {
+/// `kiroku serve` with a configuration file holding `text`, on a fresh
+/// data directory.
+pub(crate) fn serve_with_config(text: &str) -> Output {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("kiroku.toml");
+    std::fs::write(&config, text).unwrap();
     let data = dir.path().join("data");
-    let serve = |text: &str| {
-        std::fs::write(&config, text).unwrap();
-        kiroku(
-            &[
-                "serve",
-                "--data-dir",
-                data.to_str().unwrap(),
-                "--config",
-                config.to_str().unwrap(),
-                "--listen",
-                "127.0.0.1:0",
-            ],
-            &[],
-            None,
-        )
-    };
+    kiroku(
+        &[
+            "serve",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &[],
+        None,
+    )
+}
+
+#[test]
+fn bad_detection_settings_stop_serve_with_the_field_named() {
     fails(
-        &serve("[detection]\nlogin_failures_per_account = { count = 0, window_minutes = 5 }\n"),
+        &serve_with_config(
+            "[detection]\nlogin_failures_per_account = { count = 0, window_minutes = 5 }\n",
+        ),
         "detection.login_failures_per_account.count: must be between 1 and 100000",
     );
     fails(
-        &serve("[detection]\nnon_routine = [\"audit_export; DROP TABLE\"]\n"),
+        &serve_with_config("[detection]\nnon_routine = [\"audit_export; DROP TABLE\"]\n"),
         "detection.non_routine",
     );
     fails(
-        &serve("[detection]\nlogin_failures = 3\n"),
+        &serve_with_config("[detection]\nlogin_failures = 3\n"),
         "not a valid Kiroku configuration",
     );
 }

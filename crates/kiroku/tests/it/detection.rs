@@ -174,16 +174,7 @@ async fn detection_story(store: TestStore) {
     assert!(audit.iter().any(|e| e["action"] == "alert_intake"
         && e["actor"]["kind"] == "integration"
         && e["actor"]["name"] == "detection"));
-    let verdict = t
-        .app
-        .verify_audit(
-            Vec::new(),
-            |_| kiroku_app::ArchiveContents::LeavesOnly,
-            |_, _| {},
-        )
-        .await
-        .unwrap();
-    assert!(verdict.is_ok(), "{:?}", verdict.err());
+    t.assert_audit_verifies().await;
 
     // Reading the security alerts is as guarded as any alert list.
     let (status, _) = t

@@ -225,7 +225,7 @@ async fn pagerduty_story(t: &TestApp) {
     assert_eq!(intake["after"]["events"][0]["summary"], "Disk full on db-1");
     // The routing key is a credential: it is in no audit event.
     assert!(!serde_json::to_string(&audit).unwrap().contains(&key));
-    assert_audit_verifies(t).await;
+    t.assert_audit_verifies().await;
 }
 
 /// Alertmanager groups: alerts sharing labels join one incident, which
@@ -484,20 +484,7 @@ async fn concurrent_story(t: &TestApp) {
     }
     assert_eq!(total, 200, "every trigger counted once");
     assert_eq!(alerts(t, "?service=load&limit=200").await.len(), 50);
-    assert_audit_verifies(t).await;
-}
-
-async fn assert_audit_verifies(t: &TestApp) {
-    let verdict = t
-        .app
-        .verify_audit(
-            Vec::new(),
-            |_| kiroku_app::ArchiveContents::LeavesOnly,
-            |_, _| {},
-        )
-        .await
-        .unwrap();
-    assert!(verdict.is_ok(), "{:?}", verdict.err());
+    t.assert_audit_verifies().await;
 }
 
 macro_rules! on_both_backends {
@@ -762,7 +749,7 @@ async fn webhook_bad_input_and_huge_groups() {
         (status, body["code"].as_str()),
         (StatusCode::PAYLOAD_TOO_LARGE, Some("payload_too_large"))
     );
-    assert_audit_verifies(&t).await;
+    t.assert_audit_verifies().await;
 }
 
 #[tokio::test]

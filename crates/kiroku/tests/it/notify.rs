@@ -305,16 +305,7 @@ async fn notify_story(store: TestStore) {
     // No channel's URL or secret reached the audit log.
     let log = serde_json::to_string(&audit).unwrap();
     assert!(!log.contains(SECRET) && !log.contains(&format!("{base}/slack")));
-    let verdict = t
-        .app
-        .verify_audit(
-            Vec::new(),
-            |_| kiroku_app::ArchiveContents::LeavesOnly,
-            |_, _| {},
-        )
-        .await
-        .unwrap();
-    assert!(verdict.is_ok(), "{:?}", verdict.err());
+    t.assert_audit_verifies().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

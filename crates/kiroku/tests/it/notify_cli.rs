@@ -396,40 +396,24 @@ fn mail_goes_out_over_smtp() {
 
 #[test]
 fn bad_smtp_settings_stop_serve_with_what_to_fix() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("kiroku.toml");
-    let data = dir.path().join("data");
-    let serve = |text: &str| {
-        std::fs::write(&config, text).unwrap();
-        crate::cli::kiroku(
-            &[
-                "serve",
-                "--data-dir",
-                data.to_str().unwrap(),
-                "--config",
-                config.to_str().unwrap(),
-                "--listen",
-                "127.0.0.1:0",
-            ],
-            &[],
-            None,
-        )
-    };
+    use crate::cli::{fails, serve_with_config};
     let smtp = "[notify.smtp]\nhost = \"smtp.example.com\"\nfrom = \"kiroku@example.com\"\n";
-    crate::cli::fails(
-        &serve(&format!("{smtp}username = \"kiroku\"\n")),
+    fails(
+        &serve_with_config(&format!("{smtp}username = \"kiroku\"\n")),
         "notify.smtp needs both a username and a password",
     );
-    crate::cli::fails(
-        &serve(&format!("{smtp}tls = \"ssl\"\n")),
+    fails(
+        &serve_with_config(&format!("{smtp}tls = \"ssl\"\n")),
         "not a valid Kiroku configuration",
     );
-    crate::cli::fails(
-        &serve("[notify.smtp]\nhost = \"smtp.example.com\"\nfrom = \"not an address\"\n"),
+    fails(
+        &serve_with_config(
+            "[notify.smtp]\nhost = \"smtp.example.com\"\nfrom = \"not an address\"\n",
+        ),
         "notify.smtp.from \"not an address\" is not a mail address",
     );
-    crate::cli::fails(
-        &serve("[notify]\nmax_attempts = 0\n"),
+    fails(
+        &serve_with_config("[notify]\nmax_attempts = 0\n"),
         "notify.max_attempts must be between 1 and 100",
     );
 }

@@ -295,6 +295,24 @@ impl TestApp {
         body
     }
 
+    /// The audit log recomputed and checked against every signed head;
+    /// the summary.
+    pub async fn verified(&self) -> kiroku_audit::verify::Summary {
+        self.app
+            .verify_audit(
+                Vec::new(),
+                |_| kiroku_app::ArchiveContents::LeavesOnly,
+                |_, _| {},
+            )
+            .await
+            .unwrap()
+            .unwrap_or_else(|f| panic!("the audit log does not verify: {f:?}"))
+    }
+
+    pub async fn assert_audit_verifies(&self) {
+        self.verified().await;
+    }
+
     /// Every audit event so far, oldest first.
     pub async fn audit(&self) -> Vec<Value> {
         let mut out = Vec::new();
