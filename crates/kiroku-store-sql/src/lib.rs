@@ -79,6 +79,12 @@ pub fn map_err(e: sqlx::Error) -> StoreError {
             if code == "13" || code == "53100" {
                 return StoreError::Unavailable(format!("disk full: {db}"));
             }
+            // PostgreSQL gave up one of two transactions waiting on each
+            // other (40P01) or could not serialise them (40001): nothing
+            // was written, and the same request may simply be sent again.
+            if code == "40P01" || code == "40001" {
+                return StoreError::Unavailable(format!("try again: {db}"));
+            }
             StoreError::Backend(db.to_string())
         }
         sqlx::Error::Io(_)

@@ -429,6 +429,51 @@ async fn reopen_keeps_everything(open: impl AsyncFn() -> Arc<dyn Store>) {
     assert_eq!(second.users().await.unwrap().len(), 1);
 }
 
+/// Two transactions waiting on each other: PostgreSQL gives one up, and
+/// that one is a retryable "unavailable" (503), not an internal error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_deadlocks_are_retryable() {
+    let Some(s) = support::postgres().await else {
+        return;
+    };
+    let store = s.store.clone();
+    let (app, caller) = app(store.clone()).await;
+    let a = app
+        .declare_incident(&caller, declare("a", "P2", "database"))
+        .await
+        .unwrap();
+    let b = app
+        .declare_incident(&caller, declare("b", "P2", "database"))
+        .await
+        .unwrap();
+    let mut first = store.begin().await.unwrap();
+    let mut second = store.begin().await.unwrap();
+    first
+        .incident_for_update(&IncidentKey::Id(a.id))
+        .await
+        .unwrap();
+    second
+        .incident_for_update(&IncidentKey::Id(b.id))
+        .await
+        .unwrap();
+    // Each task owns its transaction, so the one given up rolls back as
+    // its task ends and lets the other through.
+    let crosswise = |mut tx: Box<dyn kiroku_store::Tx>, id| {
+        tokio::spawn(async move { tx.incident_for_update(&IncidentKey::Id(id)).await.err() })
+    };
+    let one = crosswise(first, b.id);
+    let two = crosswise(second, a.id);
+    let errors: Vec<StoreError> = [one.await.unwrap(), two.await.unwrap()]
+        .into_iter()
+        .flatten()
+        .collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        matches!(errors[0], StoreError::Unavailable(_)),
+        "{errors:?}"
+    );
+}
+
 #[tokio::test]
 async fn sqlite_reopen_keeps_everything() {
     let dir = tempfile::tempdir().unwrap();
