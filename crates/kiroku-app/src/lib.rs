@@ -87,10 +87,11 @@ impl App {
     /// The app that watches its committed audit events for what seed 001
     /// No.29 asks to detect; [`App::run_detection`] raises the findings.
     pub fn with_detection(self, rules: DetectionRules) -> Self {
-        App {
-            detection: Some(Arc::new(detection::Detection::new(rules))),
-            ..self
-        }
+        // Switched off, nothing is observed at all.
+        let detection = rules
+            .enabled
+            .then(|| Arc::new(detection::Detection::new(rules)));
+        App { detection, ..self }
     }
 
     /// The app that seals sensitive values before they reach the audit log.

@@ -5,7 +5,7 @@ use kiroku_domain::notify::Channel;
 use kiroku_store::{DeliveryRecord, DeliveryStatus, Result};
 
 use crate::convert::{from_micros, micros, to_doc};
-use crate::store::{Bind, SqlStore, Statement, decode_docs, multi_insert};
+use crate::store::{Bind, Filter, SqlStore, Statement, decode_docs, multi_insert};
 use crate::{Dialect, map_err};
 
 /// 7 binds a row.
@@ -34,28 +34,16 @@ impl SqlStore {
         status: Option<DeliveryStatus>,
         limit: i64,
     ) -> Result<Vec<DeliveryRecord>> {
-        let limit = limit.clamp(1, 1_000);
-        match status {
-            Some(s) => {
-                self.docs(
-                    &format!(
-                        "SELECT doc FROM deliveries WHERE status = $1
-                         ORDER BY created_at DESC, id DESC LIMIT {limit}"
-                    ),
-                    vec![Bind::Text(s.as_str().into())],
-                )
-                .await
-            }
-            None => {
-                self.docs(
-                    &format!(
-                        "SELECT doc FROM deliveries ORDER BY created_at DESC, id DESC LIMIT {limit}"
-                    ),
-                    Vec::new(),
-                )
-                .await
-            }
+        let mut f = Filter::default();
+        if let Some(s) = status {
+            f.eq("status", Bind::Text(s.as_str().into()));
         }
+        let sql = format!(
+            "SELECT doc FROM deliveries{} ORDER BY created_at DESC, id DESC LIMIT {}",
+            f.where_sql(),
+            limit.clamp(1, 1_000)
+        );
+        self.docs(&sql, f.binds).await
     }
 
     pub(crate) async fn claim(

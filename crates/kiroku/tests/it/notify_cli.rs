@@ -37,9 +37,7 @@ impl Counter {
                 }
             }),
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let addr = support::serve_loopback(app).await;
         format!("http://{addr}/hook")
     }
 
@@ -277,11 +275,7 @@ fn smtp_sink() -> Option<(std::process::Child, u16, Arc<Mutex<String>>)> {
         println!("SKIP: SMTP delivery (needs python3 with the smtpd module as an SMTP sink)");
         return None;
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = support::free_port();
     let mut child = std::process::Command::new("python3")
         .args([
             "-u",

@@ -31,14 +31,6 @@ impl Drop for Peer {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn wait_for<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -80,7 +72,7 @@ async fn alertmanager_delivers_firing_and_resolved_alerts_to_kiroku() {
         ),
     )
     .unwrap();
-    let port = free_port();
+    let port = crate::support::free_port();
     let am = format!("http://127.0.0.1:{port}");
     let _peer = Peer(
         Command::new(&bin)

@@ -349,3 +349,20 @@ impl Drop for TestApp {
 pub fn totp_now(secret: &str) -> String {
     kiroku_app::totp_code(secret, jiff::Timestamp::now().as_second() as u64).unwrap()
 }
+
+/// A port nothing listens on now, for a peer process to take.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Serves `app` on a loopback port in the background; its address.
+pub async fn serve_loopback(app: axum::Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
