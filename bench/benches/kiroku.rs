@@ -15,12 +15,13 @@ use serde_json::{Value, json};
 use kiroku_bench::seed;
 
 mod intake;
+mod paging;
 
 struct Opts {
     kiroku: PathBuf,
     out: PathBuf,
     quick: bool,
-    /// Run one section only: create, list, audit or intake.
+    /// Run one section only: create, list, intake, paging or audit.
     only: Option<String>,
     /// PostgreSQL server to create the benchmark databases on.
     pg_url: String,
@@ -673,6 +674,9 @@ async fn main() -> anyhow::Result<()> {
     let intake_targets = targets("intake").await?;
     if !intake_targets.is_empty() {
         intake::intake_bench(&o, &intake_targets, &work, &mut r).await?;
+    }
+    for t in &targets("paging").await? {
+        paging::paging_bench(&o, t, &mut r).await?;
     }
     let audit_n = if o.quick { 100_000 } else { 1_000_000 };
     for t in &targets("audit").await? {

@@ -28,6 +28,27 @@ impl Lcg {
     }
 }
 
+/// Commits a seeding batch with the audit event every write needs.
+async fn commit_seeded(
+    mut tx: Box<dyn kiroku_store::Tx>,
+    kind: &str,
+    from: usize,
+    to: usize,
+) -> anyhow::Result<()> {
+    let event = AuditEvent::success(
+        Timestamp::now(),
+        &Actor::system(),
+        &Source::system(),
+        Operation::Create,
+        "bench_seed",
+        Target::new(kind, None),
+    )
+    .with_change(None, Some(serde_json::json!({ "from": from, "to": to })));
+    tx.append_audit(&event).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 /// Adds incidents `from..to` (numbered by their detection year).
 pub async fn incidents(store: &dyn Store, from: usize, to: usize) -> anyhow::Result<()> {
     let zone = TimeZone::get("Asia/Tokyo")?;
@@ -93,18 +114,54 @@ pub async fn incidents(store: &dyn Store, from: usize, to: usize) -> anyhow::Res
             debug_assert!(Status::ALL.contains(&incident.status));
             tx.insert_incident(&incident).await?;
         }
-        let event = AuditEvent::success(
-            now,
-            &Actor::system(),
-            &Source::system(),
-            Operation::Create,
-            "bench_seed",
-            Target::new("incident", None),
-        )
-        .with_change(None, Some(serde_json::json!({ "from": i, "to": end })));
-        tx.append_audit(&event).await?;
-        tx.commit().await?;
+        commit_seeded(tx, "incident", i, end).await?;
         i = end;
     }
     Ok(())
+}
+
+/// Adds `count` triggered incidents, each with an escalation on `policy`
+/// whose first level is due at `due(i)`: pending escalations, as a store
+/// holds them while people are paged. Returns the incidents' ids.
+pub async fn escalations(
+    store: &dyn Store,
+    policy: &kiroku_domain::escalation::Policy,
+    count: usize,
+    due: impl Fn(usize) -> Timestamp,
+) -> anyhow::Result<Vec<uuid::Uuid>> {
+    let mut ids = Vec::with_capacity(count);
+    use kiroku_domain::escalation::Escalation;
+    let rules = Rules {
+        catalog: Catalog::default(),
+        severities: SeverityScheme::preset("p0-p3").unwrap(),
+        business_hours: BusinessHours::weekdays(TimeZone::get("Asia/Tokyo")?),
+    };
+    let now = Timestamp::now();
+    let year = now.to_zoned(TimeZone::get("Asia/Tokyo")?).year();
+    let mut i = 0;
+    while i < count {
+        let end = (i + BATCH).min(count);
+        let mut tx = store.begin().await?;
+        for n in i..end {
+            let draft = IncidentDraft {
+                title: format!("pending escalation #{n}"),
+                category: "server_failure".into(),
+                // P3: its response-start target is a day away.
+                severity: "P3".into(),
+                detected_at: Some(now),
+                ..IncidentDraft::default()
+            };
+            let seq = tx.next_incident_number("SRV", year).await?;
+            let number = kiroku_domain::category::incident_number("SRV", year, seq);
+            let incident = draft.declare(&rules, uuid::Uuid::now_v7(), number, now);
+            tx.insert_incident(&incident).await?;
+            ids.push(incident.id);
+            let mut e = Escalation::start(incident.id, Some(policy), now, None, now);
+            e.next_level_at = Some(due(n));
+            tx.save_escalation(&e, e.next_level_at).await?;
+        }
+        commit_seeded(tx, "escalation", i, end).await?;
+        i = end;
+    }
+    Ok(ids)
 }

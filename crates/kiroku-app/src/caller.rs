@@ -21,6 +21,8 @@ pub enum Via {
     },
     /// Kiroku itself, acting on what it observed (raising detections).
     System,
+    /// A signed link or a text reply from a page, made for one person.
+    Link,
     /// A monitoring system, by the routing key of one integration.
     Integration {
         id: Uuid,

@@ -10,9 +10,12 @@ mod caller;
 mod credentials;
 mod detection;
 mod error;
+mod escalation;
 mod incidents;
 mod intake;
+mod links;
 mod notify;
+mod oncall;
 mod policy;
 mod seal;
 mod services;
@@ -34,9 +37,12 @@ pub use caller::{Caller, Principal, Via};
 pub use credentials::{totp_code, totp_uri};
 pub use detection::SERVICE as DETECTION_SERVICE;
 pub use error::{AppError, ErrorKind};
+pub use escalation::{AckOutcome, EscalationView};
 pub use incidents::{DeclareIncident, IncidentList, ListIncidents, UpdateIncident, UserSpec};
 pub use intake::{Accepted, Effect};
+pub use links::{Link, LinkError, LinkKey};
 pub use notify::{ChannelView, Courier, Delivered, NewChannel, NotifyPolicy};
+pub use oncall::{ContactMethodView, NewContactMethod, NewOverride};
 pub use policy::{AuthPolicy, Config};
 pub use seal::{SealMode, SealRule, Sealer};
 pub use services::{AlertList, ListAlerts, NewIntegration, NewMaintenanceWindow, NewService};
@@ -57,6 +63,7 @@ pub struct App {
     routings: Arc<intake::RoutingCache>,
     detection: Option<Arc<detection::Detection>>,
     notifier: Arc<notify::Notifier>,
+    escalator: Arc<escalation::Escalator>,
 }
 
 impl App {
@@ -74,6 +81,7 @@ impl App {
         );
         App {
             notifier: Arc::new(notifier),
+            escalator: Arc::new(escalation::Escalator::new(store.clone())),
             store,
             config: Arc::new(config),
             signer: None,
@@ -175,6 +183,7 @@ impl App {
     async fn begin(&self) -> Result<Box<dyn Tx>> {
         // Read before the transaction holds a connection (see `Notifier::channels`).
         self.notifier.channels().await?;
+        self.escalator.directory().await?;
         let tx = self.store.begin().await?;
         let seal = self
             .sealer
@@ -186,6 +195,7 @@ impl App {
             seal,
             self.detection.clone(),
             self.notifier.clone(),
+            self.escalator.clone(),
         )))
     }
 }

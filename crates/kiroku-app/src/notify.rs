@@ -16,8 +16,7 @@ use async_trait::async_trait;
 use jiff::{SignedDuration, Timestamp};
 use kiroku_domain::alert::AlertLevel;
 use kiroku_domain::notify::{
-    Bucket, Channel, ChannelKind, Notice, Outgoing, RATE_PER_MINUTE_MAX, RetryPolicy,
-    checked_mailto, checked_url, render,
+    Bucket, Channel, ChannelKind, Notice, Outgoing, RATE_PER_MINUTE_MAX, RetryPolicy, render,
 };
 use kiroku_domain::{
     Actor, AuditEvent, Operation, OutboxMessage, Permission, Source, Target, TimelineEntry,
@@ -59,6 +58,11 @@ pub struct NotifyPolicy {
     /// How long a worker holds the deliveries it took; longer than any
     /// attempt may take.
     pub hold: SignedDuration,
+    /// Signs acknowledgement links and calendar feeds; without it, pages
+    /// carry no link (replies and the API still acknowledge).
+    pub link_key: Option<crate::LinkKey>,
+    /// How long an acknowledgement link works.
+    pub ack_link_ttl: SignedDuration,
 }
 
 impl Default for NotifyPolicy {
@@ -67,6 +71,8 @@ impl Default for NotifyPolicy {
             retry: RetryPolicy::default(),
             public_url: None,
             hold: SignedDuration::from_secs(60),
+            link_key: None,
+            ack_link_ttl: SignedDuration::from_hours(24),
         }
     }
 }
@@ -75,10 +81,26 @@ impl Default for NotifyPolicy {
 const CHANNELS_TTL: Duration = Duration::from_secs(1);
 /// Deliveries in flight at once, across channels.
 const IN_FLIGHT_MAX: usize = 32;
-/// The longest the worker sleeps with nothing due: new deliveries made by
-/// this process wake it at once; this bounds how late it notices those
-/// another node made.
+/// The longest a worker sleeps with nothing due: work made by this process
+/// wakes it at once; this bounds how late it notices what another node
+/// made without working on it itself.
 const IDLE_MAX: Duration = Duration::from_secs(5);
+
+/// How long a worker sleeps: until `next` is due, at most [`IDLE_MAX`].
+pub(crate) fn idle_wait(next: StoreResult<Option<Timestamp>>, now: Timestamp) -> Duration {
+    match next {
+        Ok(Some(at)) => {
+            let ms = at
+                .duration_since(now)
+                .as_millis()
+                .clamp(0, IDLE_MAX.as_millis() as i128);
+            Duration::from_millis(ms as u64)
+        }
+        Ok(None) => IDLE_MAX,
+        // The database is away: look again soon.
+        Err(_) => Duration::from_secs(1),
+    }
+}
 
 pub(crate) struct Notifier {
     store: Arc<dyn Store>,
@@ -118,6 +140,13 @@ impl Notifier {
         Ok(list)
     }
 
+    /// The copy `App::begin` refreshed before the transaction began: for
+    /// use inside one, where a read could wait on the pool the
+    /// transaction holds.
+    pub(crate) fn in_transaction(&self) -> Arc<Vec<Channel>> {
+        self.cached(Duration::MAX).unwrap_or_default()
+    }
+
     fn cached(&self, ttl: Duration) -> Option<Arc<Vec<Channel>>> {
         match &*self.channels.lock().unwrap_or_else(|e| e.into_inner()) {
             Some((at, list)) if at.elapsed() < ttl => Some(list.clone()),
@@ -130,7 +159,7 @@ impl Notifier {
     }
 
     /// The first two severities page as critical, the third warns, the rest inform.
-    fn level_of(&self, severity: &str) -> AlertLevel {
+    pub(crate) fn level_of(&self, severity: &str) -> AlertLevel {
         match self.severities.iter().position(|s| s == severity) {
             Some(0 | 1) => AlertLevel::Critical,
             Some(2) => AlertLevel::Warning,
@@ -138,7 +167,7 @@ impl Notifier {
         }
     }
 
-    fn link(&self, notice: &Notice) -> Option<String> {
+    pub(crate) fn link(&self, notice: &Notice) -> Option<String> {
         let base = self.public_url.as_deref()?.trim_end_matches('/');
         notice
             .incident_id
@@ -148,10 +177,10 @@ impl Notifier {
     /// The deliveries `messages` make: one per channel taking each notice's
     /// level, by the channel list read when the transaction began.
     pub(crate) fn fan_out(&self, messages: &[OutboxMessage]) -> Vec<DeliveryRecord> {
-        // Whatever copy there is: `App::begin` refreshed it moments ago.
-        let Some(channels) = self.cached(Duration::MAX).filter(|c| !c.is_empty()) else {
+        let channels = self.in_transaction();
+        if channels.is_empty() {
             return Vec::new();
-        };
+        }
         let notices: Vec<(&OutboxMessage, Notice)> = messages
             .iter()
             .filter_map(|m| Notice::of(m, |s| self.level_of(s)).map(|n| (m, n)))
@@ -159,7 +188,9 @@ impl Notifier {
         let mut out = Vec::new();
         for (m, notice) in notices {
             let link = self.link(&notice);
-            for c in channels.iter().filter(|c| c.levels.contains(&notice.level)) {
+            // People's own contact methods are reached through escalation only.
+            let shared = channels.iter().filter(|c| c.owner.is_none());
+            for c in shared.filter(|c| c.levels.contains(&notice.level)) {
                 let key = format!("{}:{}", m.idempotency_key, c.id);
                 let body = render(c.kind, &notice, link.as_deref(), &key).to_string();
                 out.push(DeliveryRecord {
@@ -174,6 +205,7 @@ impl Notifier {
                     body,
                     last_error: None,
                     sent_at: None,
+                    page: false,
                 });
             }
         }
@@ -207,6 +239,9 @@ pub struct ChannelView {
     pub signed: bool,
     pub levels: Vec<AlertLevel>,
     pub rate_per_minute: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Uuid>,
+    pub delay_minutes: u32,
     pub created_at: Timestamp,
 }
 
@@ -220,6 +255,8 @@ impl From<&Channel> for ChannelView {
             signed: c.secret.is_some(),
             levels: c.levels.clone(),
             rate_per_minute: c.rate_per_minute,
+            owner: c.owner,
+            delay_minutes: c.delay_minutes,
             created_at: c.created_at,
         }
     }
@@ -231,18 +268,33 @@ const SECRET_MAX: usize = 256;
 impl App {
     pub async fn create_channel(&self, caller: &Caller, input: NewChannel) -> Result<ChannelView> {
         caller.require(Permission::ServiceManage)?;
+        let name = validate::line("name", &input.name, validate::SHORT_MAX, true)?;
+        if name.starts_with('@') {
+            return Err(AppError::invalid(
+                "name",
+                "reserved",
+                "names starting with @ are people's contact methods",
+            ));
+        }
+        let channel = self.checked_channel(NewChannel { name, ..input }, "url")?;
+        self.insert_channel(caller, channel).await
+    }
+
+    /// A channel from `input`, checked; `address_field` names its address
+    /// in errors.
+    pub(crate) fn checked_channel(
+        &self,
+        input: NewChannel,
+        address_field: &str,
+    ) -> Result<Channel> {
         let kind = ChannelKind::parse(&input.kind).ok_or_else(|| {
             AppError::invalid(
                 "type",
                 "unknown_value",
-                "must be one of: webhook, slack, teams, email",
+                format!("must be one of: {}", ChannelKind::NAMES),
             )
         })?;
-        let name = validate::line("name", &input.name, validate::SHORT_MAX, true)?;
-        let url = match kind {
-            ChannelKind::Email => checked_mailto("url", &input.url)?,
-            _ => checked_url("url", &input.url)?,
-        };
+        let url = kind.checked_address(address_field, &input.url)?;
         let secret = match input.secret {
             Some(s) if !(SECRET_MIN..=SECRET_MAX).contains(&s.len()) => {
                 return Err(AppError::invalid(
@@ -276,29 +328,43 @@ impl App {
                 format!("must be between 1 and {}", RATE_PER_MINUTE_MAX),
             ));
         }
-        let now = self.now();
-        let channel = Channel {
+        Ok(Channel {
             id: Uuid::now_v7(),
-            name,
+            name: input.name,
             kind,
             url,
             secret,
             levels,
             rate_per_minute: rate,
-            created_at: now,
-        };
+            owner: None,
+            delay_minutes: 0,
+            created_at: self.now(),
+        })
+    }
+
+    pub(crate) async fn insert_channel(
+        &self,
+        caller: &Caller,
+        channel: Channel,
+    ) -> Result<ChannelView> {
+        let now = channel.created_at;
         let view = ChannelView::from(&channel);
         let mut tx = self.begin().await?;
         tx.insert_channel(&channel)
             .await
             .map_err(crate::error::duplicate_of("channel", "name"))?;
+        let action = if channel.owner.is_some() {
+            "contact_method_create"
+        } else {
+            "channel_create"
+        };
         // The URL of a chat webhook is a credential: the log names the host only.
         tx.append_audit(
             &caller
                 .event(
                     now,
                     Operation::Create,
-                    "channel_create",
+                    action,
                     Target::new("channel", Some(channel.id.to_string())),
                 )
                 .with_change(None, Some(json!(view))),
@@ -316,6 +382,7 @@ impl App {
             .channels()
             .await?
             .iter()
+            .filter(|c| c.owner.is_none())
             .map(ChannelView::from)
             .collect())
     }
@@ -333,7 +400,7 @@ impl App {
                     AppError::invalid(
                         "status",
                         "unknown_value",
-                        "must be one of: pending, sent, dead",
+                        "must be one of: pending, sent, dead, cancelled",
                     )
                 })
             })
@@ -386,17 +453,8 @@ impl App {
                     Err(e) => tracing::warn!(error = %e, "could not take due deliveries"),
                 }
             }
-            let wait = match self.store.next_delivery_at().await {
-                Ok(Some(at)) => {
-                    let ms = at
-                        .duration_since(self.now())
-                        .as_millis()
-                        .clamp(0, IDLE_MAX.as_millis() as i128);
-                    Duration::from_millis(ms as u64)
-                }
-                Ok(None) => IDLE_MAX,
-                Err(_) => Duration::from_secs(1),
-            };
+            let now = self.now();
+            let wait = idle_wait(self.store.next_delivery_at(now).await, now);
             tokio::select! {
                 _ = self.notifier.wake.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
@@ -490,6 +548,7 @@ impl App {
                     d.attempts
                 ),
                 DeliveryStatus::Dead => format!("notifying {channel_name} failed for good"),
+                DeliveryStatus::Cancelled => format!("page to {channel_name} cancelled"),
             };
             tx.append_timeline(&TimelineEntry {
                 id: Uuid::now_v7(),

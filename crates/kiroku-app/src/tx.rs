@@ -11,7 +11,9 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 use kiroku_domain::alert::{Alert, Integration, Service};
 use kiroku_domain::detection::Observation;
+use kiroku_domain::escalation::{Escalation, Policy};
 use kiroku_domain::notify::Channel;
+use kiroku_domain::schedule::Schedule;
 use kiroku_domain::{AuditEvent, Incident, OutboxMessage, TimelineEntry};
 use kiroku_store::{
     ArchiveRecord, ChangeRecord, DeliveryRecord, IncidentKey, Result as StoreResult, SessionRecord,
@@ -20,6 +22,7 @@ use kiroku_store::{
 use uuid::Uuid;
 
 use crate::detection::Detection;
+use crate::escalation::Escalator;
 use crate::notify::Notifier;
 use crate::seal::SealKeys;
 
@@ -31,6 +34,9 @@ pub(crate) struct AppTx {
     notifier: Arc<Notifier>,
     /// Deliveries were made: the worker is woken after the commit.
     delivering: bool,
+    escalator: Arc<Escalator>,
+    /// Escalations were started or woken: their worker looks after the commit.
+    escalating: bool,
 }
 
 impl AppTx {
@@ -39,6 +45,7 @@ impl AppTx {
         seal: Option<SealKeys>,
         detection: Option<Arc<Detection>>,
         notifier: Arc<Notifier>,
+        escalator: Arc<Escalator>,
     ) -> Self {
         AppTx {
             inner,
@@ -46,6 +53,8 @@ impl AppTx {
             observed: detection.map(|d| (d, Vec::new())),
             notifier,
             delivering: false,
+            escalator,
+            escalating: false,
         }
     }
 
@@ -169,9 +178,13 @@ impl Tx for AppTx {
             self.inner.insert_deliveries(&deliveries).await?;
             self.delivering = true;
         }
+        if self.escalator.follow(&mut *self.inner, m).await? {
+            self.escalating = true;
+        }
         Ok(())
     }
     async fn insert_deliveries(&mut self, d: &[DeliveryRecord]) -> StoreResult<()> {
+        self.delivering |= !d.is_empty();
         self.inner.insert_deliveries(d).await
     }
     async fn update_delivery(&mut self, d: &DeliveryRecord) -> StoreResult<()> {
@@ -179,6 +192,32 @@ impl Tx for AppTx {
     }
     async fn insert_channel(&mut self, c: &Channel) -> StoreResult<()> {
         self.inner.insert_channel(c).await
+    }
+    async fn insert_policy(&mut self, p: &Policy) -> StoreResult<()> {
+        self.inner.insert_policy(p).await
+    }
+    async fn update_policy(&mut self, p: &Policy, expected_version: i64) -> StoreResult<()> {
+        self.inner.update_policy(p, expected_version).await
+    }
+    async fn insert_schedule(&mut self, s: &Schedule) -> StoreResult<()> {
+        self.inner.insert_schedule(s).await
+    }
+    async fn update_schedule(&mut self, s: &Schedule, expected_version: i64) -> StoreResult<()> {
+        self.inner.update_schedule(s, expected_version).await
+    }
+    async fn escalation_for_update(&mut self, incident: Uuid) -> StoreResult<Option<Escalation>> {
+        self.inner.escalation_for_update(incident).await
+    }
+    async fn save_escalation(
+        &mut self,
+        e: &Escalation,
+        due_at: Option<Timestamp>,
+    ) -> StoreResult<()> {
+        self.escalating |= due_at.is_some();
+        self.inner.save_escalation(e, due_at).await
+    }
+    async fn cancel_pages(&mut self, incident: Uuid, at: Timestamp) -> StoreResult<u64> {
+        self.inner.cancel_pages(incident, at).await
     }
     async fn insert_service(&mut self, s: &Service) -> StoreResult<()> {
         self.inner.insert_service(s).await
@@ -218,11 +257,16 @@ impl Tx for AppTx {
             observed,
             notifier,
             delivering,
+            escalator,
+            escalating,
             ..
         } = *self;
         inner.commit().await?;
         if delivering {
             notifier.wake.notify_one();
+        }
+        if escalating {
+            escalator.wake.notify_one();
         }
         // Only what was committed is observed: a rolled-back attempt left
         // its own refusal event, which is observed in its turn.

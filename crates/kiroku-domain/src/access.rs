@@ -30,6 +30,9 @@ pub enum Permission {
     AuditIngest,
     /// Create services and integrations, set routing and maintenance windows.
     ServiceManage,
+    /// Set one's own contact methods and notification rules (who is paged
+    /// must be reachable).
+    OwnContactMethods,
 }
 
 impl Role {
@@ -63,7 +66,12 @@ impl Role {
         use Permission::*;
         match self {
             Role::Admin => true,
-            Role::Responder => matches!(p, IncidentRead | IncidentWrite | OwnTokens),
+            Role::Responder => {
+                matches!(
+                    p,
+                    IncidentRead | IncidentWrite | OwnTokens | OwnContactMethods
+                )
+            }
             Role::Viewer => matches!(p, IncidentRead | OwnTokens),
             Role::Auditor => matches!(p, IncidentRead | AuditRead | OwnTokens),
             Role::Application => matches!(p, AuditIngest),
@@ -72,7 +80,7 @@ impl Role {
 }
 
 impl Permission {
-    pub const ALL: [Permission; 7] = [
+    pub const ALL: [Permission; 8] = [
         Permission::IncidentRead,
         Permission::IncidentWrite,
         Permission::AuditRead,
@@ -80,6 +88,7 @@ impl Permission {
         Permission::OwnTokens,
         Permission::AuditIngest,
         Permission::ServiceManage,
+        Permission::OwnContactMethods,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -91,6 +100,7 @@ impl Permission {
             Permission::OwnTokens => "own_tokens",
             Permission::AuditIngest => "audit_ingest",
             Permission::ServiceManage => "service_manage",
+            Permission::OwnContactMethods => "own_contact_methods",
         }
     }
 }
@@ -103,24 +113,27 @@ mod tests {
     fn matrix_cell_by_cell() {
         // Columns in the order of Permission::ALL: incident read, incident
         // write, audit read, user manage, own tokens, audit ingest, service
-        // manage.
-        let expected: [(Role, [bool; 7]); 5] = [
-            (Role::Admin, [true, true, true, true, true, true, true]),
+        // manage, own contact methods.
+        let expected: [(Role, [bool; 8]); 5] = [
+            (
+                Role::Admin,
+                [true, true, true, true, true, true, true, true],
+            ),
             (
                 Role::Responder,
-                [true, true, false, false, true, false, false],
+                [true, true, false, false, true, false, false, true],
             ),
             (
                 Role::Viewer,
-                [true, false, false, false, true, false, false],
+                [true, false, false, false, true, false, false, false],
             ),
             (
                 Role::Auditor,
-                [true, false, true, false, true, false, false],
+                [true, false, true, false, true, false, false, false],
             ),
             (
                 Role::Application,
-                [false, false, false, false, false, true, false],
+                [false, false, false, false, false, true, false, false],
             ),
         ];
         for (role, row) in expected {

@@ -23,6 +23,10 @@ pub enum ChannelKind {
     Teams,
     /// Mail over SMTP to the `mailto:` addresses of the channel's URL.
     Email,
+    /// A text message to the `tel:` number, through the SMS provider.
+    Sms,
+    /// A phone call to the `tel:` number that reads the notice out.
+    Voice,
 }
 
 impl ChannelKind {
@@ -32,16 +36,30 @@ impl ChannelKind {
             "slack" => Some(ChannelKind::Slack),
             "teams" => Some(ChannelKind::Teams),
             "email" => Some(ChannelKind::Email),
+            "sms" => Some(ChannelKind::Sms),
+            "voice" => Some(ChannelKind::Voice),
             _ => None,
         }
     }
 
+    pub const NAMES: &'static str = "webhook, slack, teams, email, sms, voice";
+
     /// The seed 004 routing by level: chat takes every level, email
-    /// Critical and Warning.
+    /// Critical and Warning, the phone (calls and texts) Critical only.
     pub fn default_levels(self) -> Vec<AlertLevel> {
         match self {
             ChannelKind::Email => vec![AlertLevel::Critical, AlertLevel::Warning],
+            ChannelKind::Sms | ChannelKind::Voice => vec![AlertLevel::Critical],
             _ => vec![AlertLevel::Critical, AlertLevel::Warning, AlertLevel::Info],
+        }
+    }
+
+    /// Checks the address a channel of this kind is sent to.
+    pub fn checked_address(self, field: &str, url: &str) -> Result<String, ValidationError> {
+        match self {
+            ChannelKind::Email => checked_mailto(field, url),
+            ChannelKind::Sms | ChannelKind::Voice => checked_phone(field, url),
+            _ => checked_url(field, url),
         }
     }
 }
@@ -60,6 +78,14 @@ pub struct Channel {
     pub levels: Vec<AlertLevel>,
     /// At most this many deliveries a minute; the rest wait their turn.
     pub rate_per_minute: u32,
+    /// A person's own contact method rather than a shared channel: it is
+    /// reached only when escalation pages its owner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Uuid>,
+    /// A contact method's notification rule: how long after its owner is
+    /// paged it is tried (e.g. email at once, a call after five minutes).
+    #[serde(default)]
+    pub delay_minutes: u32,
     pub created_at: Timestamp,
 }
 
@@ -70,6 +96,13 @@ impl Channel {
     /// The URL with its path hidden: enough to recognise the host (for
     /// mail, the recipients' domains).
     pub fn url_shown(&self) -> String {
+        if let Some(number) = self.url.strip_prefix("tel:") {
+            let tail: String = number
+                .chars()
+                .skip(number.len().saturating_sub(4))
+                .collect();
+            return format!("tel:…{tail}");
+        }
         if let Some(to) = self.url.strip_prefix("mailto:") {
             let domains: Vec<&str> = to
                 .split(',')
@@ -142,6 +175,33 @@ pub fn checked_mailto(field: &str, url: &str) -> Result<String, ValidationError>
     Ok(format!("mailto:{}", addresses.join(",")))
 }
 
+/// Checks a phone channel's `tel:+819012345678`: E.164, a plus and 8 to
+/// 15 digits, separators dropped.
+pub fn checked_phone(field: &str, url: &str) -> Result<String, ValidationError> {
+    let url = validate::line(field, url, 64, true)?;
+    let bad = || {
+        ValidationError::new(
+            field,
+            "invalid_phone",
+            "must be tel: and an E.164 number, e.g. tel:+819012345678",
+        )
+    };
+    let number = url.strip_prefix("tel:").ok_or_else(bad)?;
+    let digits: String = number
+        .strip_prefix('+')
+        .ok_or_else(bad)?
+        .chars()
+        .filter(|c| !matches!(c, '-' | ' ' | '(' | ')'))
+        .collect();
+    if !(8..=15).contains(&digits.len())
+        || !digits.bytes().all(|b| b.is_ascii_digit())
+        || digits.starts_with('0')
+    {
+        return Err(bad());
+    }
+    Ok(format!("tel:+{digits}"))
+}
+
 /// Text that goes into HTML.
 fn html_escape(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -160,6 +220,12 @@ pub struct Notice {
     pub text: String,
     pub incident_id: Option<Uuid>,
     pub incident_number: Option<String>,
+    /// A signed, expiring one-click acknowledgement link (pages only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ack_url: Option<String>,
+    /// What a text reply acknowledges with: `ACK {code}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ack_code: Option<String>,
 }
 
 fn str_of<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
@@ -203,6 +269,20 @@ impl Notice {
                     format!("declared, severity {severity}"),
                 )
             }
+            "incident.response_breached" => {
+                let severity = str_of(p, "severity").unwrap_or("");
+                (
+                    severity_level(severity),
+                    format!(
+                        "{} response not started in time",
+                        number.as_deref().unwrap_or("incident")
+                    ),
+                    format!(
+                        "severity {severity}: the response was due to start by {}",
+                        str_of(p, "response_due_at").unwrap_or("?")
+                    ),
+                )
+            }
             "incident.status_changed"
                 if matches!(str_of(p, "to"), Some("resolved" | "acknowledged")) =>
             {
@@ -222,6 +302,8 @@ impl Notice {
             text,
             incident_id,
             incident_number: number,
+            ack_url: None,
+            ack_code: None,
         })
     }
 }
@@ -268,16 +350,22 @@ pub fn render(
             "incident_id": notice.incident_id,
             "incident_number": notice.incident_number,
             "link": link,
+            "ack_url": notice.ack_url,
         }),
         ChannelKind::Slack => {
             let mut blocks = vec![
                 json!({"type": "header", "text": {"type": "plain_text", "text": format!("[{label}] {}", notice.title).chars().take(150).collect::<String>()}}),
                 json!({"type": "section", "text": {"type": "mrkdwn", "text": slack_escape(&notice.text)}}),
             ];
+            let mut buttons = Vec::new();
             if let Some(link) = link {
-                blocks.push(json!({"type": "actions", "elements": [
-                    {"type": "button", "text": {"type": "plain_text", "text": "Open incident"}, "url": link},
-                ]}));
+                buttons.push(json!({"type": "button", "text": {"type": "plain_text", "text": "Open incident"}, "url": link}));
+            }
+            if let Some(ack) = &notice.ack_url {
+                buttons.push(json!({"type": "button", "style": "primary", "text": {"type": "plain_text", "text": "Acknowledge"}, "url": ack}));
+            }
+            if !buttons.is_empty() {
+                blocks.push(json!({"type": "actions", "elements": buttons}));
             }
             json!({ "text": format!("[{label}] {}", notice.title), "blocks": blocks })
         }
@@ -296,6 +384,13 @@ pub fn render(
                     html_escape(link)
                 ));
             }
+            if let Some(ack) = &notice.ack_url {
+                text.push_str(&format!("\nAcknowledge: {ack}\n"));
+                html.push_str(&format!(
+                    "<p><a href=\"{}\">Acknowledge</a></p>\n",
+                    html_escape(ack)
+                ));
+            }
             json!({ "subject": subject, "text": text, "html": html })
         }
         ChannelKind::Teams => {
@@ -309,17 +404,44 @@ pub fn render(
                     {"type": "TextBlock", "wrap": true, "text": notice.text},
                 ],
             });
-            if let Some(link) = link {
-                card["actions"] =
-                    json!([{"type": "Action.OpenUrl", "title": "Open incident", "url": link}]);
+            let actions: Vec<Value> = link
+                .map(|l| ("Open incident", l))
+                .into_iter()
+                .chain(notice.ack_url.as_deref().map(|a| ("Acknowledge", a)))
+                .map(|(title, url)| json!({"type": "Action.OpenUrl", "title": title, "url": url}))
+                .collect();
+            if !actions.is_empty() {
+                card["actions"] = Value::Array(actions);
             }
             json!({
                 "type": "message",
                 "attachments": [{"contentType": "application/vnd.microsoft.card.adaptive", "content": card}],
             })
         }
+        ChannelKind::Sms => {
+            let mut text = format!("[{label}] {}", notice.title);
+            if let Some(code) = &notice.ack_code {
+                text.push_str(&format!(" / Reply ACK {code} to acknowledge"));
+            }
+            if let Some(ack) = &notice.ack_url {
+                text.push_str(&format!(" {ack}"));
+            }
+            json!({ "text": text.chars().take(SMS_MAX).collect::<String>() })
+        }
+        ChannelKind::Voice => {
+            let mut say = format!("Kiroku. {label}. {}. {}.", notice.title, notice.text);
+            if notice.ack_code.is_some() {
+                say.push_str(" Reply to the text message to acknowledge.");
+            }
+            json!({ "say": say.chars().take(VOICE_MAX).collect::<String>() })
+        }
     }
 }
+
+/// Long enough for a title, a code and a link in a few SMS segments.
+const SMS_MAX: usize = 480;
+/// What a call reads out before it hangs up.
+const VOICE_MAX: usize = 600;
 
 /// A channel's rate: a token bucket holding six seconds' worth of its
 /// deliveries (at least one), filling at `rate_per_minute`.
@@ -468,6 +590,8 @@ mod tests {
             text: "severity critical <b>".into(),
             incident_id: None,
             incident_number: None,
+            ack_url: None,
+            ack_code: None,
         };
         let slack = render(
             ChannelKind::Slack,
@@ -519,6 +643,8 @@ mod tests {
             text: "declared".into(),
             incident_id: None,
             incident_number: None,
+            ack_url: None,
+            ack_code: None,
         };
         let mail = render(
             ChannelKind::Email,
@@ -544,10 +670,59 @@ mod tests {
             secret: None,
             levels: ChannelKind::Email.default_levels(),
             rate_per_minute: 60,
+            owner: None,
+            delay_minutes: 0,
             created_at: Timestamp::UNIX_EPOCH,
         };
         assert_eq!(c.url_shown(), "mailto:…@example.com,…@example.jp");
         assert_eq!(c.levels, [AlertLevel::Critical, AlertLevel::Warning]);
+    }
+
+    #[test]
+    fn phones_are_e164_and_texts_carry_the_reply_code() {
+        assert_eq!(
+            checked_phone("address", "tel:+81-90-1234-5678").unwrap(),
+            "tel:+819012345678"
+        );
+        for bad in [
+            "+819012345678",
+            "tel:09012345678",
+            "tel:+0123456789",
+            "tel:+81 90 abc",
+            "tel:+1234",
+            "tel:+1234567890123456",
+            "tel:+81901234;ext=1",
+        ] {
+            assert!(checked_phone("address", bad).is_err(), "{bad}");
+        }
+        let n = Notice {
+            topic: "incident.page".into(),
+            level: AlertLevel::Critical,
+            title: "DB-2026-001 本番DB接続不可".into(),
+            text: "level 1".into(),
+            incident_id: None,
+            incident_number: Some("DB-2026-001".into()),
+            ack_url: Some("https://k.example/ack/t".into()),
+            ack_code: Some("DB-2026-001".into()),
+        };
+        let sms = render(ChannelKind::Sms, &n, None, "k");
+        assert_eq!(
+            sms["text"],
+            "[CRITICAL] DB-2026-001 本番DB接続不可 / Reply ACK DB-2026-001 to acknowledge https://k.example/ack/t"
+        );
+        let voice = render(ChannelKind::Voice, &n, None, "k");
+        assert!(voice["say"].as_str().unwrap().contains("本番DB接続不可"));
+        let slack = render(ChannelKind::Slack, &n, Some("https://k.example/i/1"), "k");
+        assert_eq!(
+            slack["blocks"][2]["elements"][1]["url"],
+            "https://k.example/ack/t"
+        );
+        let teams = render(ChannelKind::Teams, &n, None, "k");
+        assert_eq!(
+            teams["attachments"][0]["content"]["actions"][0]["title"],
+            "Acknowledge"
+        );
+        assert_eq!(ChannelKind::Voice.default_levels(), [AlertLevel::Critical]);
     }
 
     #[test]
@@ -572,6 +747,8 @@ mod tests {
             secret: None,
             levels: ChannelKind::Slack.default_levels(),
             rate_per_minute: 60,
+            owner: None,
+            delay_minutes: 0,
             created_at: Timestamp::UNIX_EPOCH,
         };
         assert_eq!(c.url_shown(), "https://hooks.slack.com/…");

@@ -17,6 +17,8 @@ pub enum TimelineKind {
     Alert,
     Notification,
     Communication,
+    /// Who was paged, and why; response-start targets missed.
+    Escalation,
 }
 
 impl TimelineKind {
@@ -29,6 +31,7 @@ impl TimelineKind {
             TimelineKind::Alert => "alert",
             TimelineKind::Notification => "notification",
             TimelineKind::Communication => "communication",
+            TimelineKind::Escalation => "escalation",
         }
     }
 }

@@ -18,7 +18,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use kiroku_app::App;
 use tower_http::timeout::TimeoutLayer;
 
@@ -35,6 +35,21 @@ pub struct HttpConfig {
     pub secure_cookies: bool,
     /// Take the client address from `X-Forwarded-For` (behind a proxy).
     pub trust_forwarded_for: bool,
+    /// Text replies from the SMS provider are taken, their signatures
+    /// checked with its auth token.
+    pub inbound_sms: Option<InboundSms>,
+}
+
+#[derive(Clone)]
+pub struct InboundSms {
+    /// Never logged.
+    pub auth_token: String,
+}
+
+impl std::fmt::Debug for InboundSms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InboundSms { auth_token: (set) }")
+    }
 }
 
 #[derive(Clone)]
@@ -60,7 +75,7 @@ async fn not_found(
 
 pub fn router(app: App, http: HttpConfig) -> Router {
     use handlers::{
-        auth as a, incidents as i, intake as k, meta as m, notify as n, services as sv,
+        auth as a, incidents as i, intake as k, meta as m, notify as n, oncall as o, services as sv,
     };
     let state = AppState {
         app,
@@ -131,6 +146,48 @@ pub fn router(app: App, http: HttpConfig) -> Router {
             "/api/v1/integrations",
             get(sv::list_integrations).post(sv::create_integration),
         )
+        .route(
+            "/api/v1/escalation-policies",
+            get(o::list_policies).post(o::create_policy),
+        )
+        .route(
+            "/api/v1/escalation-policies/{key}",
+            get(o::show_policy).put(o::update_policy),
+        )
+        .route(
+            "/api/v1/incidents/{key}/escalation",
+            get(o::show_escalation),
+        )
+        .route("/api/v1/incidents/{key}/escalate", post(o::escalate))
+        .route(
+            "/api/v1/schedules",
+            get(o::list_schedules).post(o::create_schedule),
+        )
+        .route("/api/v1/schedules/{key}", get(o::show_schedule))
+        .route("/api/v1/schedules/{key}/oncall", get(o::oncall))
+        .route("/api/v1/schedules/{key}/shifts", get(o::shifts))
+        .route("/api/v1/schedules/{key}/overrides", post(o::add_override))
+        .route(
+            "/api/v1/schedules/{key}/overrides/{id}",
+            delete(o::remove_override),
+        )
+        .route(
+            "/api/v1/schedules/{key}/calendar.ics",
+            get(o::schedule_calendar),
+        )
+        .route("/api/v1/schedules/{key}/feed", post(o::calendar_feed))
+        .route("/api/v1/users/{name}/calendar.ics", get(o::user_calendar))
+        .route(
+            "/api/v1/users/{name}/calendar-feed",
+            post(o::user_calendar_feed),
+        )
+        .route(
+            "/api/v1/users/{name}/contact-methods",
+            get(o::list_contact_methods).post(o::add_contact_method),
+        )
+        .route("/ack/{token}", get(o::ack_page).post(o::ack_by_link))
+        .route("/ical/{token}", get(o::calendar_by_link))
+        .route("/api/v1/sms/inbound", post(o::inbound_sms))
         .route("/api/v1/alerts", get(sv::list_alerts))
         .route("/api/v1/alerts/{id}", get(sv::show_alert))
         .route(

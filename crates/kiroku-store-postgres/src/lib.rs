@@ -29,6 +29,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "notifications",
         sql: include_str!("../migrations/0004_notifications.sql"),
     },
+    Migration {
+        version: 5,
+        name: "escalation",
+        sql: include_str!("../migrations/0005_escalation.sql"),
+    },
 ];
 
 pub struct Options {

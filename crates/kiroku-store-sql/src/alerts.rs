@@ -6,6 +6,7 @@ use sqlx::AnyConnection;
 use uuid::Uuid;
 
 use crate::convert::{micros, to_doc};
+use crate::escalation::Versioned;
 use crate::store::{Bind, Filter, SqlStore, Statement, bind_all, decode_docs, multi_insert, page};
 use crate::{Dialect, map_err};
 
@@ -41,20 +42,19 @@ impl SqlStore {
     }
 }
 
+fn service_row(s: &Service) -> Result<Versioned<'_>> {
+    Ok(Versioned {
+        table: "services",
+        what: "service name",
+        id: s.id,
+        name: &s.name,
+        version: s.version,
+        doc: to_doc(s)?,
+    })
+}
+
 pub(crate) async fn insert_service(conn: &mut AnyConnection, s: &Service) -> Result<()> {
-    sqlx::query("INSERT INTO services (id, name, version, doc) VALUES ($1, $2, $3, $4)")
-        .bind(s.id.to_string())
-        .bind(&s.name)
-        .bind(s.version)
-        .bind(to_doc(s)?)
-        .execute(conn)
-        .await
-        .map_err(map_err)
-        .map_err(|e| match e {
-            StoreError::Duplicate(_) => StoreError::Duplicate("service name"),
-            other => other,
-        })?;
-    Ok(())
+    service_row(s)?.insert(conn).await
 }
 
 pub(crate) async fn update_service(
@@ -62,28 +62,7 @@ pub(crate) async fn update_service(
     s: &Service,
     expected_version: i64,
 ) -> Result<()> {
-    let done = sqlx::query(
-        "UPDATE services SET name = $1, version = $2, doc = $3 WHERE id = $4 AND version = $5",
-    )
-    .bind(&s.name)
-    .bind(s.version)
-    .bind(to_doc(s)?)
-    .bind(s.id.to_string())
-    .bind(expected_version)
-    .execute(&mut *conn)
-    .await
-    .map_err(map_err)?;
-    if done.rows_affected() == 1 {
-        return Ok(());
-    }
-    let current: Option<(i64,)> = sqlx::query_as("SELECT version FROM services WHERE id = $1")
-        .bind(s.id.to_string())
-        .fetch_optional(conn)
-        .await
-        .map_err(map_err)?;
-    Err(StoreError::VersionMismatch {
-        current: current.map_or(0, |(v,)| v),
-    })
+    service_row(s)?.update(conn, expected_version).await
 }
 
 pub(crate) async fn save_integration(

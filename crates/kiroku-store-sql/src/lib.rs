@@ -9,6 +9,7 @@
 
 mod alerts;
 mod convert;
+mod escalation;
 mod migrate;
 mod notify;
 mod store;

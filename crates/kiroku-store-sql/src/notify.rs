@@ -4,17 +4,17 @@ use jiff::Timestamp;
 use kiroku_domain::notify::Channel;
 use kiroku_store::{DeliveryRecord, DeliveryStatus, Result};
 
-use crate::convert::{from_micros, micros, to_doc};
+use crate::convert::{micros, to_doc};
 use crate::store::{Bind, Filter, SqlStore, Statement, decode_docs, multi_insert};
 use crate::{Dialect, map_err};
 
-/// 7 binds a row.
+/// 9 binds a row.
 const ROWS_PER_STATEMENT: usize = 200;
 
 impl Dialect {
     /// Rows another transaction holds are passed over, not waited for, so
     /// that two nodes claiming at once take different deliveries.
-    fn skip_locked(self) -> &'static str {
+    pub(crate) fn skip_locked(self) -> &'static str {
         match self {
             // One writer at a time: nothing to skip.
             Dialect::Sqlite => "",
@@ -52,23 +52,50 @@ impl SqlStore {
         until: Timestamp,
         limit: i64,
     ) -> Result<Vec<DeliveryRecord>> {
+        let rows = self
+            .claim_due(
+                "deliveries",
+                "id",
+                "status = 'pending'",
+                "doc",
+                now,
+                until,
+                limit,
+            )
+            .await?;
+        decode_docs(rows)
+    }
+
+    /// Holds up to `limit` of `table`'s timers (`pending` selects the live
+    /// ones) due by `now` that no worker holds, until `until`; returns
+    /// `returning` of each. Rows another transaction holds are passed over.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn claim_due(
+        &self,
+        table: &'static str,
+        key: &'static str,
+        pending: &'static str,
+        returning: &'static str,
+        now: Timestamp,
+        until: Timestamp,
+        limit: i64,
+    ) -> Result<Vec<(String,)>> {
         let sql = format!(
-            "UPDATE deliveries SET claimed_until = $1 WHERE id IN (
-                SELECT id FROM deliveries
-                WHERE status = 'pending' AND due_at <= $2
+            "UPDATE {table} SET claimed_until = $1 WHERE {key} IN (
+                SELECT {key} FROM {table}
+                WHERE {pending} AND due_at <= $2
                   AND (claimed_until IS NULL OR claimed_until <= $2)
                 ORDER BY due_at LIMIT $3{}
-             ) RETURNING doc",
+             ) RETURNING {returning}",
             self.dialect().skip_locked()
         );
-        let rows: Vec<(String,)> = sqlx::query_as(&sql)
+        sqlx::query_as(&sql)
             .bind(micros(until))
             .bind(micros(now))
             .bind(limit.clamp(1, 1_000))
             .fetch_all(self.writer())
             .await
-            .map_err(map_err)?;
-        decode_docs(rows)
+            .map_err(map_err)
     }
 
     pub(crate) async fn defer(&self, id: uuid::Uuid, until: Timestamp) -> Result<()> {
@@ -82,19 +109,6 @@ impl SqlStore {
         .map_err(map_err)?;
         Ok(())
     }
-
-    pub(crate) async fn next_due(&self) -> Result<Option<Timestamp>> {
-        // A held delivery is due again when its hold ends.
-        let (at,): (Option<i64>,) = sqlx::query_as(
-            "SELECT MIN(CASE WHEN claimed_until IS NOT NULL AND claimed_until > due_at
-                        THEN claimed_until ELSE due_at END)
-             FROM deliveries WHERE status = 'pending'",
-        )
-        .fetch_one(self.reader())
-        .await
-        .map_err(map_err)?;
-        at.map(from_micros).transpose()
-    }
 }
 
 fn delivery_row(d: &DeliveryRecord) -> Result<Vec<Bind>> {
@@ -106,6 +120,11 @@ fn delivery_row(d: &DeliveryRecord) -> Result<Vec<Bind>> {
         Bind::Int(micros(d.due_at)),
         Bind::Int(micros(d.created_at)),
         Bind::Text(to_doc(d)?),
+        match d.notice.incident_id {
+            Some(id) => Bind::Text(id.to_string()),
+            None => Bind::Null,
+        },
+        Bind::Int(i64::from(d.page)),
     ])
 }
 
@@ -119,7 +138,7 @@ pub(crate) fn insert_deliveries(
         .collect::<Result<Vec<_>>>()?;
     Ok(multi_insert(
         dialect,
-        "INSERT INTO deliveries (id, channel_id, idempotency_key, status, due_at, created_at, doc)",
+        "INSERT INTO deliveries (id, channel_id, idempotency_key, status, due_at, created_at, doc, incident_id, page)",
         rows,
         ROWS_PER_STATEMENT,
         " ON CONFLICT (idempotency_key) DO NOTHING",

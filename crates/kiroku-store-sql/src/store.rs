@@ -7,7 +7,9 @@ use jiff::Timestamp;
 use kiroku_audit::merkle::from_hex;
 use kiroku_audit::{Hash, NodeId, SignedTreeHead, TreeHead};
 use kiroku_domain::alert::{Alert, Integration, Service};
+use kiroku_domain::escalation::{Escalation, Policy};
 use kiroku_domain::notify::Channel;
+use kiroku_domain::schedule::Schedule;
 use kiroku_domain::{AuditEvent, Incident, OutboxMessage, TimelineEntry};
 use kiroku_store::{
     AlertQuery, ArchiveRecord, AuditQuery, ChangeRecord, DeliveryRecord, DeliveryStatus,
@@ -240,16 +242,46 @@ impl SqlStore {
         row.map(|(d,)| from_doc(&d)).transpose()
     }
 
+    /// When a worker should next look at `table`'s timers (`pending`
+    /// selects the live ones): the earliest due one no worker holds, or
+    /// the earliest hold to lapse. Both are index scans that stop at the
+    /// first row, however many timers wait.
+    pub(crate) async fn next_wake(
+        &self,
+        table: &'static str,
+        pending: &'static str,
+        now: Timestamp,
+    ) -> Result<Option<Timestamp>> {
+        let free: Option<(i64,)> = sqlx::query_as(&format!(
+            "SELECT due_at FROM {table} WHERE {pending}
+               AND (claimed_until IS NULL OR claimed_until <= $1)
+             ORDER BY due_at LIMIT 1"
+        ))
+        .bind(micros(now))
+        .fetch_optional(&self.read)
+        .await
+        .map_err(map_err)?;
+        let (held,): (Option<i64>,) = sqlx::query_as(&format!(
+            "SELECT MIN(claimed_until) FROM {table} WHERE {pending} AND claimed_until > $1"
+        ))
+        .bind(micros(now))
+        .fetch_one(&self.read)
+        .await
+        .map_err(map_err)?;
+        free.map(|(at,)| at)
+            .into_iter()
+            .chain(held)
+            .min()
+            .map(from_micros)
+            .transpose()
+    }
+
     pub(crate) fn dialect(&self) -> Dialect {
         self.dialect
     }
 
     pub(crate) fn writer(&self) -> &AnyPool {
         &self.write
-    }
-
-    pub(crate) fn reader(&self) -> &AnyPool {
-        &self.read
     }
 
     pub(crate) async fn docs<T: serde::de::DeserializeOwned>(
@@ -645,16 +677,7 @@ impl Store for SqlStore {
     }
 
     async fn service(&self, key: &str) -> Result<Option<Service>> {
-        let column = if Uuid::parse_str(key).is_ok() {
-            "id"
-        } else {
-            "name"
-        };
-        self.doc(
-            &format!("SELECT doc FROM services WHERE {column} = $1"),
-            Bind::Text(key.to_string()),
-        )
-        .await
+        self.named("services", key).await
     }
 
     async fn integrations(&self, service: Option<Uuid>) -> Result<Vec<Integration>> {
@@ -734,12 +757,60 @@ impl Store for SqlStore {
         self.claim(now, until, limit).await
     }
 
-    async fn next_delivery_at(&self) -> Result<Option<Timestamp>> {
-        self.next_due().await
+    async fn next_delivery_at(&self, now: Timestamp) -> Result<Option<Timestamp>> {
+        self.next_wake("deliveries", "status = 'pending'", now)
+            .await
     }
 
     async fn defer_delivery(&self, id: Uuid, until: Timestamp) -> Result<()> {
         self.defer(id, until).await
+    }
+
+    async fn escalation_policies(&self) -> Result<Vec<Policy>> {
+        self.docs(
+            "SELECT doc FROM escalation_policies ORDER BY name",
+            Vec::new(),
+        )
+        .await
+    }
+
+    async fn escalation_policy(&self, key: &str) -> Result<Option<Policy>> {
+        self.named("escalation_policies", key).await
+    }
+
+    async fn schedules(&self) -> Result<Vec<Schedule>> {
+        self.docs("SELECT doc FROM schedules ORDER BY name", Vec::new())
+            .await
+    }
+
+    async fn schedule(&self, key: &str) -> Result<Option<Schedule>> {
+        self.named("schedules", key).await
+    }
+
+    async fn escalation(&self, incident: Uuid) -> Result<Option<Escalation>> {
+        self.doc(
+            "SELECT doc FROM escalations WHERE incident_id = $1",
+            Bind::Text(incident.to_string()),
+        )
+        .await
+    }
+
+    async fn release_escalations(&self, list: &[(Escalation, Option<Timestamp>)]) -> Result<()> {
+        SqlStore::release_escalations(self, list).await
+    }
+
+    async fn claim_escalations(
+        &self,
+        now: Timestamp,
+        until: Timestamp,
+        limit: i64,
+    ) -> Result<Vec<Uuid>> {
+        self.claim_escalations_due(now, until, limit).await
+    }
+
+    async fn next_escalation_at(&self, now: Timestamp) -> Result<Option<Timestamp>> {
+        self.next_wake("escalations", "due_at IS NOT NULL", now)
+            .await
     }
 
     async fn touch_token(&self, id: Uuid, at: Timestamp) -> Result<()> {

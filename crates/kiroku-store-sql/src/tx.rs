@@ -5,7 +5,9 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use jiff::Timestamp;
 use kiroku_domain::alert::{Alert, Integration, Service};
+use kiroku_domain::escalation::{Escalation, Policy};
 use kiroku_domain::notify::Channel;
+use kiroku_domain::schedule::Schedule;
 use kiroku_domain::{AuditEvent, Incident, OutboxMessage, TimelineEntry};
 use kiroku_store::{
     ArchiveRecord, ChangeRecord, DeliveryRecord, IncidentKey, Result, SessionRecord, StoreError,
@@ -18,6 +20,7 @@ use kiroku_audit::merkle::{hex, leaf_hash, peaks_of};
 use kiroku_audit::{CompactRange, canonical_doc};
 
 use crate::convert::{from_doc, from_micros, micros, opt_micros, search_text, to_doc};
+use crate::escalation::{self, Versioned};
 use crate::store::{Bind, Statement, bind_all, multi_insert};
 use crate::{Dialect, alerts, map_err, notify};
 
@@ -125,6 +128,28 @@ pub(crate) fn throttle_record(
 
 fn incident_search(i: &Incident) -> String {
     search_text(&[&i.number, &i.title, &i.summary])
+}
+
+fn policy_row(p: &Policy) -> Result<Versioned<'_>> {
+    Ok(Versioned {
+        table: "escalation_policies",
+        what: "escalation policy name",
+        id: p.id,
+        name: &p.name,
+        version: p.version,
+        doc: to_doc(p)?,
+    })
+}
+
+fn schedule_row(s: &Schedule) -> Result<Versioned<'_>> {
+    Ok(Versioned {
+        table: "schedules",
+        what: "schedule name",
+        id: s.id,
+        name: &s.name,
+        version: s.version,
+        doc: to_doc(s)?,
+    })
 }
 
 fn duplicate(what: &'static str) -> impl Fn(StoreError) -> StoreError {
@@ -667,6 +692,43 @@ impl Tx for SqlTx {
     ) -> Result<Option<Uuid>> {
         self.flush().await?;
         alerts::group_incident(&mut self.tx, service, group_key, since).await
+    }
+
+    async fn insert_policy(&mut self, p: &Policy) -> Result<()> {
+        self.flush().await?;
+        policy_row(p)?.insert(&mut self.tx).await
+    }
+
+    async fn update_policy(&mut self, p: &Policy, expected_version: i64) -> Result<()> {
+        self.flush().await?;
+        policy_row(p)?.update(&mut self.tx, expected_version).await
+    }
+
+    async fn insert_schedule(&mut self, s: &Schedule) -> Result<()> {
+        self.flush().await?;
+        schedule_row(s)?.insert(&mut self.tx).await
+    }
+
+    async fn update_schedule(&mut self, s: &Schedule, expected_version: i64) -> Result<()> {
+        self.flush().await?;
+        schedule_row(s)?
+            .update(&mut self.tx, expected_version)
+            .await
+    }
+
+    async fn escalation_for_update(&mut self, incident: Uuid) -> Result<Option<Escalation>> {
+        self.flush().await?;
+        escalation::escalation_for_update(&mut self.tx, self.dialect, incident).await
+    }
+
+    async fn save_escalation(&mut self, e: &Escalation, due_at: Option<Timestamp>) -> Result<()> {
+        self.flush().await?;
+        escalation::save_escalation(&mut self.tx, e, due_at).await
+    }
+
+    async fn cancel_pages(&mut self, incident: Uuid, at: Timestamp) -> Result<u64> {
+        self.flush().await?;
+        escalation::cancel_pages(&mut self.tx, self.dialect, incident, at).await
     }
 
     async fn insert_service_change(&mut self, change: &ChangeRecord) -> Result<()> {

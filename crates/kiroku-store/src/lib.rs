@@ -12,7 +12,9 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use kiroku_audit::{Hash, NodeId, SignedTreeHead};
 use kiroku_domain::alert::{Alert, Integration, Service};
+use kiroku_domain::escalation::{Escalation, Policy};
 use kiroku_domain::notify::Channel;
+use kiroku_domain::schedule::Schedule;
 use kiroku_domain::{AuditEvent, Incident, OutboxMessage, TimelineEntry};
 use uuid::Uuid;
 
@@ -142,11 +144,39 @@ pub trait Store: Send + Sync + 'static {
         until: jiff::Timestamp,
         limit: i64,
     ) -> Result<Vec<DeliveryRecord>>;
-    /// When the next pending delivery may be taken, if any is pending.
-    async fn next_delivery_at(&self) -> Result<Option<jiff::Timestamp>>;
+    /// When the next pending delivery may be taken, if any is pending: a
+    /// held one when its hold ends.
+    async fn next_delivery_at(&self, now: jiff::Timestamp) -> Result<Option<jiff::Timestamp>>;
     /// Holds a taken delivery until `until` without an attempt (its
     /// channel is at its rate): bookkeeping, like the claim.
     async fn defer_delivery(&self, id: uuid::Uuid, until: jiff::Timestamp) -> Result<()>;
+
+    async fn escalation_policies(&self) -> Result<Vec<Policy>>;
+    /// A policy by id or by name.
+    async fn escalation_policy(&self, key: &str) -> Result<Option<Policy>>;
+    async fn schedules(&self) -> Result<Vec<Schedule>>;
+    /// A schedule by id or by name.
+    async fn schedule(&self, key: &str) -> Result<Option<Schedule>>;
+    async fn escalation(&self, incident: Uuid) -> Result<Option<Escalation>>;
+    /// Saves steps that paged no one and changed nothing but copies of
+    /// their incidents' fields, each due again when given, releasing the
+    /// holds, in one commit. Bookkeeping, like the claim.
+    async fn release_escalations(
+        &self,
+        escalations: &[(Escalation, Option<jiff::Timestamp>)],
+    ) -> Result<()>;
+    /// Takes up to `limit` escalations due by `now` that no worker holds,
+    /// holding them until `until`; returns their incidents. Bookkeeping,
+    /// like the claim of deliveries: what stepping them does is audited.
+    async fn claim_escalations(
+        &self,
+        now: jiff::Timestamp,
+        until: jiff::Timestamp,
+        limit: i64,
+    ) -> Result<Vec<Uuid>>;
+    /// When the next escalation is due, if any is: a held one when its
+    /// hold ends.
+    async fn next_escalation_at(&self, now: jiff::Timestamp) -> Result<Option<jiff::Timestamp>>;
 
     /// Records that a token was used. Bookkeeping rather than a change, so it
     /// bypasses the audit log; callers throttle it.
@@ -219,6 +249,24 @@ pub trait Tx: Send {
     async fn insert_deliveries(&mut self, deliveries: &[DeliveryRecord]) -> Result<()>;
     /// Records an attempt's outcome and releases the worker's hold.
     async fn update_delivery(&mut self, delivery: &DeliveryRecord) -> Result<()>;
+
+    async fn insert_policy(&mut self, policy: &Policy) -> Result<()>;
+    /// Replaces the policy if the stored version is `expected_version`.
+    async fn update_policy(&mut self, policy: &Policy, expected_version: i64) -> Result<()>;
+    async fn insert_schedule(&mut self, schedule: &Schedule) -> Result<()>;
+    /// Replaces the schedule if the stored version is `expected_version`.
+    async fn update_schedule(&mut self, schedule: &Schedule, expected_version: i64) -> Result<()>;
+    /// An incident's escalation, held against concurrent writers.
+    async fn escalation_for_update(&mut self, incident: Uuid) -> Result<Option<Escalation>>;
+    /// Inserts or replaces an escalation, due again at `due_at`, and
+    /// releases any worker's hold on it.
+    async fn save_escalation(
+        &mut self,
+        escalation: &Escalation,
+        due_at: Option<jiff::Timestamp>,
+    ) -> Result<()>;
+    /// Cancels an incident's pages still waiting to go out; returns how many.
+    async fn cancel_pages(&mut self, incident: Uuid, at: jiff::Timestamp) -> Result<u64>;
 
     async fn insert_service(&mut self, service: &Service) -> Result<()>;
     /// Replaces the service if the stored version is `expected_version`.

@@ -165,6 +165,8 @@ pub enum DeliveryStatus {
     Sent,
     /// Out of attempts, or refused for good: kept with its last error.
     Dead,
+    /// A page whose incident was acknowledged before it was due.
+    Cancelled,
 }
 
 impl DeliveryStatus {
@@ -173,6 +175,7 @@ impl DeliveryStatus {
             DeliveryStatus::Pending => "pending",
             DeliveryStatus::Sent => "sent",
             DeliveryStatus::Dead => "dead",
+            DeliveryStatus::Cancelled => "cancelled",
         }
     }
 
@@ -181,6 +184,7 @@ impl DeliveryStatus {
             "pending" => Some(DeliveryStatus::Pending),
             "sent" => Some(DeliveryStatus::Sent),
             "dead" => Some(DeliveryStatus::Dead),
+            "cancelled" => Some(DeliveryStatus::Cancelled),
             _ => None,
         }
     }
@@ -201,4 +205,7 @@ pub struct DeliveryRecord {
     pub body: String,
     pub last_error: Option<String>,
     pub sent_at: Option<jiff::Timestamp>,
+    /// Made by escalation: an acknowledgement cancels it while it waits.
+    #[serde(default)]
+    pub page: bool,
 }

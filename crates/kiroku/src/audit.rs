@@ -61,6 +61,16 @@ pub fn data_kek(path: &Path) -> anyhow::Result<[u8; 32]> {
     secret("KIROKU_AUDIT_KEK", path, "key-encryption key")
 }
 
+/// The key that signs acknowledgement links and calendar feeds:
+/// `KIROKU_LINK_KEY` or its key file.
+pub fn link_key(path: &Path) -> anyhow::Result<kiroku_app::LinkKey> {
+    Ok(kiroku_app::LinkKey::new(secret(
+        "KIROKU_LINK_KEY",
+        path,
+        "link key",
+    )?))
+}
+
 /// A head as the witness keeps it: with the public key that signed it, so
 /// that it can be checked without the database.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -189,6 +189,52 @@ pub struct NotifyFile {
     pub hold_seconds: Option<i64>,
     /// The SMTP server that mail channels send through.
     pub smtp: Option<SmtpFile>,
+    /// The Twilio-compatible provider texts and calls go through.
+    pub sms: Option<SmsFile>,
+    /// Signs acknowledgement links and calendar feeds (created on first
+    /// start; `KIROKU_LINK_KEY` instead). Nodes sharing a database share it.
+    pub link_key_file: Option<PathBuf>,
+    /// How long an acknowledgement link works (default 24).
+    pub ack_link_hours: Option<i64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmsFile {
+    /// `https://api.twilio.com`, or a provider that speaks its API.
+    pub base_url: String,
+    pub account_sid: String,
+    /// Better in `KIROKU_SMS_AUTH_TOKEN`.
+    pub auth_token: Option<String>,
+    /// The number texts and calls come from, E.164 (`+815012345678`).
+    pub from: String,
+}
+
+/// The SMS provider from the file, its token from the environment when
+/// set there.
+pub fn sms_settings(file: &FileConfig) -> anyhow::Result<Option<crate::notify::SmsSettings>> {
+    let Some(f) = &file.notify.sms else {
+        return Ok(None);
+    };
+    kiroku_domain::notify::checked_url("notify.sms.base_url", &f.base_url)
+        .map_err(|e| anyhow::anyhow!("notify.sms.base_url {}", e.message))?;
+    if f.account_sid.is_empty() || !f.account_sid.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        bail!("notify.sms.account_sid must be letters and digits");
+    }
+    let from = kiroku_domain::notify::checked_phone("notify.sms.from", &format!("tel:{}", f.from))
+        .map_err(|e| anyhow::anyhow!("notify.sms.from {}", e.message))?;
+    let Some(auth_token) = std::env::var("KIROKU_SMS_AUTH_TOKEN")
+        .ok()
+        .or_else(|| f.auth_token.clone())
+    else {
+        bail!("notify.sms needs an auth token: set KIROKU_SMS_AUTH_TOKEN");
+    };
+    Ok(Some(crate::notify::SmsSettings {
+        base_url: f.base_url.clone(),
+        account_sid: f.account_sid.clone(),
+        auth_token,
+        from: from.trim_start_matches("tel:").to_string(),
+    }))
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -252,6 +298,8 @@ pub struct Settings {
     pub audit: AuditSettings,
     pub detection: DetectionRules,
     pub smtp: Option<crate::notify::SmtpSettings>,
+    pub sms: Option<crate::notify::SmsSettings>,
+    pub link_key_file: PathBuf,
 }
 
 pub fn read_file(path: Option<&Path>) -> anyhow::Result<FileConfig> {
@@ -368,6 +416,11 @@ pub fn app_config(
         },
     };
     config.notify.hold = seconds("hold_seconds", n.hold_seconds, config.notify.hold)?;
+    config.notify.ack_link_ttl = match n.ack_link_hours {
+        None => config.notify.ack_link_ttl,
+        Some(h) if (1..=720).contains(&h) => SignedDuration::from_hours(h),
+        Some(h) => bail!("notify.ack_link_hours must be between 1 and 720, not {h}"),
+    };
     if let Some(url) = &n.public_url {
         kiroku_domain::notify::checked_url("notify.public_url", url)
             .map_err(|e| anyhow::anyhow!("notify.public_url {}", e.message))?;
@@ -399,8 +452,20 @@ impl Settings {
             http: kiroku_server::HttpConfig {
                 secure_cookies: file.http.secure_cookies.unwrap_or(false),
                 trust_forwarded_for: file.http.trust_forwarded_for.unwrap_or(false),
+                inbound_sms: sms_settings(&file)?.map(|s| kiroku_server::InboundSms {
+                    auth_token: s.auth_token,
+                }),
             },
             smtp: smtp_settings(&file)?,
+            sms: sms_settings(&file)?,
+            link_key_file: file.notify.link_key_file.clone().unwrap_or_else(|| {
+                args.store
+                    .data_dir
+                    .clone()
+                    .or_else(|| file.data_dir.clone())
+                    .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR))
+                    .join("link.key")
+            }),
             detection: {
                 file.detection
                     .validate()

@@ -1,5 +1,6 @@
 //! Notifications as they leave: posted to a channel's webhook over HTTP,
-//! or mailed over SMTP. Webhook channels with a secret are signed:
+//! mailed over SMTP, or texted and called through a Twilio-compatible REST
+//! API. Webhook channels with a secret are signed:
 //!
 //! - `X-Kiroku-Timestamp`: seconds since the epoch, at sending;
 //! - `X-Kiroku-Signature`: `v1=` and the hex HMAC-SHA256, under the
@@ -22,14 +23,17 @@ pub struct HttpCourier {
 }
 
 impl HttpCourier {
-    pub fn new() -> anyhow::Result<Self> {
-        Ok(HttpCourier {
-            client: reqwest::Client::builder()
-                .timeout(std::time::Duration::from_secs(10))
-                .user_agent(concat!("kiroku/", env!("CARGO_PKG_VERSION")))
-                .build()?,
-        })
+    pub fn new(client: reqwest::Client) -> Self {
+        HttpCourier { client }
     }
+}
+
+/// The client every courier shares.
+pub fn http_client() -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .user_agent(concat!("kiroku/", env!("CARGO_PKG_VERSION")))
+        .build()?)
 }
 
 /// `v1=<hex HMAC-SHA256(secret, "{timestamp}.{body}")>`.
@@ -72,30 +76,131 @@ impl Courier for HttpCourier {
                 .header("X-Kiroku-Timestamp", ts.to_string())
                 .header("X-Kiroku-Signature", signature(secret, ts, &out.body));
         }
-        // Errors name no URL: a chat webhook's URL is its credential.
-        match req.body(out.body.clone()).send().await {
-            Err(e) => Delivered::Retry {
-                error: e.without_url().to_string(),
-                retry_after: None,
-            },
-            Ok(res) if res.status().is_success() => Delivered::Sent,
-            Ok(res) if res.status() == StatusCode::TOO_MANY_REQUESTS => Delivered::Retry {
-                error: "429 Too Many Requests".into(),
-                retry_after: retry_after(&res),
-            },
-            Ok(res)
-                if res.status().is_server_error()
-                    || res.status() == StatusCode::REQUEST_TIMEOUT =>
-            {
-                Delivered::Retry {
-                    error: res.status().to_string(),
-                    retry_after: retry_after(&res),
-                }
-            }
-            Ok(res) => Delivered::Refused {
+        outcome(req.body(out.body.clone()).send().await)
+    }
+}
+
+/// What a receiver's answer means for the delivery.
+fn outcome(answer: reqwest::Result<reqwest::Response>) -> Delivered {
+    // Errors name no URL: a chat webhook's URL is its credential.
+    match answer {
+        Err(e) => Delivered::Retry {
+            error: e.without_url().to_string(),
+            retry_after: None,
+        },
+        Ok(res) if res.status().is_success() => Delivered::Sent,
+        Ok(res) if res.status() == StatusCode::TOO_MANY_REQUESTS => Delivered::Retry {
+            error: "429 Too Many Requests".into(),
+            retry_after: retry_after(&res),
+        },
+        Ok(res)
+            if res.status().is_server_error() || res.status() == StatusCode::REQUEST_TIMEOUT =>
+        {
+            Delivered::Retry {
                 error: res.status().to_string(),
-            },
+                retry_after: retry_after(&res),
+            }
         }
+        Ok(res) => Delivered::Refused {
+            error: res.status().to_string(),
+        },
+    }
+}
+
+/// The SMS and voice provider: Twilio's REST API or one that speaks it.
+#[derive(Clone)]
+pub struct SmsSettings {
+    /// `https://api.twilio.com` for Twilio itself.
+    pub base_url: String,
+    pub account_sid: String,
+    /// Never logged. Also verifies the provider's inbound webhooks.
+    pub auth_token: String,
+    /// The number texts and calls come from (E.164).
+    pub from: String,
+}
+
+impl std::fmt::Debug for SmsSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmsSettings")
+            .field("base_url", &self.base_url)
+            .field("account_sid", &self.account_sid)
+            .field("auth_token", &"(set)")
+            .field("from", &self.from)
+            .finish()
+    }
+}
+
+pub struct SmsCourier {
+    client: reqwest::Client,
+    settings: SmsSettings,
+}
+
+/// Text that goes into TwiML.
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&apos;")
+}
+
+impl SmsCourier {
+    pub fn new(client: reqwest::Client, settings: SmsSettings) -> Self {
+        SmsCourier { client, settings }
+    }
+
+    /// A text (`Messages.json`, the rendered `text`) or a call
+    /// (`Calls.json`, the rendered `say` read out by TwiML).
+    async fn send(&self, channel: &Channel, out: &Outgoing) -> Delivered {
+        let Ok(body) = serde_json::from_str::<serde_json::Value>(&out.body) else {
+            return Delivered::Refused {
+                error: "the message is not a rendered text or call".into(),
+            };
+        };
+        let to = channel.url.trim_start_matches("tel:");
+        let s = &self.settings;
+        let (resource, content) = match channel.kind {
+            ChannelKind::Voice => {
+                let say = body["say"].as_str().unwrap_or_default();
+                let language = if say.is_ascii() { "en-US" } else { "ja-JP" };
+                (
+                    "Calls",
+                    (
+                        "Twiml",
+                        format!(
+                            "<Response><Say language=\"{language}\">{}</Say></Response>",
+                            xml_escape(say)
+                        ),
+                    ),
+                )
+            }
+            _ => (
+                "Messages",
+                (
+                    "Body",
+                    body["text"].as_str().unwrap_or_default().to_string(),
+                ),
+            ),
+        };
+        let url = format!(
+            "{}/2010-04-01/Accounts/{}/{resource}.json",
+            s.base_url.trim_end_matches('/'),
+            s.account_sid
+        );
+        let form = [
+            ("To", to),
+            ("From", s.from.as_str()),
+            (content.0, &content.1),
+        ];
+        outcome(
+            self.client
+                .post(url)
+                .basic_auth(&s.account_sid, Some(&s.auth_token))
+                .header("Idempotency-Key", &out.idempotency_key)
+                .form(&form)
+                .send()
+                .await,
+        )
     }
 }
 
@@ -209,10 +314,12 @@ impl SmtpCourier {
     }
 }
 
-/// Each channel's courier: HTTP for webhooks and chat, SMTP for mail.
+/// Each channel's courier: HTTP for webhooks and chat, SMTP for mail, the
+/// SMS provider for texts and calls.
 pub struct Couriers {
     pub http: HttpCourier,
     pub smtp: Option<SmtpCourier>,
+    pub sms: Option<SmsCourier>,
 }
 
 #[async_trait::async_trait]
@@ -222,6 +329,12 @@ impl Courier for Couriers {
             (ChannelKind::Email, Some(smtp)) => smtp.send(channel, out).await,
             (ChannelKind::Email, None) => Delivered::Refused {
                 error: "no SMTP server is configured ([notify.smtp])".into(),
+            },
+            (ChannelKind::Sms | ChannelKind::Voice, _) => match &self.sms {
+                Some(sms) => sms.send(channel, out).await,
+                None => Delivered::Refused {
+                    error: "no SMS provider is configured ([notify.sms])".into(),
+                },
             },
             _ => self.http.deliver(channel, out).await,
         }

@@ -6,4 +6,5 @@ pub mod incidents;
 pub mod intake;
 pub mod meta;
 pub mod notify;
+pub mod oncall;
 pub mod services;

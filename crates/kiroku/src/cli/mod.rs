@@ -2,6 +2,7 @@
 //! API client for everyday work.
 
 mod alerts;
+mod oncall;
 
 use std::io::{IsTerminal, Read};
 use std::process::ExitCode;
@@ -50,6 +51,8 @@ pub enum Command {
     /// List the alerts monitoring sent.
     #[command(subcommand)]
     Alert(alerts::AlertCommand),
+    /// Who is on call in a schedule, now or at a time.
+    Oncall(oncall::OncallArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -265,6 +268,8 @@ pub enum IncidentCommand {
     },
     /// Acknowledge.
     Ack(TransitionArgs),
+    /// Page an escalation level again at once (the next level by default).
+    Escalate(oncall::EscalateArgs),
     /// Start investigating (the response-start time).
     Investigate(TransitionArgs),
     /// Mark mitigated (service restored, 復旧).
@@ -362,6 +367,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit(cmd) => audit(cmd).await,
         Command::Integration(cmd) => alerts::integration(cmd).await,
         Command::Alert(cmd) => alerts::alert(cmd).await,
+        Command::Oncall(args) => oncall::oncall(args).await,
     }
 }
 
@@ -388,7 +394,8 @@ async fn shutdown_signal() {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     init_logging();
-    let settings = Settings::resolve(&args)?;
+    let mut settings = Settings::resolve(&args)?;
+    settings.app.notify.link_key = Some(crate::audit::link_key(&settings.link_key_file)?);
     let store = settings.store.open().await?;
     let app = App::new(store.clone(), settings.app.clone())
         .with_sealer(settings.audit.sealer()?)
@@ -418,21 +425,29 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await?;
     let signer = tokio::spawn(sign_heads(app.clone(), settings.audit.head_interval));
     let detection = tokio::spawn(app.clone().run_detection());
+    app.ensure_default_policy().await?;
+    let client = crate::notify::http_client()?;
     let courier = std::sync::Arc::new(crate::notify::Couriers {
-        http: crate::notify::HttpCourier::new()?,
+        http: crate::notify::HttpCourier::new(client.clone()),
         smtp: settings
             .smtp
             .as_ref()
             .map(crate::notify::SmtpCourier::new)
             .transpose()?,
+        sms: settings
+            .sms
+            .clone()
+            .map(|s| crate::notify::SmsCourier::new(client, s)),
     });
     let notifications = tokio::spawn(app.clone().run_notifications(courier));
+    let escalations = tokio::spawn(app.clone().run_escalations());
     tracing::info!(store = %settings.store.describe(), "kiroku listening on http://{addr}");
     let router = kiroku_server::router(app.clone(), settings.http);
     kiroku_server::serve(listener, router, shutdown_signal()).await?;
     signer.abort();
     detection.abort();
     notifications.abort();
+    escalations.abort();
     app.record_system_event("sys_shutdown", detail).await?;
     sign_head(&app).await;
     tracing::info!("stopped");
@@ -1143,6 +1158,7 @@ async fn incident(cmd: IncidentCommand) -> anyhow::Result<()> {
             Ok(())
         }
         IncidentCommand::Ack(a) => transition("acknowledge", a).await,
+        IncidentCommand::Escalate(a) => oncall::escalate(a).await,
         IncidentCommand::Investigate(a) => transition("investigate", a).await,
         IncidentCommand::Mitigate(a) => transition("mitigate", a).await,
         IncidentCommand::Resolve(a) => transition("resolve", a).await,

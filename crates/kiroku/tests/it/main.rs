@@ -8,6 +8,8 @@ mod bad_input;
 mod cli;
 mod conformance;
 mod detection;
+mod escalation;
+mod escalation_cli;
 mod intake;
 mod intake_cli;
 mod notify;

@@ -20,14 +20,14 @@ use crate::support::{self, TestApp, TestStore};
 const SECRET: &str = "a webhook secret of some length";
 
 #[derive(Debug, Clone)]
-struct Received {
-    hook: String,
-    key: String,
-    signature: Option<String>,
-    timestamp: Option<String>,
-    body: String,
-    answered: u16,
-    at: Instant,
+pub(crate) struct Received {
+    pub(crate) hook: String,
+    pub(crate) key: String,
+    pub(crate) signature: Option<String>,
+    pub(crate) timestamp: Option<String>,
+    pub(crate) body: String,
+    pub(crate) answered: u16,
+    pub(crate) at: Instant,
 }
 
 /// Statuses a hook answers in turn, and whether the last one sticks.
@@ -36,7 +36,7 @@ type Script = (Vec<u16>, bool);
 /// A webhook receiver: each hook answers its scripted statuses in turn,
 /// then 200 (or always its last one when `sticky`).
 #[derive(Clone, Default)]
-struct Receiver {
+pub(crate) struct Receiver {
     scripts: Arc<Mutex<HashMap<String, Script>>>,
     got: Arc<Mutex<Vec<Received>>>,
 }
@@ -74,7 +74,7 @@ async fn hook(
 }
 
 impl Receiver {
-    async fn start(&self) -> String {
+    pub(crate) async fn start(&self) -> String {
         let app = axum::Router::new()
             .route("/hook/{name}", axum::routing::post(hook))
             .with_state(self.clone());
@@ -82,14 +82,14 @@ impl Receiver {
         format!("http://{addr}/hook")
     }
 
-    fn script(&self, hook: &str, statuses: &[u16], sticky: bool) {
+    pub(crate) fn script(&self, hook: &str, statuses: &[u16], sticky: bool) {
         self.scripts
             .lock()
             .unwrap()
             .insert(hook.into(), (statuses.to_vec(), sticky));
     }
 
-    fn of(&self, hook: &str) -> Vec<Received> {
+    pub(crate) fn of(&self, hook: &str) -> Vec<Received> {
         self.got
             .lock()
             .unwrap()
@@ -99,7 +99,7 @@ impl Receiver {
             .collect()
     }
 
-    async fn wait_for(&self, what: &str, done: impl Fn(&Receiver) -> bool) {
+    pub(crate) async fn wait_for(&self, what: &str, done: impl Fn(&Receiver) -> bool) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while !done(self) {
             assert!(

@@ -17,10 +17,10 @@ use crate::support;
 /// Counts 200-answered requests by idempotency key; answers after a pause
 /// so that kills land while deliveries are in flight.
 #[derive(Clone, Default)]
-struct Counter(Arc<Mutex<BTreeMap<String, usize>>>);
+pub(crate) struct Counter(Arc<Mutex<BTreeMap<String, usize>>>);
 
 impl Counter {
-    async fn start(&self) -> String {
+    pub(crate) async fn start(&self) -> String {
         let me = self.clone();
         let app = axum::Router::new().route(
             "/hook",
@@ -41,12 +41,12 @@ impl Counter {
         format!("http://{addr}/hook")
     }
 
-    fn counts(&self) -> BTreeMap<String, usize> {
+    pub(crate) fn counts(&self) -> BTreeMap<String, usize> {
         self.0.lock().unwrap().clone()
     }
 }
 
-fn config_file(dir: &std::path::Path) -> String {
+pub(crate) fn config_file(dir: &std::path::Path) -> String {
     let path = dir.join("kiroku.toml");
     std::fs::write(
         &path,
@@ -70,7 +70,7 @@ async fn create_channel(http: &reqwest::Client, server: &str, token: &str, url: 
 }
 
 /// The declared incident's id, or what went wrong.
-async fn declare(
+pub(crate) async fn declare(
     http: &reqwest::Client,
     server: &str,
     token: &str,
@@ -93,7 +93,7 @@ async fn declare(
 }
 
 /// Waits until no delivery is pending; returns how many were sent.
-async fn drained(http: &reqwest::Client, server: &str, token: &str) -> usize {
+pub(crate) async fn drained(http: &reqwest::Client, server: &str, token: &str) -> usize {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let get = |status: &str| {
@@ -116,26 +116,21 @@ async fn drained(http: &reqwest::Client, server: &str, token: &str) -> usize {
     }
 }
 
-fn crash_sends_each_notification_once(store_args: &[&str]) {
-    let dir = tempfile::tempdir().unwrap();
-    let config = config_file(dir.path());
-    let mut args = store_args.to_vec();
-    args.extend_from_slice(&["--config", &config]);
-    let token = admin_token(&args);
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let http = reqwest::Client::new();
-    let counter = Counter::default();
-    let hook = rt.block_on(counter.start());
-
-    let server = Server::start(&args);
-    let channel = rt.block_on(create_channel(&http, &server.url, &token, &hook));
-    server.stop();
+/// Four rounds of four workers declaring incidents until a kill -9 stops
+/// the server, each round's kill a little later; the ids of the
+/// declarations that were answered.
+pub(crate) fn declare_through_kills(
+    rt: &tokio::runtime::Runtime,
+    http: &reqwest::Client,
+    args: &[&str],
+    token: &str,
+) -> Vec<String> {
     let mut answered = Vec::new();
     for round in 0..4 {
-        let server = Server::start(&args);
+        let server = Server::start(args);
         let workers: Vec<_> = (0..4)
             .map(|w| {
-                let (http, url, token) = (http.clone(), server.url.clone(), token.clone());
+                let (http, url, token) = (http.clone(), server.url.clone(), token.to_string());
                 rt.spawn(async move {
                     let mut got = Vec::new();
                     for i in 0.. {
@@ -157,6 +152,24 @@ fn crash_sends_each_notification_once(store_args: &[&str]) {
         }
     }
     assert!(answered.len() > 20, "too little load: {}", answered.len());
+    answered
+}
+
+fn crash_sends_each_notification_once(store_args: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_file(dir.path());
+    let mut args = store_args.to_vec();
+    args.extend_from_slice(&["--config", &config]);
+    let token = admin_token(&args);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let http = reqwest::Client::new();
+    let counter = Counter::default();
+    let hook = rt.block_on(counter.start());
+
+    let server = Server::start(&args);
+    let channel = rt.block_on(create_channel(&http, &server.url, &token, &hook));
+    server.stop();
+    let answered = declare_through_kills(&rt, &http, &args, &token);
 
     let server = Server::start(&args);
     let sent = rt.block_on(drained(&http, &server.url, &token));
@@ -203,7 +216,8 @@ fn kill_9_during_delivery_sends_each_notification_once_on_postgres() {
     ]);
 }
 
-/// Two nodes on one database, both delivering: each notification once.
+/// Two nodes on one database, both delivering and escalating: each
+/// notification and each page once.
 #[test]
 fn two_nodes_send_each_notification_exactly_once() {
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -227,6 +241,9 @@ fn two_nodes_send_each_notification_exactly_once() {
     let hook = rt.block_on(counter.start());
     let (a, b) = (Server::start(&args), Server::start(&args));
     let channel = rt.block_on(create_channel(&http, &a.url, &token, &hook));
+    let method = rt.block_on(crate::escalation_cli::page_admin(
+        &http, &b.url, &token, &hook,
+    ));
     // A channel made on one node is used by the others within a second.
     std::thread::sleep(Duration::from_millis(1_200));
     let ids: Vec<String> = rt.block_on(async {
@@ -250,17 +267,26 @@ fn two_nodes_send_each_notification_exactly_once() {
         }
         ids
     });
+    let expected: BTreeSet<String> = ids
+        .iter()
+        .flat_map(|id| {
+            [
+                format!("incident.declared:{id}:{channel}"),
+                crate::escalation_cli::page_key(id, 1, &method),
+            ]
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while counter.counts().len() < expected.len() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let sent = rt.block_on(drained(&http, &a.url, &token));
     a.stop();
     b.stop();
     let counts = counter.counts();
-    let expected: BTreeSet<String> = ids
-        .iter()
-        .map(|id| format!("incident.declared:{id}:{channel}"))
-        .collect();
     assert_eq!(counts.keys().cloned().collect::<BTreeSet<_>>(), expected);
     assert!(counts.values().all(|n| *n == 1), "sent twice: {counts:?}");
-    assert_eq!(sent, 60);
+    assert_eq!(sent, 120);
 }
 
 /// A real SMTP server on loopback that prints what it receives: Python's

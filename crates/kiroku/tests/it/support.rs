@@ -140,6 +140,14 @@ impl TestUser {
     }
 }
 
+/// What some tests add to the server.
+#[derive(Default)]
+struct Extras {
+    detection: Option<DetectionRules>,
+    links: bool,
+    sms: Option<kiroku::notify::SmsSettings>,
+}
+
 /// A real Kiroku server on a loopback port.
 pub struct TestApp {
     pub addr: SocketAddr,
@@ -163,15 +171,48 @@ impl TestApp {
     }
 
     pub async fn with_config(store: TestStore, config: Config) -> TestApp {
-        Self::build(store, config, None).await
+        Self::build(store, config, Extras::default()).await
     }
 
     /// A server that runs detection under `rules`, as `kiroku serve` does.
     pub async fn with_detection(store: TestStore, rules: DetectionRules) -> TestApp {
-        Self::build(store, config(), Some(rules)).await
+        Self::build(
+            store,
+            config(),
+            Extras {
+                detection: Some(rules),
+                ..Extras::default()
+            },
+        )
+        .await
     }
 
-    async fn build(store: TestStore, config: Config, detection: Option<DetectionRules>) -> TestApp {
+    /// A server that pages: it knows its own address (for links in
+    /// messages), holds a link key, and texts and calls through `sms`.
+    pub async fn paging(
+        store: TestStore,
+        config: Config,
+        sms: Option<kiroku::notify::SmsSettings>,
+    ) -> TestApp {
+        Self::build(
+            store,
+            config,
+            Extras {
+                links: true,
+                sms,
+                ..Extras::default()
+            },
+        )
+        .await
+    }
+
+    async fn build(store: TestStore, mut config: Config, extras: Extras) -> TestApp {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        if extras.links {
+            config.notify.public_url = Some(format!("http://{addr}"));
+            config.notify.link_key = Some(kiroku_app::LinkKey::new([5; 32]));
+        }
         // Signs with a fixed test key; tests register it before signing.
         let signer = kiroku_app::TreeSigner {
             key: kiroku_audit::TreeKey::from_seed([3; 32]),
@@ -185,16 +226,28 @@ impl TestApp {
         let mut app = App::new(store.store.clone(), config)
             .with_signer(signer)
             .with_sealer(sealer);
-        if let Some(rules) = detection {
+        if let Some(rules) = extras.detection {
             app = app.with_detection(rules);
             tokio::spawn(app.clone().run_detection());
         }
-        let courier = Arc::new(kiroku::notify::HttpCourier::new().unwrap());
+        let client = kiroku::notify::http_client().unwrap();
+        let http = kiroku_server::HttpConfig {
+            inbound_sms: extras.sms.as_ref().map(|s| kiroku_server::InboundSms {
+                auth_token: s.auth_token.clone(),
+            }),
+            ..Default::default()
+        };
+        let courier = Arc::new(kiroku::notify::Couriers {
+            http: kiroku::notify::HttpCourier::new(client.clone()),
+            smtp: None,
+            sms: extras
+                .sms
+                .map(|s| kiroku::notify::SmsCourier::new(client, s)),
+        });
         tokio::spawn(app.clone().run_notifications(courier));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        tokio::spawn(app.clone().run_escalations());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let router = kiroku_server::router(app.clone(), Default::default());
+        let router = kiroku_server::router(app.clone(), http);
         tokio::spawn(async move {
             kiroku_server::serve(listener, router, async {
                 let _ = rx.await;

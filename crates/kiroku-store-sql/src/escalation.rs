@@ -1,0 +1,216 @@
+//! Escalation policies, schedules and escalations: the SQL behind paging.
+//! Policies and schedules share the shape of services (named, versioned
+//! documents), and the helpers for that shape live here.
+
+use jiff::Timestamp;
+use kiroku_domain::escalation::Escalation;
+use kiroku_store::{Result, StoreError};
+use sqlx::AnyConnection;
+use uuid::Uuid;
+
+use crate::convert::{from_doc, micros, opt_micros, to_doc};
+use crate::store::SqlStore;
+use crate::{Dialect, map_err};
+
+/// A named, versioned document's row. `table` is always one of ours,
+/// never a caller's text.
+pub(crate) struct Versioned<'a> {
+    pub table: &'static str,
+    /// What a taken name is called in the error.
+    pub what: &'static str,
+    pub id: Uuid,
+    pub name: &'a str,
+    pub version: i64,
+    pub doc: String,
+}
+
+impl Versioned<'_> {
+    pub(crate) async fn insert(self, conn: &mut AnyConnection) -> Result<()> {
+        let sql = format!(
+            "INSERT INTO {} (id, name, version, doc) VALUES ($1, $2, $3, $4)",
+            self.table
+        );
+        sqlx::query(&sql)
+            .bind(self.id.to_string())
+            .bind(self.name)
+            .bind(self.version)
+            .bind(self.doc)
+            .execute(conn)
+            .await
+            .map_err(map_err)
+            .map_err(|e| match e {
+                StoreError::Duplicate(_) => StoreError::Duplicate(self.what),
+                other => other,
+            })?;
+        Ok(())
+    }
+
+    /// Replaces the row if it is still at `expected_version`.
+    pub(crate) async fn update(
+        self,
+        conn: &mut AnyConnection,
+        expected_version: i64,
+    ) -> Result<()> {
+        let sql = format!(
+            "UPDATE {} SET name = $1, version = $2, doc = $3 WHERE id = $4 AND version = $5",
+            self.table
+        );
+        let done = sqlx::query(&sql)
+            .bind(self.name)
+            .bind(self.version)
+            .bind(&self.doc)
+            .bind(self.id.to_string())
+            .bind(expected_version)
+            .execute(&mut *conn)
+            .await
+            .map_err(map_err)
+            .map_err(|e| match e {
+                StoreError::Duplicate(_) => StoreError::Duplicate(self.what),
+                other => other,
+            })?;
+        if done.rows_affected() == 1 {
+            return Ok(());
+        }
+        let sql = format!("SELECT version FROM {} WHERE id = $1", self.table);
+        let current: Option<(i64,)> = sqlx::query_as(&sql)
+            .bind(self.id.to_string())
+            .fetch_optional(conn)
+            .await
+            .map_err(map_err)?;
+        Err(StoreError::VersionMismatch {
+            current: current.map_or(0, |(v,)| v),
+        })
+    }
+}
+
+impl SqlStore {
+    /// A named document by id or by name.
+    pub(crate) async fn named<T: serde::de::DeserializeOwned>(
+        &self,
+        table: &'static str,
+        key: &str,
+    ) -> Result<Option<T>> {
+        let column = if Uuid::parse_str(key).is_ok() {
+            "id"
+        } else {
+            "name"
+        };
+        self.doc(
+            &format!("SELECT doc FROM {table} WHERE {column} = $1"),
+            crate::store::Bind::Text(key.to_string()),
+        )
+        .await
+    }
+
+    pub(crate) async fn claim_escalations_due(
+        &self,
+        now: Timestamp,
+        until: Timestamp,
+        limit: i64,
+    ) -> Result<Vec<Uuid>> {
+        let rows = self
+            .claim_due(
+                "escalations",
+                "incident_id",
+                "due_at IS NOT NULL",
+                "incident_id",
+                now,
+                until,
+                limit,
+            )
+            .await?;
+        rows.into_iter()
+            .map(|(id,)| Uuid::parse_str(&id).map_err(|e| StoreError::Corrupt(e.to_string())))
+            .collect()
+    }
+
+    /// Saves steps that paged no one (bookkeeping: the fields they changed
+    /// are copies of the incidents') and releases the holds, in one commit.
+    pub(crate) async fn release_escalations(
+        &self,
+        list: &[(Escalation, Option<Timestamp>)],
+    ) -> Result<()> {
+        if list.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.writer().begin().await.map_err(map_err)?;
+        for (e, due_at) in list {
+            save_escalation(&mut tx, e, *due_at).await?;
+        }
+        tx.commit().await.map_err(map_err)
+    }
+}
+
+pub(crate) async fn escalation_for_update(
+    conn: &mut AnyConnection,
+    dialect: Dialect,
+    incident: Uuid,
+) -> Result<Option<Escalation>> {
+    let sql = format!(
+        "SELECT doc FROM escalations WHERE incident_id = $1{}",
+        dialect.for_update()
+    );
+    let row: Option<(String,)> = sqlx::query_as(&sql)
+        .bind(incident.to_string())
+        .fetch_optional(conn)
+        .await
+        .map_err(map_err)?;
+    row.map(|(d,)| from_doc(&d)).transpose()
+}
+
+pub(crate) async fn save_escalation(
+    conn: &mut AnyConnection,
+    e: &Escalation,
+    due_at: Option<Timestamp>,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO escalations (incident_id, due_at, claimed_until, doc)
+         VALUES ($1, $2, NULL, $3)
+         ON CONFLICT (incident_id) DO UPDATE SET due_at = excluded.due_at,
+            claimed_until = NULL, doc = excluded.doc",
+    )
+    .bind(e.incident_id.to_string())
+    .bind(opt_micros(due_at))
+    .bind(to_doc(e)?)
+    .execute(conn)
+    .await
+    .map_err(map_err)?;
+    Ok(())
+}
+
+/// Cancels the incident's waiting pages: each row's document is rewritten
+/// with it, since the document is what is read back.
+pub(crate) async fn cancel_pages(
+    conn: &mut AnyConnection,
+    dialect: Dialect,
+    incident: Uuid,
+    at: Timestamp,
+) -> Result<u64> {
+    let sql = format!(
+        "SELECT doc FROM deliveries
+         WHERE incident_id = $1 AND page = 1 AND status = 'pending'
+           AND (claimed_until IS NULL OR claimed_until <= $2){}",
+        dialect.for_update()
+    );
+    let rows: Vec<(String,)> = sqlx::query_as(&sql)
+        .bind(incident.to_string())
+        .bind(micros(at))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(map_err)?;
+    let mut cancelled = 0;
+    for (doc,) in rows {
+        let mut d: kiroku_store::DeliveryRecord = from_doc(&doc)?;
+        d.status = kiroku_store::DeliveryStatus::Cancelled;
+        d.last_error = Some("acknowledged before it was due".into());
+        sqlx::query("UPDATE deliveries SET status = $1, doc = $2 WHERE id = $3")
+            .bind(d.status.as_str())
+            .bind(to_doc(&d)?)
+            .bind(d.id.to_string())
+            .execute(&mut *conn)
+            .await
+            .map_err(map_err)?;
+        cancelled += 1;
+    }
+    Ok(cancelled)
+}
