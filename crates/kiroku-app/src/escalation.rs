@@ -282,9 +282,7 @@ impl App {
                 PageTarget::Schedule { id } => {
                     self.store.schedule(&id.to_string()).await?.is_some()
                 }
-                PageTarget::Channel { id } => {
-                    channels.iter().any(|c| c.id == *id && c.owner.is_none())
-                }
+                PageTarget::Channel { id } => channels.iter().any(|c| c.id == *id && c.is_shared()),
             };
             if !known {
                 return Err(AppError::invalid(
@@ -628,7 +626,7 @@ impl App {
         for target in &page.targets {
             let user = match target {
                 PageTarget::Channel { id } => {
-                    match channels.iter().find(|c| c.id == *id && c.owner.is_none()) {
+                    match channels.iter().find(|c| c.id == *id && c.is_shared()) {
                         Some(c) => recipients.push(Recipient {
                             channel: c,
                             person: None,
@@ -669,7 +667,7 @@ impl App {
             };
             let methods: Vec<&Channel> = channels
                 .iter()
-                .filter(|c| c.owner == Some(user.id) && c.levels.contains(&level))
+                .filter(|c| c.is_method_of(user.id) && c.levels.contains(&level))
                 .collect();
             if methods.is_empty() {
                 notes.push(format!(

@@ -189,7 +189,7 @@ impl Notifier {
         for (m, notice) in notices {
             let link = self.link(&notice);
             // People's own contact methods are reached through escalation only.
-            let shared = channels.iter().filter(|c| c.owner.is_none());
+            let shared = channels.iter().filter(|c| c.is_shared());
             for c in shared.filter(|c| c.levels.contains(&notice.level)) {
                 let key = format!("{}:{}", m.idempotency_key, c.id);
                 let body = render(c.kind, &notice, link.as_deref(), &key).to_string();
@@ -243,6 +243,8 @@ pub struct ChannelView {
     pub owner: Option<Uuid>,
     pub delay_minutes: u32,
     pub created_at: Timestamp,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub removed_at: Option<Timestamp>,
 }
 
 impl From<&Channel> for ChannelView {
@@ -258,6 +260,7 @@ impl From<&Channel> for ChannelView {
             owner: c.owner,
             delay_minutes: c.delay_minutes,
             created_at: c.created_at,
+            removed_at: c.removed_at,
         }
     }
 }
@@ -339,6 +342,7 @@ impl App {
             owner: None,
             delay_minutes: 0,
             created_at: self.now(),
+            removed_at: None,
         })
     }
 
@@ -375,6 +379,48 @@ impl App {
         Ok(view)
     }
 
+    /// Removes a shared channel: nothing new goes to it; deliveries still
+    /// waiting become dead letters saying so.
+    pub async fn remove_channel(&self, caller: &Caller, id: Uuid) -> Result<ChannelView> {
+        caller.require(Permission::ServiceManage)?;
+        let channel = self
+            .store
+            .channels()
+            .await?
+            .into_iter()
+            .find(|c| c.id == id && c.is_shared())
+            .ok_or(AppError::NotFound { what: "channel" })?;
+        self.retire_channel(caller, channel, "channel_remove").await
+    }
+
+    /// Marks `channel` removed, with its audit event.
+    pub(crate) async fn retire_channel(
+        &self,
+        caller: &Caller,
+        mut channel: Channel,
+        action: &str,
+    ) -> Result<ChannelView> {
+        let now = self.now();
+        channel.removed_at = Some(now);
+        let view = ChannelView::from(&channel);
+        let mut tx = self.begin().await?;
+        tx.update_channel(&channel).await?;
+        tx.append_audit(
+            &caller
+                .event(
+                    now,
+                    Operation::Delete,
+                    action,
+                    Target::new("channel", Some(channel.id.to_string())),
+                )
+                .with_change(Some(json!(view)), None),
+        )
+        .await?;
+        tx.commit().await?;
+        self.notifier.forget_channels();
+        Ok(view)
+    }
+
     pub async fn list_channels(&self, caller: &Caller) -> Result<Vec<ChannelView>> {
         caller.require(Permission::ServiceManage)?;
         Ok(self
@@ -382,7 +428,7 @@ impl App {
             .channels()
             .await?
             .iter()
-            .filter(|c| c.owner.is_none())
+            .filter(|c| c.is_shared())
             .map(ChannelView::from)
             .collect())
     }
@@ -472,6 +518,9 @@ impl App {
             }
         };
         let outcome = match &channel {
+            Some(c) if c.removed_at.is_some() => Delivered::Refused {
+                error: "the channel was removed".into(),
+            },
             Some(c) => {
                 let out = Outgoing {
                     body: d.body.clone(),

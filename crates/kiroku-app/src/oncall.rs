@@ -143,9 +143,29 @@ impl App {
             .channels()
             .await?
             .iter()
-            .filter(|c| c.owner == Some(owner.id))
+            .filter(|c| c.is_method_of(owner.id))
             .map(ChannelView::from)
             .collect())
+    }
+
+    pub async fn remove_contact_method(
+        &self,
+        caller: &Caller,
+        user: &str,
+        id: Uuid,
+    ) -> Result<ContactMethodView> {
+        let owner = self.contact_owner(caller, user).await?;
+        let method = self
+            .store
+            .channels()
+            .await?
+            .into_iter()
+            .find(|c| c.id == id && c.is_method_of(owner.id))
+            .ok_or(AppError::NotFound {
+                what: "contact method",
+            })?;
+        self.retire_channel(caller, method, "contact_method_remove")
+            .await
     }
 
     /// A user's id from their name or id.
@@ -569,7 +589,7 @@ impl App {
             .channels()
             .await?
             .into_iter()
-            .find(|c| c.owner.is_some() && c.url == number)
+            .find(|c| c.owner.is_some() && c.removed_at.is_none() && c.url == number)
             .and_then(|c| c.owner);
         let Some(owner) = owner else {
             return Err(AppError::unauthenticated(

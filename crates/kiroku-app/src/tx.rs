@@ -193,6 +193,9 @@ impl Tx for AppTx {
     async fn insert_channel(&mut self, c: &Channel) -> StoreResult<()> {
         self.inner.insert_channel(c).await
     }
+    async fn update_channel(&mut self, c: &Channel) -> StoreResult<()> {
+        self.inner.update_channel(c).await
+    }
     async fn insert_policy(&mut self, p: &Policy) -> StoreResult<()> {
         self.inner.insert_policy(p).await
     }

@@ -87,12 +87,25 @@ pub struct Channel {
     #[serde(default)]
     pub delay_minutes: u32,
     pub created_at: Timestamp,
+    /// Removed: kept for the deliveries that name it, used for no new one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removed_at: Option<Timestamp>,
 }
 
 pub const URL_MAX: usize = 2_048;
 pub const RATE_PER_MINUTE_MAX: u32 = 6_000;
 
 impl Channel {
+    /// A shared channel still in use: broadcasts and policies reach it.
+    pub fn is_shared(&self) -> bool {
+        self.owner.is_none() && self.removed_at.is_none()
+    }
+
+    /// One of `user`'s contact methods still in use.
+    pub fn is_method_of(&self, user: Uuid) -> bool {
+        self.owner == Some(user) && self.removed_at.is_none()
+    }
+
     /// The URL with its path hidden: enough to recognise the host (for
     /// mail, the recipients' domains).
     pub fn url_shown(&self) -> String {
@@ -673,6 +686,7 @@ mod tests {
             owner: None,
             delay_minutes: 0,
             created_at: Timestamp::UNIX_EPOCH,
+            removed_at: None,
         };
         assert_eq!(c.url_shown(), "mailto:…@example.com,…@example.jp");
         assert_eq!(c.levels, [AlertLevel::Critical, AlertLevel::Warning]);
@@ -750,6 +764,7 @@ mod tests {
             owner: None,
             delay_minutes: 0,
             created_at: Timestamp::UNIX_EPOCH,
+            removed_at: None,
         };
         assert_eq!(c.url_shown(), "https://hooks.slack.com/…");
     }

@@ -141,6 +141,7 @@ pub fn router(app: App, http: HttpConfig) -> Router {
             "/api/v1/channels",
             get(n::list_channels).post(n::create_channel),
         )
+        .route("/api/v1/channels/{id}", delete(n::remove_channel))
         .route("/api/v1/notifications", get(n::list_deliveries))
         .route(
             "/api/v1/integrations",
@@ -184,6 +185,10 @@ pub fn router(app: App, http: HttpConfig) -> Router {
         .route(
             "/api/v1/users/{name}/contact-methods",
             get(o::list_contact_methods).post(o::add_contact_method),
+        )
+        .route(
+            "/api/v1/users/{name}/contact-methods/{id}",
+            delete(o::remove_contact_method),
         )
         .route("/ack/{token}", get(o::ack_page).post(o::ack_by_link))
         .route("/ical/{token}", get(o::calendar_by_link))

@@ -144,6 +144,7 @@ pub const ROUTES: &[RouteRule] = &[
     ),
     rule("GET", "/api/v1/channels", A, "channel_list"),
     rule("POST", "/api/v1/channels", A, "channel_create"),
+    rule("DELETE", "/api/v1/channels/{id}", A, "channel_remove"),
     rule("GET", "/api/v1/notifications", A, "notification_list"),
     rule(
         "GET",
@@ -233,6 +234,12 @@ pub const ROUTES: &[RouteRule] = &[
         "/api/v1/users/{name}/contact-methods",
         A,
         "contact_method_create",
+    ),
+    rule(
+        "DELETE",
+        "/api/v1/users/{name}/contact-methods/{id}",
+        A,
+        "contact_method_remove",
     ),
     // The link or the provider's signature is the credential.
     rule("GET", "/ack/{token}", P, "escalation_acknowledge"),

@@ -653,6 +653,24 @@ impl Tx for SqlTx {
         Ok(())
     }
 
+    async fn update_channel(&mut self, c: &Channel) -> Result<()> {
+        self.flush().await?;
+        // The name column only keeps names unique among channels in use.
+        let name = match c.removed_at {
+            Some(_) => format!("(removed) {}", c.id),
+            None => c.name.clone(),
+        };
+        sqlx::query("UPDATE channels SET name = $1, doc = $2 WHERE id = $3")
+            .bind(name)
+            .bind(to_doc(c)?)
+            .bind(c.id.to_string())
+            .execute(&mut *self.tx)
+            .await
+            .map_err(map_err)
+            .map_err(duplicate("channel"))?;
+        Ok(())
+    }
+
     async fn insert_deliveries(&mut self, list: &[DeliveryRecord]) -> Result<()> {
         let statements = notify::insert_deliveries(self.dialect, list)?;
         self.write(statements).await

@@ -244,6 +244,8 @@ pub trait Tx: Send {
     async fn enqueue(&mut self, messages: &[OutboxMessage]) -> Result<()>;
 
     async fn insert_channel(&mut self, channel: &Channel) -> Result<()>;
+    /// Replaces a channel; a removed one gives up its name for reuse.
+    async fn update_channel(&mut self, channel: &Channel) -> Result<()>;
     /// Deliveries of newly committed messages; one whose idempotency key
     /// exists already is left as it is.
     async fn insert_deliveries(&mut self, deliveries: &[DeliveryRecord]) -> Result<()>;

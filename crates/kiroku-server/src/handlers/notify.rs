@@ -1,7 +1,7 @@
 //! Notification channels and the deliveries made to them.
 
 use axum::Json;
-use axum::extract::{Extension, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use kiroku_app::{Caller, NewChannel};
@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::AppState;
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use crate::json::{ApiJson, ApiQuery};
 
 pub async fn list_channels(
@@ -27,6 +27,15 @@ pub async fn create_channel(
 ) -> ApiResult<Response> {
     let channel = s.app.create_channel(&caller, body).await?;
     Ok((StatusCode::CREATED, Json(channel)).into_response())
+}
+
+pub async fn remove_channel(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let id = uuid::Uuid::parse_str(&id).map_err(|_| ApiError::not_found("channel"))?;
+    Ok(Json(s.app.remove_channel(&caller, id).await?).into_response())
 }
 
 #[derive(Debug, Default, Deserialize)]

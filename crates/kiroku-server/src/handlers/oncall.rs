@@ -253,6 +253,15 @@ pub async fn add_contact_method(
     Ok((StatusCode::CREATED, Json(method)).into_response())
 }
 
+pub async fn remove_contact_method(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((name, id)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let id = Uuid::parse_str(&id).map_err(|_| ApiError::not_found("contact method"))?;
+    Ok(Json(s.app.remove_contact_method(&caller, &name, id).await?).into_response())
+}
+
 /// Text that goes into HTML.
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;")

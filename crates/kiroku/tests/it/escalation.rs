@@ -537,6 +537,59 @@ async fn paging_story(store: TestStore) {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
     assert_eq!(e["code"], "not_escalating");
 
+    // Contact methods and channels can be removed, and their names reused.
+    let (_, listed) = t.get(&t.responder, methods).await;
+    let call = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "@responder/call")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let remove = format!("{methods}/{call}");
+    let (status, _) = t.call(Some(&t.viewer), Method::DELETE, &remove, None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, gone) = t
+        .call(Some(&t.responder), Method::DELETE, &remove, None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{gone}");
+    assert!(gone["removed_at"].is_string());
+    let (status, _) = t
+        .call(Some(&t.responder), Method::DELETE, &remove, None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, listed) = t.get(&t.responder, methods).await;
+    assert_eq!(listed["items"].as_array().unwrap().len(), 2, "{listed}");
+    created(
+        &t,
+        &t.responder,
+        methods,
+        json!({"label": "call", "type": "voice", "address": format!("tel:{PHONE}"), "delay_minutes": 1}),
+    )
+    .await;
+    let legal_path = format!("/api/v1/channels/{}", legal["id"].as_str().unwrap());
+    let (status, _) = t
+        .call(Some(&t.responder), Method::DELETE, &legal_path, None)
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = t
+        .call(Some(&t.admin), Method::DELETE, &legal_path, None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, shared) = t.get(&t.admin, "/api/v1/channels").await;
+    assert_eq!(shared["items"], json!([]));
+    let (status, e) = t
+        .call(
+            Some(&t.admin),
+            Method::DELETE,
+            "/api/v1/channels/not-an-id",
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{e}");
+
     // Every page is audited, and each went out once.
     let audit = t.audit().await;
     assert!(
