@@ -102,17 +102,27 @@ impl Escalator {
         }
     }
 
+    /// Marks the copy stale, to be read again before the next transaction;
+    /// a transaction under way keeps using it.
     pub(crate) fn forget(&self) {
-        *self.directory.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        let mut slot = self.directory.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, _)) = slot.as_mut() {
+            *at = Instant::now() - DIRECTORY_TTL;
+        }
     }
 
     /// Starts, acknowledges, stops or wakes escalations as `messages` say,
     /// inside the transaction that made them. Returns whether the worker
     /// should look again once it commits.
+    /// `declared` gathers the incidents opened in this transaction: only
+    /// those start an escalation when an alert names them (one an alert
+    /// joins has its own, and locking it here, after the transaction's
+    /// audit appends, would take locks out of order).
     pub(crate) async fn follow(
         &self,
         tx: &mut dyn Tx,
         messages: &[OutboxMessage],
+        declared: &mut HashSet<Uuid>,
     ) -> StoreResult<bool> {
         let directory = self.cached(Duration::MAX);
         let policy = |name: Option<&str>| {
@@ -122,8 +132,6 @@ impl Escalator {
                 .cloned()
         };
         let mut woken = false;
-        // A batch of alerts joining one incident starts it once.
-        let mut started = HashSet::new();
         for m in messages {
             let p = &m.payload;
             let Some(incident) = p
@@ -135,10 +143,14 @@ impl Escalator {
             let at = m.created_at;
             match m.topic.as_str() {
                 // Declared from an alert: the alert's message names the policy.
-                "incident.declared" if p.get("origin").is_none_or(Value::is_null) => {
-                    woken |= start(tx, incident, policy(None), at).await?;
+                "incident.declared" => {
+                    if p.get("origin").is_none_or(Value::is_null) {
+                        woken |= start(tx, incident, policy(None), at).await?;
+                    } else {
+                        declared.insert(incident);
+                    }
                 }
-                "alert.triggered" if started.insert(incident) => {
+                "alert.triggered" if declared.remove(&incident) => {
                     let named = p.get("escalation_policy").and_then(Value::as_str);
                     woken |= start(tx, incident, policy(named), at).await?;
                 }
@@ -149,7 +161,9 @@ impl Escalator {
                     };
                     let policy = directory.as_deref().and_then(|d| d.policy(e.policy_id));
                     match to.and_then(Status::parse) {
-                        Some(Status::Acknowledged) if e.acknowledge(at) => {
+                        // Investigating or mitigated straight from
+                        // triggered counts as taken too.
+                        Some(s) if s.is_open() && s != Status::Triggered && e.acknowledge(at) => {
                             tx.save_escalation(&e, e.due_at(policy)).await?;
                             tx.cancel_pages(incident, at).await?;
                         }
@@ -391,15 +405,14 @@ impl App {
     pub async fn run_escalations(self) {
         loop {
             let now = self.now();
-            match self
-                .store
-                .claim_escalations(now, now + HOLD_MAX.min(self.config.notify.hold), CLAIM_MAX)
-                .await
-            {
-                Ok(taken) if !taken.is_empty() => {
+            let until = now + HOLD_MAX.min(self.config.notify.hold);
+            match self.store.claim_escalations(now, until, CLAIM_MAX).await {
+                Ok(mut taken) if !taken.is_empty() => {
+                    // In one order, as every batch takes its incidents.
+                    taken.sort();
                     // Failures are logged; their holds lapse and they are
                     // stepped again.
-                    let _ = self.step_escalations(&taken).await;
+                    let _ = self.step_escalations(&taken, until).await;
                     continue;
                 }
                 Ok(_) => {}
@@ -418,13 +431,13 @@ impl App {
     /// intake's group commit does). Should the batch fail, each is stepped
     /// in a transaction of its own, so that one bad escalation cannot hold
     /// up the others.
-    async fn step_escalations(&self, incidents: &[Uuid]) -> Result<()> {
-        if incidents.len() > 1 && self.step_batch(incidents).await.is_ok() {
+    async fn step_escalations(&self, incidents: &[Uuid], held_until: Timestamp) -> Result<()> {
+        if incidents.len() > 1 && self.step_batch(incidents, held_until).await.is_ok() {
             return Ok(());
         }
         let mut first_error = Ok(());
         for id in incidents {
-            if let Err(e) = self.step_batch(std::slice::from_ref(id)).await {
+            if let Err(e) = self.step_batch(std::slice::from_ref(id), held_until).await {
                 tracing::error!(error = %e, incident = %id, "could not step an escalation");
                 first_error = first_error.and(Err(e));
             }
@@ -432,7 +445,7 @@ impl App {
         first_error
     }
 
-    async fn step_batch(&self, incidents: &[Uuid]) -> Result<()> {
+    async fn step_batch(&self, incidents: &[Uuid], held_until: Timestamp) -> Result<()> {
         let directory = self.escalator.directory().await?;
         let mut tx = self.begin().await?;
         // Every incident is locked before anything is written: writers take
@@ -456,7 +469,7 @@ impl App {
         if steps.is_empty() {
             // Nothing was paged: no change to audit, only holds to release.
             drop(tx);
-            self.store.release_escalations(&idle).await?;
+            self.store.release_escalations(&idle, held_until).await?;
             return Ok(());
         }
         for step in steps {
@@ -490,7 +503,10 @@ impl App {
         // The incident's times are the truth; the escalation keeps copies.
         e.started_at = incident.times.detected_at;
         e.response_due_at = incident.response_due_at;
-        if let Some(at) = incident.times.acknowledged_at {
+        // An acknowledgement from before a re-escalation is not taken again.
+        if let Some(at) = incident.times.acknowledged_at
+            && e.reescalated_at.is_none_or(|r| at > r)
+        {
             e.acknowledge(at);
         }
         if !incident.status.is_open() {

@@ -154,8 +154,13 @@ impl Notifier {
         }
     }
 
+    /// Marks the copy stale, to be read again before the next transaction.
+    /// The copy itself stays: a transaction under way keeps using it.
     pub(crate) fn forget_channels(&self) {
-        *self.channels.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        let mut slot = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, _)) = slot.as_mut() {
+            *at = Instant::now() - CHANNELS_TTL;
+        }
     }
 
     /// The first two severities page as critical, the third warns, the rest inform.

@@ -4,9 +4,11 @@
 
 use jiff::{SignedDuration, Timestamp};
 use kiroku_domain::alert::AlertLevel;
-use kiroku_domain::notify::Channel;
+use std::collections::HashSet;
+
+use kiroku_domain::notify::{Channel, ChannelKind};
 use kiroku_domain::schedule::{Override, Schedule, ScheduleDraft, Shift};
-use kiroku_domain::{Operation, Permission, Source, Target, validate};
+use kiroku_domain::{Operation, Permission, Role, Source, Target, validate};
 use kiroku_store::{IncidentKey, UserRecord};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -98,6 +100,14 @@ impl App {
     ) -> Result<ContactMethodView> {
         let owner = self.contact_owner(caller, user).await?;
         let label = validate::line("label", &input.label, 60, true)?;
+        // People reach themselves; arbitrary webhooks are an administrator's.
+        if input.kind == "webhook" && !caller.user().is_none_or(|u| u.role == Role::Admin) {
+            return Err(AppError::invalid(
+                "type",
+                "not_allowed",
+                "only administrators add webhook contact methods; use email, sms, voice, slack or teams",
+            ));
+        }
         if input.delay_minutes > RULE_DELAY_MAX {
             return Err(AppError::invalid(
                 "delay_minutes",
@@ -121,6 +131,20 @@ impl App {
             delay_minutes: input.delay_minutes,
             ..channel
         };
+        // A text reply names its sender by number: one person's only.
+        if channel.kind == ChannelKind::Sms
+            && self.store.channels().await?.iter().any(|c| {
+                c.kind == ChannelKind::Sms
+                    && c.removed_at.is_none()
+                    && c.url == channel.url
+                    && c.owner != Some(owner.id)
+            })
+        {
+            return Err(AppError::Duplicate {
+                what: "SMS number of another person",
+                field: "address",
+            });
+        }
         self.insert_channel(caller, channel)
             .await
             .map_err(|e| match e {
@@ -537,13 +561,21 @@ impl App {
             )?),
             None => None,
         };
-        Ok(Caller {
+        let named = user.is_some();
+        let caller = Caller {
             principal: Some(Principal {
                 user,
                 via: Via::Link,
             }),
             source,
-        })
+        };
+        // A person's link acts with their role (a viewer, or someone
+        // demoted since, cannot acknowledge); a shared channel's link is
+        // the credential itself, like the page it came in.
+        if named {
+            caller.require(Permission::IncidentWrite)?;
+        }
+        Ok(caller)
     }
 
     /// What an acknowledgement link is for, without acting on it (the
@@ -584,18 +616,28 @@ impl App {
             _ => return Ok("Reply ACK and the incident number, e.g. ACK DB-2026-001.".into()),
         };
         let number = kiroku_domain::notify::checked_phone("From", &format!("tel:{from}"))?;
-        let owner = self
+        let owners: HashSet<Uuid> = self
             .store
             .channels()
             .await?
             .into_iter()
-            .find(|c| c.owner.is_some() && c.removed_at.is_none() && c.url == number)
-            .and_then(|c| c.owner);
-        let Some(owner) = owner else {
-            return Err(AppError::unauthenticated(
-                "unknown_sender",
-                "the number is no one's contact method",
-            ));
+            .filter(|c| c.kind == ChannelKind::Sms && c.removed_at.is_none() && c.url == number)
+            .filter_map(|c| c.owner)
+            .collect();
+        let owner = match owners.len() {
+            1 => owners.into_iter().next().expect("one owner"),
+            0 => {
+                return Err(AppError::unauthenticated(
+                    "unknown_sender",
+                    "the number is no one's SMS contact method",
+                ));
+            }
+            _ => {
+                return Err(AppError::unauthenticated(
+                    "ambiguous_sender",
+                    "the number is the SMS contact method of more than one person",
+                ));
+            }
         };
         let caller = self.link_caller(Some(owner), source).await?;
         match self

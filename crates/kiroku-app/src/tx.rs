@@ -5,6 +5,7 @@
 //! (seed 001 No.29, `detection.rs`); every outbox message is fanned out to
 //! the deliveries of the channels that take it (`notify.rs`).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -37,6 +38,8 @@ pub(crate) struct AppTx {
     escalator: Arc<Escalator>,
     /// Escalations were started or woken: their worker looks after the commit.
     escalating: bool,
+    /// Incidents opened by this transaction, until their alert names a policy.
+    declared: HashSet<Uuid>,
 }
 
 impl AppTx {
@@ -55,6 +58,7 @@ impl AppTx {
             delivering: false,
             escalator,
             escalating: false,
+            declared: HashSet::new(),
         }
     }
 
@@ -178,7 +182,11 @@ impl Tx for AppTx {
             self.inner.insert_deliveries(&deliveries).await?;
             self.delivering = true;
         }
-        if self.escalator.follow(&mut *self.inner, m).await? {
+        if self
+            .escalator
+            .follow(&mut *self.inner, m, &mut self.declared)
+            .await?
+        {
             self.escalating = true;
         }
         Ok(())

@@ -190,6 +190,13 @@ impl PolicyDraft {
         for (i, rule) in self.rules.into_iter().enumerate() {
             let field = |f: &str| format!("rules[{i}].{f}");
             let name = validate::line(&field("name"), &rule.name, validate::SHORT_MAX, true)?;
+            if checked_rules.iter().any(|r: &Rule| r.name == name) {
+                return Err(ValidationError::new(
+                    &field("name"),
+                    "duplicate",
+                    "rule names must differ: escalations remember the rules that paged by name",
+                ));
+            }
             check_targets(&field("targets"), &rule.targets)?;
             let when = &rule.when;
             if when.is_empty() {
@@ -356,8 +363,9 @@ pub struct Escalation {
     pub round: u32,
     /// When the ladder pages its next level, unless acknowledged first.
     pub next_level_at: Option<Timestamp>,
-    /// Rules (by index) that have paged; each pages once.
-    pub rules_fired: Vec<usize>,
+    /// Rules (by name) that have paged; each pages once, whatever edits
+    /// reorder the policy's rules.
+    pub rules_fired: Vec<String>,
     /// When the incident was detected: rules count from here.
     pub started_at: Timestamp,
     pub acknowledged_at: Option<Timestamp>,
@@ -368,6 +376,9 @@ pub struct Escalation {
     /// Pages sent so far: numbers each one, for idempotency keys.
     #[serde(default)]
     pub pages: u32,
+    /// The last re-escalation: an acknowledgement from before it is over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reescalated_at: Option<Timestamp>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -402,6 +413,7 @@ impl Escalation {
             response_breached_at: None,
             stopped_at: None,
             pages: 0,
+            reescalated_at: None,
         }
     }
 
@@ -422,9 +434,9 @@ impl Escalation {
             if self.acknowledged_at.is_none() && self.next_level_at.is_some_and(|at| at <= now) {
                 self.climb(policy, now, &mut step);
             }
-            for (i, rule) in policy.rules.iter().enumerate() {
-                if !self.rules_fired.contains(&i) && self.holds(&rule.when, facts, now) {
-                    self.rules_fired.push(i);
+            for rule in &policy.rules {
+                if !self.rules_fired.contains(&rule.name) && self.holds(&rule.when, facts, now) {
+                    self.rules_fired.push(rule.name.clone());
                     step.pages.push(Page {
                         reason: PageReason::Rule {
                             name: rule.name.clone(),
@@ -495,9 +507,9 @@ impl Escalation {
             .response_due_at
             .filter(|_| unacknowledged && self.response_breached_at.is_none());
         let rules = policy.into_iter().flat_map(|p| {
-            p.rules.iter().enumerate().filter_map(|(i, r)| {
+            p.rules.iter().filter_map(|r| {
                 let waits = r.when.unresolved_for_minutes?;
-                (!self.rules_fired.contains(&i)).then(|| minutes_after(self.started_at, waits))
+                (!self.rules_fired.contains(&r.name)).then(|| minutes_after(self.started_at, waits))
             })
         });
         [ladder, response].into_iter().flatten().chain(rules).min()
@@ -543,6 +555,7 @@ impl Escalation {
         let level = &policy.levels[index];
         self.level = Some(index);
         self.acknowledged_at = None;
+        self.reescalated_at = Some(now);
         self.next_level_at = (index + 1 < count).then(|| minutes_after(now, level.delay_minutes));
         Ok(Page {
             reason: PageReason::Reescalation {

@@ -221,9 +221,20 @@ pub fn router(app: App, http: HttpConfig) -> Router {
         ))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        // Method, path and status at debug level; headers (and so
-        // credentials) are never logged.
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        // Method, route and status at debug level; headers (and so
+        // credentials) are never logged, nor paths that carry a signed
+        // link: a served route is named by its template.
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http().make_span_with(
+                |req: &axum::http::Request<axum::body::Body>| {
+                    let route = req
+                        .extensions()
+                        .get::<axum::extract::MatchedPath>()
+                        .map_or_else(|| req.uri().path().to_string(), |p| p.as_str().to_string());
+                    tracing::debug_span!("request", method = %req.method(), %route)
+                },
+            ),
+        )
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(30),

@@ -129,13 +129,24 @@ impl SqlStore {
     pub(crate) async fn release_escalations(
         &self,
         list: &[(Escalation, Option<Timestamp>)],
+        held_until: Timestamp,
     ) -> Result<()> {
         if list.is_empty() {
             return Ok(());
         }
         let mut tx = self.writer().begin().await.map_err(map_err)?;
         for (e, due_at) in list {
-            save_escalation(&mut tx, e, *due_at).await?;
+            sqlx::query(
+                "UPDATE escalations SET due_at = $1, claimed_until = NULL, doc = $2
+                 WHERE incident_id = $3 AND claimed_until = $4",
+            )
+            .bind(opt_micros(*due_at))
+            .bind(to_doc(e)?)
+            .bind(e.incident_id.to_string())
+            .bind(micros(held_until))
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
         }
         tx.commit().await.map_err(map_err)
     }

@@ -795,8 +795,12 @@ impl Store for SqlStore {
         .await
     }
 
-    async fn release_escalations(&self, list: &[(Escalation, Option<Timestamp>)]) -> Result<()> {
-        SqlStore::release_escalations(self, list).await
+    async fn release_escalations(
+        &self,
+        list: &[(Escalation, Option<Timestamp>)],
+        held_until: Timestamp,
+    ) -> Result<()> {
+        SqlStore::release_escalations(self, list, held_until).await
     }
 
     async fn claim_escalations(

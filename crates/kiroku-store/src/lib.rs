@@ -160,10 +160,13 @@ pub trait Store: Send + Sync + 'static {
     async fn escalation(&self, incident: Uuid) -> Result<Option<Escalation>>;
     /// Saves steps that paged no one and changed nothing but copies of
     /// their incidents' fields, each due again when given, releasing the
-    /// holds, in one commit. Bookkeeping, like the claim.
+    /// holds, in one commit; only rows still held until `held_until` (the
+    /// caller's claim) are written, so a change made meanwhile stands.
+    /// Bookkeeping, like the claim.
     async fn release_escalations(
         &self,
         escalations: &[(Escalation, Option<jiff::Timestamp>)],
+        held_until: jiff::Timestamp,
     ) -> Result<()>;
     /// Takes up to `limit` escalations due by `now` that no worker holds,
     /// holding them until `until`; returns their incidents. Bookkeeping,

@@ -220,12 +220,21 @@ async fn paging_story(store: TestStore) {
     let rx = Receiver::default();
     let hooks = rx.start().await;
 
-    // The responder reaches themself: a webhook and a text at once, a
-    // call after a minute.
+    // The responder is reached through a webhook (only an administrator
+    // adds those) and a text at once, and a call after a minute.
     let methods = "/api/v1/users/responder/contact-methods";
+    let (status, e) = t
+        .post(
+            &t.responder,
+            methods,
+            json!({"label": "hook", "type": "webhook", "address": format!("{hooks}/alice")}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    assert_eq!(e["code"], "not_allowed");
     let hook = created(
         &t,
-        &t.responder,
+        &t.admin,
         methods,
         json!({"label": "hook", "type": "webhook", "address": format!("{hooks}/alice")}),
     )
@@ -485,6 +494,14 @@ async fn paging_story(store: TestStore) {
             .unwrap()
             .contains("データ損失疑い")
     );
+    // The step that paged legal did not take the acknowledgement from
+    // before the re-escalation again: the ladder still climbs.
+    let (_, esc) = t
+        .get(&t.viewer, &format!("/api/v1/incidents/{number}/escalation"))
+        .await;
+    assert!(esc["acknowledged_at"].is_null(), "{esc}");
+    assert!(esc["due_at"].is_string(), "{esc}");
+    assert_eq!(esc["rules_fired"], json!(["データ損失疑い"]));
 
     // A second incident, acknowledged by text reply.
     let (_, accepted) = t.call(None, Method::POST, &url, Some(alert("db-2"))).await;
@@ -498,6 +515,9 @@ async fn paging_story(store: TestStore) {
     let (status, body) = text_reply(&t, PHONE, &format!("ack {second}"), false).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     let (status, body) = text_reply(&t, "+819099999999", &format!("ACK {second}"), true).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    // The number of a call, not a text, is no sender either.
+    let (status, body) = text_reply(&t, "+819033334444", &format!("ACK {second}"), true).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
     let (status, body) = text_reply(&t, PHONE, "hello?", true).await;
     assert_eq!(status, StatusCode::OK);
@@ -779,6 +799,20 @@ async fn bad_policies_schedules_and_contact_methods_are_refused_with_the_field()
         assert_eq!(e["code"], code, "{path} {body}: {e}");
         assert_eq!(e["field"], field, "{path} {body}: {e}");
     }
+    // A text reply names its sender by number: one person's only.
+    let phone = json!({"label": "phone", "type": "sms", "address": "tel:+819055556666"});
+    created(
+        &t,
+        &t.responder,
+        "/api/v1/users/responder/contact-methods",
+        phone.clone(),
+    )
+    .await;
+    let (status, e) = t
+        .post(&t.admin, "/api/v1/users/admin/contact-methods", phone)
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{e}");
+    assert_eq!(e["field"], "address");
     // Gaps are allowed when asked for; DST zones hand off at wall-clock time.
     created(
         &t,
@@ -915,7 +949,7 @@ async fn an_expired_acknowledgement_link_is_refused_and_changes_nothing() {
     let hooks = rx.start().await;
     created(
         &t,
-        &t.responder,
+        &t.admin,
         "/api/v1/users/responder/contact-methods",
         json!({"label": "hook", "type": "webhook", "address": format!("{hooks}/r")}),
     )
