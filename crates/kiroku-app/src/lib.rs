@@ -131,6 +131,29 @@ impl App {
         Timestamp::now()
     }
 
+    /// Wakes this node's workers when another node commits work for them
+    /// (PostgreSQL LISTEN/NOTIFY), until the app is dropped; on a store one
+    /// node has to itself it returns at once.
+    pub async fn watch_other_nodes(self) {
+        loop {
+            let (notifier, escalator) = (self.notifier.clone(), self.escalator.clone());
+            let heard = self
+                .store
+                .watch_work(Box::new(move |work| match work {
+                    kiroku_store::Work::Deliveries => notifier.wake.notify_one(),
+                    kiroku_store::Work::Escalations => escalator.wake.notify_one(),
+                }))
+                .await;
+            match heard {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "not hearing other nodes' work; listening again");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
     /// Records a refused attempt (unauthenticated, forbidden, invalid,
     /// conflicting) as a failed audit event of its own, since the attempt's
     /// transaction, if any, was rolled back.

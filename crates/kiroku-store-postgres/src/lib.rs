@@ -62,5 +62,5 @@ pub async fn connect(url: &str, options: Options) -> Result<SqlStore, StoreError
         .await
         .map_err(map_err)?;
     migrate(&pool, Dialect::Postgres, MIGRATIONS).await?;
-    Ok(SqlStore::new(pool.clone(), pool, Dialect::Postgres))
+    Ok(SqlStore::new(pool.clone(), pool, Dialect::Postgres).with_listener(url))
 }

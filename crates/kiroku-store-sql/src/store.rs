@@ -14,7 +14,7 @@ use kiroku_domain::{AuditEvent, Incident, OutboxMessage, TimelineEntry};
 use kiroku_store::{
     AlertQuery, ArchiveRecord, AuditQuery, ChangeRecord, DeliveryRecord, DeliveryStatus,
     IncidentKey, IncidentQuery, PAGE_MAX, PageCursor, RawAuditEvent, Result, SessionRecord, Store,
-    StoreError, ThrottleRecord, TokenRecord, Tx, UserRecord,
+    StoreError, ThrottleRecord, TokenRecord, Tx, UserRecord, Work,
 };
 use sqlx::AnyPool;
 use sqlx::any::AnyArguments;
@@ -36,7 +36,12 @@ pub struct SqlStore {
     /// The audit tree's right edge as the last commit left it, so that an
     /// append need not read it back; checked against the size each time.
     edge: crate::tx::SharedEdge,
+    /// Where to LISTEN for other nodes' work (PostgreSQL).
+    listen_url: Option<String>,
 }
+
+/// The channel nodes NOTIFY of work on (PostgreSQL).
+pub(crate) const WORK_CHANNEL: &str = "kiroku_work";
 
 /// A value bound to a dynamically built query.
 pub(crate) enum Bind {
@@ -224,6 +229,16 @@ impl SqlStore {
             write,
             dialect,
             edge: Default::default(),
+            listen_url: None,
+        }
+    }
+
+    /// The store that hears other nodes' commits of work by LISTEN on
+    /// `url`, a PostgreSQL server's.
+    pub fn with_listener(self, url: &str) -> Self {
+        SqlStore {
+            listen_url: Some(url.to_string()),
+            ..self
         }
     }
 
@@ -815,6 +830,33 @@ impl Store for SqlStore {
     async fn next_escalation_at(&self, now: Timestamp) -> Result<Option<Timestamp>> {
         self.next_wake("escalations", "due_at IS NOT NULL", now)
             .await
+    }
+
+    async fn watch_work(&self, on_work: Box<dyn Fn(Work) + Send + Sync>) -> Result<()> {
+        let Some(url) = &self.listen_url else {
+            return Ok(());
+        };
+        let mut listener = sqlx::postgres::PgListener::connect(url)
+            .await
+            .map_err(map_err)?;
+        listener.listen(WORK_CHANNEL).await.map_err(map_err)?;
+        loop {
+            // After a lost connection the listener reconnects and listens
+            // again; what was missed meanwhile the workers' own wake-ups
+            // find.
+            match listener.try_recv().await {
+                Ok(Some(n)) => {
+                    if let Some(work) = Work::parse(n.payload()) {
+                        on_work(work);
+                    }
+                }
+                Ok(None) => {
+                    on_work(Work::Deliveries);
+                    on_work(Work::Escalations);
+                }
+                Err(e) => return Err(map_err(e)),
+            }
+        }
     }
 
     async fn touch_token(&self, id: Uuid, at: Timestamp) -> Result<()> {

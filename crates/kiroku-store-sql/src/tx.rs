@@ -11,7 +11,7 @@ use kiroku_domain::schedule::Schedule;
 use kiroku_domain::{AuditEvent, Incident, OutboxMessage, TimelineEntry};
 use kiroku_store::{
     ArchiveRecord, ChangeRecord, DeliveryRecord, IncidentKey, Result, SessionRecord, StoreError,
-    ThrottleRecord, TokenRecord, Tx, UserRecord,
+    ThrottleRecord, TokenRecord, Tx, UserRecord, Work,
 };
 use sqlx::{Any, Transaction};
 use uuid::Uuid;
@@ -36,6 +36,9 @@ pub struct SqlTx {
     committed_edge: SharedEdge,
     /// Inserts kept for the next round trip (SQLite only; see `write`).
     deferred: Vec<Statement>,
+    /// Work for the workers this transaction made, announced to every
+    /// node with its commit (PostgreSQL's NOTIFY is transactional).
+    work: Vec<Work>,
 }
 
 impl SqlTx {
@@ -47,6 +50,13 @@ impl SqlTx {
             edge: None,
             committed_edge: edge,
             deferred: Vec::new(),
+            work: Vec::new(),
+        }
+    }
+
+    fn announce(&mut self, work: Work, when: bool) {
+        if when && !self.work.contains(&work) {
+            self.work.push(work);
         }
     }
 
@@ -672,6 +682,7 @@ impl Tx for SqlTx {
     }
 
     async fn insert_deliveries(&mut self, list: &[DeliveryRecord]) -> Result<()> {
+        self.announce(Work::Deliveries, !list.is_empty());
         let statements = notify::insert_deliveries(self.dialect, list)?;
         self.write(statements).await
     }
@@ -740,6 +751,7 @@ impl Tx for SqlTx {
     }
 
     async fn save_escalation(&mut self, e: &Escalation, due_at: Option<Timestamp>) -> Result<()> {
+        self.announce(Work::Escalations, due_at.is_some());
         self.flush().await?;
         escalation::save_escalation(&mut self.tx, e, due_at).await
     }
@@ -759,6 +771,16 @@ impl Tx for SqlTx {
             return Err(StoreError::Unaudited);
         }
         self.flush().await?;
+        if self.dialect == Dialect::Postgres {
+            for work in std::mem::take(&mut self.work) {
+                sqlx::query("SELECT pg_notify($1, $2)")
+                    .bind(crate::store::WORK_CHANNEL)
+                    .bind(work.as_str())
+                    .execute(&mut *self.tx)
+                    .await
+                    .map_err(map_err)?;
+            }
+        }
         self.tx.commit().await.map_err(map_err)?;
         if let Some(edge) = self.edge {
             *self

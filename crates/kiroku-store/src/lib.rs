@@ -43,6 +43,28 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// Work a commit left for the workers of every node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Work {
+    Deliveries,
+    Escalations,
+}
+
+impl Work {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Work::Deliveries => "deliveries",
+            Work::Escalations => "escalations",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Work> {
+        [Work::Deliveries, Work::Escalations]
+            .into_iter()
+            .find(|w| w.as_str() == s)
+    }
+}
+
 /// How an incident is named in a URL: its id or its number.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IncidentKey {
@@ -180,6 +202,15 @@ pub trait Store: Send + Sync + 'static {
     /// When the next escalation is due, if any is: a held one when its
     /// hold ends.
     async fn next_escalation_at(&self, now: jiff::Timestamp) -> Result<Option<jiff::Timestamp>>;
+
+    /// Calls `on_work` whenever any node commits work for the workers
+    /// (new deliveries, escalations due), until the store is gone; a
+    /// backend that one node has to itself needs none (its commits wake its
+    /// own workers) and returns at once.
+    async fn watch_work(&self, on_work: Box<dyn Fn(Work) + Send + Sync>) -> Result<()> {
+        let _ = on_work;
+        Ok(())
+    }
 
     /// Records that a token was used. Bookkeeping rather than a change, so it
     /// bypasses the audit log; callers throttle it.

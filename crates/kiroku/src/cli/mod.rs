@@ -441,6 +441,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     });
     let notifications = tokio::spawn(app.clone().run_notifications(courier));
     let escalations = tokio::spawn(app.clone().run_escalations());
+    let other_nodes = tokio::spawn(app.clone().watch_other_nodes());
     tracing::info!(store = %settings.store.describe(), "kiroku listening on http://{addr}");
     let router = kiroku_server::router(app.clone(), settings.http);
     kiroku_server::serve(listener, router, shutdown_signal()).await?;
@@ -448,6 +449,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     detection.abort();
     notifications.abort();
     escalations.abort();
+    other_nodes.abort();
     app.record_system_event("sys_shutdown", detail).await?;
     sign_head(&app).await;
     tracing::info!("stopped");

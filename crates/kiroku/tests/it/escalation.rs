@@ -182,6 +182,29 @@ fn quick_retries() -> kiroku_app::Config {
     c
 }
 
+/// The default policy paging the responder through a webhook receiver
+/// (hook `r`), which is returned.
+async fn page_the_responder(t: &TestApp) -> Receiver {
+    let rx = Receiver::default();
+    let hooks = rx.start().await;
+    created(
+        t,
+        &t.admin,
+        "/api/v1/users/responder/contact-methods",
+        json!({"label": "hook", "type": "webhook", "address": format!("{hooks}/r"), "rate_per_minute": 6000}),
+    )
+    .await;
+    let responder = user_id(t, "responder").await;
+    created(
+        t,
+        &t.admin,
+        "/api/v1/escalation-policies",
+        json!({"name": "default", "levels": [{"targets": [{"type": "user", "id": responder}], "delay_minutes": 5}]}),
+    )
+    .await;
+    rx
+}
+
 /// A calendar as a viewer fetches it.
 async fn calendar(t: &TestApp, path: &str) -> String {
     let res = t
@@ -945,23 +968,7 @@ async fn an_expired_acknowledgement_link_is_refused_and_changes_nothing() {
     let mut config = quick_retries();
     config.notify.ack_link_ttl = jiff::SignedDuration::from_secs(1);
     let t = TestApp::paging(support::sqlite().await, config, None).await;
-    let rx = Receiver::default();
-    let hooks = rx.start().await;
-    created(
-        &t,
-        &t.admin,
-        "/api/v1/users/responder/contact-methods",
-        json!({"label": "hook", "type": "webhook", "address": format!("{hooks}/r")}),
-    )
-    .await;
-    let responder = user_id(&t, "responder").await;
-    created(
-        &t,
-        &t.admin,
-        "/api/v1/escalation-policies",
-        json!({"name": "default", "levels": [{"targets": [{"type": "user", "id": responder}], "delay_minutes": 5}]}),
-    )
-    .await;
+    let rx = page_the_responder(&t).await;
     let incident = t.declare(&t.admin, "期限切れ", "P1").await;
     rx.wait_for("the page", |r| pages(r, "r").len() == 1).await;
     let ack_url = pages(&rx, "r")[0]["ack_url"].as_str().unwrap().to_string();
@@ -976,4 +983,45 @@ async fn an_expired_acknowledgement_link_is_refused_and_changes_nothing() {
         )
         .await;
     assert_eq!(still["status"], "triggered");
+}
+
+/// A node that only writes (no workers of its own) opens incidents; the
+/// other node's escalation worker hears of each through PostgreSQL's
+/// NOTIFY and pages at once, not at its next idle look (every 5 s).
+#[tokio::test]
+async fn another_nodes_commit_wakes_this_nodes_workers() {
+    let Some(store) = support::postgres().await else {
+        return;
+    };
+    let url = store.postgres_url().unwrap().to_string();
+    let t = TestApp::paging(store, quick_retries(), None).await;
+    let rx = page_the_responder(&t).await;
+    let writer = kiroku_app::App::new(
+        Arc::new(
+            kiroku_store_postgres::connect(&url, Default::default())
+                .await
+                .unwrap(),
+        ),
+        support::config(),
+    );
+    for i in 0..3 {
+        // Let the worker settle into its idle sleep first.
+        tokio::time::sleep(std::time::Duration::from_millis(1_300)).await;
+        let draft: kiroku_app::DeclareIncident = serde_json::from_value(
+            json!({"title": format!("別ノード {i}"), "category": "database", "severity": "P1"}),
+        )
+        .unwrap();
+        let declared_at = std::time::Instant::now();
+        writer
+            .declare_incident(&kiroku_app::Caller::local_operator(), draft)
+            .await
+            .unwrap();
+        while pages(&rx, "r").len() < i + 1 {
+            assert!(
+                declared_at.elapsed() < std::time::Duration::from_secs(1),
+                "page {i} waited for the idle look, not the other node's notice"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
 }

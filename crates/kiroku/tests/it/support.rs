@@ -21,6 +21,13 @@ pub struct TestStore {
     _db: Option<PgDatabase>,
 }
 
+impl TestStore {
+    /// The PostgreSQL database's URL, for a second node on it.
+    pub fn postgres_url(&self) -> Option<&str> {
+        self._db.as_ref().map(|d| d.url.as_str())
+    }
+}
+
 pub async fn sqlite() -> TestStore {
     let dir = tempfile::tempdir().unwrap();
     let store = kiroku_store_sqlite::open(&dir.path().join("kiroku.db"), Default::default())
@@ -246,6 +253,7 @@ impl TestApp {
         });
         tokio::spawn(app.clone().run_notifications(courier));
         tokio::spawn(app.clone().run_escalations());
+        tokio::spawn(app.clone().watch_other_nodes());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let router = kiroku_server::router(app.clone(), http);
         tokio::spawn(async move {
