@@ -14,11 +14,13 @@ pub mod escalation;
 pub mod incident;
 pub mod lifecycle;
 pub mod notify;
+pub mod obligation;
 pub mod outbox;
 pub mod schedule;
 pub mod severity;
 pub mod timeline;
 pub mod validate;
+pub mod wareki;
 
 pub use access::{Permission, Role};
 pub use audit::{Actor, ActorKind, AuditEvent, Operation, Outcome, Source, Target};
