@@ -1,6 +1,7 @@
 //! Incident commands and queries.
 
 use jiff::Timestamp;
+use kiroku_domain::obligation;
 use kiroku_domain::{
     Incident, IncidentDraft, IncidentPatch, Operation, OutboxMessage, Permission, Status, Target,
     TimelineEntry, TimelineKind, Transition, UserRef, validate,
@@ -11,6 +12,18 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::{App, AppError, Caller, Result};
+
+/// A duty to notify a regulator, as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ObligationView {
+    pub key: String,
+    pub regime: String,
+    pub name_ja: String,
+    pub name_en: String,
+    pub due_at: Timestamp,
+    pub remind_at: Vec<Timestamp>,
+    pub overdue: bool,
+}
 
 /// A user named by id or by login name.
 pub type UserSpec = String;
@@ -395,6 +408,43 @@ impl App {
         .await?;
         tx.commit().await?;
         Ok(incident)
+    }
+
+    /// The regulators' notification duties an incident's personal-data
+    /// facts bring (the presets: APPI, GDPR, NIS2, HIPAA; SEC 8-K once
+    /// materiality is determined), counted from its detection, the time
+    /// Kiroku knows it was known, in the configured zone.
+    pub async fn obligations(
+        &self,
+        caller: &Caller,
+        key: &IncidentKey,
+    ) -> Result<Vec<ObligationView>> {
+        let incident = self.incident(caller, key).await?;
+        let rules = obligation::presets();
+        let facts = obligation::Facts {
+            category: &incident.category,
+            personal_data: &incident.personal_data,
+            aware_at: incident.times.detected_at,
+            determined_at: None,
+        };
+        let now = self.now();
+        Ok(
+            obligation::due_obligations(&rules, &facts, &self.config.time_zone)
+                .into_iter()
+                .filter_map(|due| {
+                    let rule = rules.iter().find(|r| r.key == due.rule)?;
+                    Some(ObligationView {
+                        key: due.rule.clone(),
+                        regime: rule.regime.clone(),
+                        name_ja: rule.name_ja.clone(),
+                        name_en: rule.name_en.clone(),
+                        overdue: due.due_at <= now,
+                        due_at: due.due_at,
+                        remind_at: due.remind_at,
+                    })
+                })
+                .collect(),
+        )
     }
 
     /// Reads one incident. Reading one that holds personal-data facts is

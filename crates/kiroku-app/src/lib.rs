@@ -38,7 +38,9 @@ pub use credentials::{totp_code, totp_uri};
 pub use detection::SERVICE as DETECTION_SERVICE;
 pub use error::{AppError, ErrorKind};
 pub use escalation::{AckOutcome, EscalationView};
-pub use incidents::{DeclareIncident, IncidentList, ListIncidents, UpdateIncident, UserSpec};
+pub use incidents::{
+    DeclareIncident, IncidentList, ListIncidents, ObligationView, UpdateIncident, UserSpec,
+};
 pub use intake::{Accepted, Effect};
 pub use links::{Link, LinkError, LinkKey};
 pub use notify::{ChannelView, Courier, Delivered, NewChannel, NotifyPolicy};

@@ -97,6 +97,7 @@ pub fn router(app: App, http: HttpConfig) -> Router {
         .route("/api/v1/incidents/{key}/resolve", post(i::resolve))
         .route("/api/v1/incidents/{key}/close", post(i::close))
         .route("/api/v1/incidents/{key}/timeline", get(i::timeline))
+        .route("/api/v1/incidents/{key}/obligations", get(i::obligations))
         .route("/api/v1/incidents/{key}/notes", post(i::add_note))
         .route("/api/v1/users", get(a::users).post(a::create_user))
         .route("/api/v1/tokens", get(a::tokens).post(a::create_token))

@@ -82,6 +82,12 @@ pub const ROUTES: &[RouteRule] = &[
         "incident_timeline_read",
     ),
     rule(
+        "GET",
+        "/api/v1/incidents/{key}/obligations",
+        A,
+        "incident_obligations_read",
+    ),
+    rule(
         "POST",
         "/api/v1/incidents/{key}/notes",
         A,

@@ -118,6 +118,15 @@ pub async fn timeline(
     Ok(Json(serde_json::json!({ "items": entries })).into_response())
 }
 
+pub async fn obligations(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(k): Path<String>,
+) -> ApiResult<Response> {
+    let items = s.app.obligations(&caller, &key(&k)).await?;
+    Ok(Json(serde_json::json!({ "items": items })).into_response())
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NoteBody {

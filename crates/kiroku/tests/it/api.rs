@@ -678,3 +678,70 @@ async fn sessions_expire() {
     assert_eq!(me.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(me.json::<Value>().await.unwrap()["code"], "session_expired");
 }
+
+/// An incident's personal-data facts decide which regulators must be told
+/// and by when, counted from its detection.
+#[tokio::test]
+async fn regulators_duties_follow_the_personal_data_facts() {
+    let t = TestApp::sqlite().await;
+    let detected = "2026-11-30T01:00:00Z";
+    let (status, leak) = t
+        .post(
+            &t.responder,
+            "/api/v1/incidents",
+            json!({"title": "顧客情報の漏洩", "category": "information_leak", "severity": "P0",
+                   "detected_at": detected,
+                   "personal_data": {"involved": true, "items": ["氏名"], "people_affected": 1500}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{leak}");
+    let path = format!(
+        "/api/v1/incidents/{}/obligations",
+        leak["number"].as_str().unwrap()
+    );
+    let (status, duties) = t.get(&t.viewer, &path).await;
+    assert_eq!(status, StatusCode::OK, "{duties}");
+    let due = |key: &str| {
+        duties["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["key"] == key)
+            .map(|d| d["due_at"].as_str().unwrap().to_string())
+    };
+    // Over 1,000 people: APPI's 速報 in 3 days, 確報 in 30; GDPR in 72 h.
+    assert_eq!(
+        due("appi_preliminary").as_deref(),
+        Some("2026-12-03T01:00:00Z")
+    );
+    assert_eq!(due("appi_final").as_deref(), Some("2026-12-30T01:00:00Z"));
+    assert_eq!(due("gdpr_art33").as_deref(), Some("2026-12-03T01:00:00Z"));
+    assert!(due("nis2_early_warning").is_some(), "{duties}");
+    // Materiality is not determined: no SEC 8-K clock yet.
+    assert!(due("sec_8k").is_none());
+    // Reading them reads personal-data facts: audited like the incident.
+    let audit = t.audit().await;
+    assert!(
+        audit
+            .iter()
+            .any(|e| e["action"] == "incident_read_personal_data")
+    );
+    // No personal data, a database incident: nothing to report.
+    let plain = t.declare(&t.responder, "遅延", "P2").await;
+    let (_, none) = t
+        .get(
+            &t.viewer,
+            &format!(
+                "/api/v1/incidents/{}/obligations",
+                plain["number"].as_str().unwrap()
+            ),
+        )
+        .await;
+    assert_eq!(none["items"], json!([]));
+    let (status, _) = t.call(None, reqwest::Method::GET, &path, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = t
+        .get(&t.viewer, "/api/v1/incidents/NOPE-1/obligations")
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
