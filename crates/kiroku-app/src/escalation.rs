@@ -773,6 +773,7 @@ impl App {
             subject: incident,
             person,
             expires: Some(now + notify.ack_link_ttl),
+            by: None,
         });
         Some(format!("{base}/ack/{token}"))
     }

@@ -77,6 +77,9 @@ pub struct Link {
     pub person: Option<Uuid>,
     /// None: good until the key changes (calendar feeds).
     pub expires: Option<Timestamp>,
+    /// Who made it, when that decides whether it still works (a calendar
+    /// feed stops with its maker's access).
+    pub by: Option<Uuid>,
 }
 
 impl Link {
@@ -86,7 +89,8 @@ impl Link {
             .expires
             .map(|e| e.as_second().to_string())
             .unwrap_or_default();
-        format!("{}|{}|{person}|{expires}", self.purpose, self.subject)
+        let by = self.by.map(|b| b.to_string()).unwrap_or_default();
+        format!("{}|{}|{person}|{expires}|{by}", self.purpose, self.subject)
     }
 
     fn decode(s: &str) -> Option<Link> {
@@ -101,11 +105,16 @@ impl Link {
             "" => None,
             e => Some(Timestamp::from_second(e.parse().ok()?).ok()?),
         };
+        let by = match parts.next()? {
+            "" => None,
+            b => Some(Uuid::parse_str(b).ok()?),
+        };
         parts.next().is_none().then_some(Link {
             purpose,
             subject,
             person,
             expires,
+            by,
         })
     }
 }
@@ -128,6 +137,7 @@ mod tests {
             subject: Uuid::from_u128(7),
             person: Some(Uuid::from_u128(9)),
             expires: Some(Timestamp::from_second(2_000).unwrap()),
+            by: None,
         }
     }
 

@@ -498,18 +498,22 @@ impl App {
                 "set [notify] public_url so that Kiroku can make links to itself",
             ));
         };
+        // A feed works while whoever made it may still read schedules.
+        let by = caller.user().map(|u| u.id);
         let link = match feed {
             Feed::Schedule(subject, person) => Link {
                 purpose: "ical".into(),
                 subject,
                 person,
                 expires: None,
+                by,
             },
             Feed::Person(person) => Link {
                 purpose: "ical-person".into(),
                 subject: person,
                 person: Some(person),
                 expires: None,
+                by,
             },
         };
         Ok(format!(
@@ -543,10 +547,30 @@ impl App {
 
     /// The calendar a signed feed link names.
     pub async fn calendar_by_link(&self, token: &str) -> Result<String> {
-        let feed = match self.verified(token, "ical") {
-            Ok(link) => Feed::Schedule(link.subject, link.person),
-            Err(_) => Feed::Person(self.verified(token, "ical-person")?.subject),
+        let (link, feed) = match self.verified(token, "ical") {
+            Ok(link) => {
+                let feed = Feed::Schedule(link.subject, link.person);
+                (link, feed)
+            }
+            Err(_) => {
+                let link = self.verified(token, "ical-person")?;
+                let feed = Feed::Person(link.subject);
+                (link, feed)
+            }
         };
+        if let Some(maker) = link.by {
+            let allowed = self
+                .store
+                .user(maker)
+                .await?
+                .is_some_and(|u| !u.disabled && u.role.allows(Permission::IncidentRead));
+            if !allowed {
+                return Err(AppError::unauthenticated(
+                    "invalid_link",
+                    "the person who made this feed may no longer read schedules",
+                ));
+            }
+        }
         self.calendar(&feed).await
     }
 

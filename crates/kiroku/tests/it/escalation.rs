@@ -953,14 +953,29 @@ async fn bad_policies_schedules_and_contact_methods_are_refused_with_the_field()
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{feed}");
-    let res = t
-        .http
-        .get(feed["url"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap();
+    let feed = feed["url"].as_str().unwrap().to_string();
+    let res = t.http.get(&feed).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     assert!(res.text().await.unwrap().contains("X-WR-CALNAME:On call: "));
+    // The feed stops working with its maker's access.
+    let store = &t.store.store;
+    let mut maker = store.user_by_name("responder").await.unwrap().unwrap();
+    maker.disabled = true;
+    let mut tx = store.begin().await.unwrap();
+    tx.update_user(&maker).await.unwrap();
+    tx.append_audit(&kiroku_domain::AuditEvent::success(
+        jiff::Timestamp::now(),
+        &kiroku_domain::Actor::system(),
+        &kiroku_domain::Source::system(),
+        kiroku_domain::Operation::Update,
+        "user_disable",
+        kiroku_domain::Target::new("user", Some(maker.id.to_string())),
+    ))
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let res = t.http.get(&feed).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
 }
 
 #[tokio::test]
