@@ -75,6 +75,15 @@ impl From<StoreError> for AppError {
     }
 }
 
+/// Maps a failed replace of a named, versioned record (a service, a
+/// policy, a schedule): a stale version, or a name another record holds.
+pub(crate) fn stale_or_taken(what: &'static str) -> impl Fn(StoreError) -> AppError {
+    move |e| match e {
+        StoreError::VersionMismatch { current } => AppError::VersionConflict { what, current },
+        other => duplicate_of(what, "name")(other),
+    }
+}
+
 /// Maps a store's duplicate to the caller's field, other errors as usual.
 pub(crate) fn duplicate_of(
     what: &'static str,

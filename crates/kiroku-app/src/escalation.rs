@@ -345,15 +345,7 @@ impl App {
         let mut tx = self.begin().await?;
         tx.update_policy(&policy, before.version)
             .await
-            .map_err(|e| match e {
-                kiroku_store::StoreError::VersionMismatch { current } => {
-                    AppError::VersionConflict {
-                        what: "escalation policy",
-                        current,
-                    }
-                }
-                other => crate::error::duplicate_of("escalation policy", "name")(other),
-            })?;
+            .map_err(crate::error::stale_or_taken("escalation policy"))?;
         tx.append_audit(
             &caller
                 .event(
@@ -613,7 +605,7 @@ impl App {
                     at,
                     operation,
                     action,
-                    Target::new("incident", Some(incident.id.to_string())),
+                    crate::incidents::incident_target(incident),
                 )
                 .with_change(None, Some(data)),
         )
@@ -638,7 +630,9 @@ impl App {
         let level = self.notifier.level_of(&incident.severity);
         let mut recipients: Vec<Recipient> = Vec::new();
         let mut notes: Vec<String> = Vec::new();
-        let active = |u: Option<&UserRecord>| u.filter(|u| !u.disabled).map(|u| u.id);
+        fn active(u: Option<&UserRecord>) -> Option<&UserRecord> {
+            u.filter(|u| !u.disabled)
+        }
         for target in &page.targets {
             let user = match target {
                 PageTarget::Channel { id } => {
@@ -675,7 +669,7 @@ impl App {
                     }
                 }
             };
-            let Some(user) = user.and_then(|id| directory.user(id)) else {
+            let Some(user) = user else {
                 if matches!(target, PageTarget::User { .. }) {
                     notes.push("a user who is gone or disabled".into());
                 }

@@ -54,7 +54,7 @@ pub struct IncidentList {
     pub next_cursor: Option<String>,
 }
 
-fn incident_target(i: &Incident) -> Target {
+pub(crate) fn incident_target(i: &Incident) -> Target {
     Target::new("incident", Some(i.id.to_string()))
 }
 

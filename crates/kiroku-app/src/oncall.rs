@@ -100,14 +100,6 @@ impl App {
     ) -> Result<ContactMethodView> {
         let owner = self.contact_owner(caller, user).await?;
         let label = validate::line("label", &input.label, 60, true)?;
-        // People reach themselves; arbitrary webhooks are an administrator's.
-        if input.kind == "webhook" && !caller.user().is_none_or(|u| u.role == Role::Admin) {
-            return Err(AppError::invalid(
-                "type",
-                "not_allowed",
-                "only administrators add webhook contact methods; use email, sms, voice, slack or teams",
-            ));
-        }
         if input.delay_minutes > RULE_DELAY_MAX {
             return Err(AppError::invalid(
                 "delay_minutes",
@@ -126,6 +118,16 @@ impl App {
             },
             "address",
         )?;
+        // People reach themselves; arbitrary webhooks are an administrator's.
+        if channel.kind == ChannelKind::Webhook
+            && !caller.user().is_none_or(|u| u.role == Role::Admin)
+        {
+            return Err(AppError::invalid(
+                "type",
+                "not_allowed",
+                "only administrators add webhook contact methods; use email, sms, voice, slack or teams",
+            ));
+        }
         let channel = Channel {
             owner: Some(owner.id),
             delay_minutes: input.delay_minutes,
@@ -295,15 +297,7 @@ impl App {
         let mut tx = self.begin().await?;
         tx.update_schedule(&after, before.version)
             .await
-            .map_err(|e| match e {
-                kiroku_store::StoreError::VersionMismatch { current } => {
-                    AppError::VersionConflict {
-                        what: "schedule",
-                        current,
-                    }
-                }
-                other => other.into(),
-            })?;
+            .map_err(crate::error::stale_or_taken("schedule"))?;
         tx.append_audit(
             &caller
                 .event(

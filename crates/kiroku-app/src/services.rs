@@ -8,7 +8,7 @@ use kiroku_domain::alert::{
     RATE_LIMIT_PER_SECOND_MAX, Service,
 };
 use kiroku_domain::{Operation, Permission, Target, validate};
-use kiroku_store::{AlertQuery, ChangeRecord, PAGE_MAX, PageCursor, StoreError};
+use kiroku_store::{AlertQuery, ChangeRecord, PAGE_MAX, PageCursor};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
@@ -224,13 +224,7 @@ impl App {
         let mut tx = self.begin().await?;
         tx.update_service(&service, version)
             .await
-            .map_err(|e| match e {
-                StoreError::VersionMismatch { current } => AppError::VersionConflict {
-                    what: "service",
-                    current,
-                },
-                other => other.into(),
-            })?;
+            .map_err(crate::error::stale_or_taken("service"))?;
         tx.append_audit(
             &caller
                 .event(now, Operation::Update, action, service_target(&service))
