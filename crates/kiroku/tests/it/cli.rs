@@ -715,6 +715,35 @@ fn crash_loses_nothing(store_args: &[&str]) {
     );
     assert_eq!(startups, 4, "each start is audited");
     // The tree over the log survived the crashes too.
+    assert_audit_verifies(store_args);
+}
+
+/// Runs `story` with the binary's store arguments for SQLite in a fresh
+/// data directory.
+pub(crate) fn on_sqlite(story: impl FnOnce(&[&str])) {
+    let dir = tempfile::tempdir().unwrap();
+    story(&["--data-dir", dir.path().to_str().unwrap()]);
+}
+
+/// Runs `story` with the binary's store arguments for a fresh PostgreSQL
+/// database (keys and witness in a fresh data directory); without a
+/// server, a SKIP line and nothing else.
+pub(crate) fn on_postgres(story: impl FnOnce(&[&str])) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Some(db) = rt.block_on(support::PgDatabase::create()) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    story(&[
+        "--database-url",
+        &db.url,
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+}
+
+/// `kiroku audit verify` on the store says all holds.
+pub(crate) fn assert_audit_verifies(store_args: &[&str]) {
     let mut verify = vec!["audit", "verify"];
     verify.extend_from_slice(store_args);
     let out = ok(&kiroku(&verify, &[], None));
@@ -723,24 +752,12 @@ fn crash_loses_nothing(store_args: &[&str]) {
 
 #[test]
 fn kill_9_loses_nothing_on_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    crash_loses_nothing(&["--data-dir", dir.path().to_str().unwrap()]);
+    on_sqlite(crash_loses_nothing);
 }
 
 #[test]
 fn kill_9_loses_nothing_on_postgres() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let Some(db) = rt.block_on(support::PgDatabase::create()) else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    crash_loses_nothing(&[
-        "--database-url",
-        &db.url,
-        "--data-dir",
-        dir.path().to_str().unwrap(),
-    ]);
-    drop(db);
+    on_postgres(crash_loses_nothing);
 }
 
 /// Each signed head also reaches a webhook outside the database; a real

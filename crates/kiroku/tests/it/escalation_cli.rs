@@ -9,10 +9,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::cli::{Server, kiroku, ok};
+use crate::cli::{Server, assert_audit_verifies, kiroku, ok, on_postgres, on_sqlite};
 use crate::intake_cli::admin_token;
-use crate::notify_cli::{Counter, config_file, declare, declare_through_kills, drained};
-use crate::support;
+use crate::notify_cli::{
+    Counter, assert_each_once, config_file, declare, declare_through_kills, drained,
+};
 
 /// The admin (root) reached at `hook`, and the default policy paging them at
 /// level 1 and again at level 2 a minute later. Returns the contact
@@ -110,41 +111,20 @@ fn crash_pages_each_incident_once(store_args: &[&str]) {
     let sent = rt.block_on(drained(&http, &server.url, &token));
     server.stop();
     let counts = counter.counts();
-    // Counted by idempotency key, each page arrived: as many distinct
-    // keys as deliveries recorded sent (the second levels of those that
-    // came due meanwhile included), none a stranger.
-    assert_eq!(counts.len(), sent, "{counts:?}");
-    assert!(counts.keys().all(|k| k.starts_with("page:")), "{counts:?}");
-    let resent: usize = counts.values().map(|n| n - 1).sum();
-    println!(
-        "pages: {} answered declarations, {} pages delivered, {resent} repeated after a kill",
-        answered.len(),
-        counts.len()
-    );
-    let mut verify = vec!["audit", "verify"];
-    verify.extend_from_slice(&args);
-    assert!(ok(&kiroku(&verify, &[], None)).starts_with("ok:"));
+    // Counted by idempotency key, each page arrived once (the second
+    // levels of those that came due meanwhile included).
+    assert_each_once(&counts, sent, "page:", answered.len());
+    assert_audit_verifies(&args);
 }
 
 #[test]
 fn kill_9_during_escalation_pages_each_incident_once_on_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    crash_pages_each_incident_once(&["--data-dir", dir.path().to_str().unwrap()]);
+    on_sqlite(crash_pages_each_incident_once);
 }
 
 #[test]
 fn kill_9_during_escalation_pages_each_incident_once_on_postgres() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let Some(db) = rt.block_on(support::PgDatabase::create()) else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    crash_pages_each_incident_once(&[
-        "--database-url",
-        &db.url,
-        "--data-dir",
-        dir.path().to_str().unwrap(),
-    ]);
+    on_postgres(crash_pages_each_incident_once);
 }
 
 /// Level 2 is due a minute after level 1; the server is killed right after

@@ -5,8 +5,8 @@ use std::collections::BTreeSet;
 
 use serde_json::{Value, json};
 
-use crate::cli::{Server, fails, kiroku, ok};
-use crate::support::{self, PASSWORD};
+use crate::cli::{Server, assert_audit_verifies, fails, kiroku, ok, on_postgres, on_sqlite};
+use crate::support::PASSWORD;
 
 /// An admin token made directly in the database.
 pub(crate) fn admin_token(store_args: &[&str]) -> String {
@@ -170,30 +170,15 @@ fn intake_crash_loses_nothing(store_args: &[&str]) {
             stored.len()
         );
     }
-    let mut verify = vec!["audit", "verify"];
-    verify.extend_from_slice(store_args);
-    let out = ok(&kiroku(&verify, &[], None));
-    assert!(out.starts_with("ok:"), "{out}");
+    assert_audit_verifies(store_args);
 }
 
 #[test]
 fn kill_9_during_intake_loses_nothing_on_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    intake_crash_loses_nothing(&["--data-dir", dir.path().to_str().unwrap()]);
+    on_sqlite(intake_crash_loses_nothing);
 }
 
 #[test]
 fn kill_9_during_intake_loses_nothing_on_postgres() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let Some(db) = rt.block_on(support::PgDatabase::create()) else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    intake_crash_loses_nothing(&[
-        "--database-url",
-        &db.url,
-        "--data-dir",
-        dir.path().to_str().unwrap(),
-    ]);
-    drop(db);
+    on_postgres(intake_crash_loses_nothing);
 }
