@@ -289,13 +289,15 @@ impl App {
 
     /// Checks that every target a policy names exists and can be paged.
     async fn check_targets(&self, policy: &Policy) -> Result<()> {
+        // Read as they are now, not from the paging directory: a user or
+        // schedule made a moment ago may already be named.
         let channels = self.notifier.channels().await?;
+        let users = self.store.users().await?;
+        let schedules = self.store.schedules().await?;
         for (field, target) in policy.targets() {
             let known = match target {
-                PageTarget::User { id } => self.store.user(*id).await?.is_some_and(|u| !u.disabled),
-                PageTarget::Schedule { id } => {
-                    self.store.schedule(&id.to_string()).await?.is_some()
-                }
+                PageTarget::User { id } => users.iter().any(|u| u.id == *id && !u.disabled),
+                PageTarget::Schedule { id } => schedules.iter().any(|s| s.id == *id),
                 PageTarget::Channel { id } => channels.iter().any(|c| c.id == *id && c.is_shared()),
             };
             if !known {

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::alert::AlertLevel;
+use crate::validate::escape_markup;
 use crate::{OutboxMessage, ValidationError, validate};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -215,15 +216,6 @@ pub fn checked_phone(field: &str, url: &str) -> Result<String, ValidationError> 
     Ok(format!("tel:+{digits}"))
 }
 
-/// Text that goes into HTML.
-fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
-}
-
 /// What a notification says, whatever the channel.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Notice {
@@ -387,21 +379,21 @@ pub fn render(
             let mut text = format!("{}\n\n{}\n", notice.title, notice.text);
             let mut html = format!(
                 "<h1>[{label}] {}</h1>\n<p>{}</p>\n",
-                html_escape(&notice.title),
-                html_escape(&notice.text)
+                escape_markup(&notice.title),
+                escape_markup(&notice.text)
             );
             if let Some(link) = link {
                 text.push_str(&format!("\n{link}\n"));
                 html.push_str(&format!(
                     "<p><a href=\"{0}\">{0}</a></p>\n",
-                    html_escape(link)
+                    escape_markup(link)
                 ));
             }
             if let Some(ack) = &notice.ack_url {
                 text.push_str(&format!("\nAcknowledge: {ack}\n"));
                 html.push_str(&format!(
                     "<p><a href=\"{}\">Acknowledge</a></p>\n",
-                    html_escape(ack)
+                    escape_markup(ack)
                 ));
             }
             json!({ "subject": subject, "text": text, "html": html })

@@ -119,6 +119,16 @@ pub fn non_negative(field: &str, value: Option<i64>) -> Result<Option<i64>, Vali
     }
 }
 
+/// Text that goes into HTML or XML (mail bodies, pages, TwiML): the five
+/// characters markup gives meaning to, as entities both understand.
+pub fn escape_markup(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -135,15 +135,6 @@ pub struct SmsCourier {
     settings: SmsSettings,
 }
 
-/// Text that goes into TwiML.
-fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&apos;")
-}
-
 impl SmsCourier {
     pub fn new(client: reqwest::Client, settings: SmsSettings) -> Self {
         SmsCourier { client, settings }
@@ -169,7 +160,7 @@ impl SmsCourier {
                         "Twiml",
                         format!(
                             "<Response><Say language=\"{language}\">{}</Say></Response>",
-                            xml_escape(say)
+                            kiroku_domain::validate::escape_markup(say)
                         ),
                     ),
                 )

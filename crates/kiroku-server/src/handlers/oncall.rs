@@ -13,6 +13,7 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use kiroku_app::{AckOutcome, AppError, Caller, NewContactMethod, NewOverride};
 use kiroku_domain::escalation::PolicyDraft;
+use kiroku_domain::validate::escape_markup;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -262,14 +263,6 @@ pub async fn remove_contact_method(
     Ok(Json(s.app.remove_contact_method(&caller, &name, id).await?).into_response())
 }
 
-/// Text that goes into HTML.
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
 /// A small page for a person who clicked a link; no script, nothing
 /// loaded from elsewhere.
 fn page(status: StatusCode, title: &str, body: &str) -> Response {
@@ -279,7 +272,7 @@ fn page(status: StatusCode, title: &str, body: &str) -> Response {
          <meta name=\"referrer\" content=\"no-referrer\"><title>{0}</title></head>\
          <body style=\"font-family:sans-serif;max-width:36em;margin:3em auto\">\
          <h1>{0}</h1>{body}</body></html>",
-        escape(title)
+        escape_markup(title)
     );
     (
         status,
@@ -306,7 +299,7 @@ fn link_refused(e: AppError) -> Response {
     page(
         status,
         "Kiroku",
-        &format!("<p>{}</p>", escape(&e.to_string())),
+        &format!("<p>{}</p>", escape_markup(&e.to_string())),
     )
 }
 
@@ -318,7 +311,7 @@ pub async fn ack_page(State(s): State<AppState>, Path(token): Path<String>) -> R
             &format!("Acknowledge {number}?"),
             &format!(
                 "<p>{}</p><form method=\"post\"><button type=\"submit\">Acknowledge</button></form>",
-                escape(&title)
+                escape_markup(&title)
             ),
         ),
         Err(e) => link_refused(e),
@@ -368,7 +361,7 @@ fn twiml(message: &str) -> Response {
         [(header::CONTENT_TYPE, HeaderValue::from_static("text/xml"))],
         format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Message>{}</Message></Response>",
-            escape(message)
+            escape_markup(message)
         ),
     )
         .into_response()
