@@ -10,10 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::cli::{Server, assert_audit_verifies, kiroku, ok, on_postgres, on_sqlite};
-use crate::intake_cli::admin_token;
-use crate::notify_cli::{
-    Counter, assert_each_once, config_file, declare, declare_through_kills, drained,
-};
+use crate::notify_cli::{Counter, Rig, assert_each_once, declare, declare_through_kills, drained};
 
 /// The admin (root) reached at `hook`, and the default policy paging them at
 /// level 1 and again at level 2 a minute later. Returns the contact
@@ -90,25 +87,25 @@ fn wait_for_keys(counter: &Counter, keys: &[String], within: Duration) -> BTreeM
 }
 
 fn crash_pages_each_incident_once(store_args: &[&str]) {
-    let dir = tempfile::tempdir().unwrap();
-    let config = config_file(dir.path());
-    let mut args = store_args.to_vec();
-    args.extend_from_slice(&["--config", &config]);
-    let token = admin_token(&args);
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let http = reqwest::Client::new();
-    let counter = Counter::default();
-    let hook = rt.block_on(counter.start());
+    let rig = Rig::new(store_args);
+    let (args, token, rt, http, counter, hook) = (
+        rig.args(),
+        &rig.token,
+        &rig.rt,
+        &rig.http,
+        &rig.counter,
+        &rig.hook,
+    );
 
     let server = Server::start(&args);
-    let method = rt.block_on(page_admin(&http, &server.url, &token, &hook));
+    let method = rt.block_on(page_admin(http, &server.url, token, hook));
     server.stop();
-    let answered = declare_through_kills(&rt, &http, &args, &token);
+    let answered = declare_through_kills(rt, http, &args, token);
 
     let server = Server::start(&args);
     let first_pages: Vec<String> = answered.iter().map(|id| page_key(id, 1, &method)).collect();
-    wait_for_keys(&counter, &first_pages, Duration::from_secs(60));
-    let sent = rt.block_on(drained(&http, &server.url, &token));
+    wait_for_keys(counter, &first_pages, Duration::from_secs(60));
+    let sent = rt.block_on(drained(http, &server.url, token));
     server.stop();
     let counts = counter.counts();
     // Counted by idempotency key, each page arrived once (the second
@@ -132,27 +129,27 @@ fn kill_9_during_escalation_pages_each_incident_once_on_postgres() {
 /// once. The CLI meanwhile says who is on call and re-escalates.
 #[test]
 fn an_escalation_due_while_down_fires_on_time_after_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = config_file(dir.path());
-    let args = [
-        "--data-dir",
-        dir.path().to_str().unwrap(),
-        "--config",
-        &config,
-    ];
-    let token = admin_token(&args);
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let http = reqwest::Client::new();
-    let counter = Counter::default();
-    let hook = rt.block_on(counter.start());
+    on_sqlite(level_2_after_a_restart);
+}
+
+fn level_2_after_a_restart(store_args: &[&str]) {
+    let rig = Rig::new(store_args);
+    let (args, token, rt, http, counter, hook) = (
+        rig.args(),
+        &rig.token,
+        &rig.rt,
+        &rig.http,
+        &rig.counter,
+        &rig.hook,
+    );
     let server = Server::start(&args);
-    let method = rt.block_on(page_admin(&http, &server.url, &token, &hook));
+    let method = rt.block_on(page_admin(http, &server.url, token, hook));
     let id = rt
-        .block_on(declare(&http, &server.url, &token, "レベル2まで"))
+        .block_on(declare(http, &server.url, token, "レベル2まで"))
         .unwrap();
     let first = page_key(&id, 1, &method);
     wait_for_keys(
-        &counter,
+        counter,
         std::slice::from_ref(&first),
         Duration::from_secs(10),
     );
@@ -164,11 +161,11 @@ fn an_escalation_due_while_down_fires_on_time_after_a_restart() {
     // Meanwhile, the CLI: who is on call, and a re-escalation by hand.
     let env = [
         ("KIROKU_SERVER", server.url.as_str()),
-        ("KIROKU_TOKEN", token.as_str()),
+        ("KIROKU_TOKEN", token.as_ref()),
     ];
     let res = rt.block_on(
         http.post(format!("{}/api/v1/schedules", server.url))
-            .bearer_auth(&token)
+            .bearer_auth(token)
             .json(&json!({"name": "primary", "layers": [{"name": "weekly", "start": "2026-01-05T10:00:00", "rotation": {"kind": "weekly"}, "members": ["root"]}]}))
             .send(),
     )
@@ -182,7 +179,7 @@ fn an_escalation_due_while_down_fires_on_time_after_a_restart() {
 
     let second = page_key(&id, 2, &method);
     wait_for_keys(
-        &counter,
+        counter,
         std::slice::from_ref(&second),
         Duration::from_secs(70),
     );
@@ -198,7 +195,7 @@ fn an_escalation_due_while_down_fires_on_time_after_a_restart() {
     let said = ok(&kiroku(&["incident", "escalate", &id], &env, None));
     assert!(said.starts_with("paged level 2 of default"), "{said}");
     wait_for_keys(
-        &counter,
+        counter,
         &[page_key(&id, 3, &method)],
         Duration::from_secs(10),
     );

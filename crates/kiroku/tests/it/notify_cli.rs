@@ -46,6 +46,45 @@ impl Counter {
     }
 }
 
+/// What the binary's notification stories start from: a store (with the
+/// short holds of `config_file`) and an admin token for it, a client, and
+/// a receiver counting by idempotency key.
+pub(crate) struct Rig {
+    _dir: tempfile::TempDir,
+    args: Vec<String>,
+    pub(crate) token: String,
+    pub(crate) rt: tokio::runtime::Runtime,
+    pub(crate) http: reqwest::Client,
+    pub(crate) counter: Counter,
+    pub(crate) hook: String,
+}
+
+impl Rig {
+    pub(crate) fn new(store_args: &[&str]) -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let mut args: Vec<String> = store_args.iter().map(|a| a.to_string()).collect();
+        args.extend(["--config".to_string(), config_file(dir.path())]);
+        let token = admin_token(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let counter = Counter::default();
+        let hook = rt.block_on(counter.start());
+        Rig {
+            _dir: dir,
+            args,
+            token,
+            rt,
+            http: reqwest::Client::new(),
+            counter,
+            hook,
+        }
+    }
+
+    /// The store and configuration arguments for the binary.
+    pub(crate) fn args(&self) -> Vec<&str> {
+        self.args.iter().map(String::as_str).collect()
+    }
+}
+
 pub(crate) fn config_file(dir: &std::path::Path) -> String {
     let path = dir.join("kiroku.toml");
     std::fs::write(
@@ -156,23 +195,23 @@ pub(crate) fn declare_through_kills(
 }
 
 fn crash_sends_each_notification_once(store_args: &[&str]) {
-    let dir = tempfile::tempdir().unwrap();
-    let config = config_file(dir.path());
-    let mut args = store_args.to_vec();
-    args.extend_from_slice(&["--config", &config]);
-    let token = admin_token(&args);
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let http = reqwest::Client::new();
-    let counter = Counter::default();
-    let hook = rt.block_on(counter.start());
+    let rig = Rig::new(store_args);
+    let (args, token, rt, http, counter, hook) = (
+        rig.args(),
+        &rig.token,
+        &rig.rt,
+        &rig.http,
+        &rig.counter,
+        &rig.hook,
+    );
 
     let server = Server::start(&args);
-    let channel = rt.block_on(create_channel(&http, &server.url, &token, &hook));
+    let channel = rt.block_on(create_channel(http, &server.url, token, hook));
     server.stop();
-    let answered = declare_through_kills(&rt, &http, &args, &token);
+    let answered = declare_through_kills(rt, http, &args, token);
 
     let server = Server::start(&args);
-    let sent = rt.block_on(drained(&http, &server.url, &token));
+    let sent = rt.block_on(drained(http, &server.url, token));
     server.stop();
     let counts = counter.counts();
     // Every answered declaration was notified...
@@ -217,30 +256,22 @@ fn kill_9_during_delivery_sends_each_notification_once_on_postgres() {
 /// notification and each page once.
 #[test]
 fn two_nodes_send_each_notification_exactly_once() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let Some(db) = rt.block_on(support::PgDatabase::create()) else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let config = config_file(dir.path());
-    let data = dir.path().to_str().unwrap();
-    let args = [
-        "--database-url",
-        &db.url,
-        "--data-dir",
-        data,
-        "--config",
-        &config,
-    ];
-    let token = admin_token(&args);
-    let http = reqwest::Client::new();
-    let counter = Counter::default();
-    let hook = rt.block_on(counter.start());
+    on_postgres(two_nodes_send_each_once);
+}
+
+fn two_nodes_send_each_once(store_args: &[&str]) {
+    let rig = Rig::new(store_args);
+    let (args, token, rt, http, counter, hook) = (
+        rig.args(),
+        &rig.token,
+        &rig.rt,
+        &rig.http,
+        &rig.counter,
+        &rig.hook,
+    );
     let (a, b) = (Server::start(&args), Server::start(&args));
-    let channel = rt.block_on(create_channel(&http, &a.url, &token, &hook));
-    let method = rt.block_on(crate::escalation_cli::page_admin(
-        &http, &b.url, &token, &hook,
-    ));
+    let channel = rt.block_on(create_channel(http, &a.url, token, hook));
+    let method = rt.block_on(crate::escalation_cli::page_admin(http, &b.url, token, hook));
     // A channel made on one node is used by the others within a second.
     std::thread::sleep(Duration::from_millis(1_200));
     let ids: Vec<String> = rt.block_on(async {
@@ -277,7 +308,7 @@ fn two_nodes_send_each_notification_exactly_once() {
     while counter.counts().len() < expected.len() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
-    let sent = rt.block_on(drained(&http, &a.url, &token));
+    let sent = rt.block_on(drained(http, &a.url, token));
     a.stop();
     b.stop();
     let counts = counter.counts();
