@@ -16,12 +16,13 @@ use kiroku_bench::seed;
 
 mod intake;
 mod paging;
+mod reports;
 
 struct Opts {
     kiroku: PathBuf,
     out: PathBuf,
     quick: bool,
-    /// Run one section only: create, list, intake, paging or audit.
+    /// Run one section only: create, list, reports, intake, paging or audit.
     only: Option<String>,
     /// PostgreSQL server to create the benchmark databases on.
     pg_url: String,
@@ -670,6 +671,13 @@ async fn main() -> anyhow::Result<()> {
             have = size;
             list_bench(&o, t, &token, size, &mut r).await?;
         }
+    }
+    // Reports and metrics over as many incidents as the list's smaller size.
+    for t in &targets("reports").await? {
+        let store = target_store(t).await?;
+        let token = bootstrap(&o.kiroku, t)?;
+        seed::incidents(store.as_ref(), 0, sizes[0]).await?;
+        reports::reports_bench(&o, t, &token, sizes[0], &mut r).await?;
     }
     let intake_targets = targets("intake").await?;
     if !intake_targets.is_empty() {

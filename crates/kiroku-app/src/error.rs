@@ -53,6 +53,18 @@ pub enum AppError {
     },
     #[error("the database is unavailable")]
     Unavailable(String),
+    /// The request is well-formed but the state refuses it (a report not
+    /// ready to be final); `problems` say what to mend.
+    #[error("{message}")]
+    Refused {
+        code: &'static str,
+        message: String,
+        field: Option<String>,
+        problems: Vec<kiroku_domain::postmortem::Problem>,
+    },
+    /// This installation lacks what the request needs (fonts for PDF).
+    #[error("{message}")]
+    NotConfigured { code: &'static str, message: String },
     #[error("internal error")]
     Internal(String),
 }
@@ -102,7 +114,10 @@ impl AppError {
             AppError::Unauthenticated { .. } => ErrorKind::Unauthenticated,
             AppError::Forbidden { .. } => ErrorKind::Forbidden,
             AppError::NotFound { .. } => ErrorKind::NotFound,
-            AppError::IllegalTransition(_) | AppError::Duplicate { .. } => ErrorKind::Conflict,
+            AppError::IllegalTransition(_)
+            | AppError::Duplicate { .. }
+            | AppError::Refused { .. } => ErrorKind::Conflict,
+            AppError::NotConfigured { .. } => ErrorKind::Unavailable,
             AppError::VersionConflict { .. } => ErrorKind::PreconditionFailed,
             AppError::Locked { .. } => ErrorKind::TooManyAttempts,
             AppError::Unavailable(_) => ErrorKind::Unavailable,
@@ -123,6 +138,7 @@ impl AppError {
             AppError::Locked { .. } => "too_many_attempts",
             AppError::Unavailable(_) => "unavailable",
             AppError::Internal(_) => "internal",
+            AppError::Refused { code, .. } | AppError::NotConfigured { code, .. } => code,
         }
     }
 
@@ -133,6 +149,7 @@ impl AppError {
             AppError::Duplicate { field, .. } => Some(field),
             AppError::IllegalTransition(_) => Some("status"),
             AppError::VersionConflict { .. } => Some("version"),
+            AppError::Refused { field, .. } => field.as_deref(),
             _ => None,
         }
     }

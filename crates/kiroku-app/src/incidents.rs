@@ -1,7 +1,6 @@
 //! Incident commands and queries.
 
 use jiff::Timestamp;
-use kiroku_domain::obligation;
 use kiroku_domain::{
     Incident, IncidentDraft, IncidentPatch, Operation, OutboxMessage, Permission, Status, Target,
     TimelineEntry, TimelineKind, Transition, UserRef, validate,
@@ -12,18 +11,6 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::{App, AppError, Caller, Result};
-
-/// A duty to notify a regulator, as the API shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct ObligationView {
-    pub key: String,
-    pub regime: String,
-    pub name_ja: String,
-    pub name_en: String,
-    pub due_at: Timestamp,
-    pub remind_at: Vec<Timestamp>,
-    pub overdue: bool,
-}
 
 /// A user named by id or by login name.
 pub type UserSpec = String;
@@ -71,7 +58,7 @@ fn stamp_of(i: &Incident, s: Status) -> Option<Timestamp> {
 }
 
 impl App {
-    async fn resolve_user(&self, field: &str, spec: &str) -> Result<UserRef> {
+    pub(crate) async fn resolve_user(&self, field: &str, spec: &str) -> Result<UserRef> {
         let found = match Uuid::parse_str(spec) {
             Ok(id) => self.store.user(id).await?,
             Err(_) => self.store.user_by_name(spec).await?,
@@ -111,7 +98,7 @@ impl App {
         }
     }
 
-    fn timeline_entry(
+    pub(crate) fn timeline_entry(
         &self,
         caller: &Caller,
         incident: &Incident,
@@ -184,6 +171,7 @@ impl App {
         let number = kiroku_domain::category::incident_number(&prefix, year, n);
         let incident = draft.declare(rules, Uuid::now_v7(), number, now);
         tx.insert_incident(&incident).await?;
+        self.sync_obligations(tx, &incident, true).await?;
         let mut data = json!({ "severity": incident.severity, "category": incident.category });
         let mut announcement = json!({
             "incident_id": incident.id,
@@ -270,7 +258,7 @@ impl App {
         Ok(())
     }
 
-    async fn locked_incident(
+    pub(crate) async fn locked_incident(
         &self,
         tx: &mut Box<dyn Tx>,
         key: &IncidentKey,
@@ -372,6 +360,12 @@ impl App {
             return Ok(incident);
         }
         tx.update_incident(&incident, version).await?;
+        if changed
+            .iter()
+            .any(|f| matches!(*f, "personal_data" | "category"))
+        {
+            self.sync_obligations(&mut tx, &incident, false).await?;
+        }
         let after = json!(incident);
         let pick = |v: &serde_json::Value| {
             json!(
@@ -408,43 +402,6 @@ impl App {
         .await?;
         tx.commit().await?;
         Ok(incident)
-    }
-
-    /// The regulators' notification duties an incident's personal-data
-    /// facts bring (the presets: APPI, GDPR, NIS2, HIPAA; SEC 8-K once
-    /// materiality is determined), counted from its detection, the time
-    /// Kiroku knows it was known, in the configured zone.
-    pub async fn obligations(
-        &self,
-        caller: &Caller,
-        key: &IncidentKey,
-    ) -> Result<Vec<ObligationView>> {
-        let incident = self.incident(caller, key).await?;
-        let rules = obligation::presets();
-        let facts = obligation::Facts {
-            category: &incident.category,
-            personal_data: &incident.personal_data,
-            aware_at: incident.times.detected_at,
-            determined_at: None,
-        };
-        let now = self.now();
-        Ok(
-            obligation::due_obligations(&rules, &facts, &self.config.time_zone)
-                .into_iter()
-                .filter_map(|due| {
-                    let rule = rules.iter().find(|r| r.key == due.rule)?;
-                    Some(ObligationView {
-                        key: due.rule.clone(),
-                        regime: rule.regime.clone(),
-                        name_ja: rule.name_ja.clone(),
-                        name_en: rule.name_en.clone(),
-                        overdue: due.due_at <= now,
-                        due_at: due.due_at,
-                        remind_at: due.remind_at,
-                    })
-                })
-                .collect(),
-        )
     }
 
     /// Reads one incident. Reading one that holds personal-data facts is

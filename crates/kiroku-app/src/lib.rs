@@ -9,6 +9,7 @@ mod audit;
 mod caller;
 mod credentials;
 mod detection;
+mod duties;
 mod error;
 mod escalation;
 mod incidents;
@@ -17,6 +18,7 @@ mod links;
 mod notify;
 mod oncall;
 mod policy;
+mod reports;
 mod seal;
 mod services;
 mod tx;
@@ -36,16 +38,19 @@ pub use audit::{
 pub use caller::{Caller, Principal, Via};
 pub use credentials::{totp_code, totp_uri};
 pub use detection::SERVICE as DETECTION_SERVICE;
+pub use duties::{DecideObligation, ObligationView};
 pub use error::{AppError, ErrorKind};
 pub use escalation::{AckOutcome, EscalationView};
-pub use incidents::{
-    DeclareIncident, IncidentList, ListIncidents, ObligationView, UpdateIncident, UserSpec,
-};
+pub use incidents::{DeclareIncident, IncidentList, ListIncidents, UpdateIncident, UserSpec};
 pub use intake::{Accepted, Effect};
 pub use links::{Link, LinkError, LinkKey};
 pub use notify::{ChannelView, Courier, Delivered, NewChannel, NotifyPolicy};
 pub use oncall::{ContactMethodView, NewContactMethod, NewOverride};
-pub use policy::{AuthPolicy, Config};
+pub use policy::{AuthPolicy, Config, ReportPolicy};
+pub use reports::{
+    ApprovePostmortem, Communicate, CommunicationView, ListActionItems, MetricsRequest,
+    PostmortemView, RenderedReport, ReportFormat, ReportRequest, SavePostmortem,
+};
 pub use seal::{SealMode, SealRule, Sealer};
 pub use services::{AlertList, ListAlerts, NewIntegration, NewMaintenanceWindow, NewService};
 pub use users::{
@@ -66,6 +71,8 @@ pub struct App {
     detection: Option<Arc<detection::Detection>>,
     notifier: Arc<notify::Notifier>,
     escalator: Arc<escalation::Escalator>,
+    /// The face PDF reports are set in; without one they are refused.
+    fonts: Option<kiroku_report::Fonts>,
 }
 
 impl App {
@@ -91,6 +98,15 @@ impl App {
             intake: Arc::default(),
             routings: Arc::default(),
             detection: None,
+            fonts: None,
+        }
+    }
+
+    /// The app that renders PDF reports in `fonts`.
+    pub fn with_report_fonts(self, fonts: kiroku_report::Fonts) -> Self {
+        App {
+            fonts: Some(fonts),
+            ..self
         }
     }
 

@@ -3,6 +3,8 @@
 use jiff::SignedDuration;
 use jiff::tz::TimeZone;
 use kiroku_domain::incident::Rules;
+use kiroku_domain::obligation::{self, ObligationRule};
+use kiroku_domain::postmortem::ApprovalChain;
 use kiroku_domain::{BusinessHours, Catalog, Role, SeverityScheme};
 
 #[derive(Debug, Clone)]
@@ -12,6 +14,27 @@ pub struct Config {
     pub time_zone: TimeZone,
     pub auth: AuthPolicy,
     pub notify: crate::NotifyPolicy,
+    pub reports: ReportPolicy,
+}
+
+/// How postmortems are approved and which duties incidents bring.
+#[derive(Debug, Clone)]
+pub struct ReportPolicy {
+    pub approvals: ApprovalChain,
+    /// The notification duties: the presets, or an organisation's own.
+    pub obligations: Vec<ObligationRule>,
+    /// 宛先 of a 始末書 whose postmortem names none.
+    pub addressees: String,
+}
+
+impl Default for ReportPolicy {
+    fn default() -> Self {
+        ReportPolicy {
+            approvals: ApprovalChain::default(),
+            obligations: obligation::presets(),
+            addressees: "代表取締役社長 殿／情報セキュリティ責任者（CISO） 殿".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -52,6 +75,7 @@ impl Config {
             time_zone,
             auth: AuthPolicy::default(),
             notify: crate::NotifyPolicy::default(),
+            reports: ReportPolicy::default(),
         }
     }
 }

@@ -262,6 +262,50 @@ impl Tx for AppTx {
     async fn insert_service_change(&mut self, c: &ChangeRecord) -> StoreResult<()> {
         self.inner.insert_service_change(c).await
     }
+    async fn postmortem_for_update(
+        &mut self,
+        incident: Uuid,
+    ) -> StoreResult<Option<kiroku_store::PostmortemRecord>> {
+        self.inner.postmortem_for_update(incident).await
+    }
+    async fn save_postmortem(
+        &mut self,
+        record: &kiroku_store::PostmortemRecord,
+        expected_version: i64,
+    ) -> StoreResult<()> {
+        self.inner.save_postmortem(record, expected_version).await
+    }
+    async fn insert_postmortem_version(
+        &mut self,
+        frozen: &kiroku_store::FrozenPostmortem,
+    ) -> StoreResult<()> {
+        self.inner.insert_postmortem_version(frozen).await
+    }
+    async fn replace_action_items(
+        &mut self,
+        incident: Uuid,
+        items: &[kiroku_store::ActionItemRecord],
+    ) -> StoreResult<()> {
+        self.inner.replace_action_items(incident, items).await
+    }
+    async fn mark_action_item_reminded(&mut self, id: Uuid) -> StoreResult<()> {
+        self.inner.mark_action_item_reminded(id).await
+    }
+    async fn obligations_for_update(
+        &mut self,
+        incident: Uuid,
+    ) -> StoreResult<Vec<kiroku_store::ObligationRecord>> {
+        self.inner.obligations_for_update(incident).await
+    }
+    async fn save_obligation(
+        &mut self,
+        record: &kiroku_store::ObligationRecord,
+    ) -> StoreResult<()> {
+        self.inner.save_obligation(record).await
+    }
+    async fn delete_obligation(&mut self, incident: Uuid, rule: &str) -> StoreResult<()> {
+        self.inner.delete_obligation(incident, rule).await
+    }
     async fn commit(self: Box<Self>) -> StoreResult<()> {
         let AppTx {
             inner,

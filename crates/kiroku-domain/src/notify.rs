@@ -298,6 +298,52 @@ impl Notice {
                     format!("{} → {to}", str_of(p, "from").unwrap_or("?")),
                 )
             }
+            "obligation.reminder" | "obligation.overdue" => {
+                let overdue = m.topic == "obligation.overdue";
+                (
+                    if overdue {
+                        AlertLevel::Critical
+                    } else {
+                        AlertLevel::Warning
+                    },
+                    format!(
+                        "{} {}{}",
+                        number.as_deref().unwrap_or("incident"),
+                        str_of(p, "name_ja").unwrap_or("届出"),
+                        if overdue {
+                            " 期限超過"
+                        } else {
+                            " 期限が近づいています"
+                        }
+                    ),
+                    format!(
+                        "{}: due {}",
+                        str_of(p, "name_en").unwrap_or("notification duty"),
+                        str_of(p, "due_local").unwrap_or("?")
+                    ),
+                )
+            }
+            "action_item.overdue" => (
+                AlertLevel::Warning,
+                format!(
+                    "{} アクションアイテム期限超過: {}",
+                    number.as_deref().unwrap_or("incident"),
+                    str_of(p, "title").unwrap_or("")
+                ),
+                format!(
+                    "owner {}, due {}",
+                    str_of(p, "owner").unwrap_or("-"),
+                    str_of(p, "due").unwrap_or("?")
+                ),
+            ),
+            // A notice people wrote (the P0 notice, the recovery notice).
+            "incident.communication" => (
+                p.get("level")
+                    .and_then(|v| serde_json::from_value(v.clone()).ok())
+                    .unwrap_or(AlertLevel::Info),
+                str_of(p, "subject").unwrap_or("").to_string(),
+                str_of(p, "body").unwrap_or("").to_string(),
+            ),
             _ => return None,
         };
         Some(Notice {

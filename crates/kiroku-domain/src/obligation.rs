@@ -148,6 +148,41 @@ fn add_business_days(from: DateTime, n: u32) -> Result<DateTime, jiff::Error> {
     Ok(at)
 }
 
+/// Where a duty stands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ObligationStatus {
+    #[default]
+    Pending,
+    Submitted,
+    /// Decided not to apply, with the reason recorded.
+    NotRequired,
+}
+
+impl ObligationStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ObligationStatus::Pending => "pending",
+            ObligationStatus::Submitted => "submitted",
+            ObligationStatus::NotRequired => "not_required",
+        }
+    }
+}
+
+/// The next reminder of a pending duty after `sent_until`: its next
+/// reminder time, then the due time itself (the overdue notice), then none.
+pub fn next_reminder(
+    remind_at: &[Timestamp],
+    due_at: Timestamp,
+    sent_until: Option<Timestamp>,
+) -> Option<Timestamp> {
+    remind_at
+        .iter()
+        .copied()
+        .chain(std::iter::once(due_at))
+        .find(|at| sent_until.is_none_or(|sent| *at > sent))
+}
+
 /// What is known about an incident that decides its duties.
 #[derive(Debug, Clone, Copy)]
 pub struct Facts<'a> {

@@ -104,6 +104,11 @@ impl From<AppError> for ApiError {
             AppError::Locked {
                 retry_after_secs, ..
             } => err.retry_after = Some(*retry_after_secs),
+            AppError::Refused { problems, .. } if !problems.is_empty() => {
+                err.body
+                    .detail
+                    .insert("problems".into(), serde_json::json!(problems));
+            }
             _ => {}
         }
         err

@@ -99,6 +99,32 @@ pub fn router(app: App, http: HttpConfig) -> Router {
         .route("/api/v1/incidents/{key}/timeline", get(i::timeline))
         .route("/api/v1/incidents/{key}/obligations", get(i::obligations))
         .route("/api/v1/incidents/{key}/notes", post(i::add_note))
+        .route(
+            "/api/v1/incidents/{key}/postmortem",
+            get(handlers::reports::show_postmortem).put(handlers::reports::save_postmortem),
+        )
+        .route(
+            "/api/v1/incidents/{key}/postmortem/approvals",
+            post(handlers::reports::approve_postmortem),
+        )
+        .route(
+            "/api/v1/incidents/{key}/reports/{file}",
+            get(handlers::reports::report),
+        )
+        .route(
+            "/api/v1/incidents/{key}/obligations/{rule}",
+            axum::routing::put(handlers::reports::decide_obligation),
+        )
+        .route(
+            "/api/v1/incidents/{key}/communications",
+            post(handlers::reports::communicate),
+        )
+        .route(
+            "/api/v1/obligations",
+            get(handlers::reports::pending_obligations),
+        )
+        .route("/api/v1/action-items", get(handlers::reports::action_items))
+        .route("/api/v1/metrics", get(handlers::reports::metrics))
         .route("/api/v1/users", get(a::users).post(a::create_user))
         .route("/api/v1/tokens", get(a::tokens).post(a::create_token))
         .route(

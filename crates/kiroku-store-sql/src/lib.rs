@@ -12,6 +12,7 @@ mod convert;
 mod escalation;
 mod migrate;
 mod notify;
+mod reports;
 mod store;
 mod tx;
 
@@ -34,6 +35,14 @@ impl Dialect {
         match self {
             Dialect::Sqlite => "",
             Dialect::Postgres => " FOR UPDATE",
+        }
+    }
+
+    /// A top-level text field of a JSON document column, as SQL.
+    fn json_text(self, column: &str, key: &str) -> String {
+        match self {
+            Dialect::Sqlite => format!("json_extract({column}, '$.{key}')"),
+            Dialect::Postgres => format!("(({column})::jsonb ->> '{key}')"),
         }
     }
 

@@ -12,8 +12,9 @@ use kiroku_domain::notify::Channel;
 use kiroku_domain::schedule::Schedule;
 use kiroku_domain::{AuditEvent, Incident, OutboxMessage, TimelineEntry};
 use kiroku_store::{
-    AlertQuery, ArchiveRecord, AuditQuery, ChangeRecord, DeliveryRecord, DeliveryStatus,
-    IncidentKey, IncidentQuery, PAGE_MAX, PageCursor, RawAuditEvent, Result, SessionRecord, Store,
+    ActionItemQuery, ActionItemRecord, AlertQuery, ArchiveRecord, AuditQuery, ChangeRecord,
+    DeliveryRecord, DeliveryStatus, FrozenPostmortem, IncidentKey, IncidentQuery, ObligationRecord,
+    PAGE_MAX, PageCursor, PostmortemRecord, RawAuditEvent, Result, SessionRecord, Store,
     StoreError, ThrottleRecord, TokenRecord, Tx, UserRecord, Work,
 };
 use sqlx::AnyPool;
@@ -30,7 +31,7 @@ use crate::{Dialect, map_err};
 /// `SQLITE_BUSY`) and reads through several; PostgreSQL uses one pool for both.
 #[derive(Clone)]
 pub struct SqlStore {
-    read: AnyPool,
+    pub(crate) read: AnyPool,
     write: AnyPool,
     dialect: Dialect,
     /// The audit tree's right edge as the last commit left it, so that an
@@ -739,6 +740,70 @@ impl Store for SqlStore {
                 page(limit)
             ),
             vec![Bind::Text(service.to_string())],
+        )
+        .await
+    }
+
+    async fn incident_stamps(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+        limit: i64,
+    ) -> Result<Vec<kiroku_domain::metrics::IncidentStamp>> {
+        self.incident_stamp_rows(from, to, limit).await
+    }
+
+    async fn postmortem(&self, incident: Uuid) -> Result<Option<PostmortemRecord>> {
+        self.postmortem_row(incident).await
+    }
+
+    async fn postmortem_versions(&self, incident: Uuid) -> Result<Vec<FrozenPostmortem>> {
+        self.postmortem_version_rows(incident).await
+    }
+
+    async fn action_items(&self, query: &ActionItemQuery) -> Result<Vec<ActionItemRecord>> {
+        self.action_item_rows(query).await
+    }
+
+    async fn obligations(&self, incident: Uuid) -> Result<Vec<ObligationRecord>> {
+        self.obligation_rows(
+            "incident_id = $1",
+            vec![Bind::Text(incident.to_string())],
+            PAGE_MAX,
+        )
+        .await
+    }
+
+    async fn pending_obligations(
+        &self,
+        due_before: Option<Timestamp>,
+        limit: i64,
+    ) -> Result<Vec<ObligationRecord>> {
+        match due_before {
+            Some(t) => {
+                self.obligation_rows(
+                    "status = 'pending' AND due_at <= $1",
+                    vec![Bind::Int(micros(t))],
+                    limit,
+                )
+                .await
+            }
+            None => {
+                self.obligation_rows("status = 'pending'", vec![], limit)
+                    .await
+            }
+        }
+    }
+
+    async fn obligations_to_remind(
+        &self,
+        now: Timestamp,
+        limit: i64,
+    ) -> Result<Vec<ObligationRecord>> {
+        self.obligation_rows(
+            "remind_at IS NOT NULL AND remind_at <= $1",
+            vec![Bind::Int(micros(now))],
+            limit,
         )
         .await
     }

@@ -10,8 +10,9 @@ use kiroku_domain::notify::Channel;
 use kiroku_domain::schedule::Schedule;
 use kiroku_domain::{AuditEvent, Incident, OutboxMessage, TimelineEntry};
 use kiroku_store::{
-    ArchiveRecord, ChangeRecord, DeliveryRecord, IncidentKey, Result, SessionRecord, StoreError,
-    ThrottleRecord, TokenRecord, Tx, UserRecord, Work,
+    ActionItemRecord, ArchiveRecord, ChangeRecord, DeliveryRecord, FrozenPostmortem, IncidentKey,
+    ObligationRecord, PostmortemRecord, Result, SessionRecord, StoreError, ThrottleRecord,
+    TokenRecord, Tx, UserRecord, Work,
 };
 use sqlx::{Any, Transaction};
 use uuid::Uuid;
@@ -21,6 +22,7 @@ use kiroku_audit::{CompactRange, canonical_doc};
 
 use crate::convert::{from_doc, from_micros, micros, opt_micros, search_text, to_doc};
 use crate::escalation::{self, Versioned};
+use crate::reports;
 use crate::store::{Bind, Statement, bind_all, multi_insert};
 use crate::{Dialect, alerts, map_err, notify};
 
@@ -764,6 +766,54 @@ impl Tx for SqlTx {
     async fn insert_service_change(&mut self, change: &ChangeRecord) -> Result<()> {
         self.flush().await?;
         alerts::insert_service_change(&mut self.tx, change).await
+    }
+
+    async fn postmortem_for_update(&mut self, incident: Uuid) -> Result<Option<PostmortemRecord>> {
+        self.flush().await?;
+        reports::postmortem_for_update(&mut self.tx, self.dialect, incident).await
+    }
+
+    async fn save_postmortem(
+        &mut self,
+        record: &PostmortemRecord,
+        expected_version: i64,
+    ) -> Result<()> {
+        self.flush().await?;
+        reports::save_postmortem(&mut self.tx, record, expected_version).await
+    }
+
+    async fn insert_postmortem_version(&mut self, frozen: &FrozenPostmortem) -> Result<()> {
+        self.flush().await?;
+        reports::insert_postmortem_version(&mut self.tx, frozen).await
+    }
+
+    async fn replace_action_items(
+        &mut self,
+        incident: Uuid,
+        items: &[ActionItemRecord],
+    ) -> Result<()> {
+        self.flush().await?;
+        reports::replace_action_items(&mut self.tx, incident, items).await
+    }
+
+    async fn mark_action_item_reminded(&mut self, id: Uuid) -> Result<()> {
+        self.flush().await?;
+        reports::mark_action_item_reminded(&mut self.tx, id).await
+    }
+
+    async fn obligations_for_update(&mut self, incident: Uuid) -> Result<Vec<ObligationRecord>> {
+        self.flush().await?;
+        reports::obligations_for_update(&mut self.tx, self.dialect, incident).await
+    }
+
+    async fn save_obligation(&mut self, record: &ObligationRecord) -> Result<()> {
+        self.flush().await?;
+        reports::save_obligation(&mut self.tx, record).await
+    }
+
+    async fn delete_obligation(&mut self, incident: Uuid, rule: &str) -> Result<()> {
+        self.flush().await?;
+        reports::delete_obligation(&mut self.tx, incident, rule).await
     }
 
     async fn commit(mut self: Box<Self>) -> Result<()> {

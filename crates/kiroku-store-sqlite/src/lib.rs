@@ -36,6 +36,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "escalation",
         sql: include_str!("../migrations/0005_escalation.sql"),
     },
+    Migration {
+        version: 6,
+        name: "reports",
+        sql: include_str!("../migrations/0006_reports.sql"),
+    },
 ];
 
 pub struct Options {

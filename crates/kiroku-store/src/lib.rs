@@ -148,6 +148,32 @@ pub trait Store: Send + Sync + 'static {
     /// A service's change events, newest first.
     async fn service_changes(&self, service: Uuid, limit: i64) -> Result<Vec<ChangeRecord>>;
 
+    /// The times of incidents detected in `[from, to)`, at most `limit`.
+    async fn incident_stamps(
+        &self,
+        from: jiff::Timestamp,
+        to: jiff::Timestamp,
+        limit: i64,
+    ) -> Result<Vec<kiroku_domain::metrics::IncidentStamp>>;
+    async fn postmortem(&self, incident: Uuid) -> Result<Option<PostmortemRecord>>;
+    /// The versions made final, oldest first.
+    async fn postmortem_versions(&self, incident: Uuid) -> Result<Vec<FrozenPostmortem>>;
+    /// Action items by due date (undated last), then id.
+    async fn action_items(&self, query: &ActionItemQuery) -> Result<Vec<ActionItemRecord>>;
+    async fn obligations(&self, incident: Uuid) -> Result<Vec<ObligationRecord>>;
+    /// Pending duties, soonest due first; with `due_before`, only those due by then.
+    async fn pending_obligations(
+        &self,
+        due_before: Option<jiff::Timestamp>,
+        limit: i64,
+    ) -> Result<Vec<ObligationRecord>>;
+    /// Pending duties whose next reminder is due by `now`.
+    async fn obligations_to_remind(
+        &self,
+        now: jiff::Timestamp,
+        limit: i64,
+    ) -> Result<Vec<ObligationRecord>>;
+
     async fn channels(&self) -> Result<Vec<Channel>>;
     /// Deliveries newest first, optionally of one status.
     async fn deliveries(
@@ -325,6 +351,27 @@ pub trait Tx: Send {
         since: jiff::Timestamp,
     ) -> Result<Option<Uuid>>;
     async fn insert_service_change(&mut self, change: &ChangeRecord) -> Result<()>;
+
+    /// Call with the incident locked, so saves of one postmortem queue.
+    async fn postmortem_for_update(&mut self, incident: Uuid) -> Result<Option<PostmortemRecord>>;
+    /// Inserts (`expected_version` 0) or replaces the row at that version.
+    async fn save_postmortem(
+        &mut self,
+        record: &PostmortemRecord,
+        expected_version: i64,
+    ) -> Result<()>;
+    async fn insert_postmortem_version(&mut self, frozen: &FrozenPostmortem) -> Result<()>;
+    /// Makes the incident's tracked action items exactly `items`.
+    async fn replace_action_items(
+        &mut self,
+        incident: Uuid,
+        items: &[ActionItemRecord],
+    ) -> Result<()>;
+    async fn mark_action_item_reminded(&mut self, id: Uuid) -> Result<()>;
+    /// Call with the incident locked.
+    async fn obligations_for_update(&mut self, incident: Uuid) -> Result<Vec<ObligationRecord>>;
+    async fn save_obligation(&mut self, record: &ObligationRecord) -> Result<()>;
+    async fn delete_obligation(&mut self, incident: Uuid, rule: &str) -> Result<()>;
 
     async fn commit(self: Box<Self>) -> Result<()>;
 }

@@ -209,3 +209,81 @@ pub struct DeliveryRecord {
     #[serde(default)]
     pub page: bool,
 }
+
+/// An incident's postmortem as kept: the document, where it stands, and
+/// the approvals given to this version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PostmortemRecord {
+    pub incident_id: Uuid,
+    /// Bumped by every save; a writer naming an older one is refused.
+    pub version: i64,
+    pub stage: kiroku_domain::postmortem::Stage,
+    pub postmortem: kiroku_domain::postmortem::Postmortem,
+    pub approvals: Vec<kiroku_domain::postmortem::Approval>,
+    pub updated_at: Timestamp,
+    pub updated_by: Option<kiroku_domain::UserRef>,
+    /// The SHA-256 of the last version made final, if one was.
+    pub final_hash: Option<String>,
+    pub final_version: Option<i64>,
+}
+
+/// A version made final, frozen as the canonical bytes that were hashed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FrozenPostmortem {
+    pub incident_id: Uuid,
+    pub version: i64,
+    pub sha256: String,
+    pub finalised_at: Timestamp,
+    /// RFC 8785 JSON of the version and its approvals.
+    pub canonical: String,
+}
+
+/// An action item as tracked across incidents.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActionItemRecord {
+    pub id: Uuid,
+    pub incident_id: Uuid,
+    pub incident_number: String,
+    pub item: kiroku_domain::postmortem::ActionItem,
+    /// Its owner was told it is overdue (once per due date).
+    pub reminded: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ActionItemQuery {
+    pub incident: Option<Uuid>,
+    pub owner: Option<Uuid>,
+    /// Only items not done.
+    pub open_only: bool,
+    /// Only items due before this day.
+    pub due_before: Option<jiff::civil::Date>,
+    /// Only items whose owner has not been told they are overdue.
+    pub unreminded: bool,
+    pub limit: i64,
+}
+
+/// One duty to notify a regulator or the people affected, with its status.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ObligationRecord {
+    pub incident_id: Uuid,
+    pub incident_number: String,
+    pub rule: String,
+    pub due_at: Timestamp,
+    pub remind_at: Vec<Timestamp>,
+    pub status: kiroku_domain::obligation::ObligationStatus,
+    pub reason: String,
+    pub decided_by: Option<kiroku_domain::UserRef>,
+    pub decided_at: Option<Timestamp>,
+    /// Reminders up to this time have been sent.
+    pub reminded_until: Option<Timestamp>,
+}
+
+impl ObligationRecord {
+    /// When it must be reminded of next; none once decided or all sent.
+    pub fn next_reminder(&self) -> Option<Timestamp> {
+        if self.status != kiroku_domain::obligation::ObligationStatus::Pending {
+            return None;
+        }
+        kiroku_domain::obligation::next_reminder(&self.remind_at, self.due_at, self.reminded_until)
+    }
+}

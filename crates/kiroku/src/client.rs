@@ -129,13 +129,13 @@ impl Client {
         self
     }
 
-    /// Sends a request; returns the JSON body (Null for 204) and headers.
-    pub async fn send(
+    /// Sends a request; returns the status, headers and body as they came.
+    async fn exchange(
         &self,
         method: Method,
         path: &str,
         body: Option<&Value>,
-    ) -> Result<(Value, reqwest::header::HeaderMap), ClientError> {
+    ) -> Result<(reqwest::StatusCode, reqwest::header::HeaderMap, Vec<u8>), ClientError> {
         let mut req = self
             .http
             .request(method, format!("{}{}", self.server, path));
@@ -154,27 +154,42 @@ impl Client {
         })?;
         let status = res.status();
         let headers = res.headers().clone();
-        let text = res
-            .text()
+        let bytes = res
+            .bytes()
             .await
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
-        let json: Value = if text.is_empty() {
+        Ok((status, headers, bytes.to_vec()))
+    }
+
+    /// Sends a request; returns the JSON body (Null for 204) and headers.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(Value, reqwest::header::HeaderMap), ClientError> {
+        let (status, headers, bytes) = self.exchange(method, path, body).await?;
+        let json: Value = if bytes.is_empty() {
             Value::Null
         } else {
-            serde_json::from_str(&text).map_err(|_| {
+            serde_json::from_slice(&bytes).map_err(|_| {
                 ClientError::Protocol(format!("HTTP {status} with a body that is not JSON"))
             })?
         };
         if status.is_success() {
             return Ok((json, headers));
         }
-        let s = |k: &str| json.get(k).and_then(Value::as_str).map(str::to_string);
-        Err(ClientError::Api {
-            status,
-            code: s("code").unwrap_or_else(|| "unknown".into()),
-            message: s("message").unwrap_or_else(|| format!("HTTP {status}")),
-            field: s("field"),
-        })
+        Err(api_error(status, &json))
+    }
+
+    /// A GET whose answer is a file (a report), not JSON.
+    pub async fn get_file(&self, path: &str) -> Result<Vec<u8>, ClientError> {
+        let (status, _, bytes) = self.exchange(Method::GET, path, None).await?;
+        if status.is_success() {
+            return Ok(bytes);
+        }
+        let json: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Err(api_error(status, &json))
     }
 
     pub async fn get(&self, path: &str) -> Result<Value, ClientError> {
@@ -183,5 +198,16 @@ impl Client {
 
     pub async fn post(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
         Ok(self.send(Method::POST, path, Some(body)).await?.0)
+    }
+}
+
+/// The API's JSON error body as a client error.
+fn api_error(status: reqwest::StatusCode, json: &Value) -> ClientError {
+    let s = |k: &str| json.get(k).and_then(Value::as_str).map(str::to_string);
+    ClientError::Api {
+        status,
+        code: s("code").unwrap_or_else(|| "unknown".into()),
+        message: s("message").unwrap_or_else(|| format!("HTTP {status}")),
+        field: s("field"),
     }
 }

@@ -71,6 +71,24 @@ pub struct FileConfig {
     /// Detection over the audit log (seed 001 No.29); defaults on.
     #[serde(default)]
     pub detection: DetectionRules,
+    #[serde(default)]
+    pub reports: ReportsFile,
+}
+
+/// Postmortems and reports.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportsFile {
+    /// The TrueType/OpenType font PDF reports are set in; default: the
+    /// first of Debian's Japanese fonts found (IPAex Gothic, Noto Sans CJK).
+    pub font: Option<PathBuf>,
+    /// 宛先 of a 始末書 whose postmortem names none.
+    pub addressees: Option<String>,
+    /// Who approves a postmortem, in order.
+    pub approvals: Option<kiroku_domain::postmortem::ApprovalChain>,
+    /// The notification duties, replacing the presets (APPI, GDPR, NIS2,
+    /// SEC 8-K, HIPAA); see docs/reports.md for the shape.
+    pub obligations: Option<Vec<kiroku_domain::obligation::ObligationRule>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -300,6 +318,22 @@ pub struct Settings {
     pub smtp: Option<crate::notify::SmtpSettings>,
     pub sms: Option<crate::notify::SmsSettings>,
     pub link_key_file: PathBuf,
+    pub report_font: Option<PathBuf>,
+}
+
+/// The font PDF reports are set in: the configured file, or the first of
+/// the usual Japanese fonts this machine has.
+pub fn report_fonts(configured: Option<&Path>) -> anyhow::Result<kiroku_report::Fonts> {
+    if let Some(path) = configured {
+        return kiroku_report::Fonts::load(path)
+            .with_context(|| format!("reports.font {} is not a usable font", path.display()));
+    }
+    for path in kiroku_report::pdf::FONT_PATHS {
+        if let Ok(fonts) = kiroku_report::Fonts::load(Path::new(path)) {
+            return Ok(fonts);
+        }
+    }
+    bail!("no Japanese font found; install fonts-ipaexfont-gothic or set reports.font")
 }
 
 pub fn read_file(path: Option<&Path>) -> anyhow::Result<FileConfig> {
@@ -426,6 +460,23 @@ pub fn app_config(
             .map_err(|e| anyhow::anyhow!("notify.public_url {}", e.message))?;
         config.notify.public_url = Some(url.clone());
     }
+    let r = &file.reports;
+    if let Some(a) = &r.addressees {
+        config.reports.addressees =
+            kiroku_domain::validate::line("reports.addressees", a, 200, false)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    if let Some(chain) = &r.approvals {
+        chain
+            .check()
+            .map_err(|e| anyhow::anyhow!("reports.approvals: {e}"))?;
+        config.reports.approvals = chain.clone();
+    }
+    if let Some(rules) = &r.obligations {
+        kiroku_domain::obligation::validate_rules(rules)
+            .map_err(|e| anyhow::anyhow!("reports.obligations: {e}"))?;
+        config.reports.obligations = rules.clone();
+    }
     Ok(config)
 }
 
@@ -458,6 +509,7 @@ impl Settings {
             },
             smtp: smtp_settings(&file)?,
             sms: sms_settings(&file)?,
+            report_font: file.reports.font.clone(),
             link_key_file: file.notify.link_key_file.clone().unwrap_or_else(|| {
                 args.store
                     .data_dir

@@ -7,4 +7,5 @@ pub mod intake;
 pub mod meta;
 pub mod notify;
 pub mod oncall;
+pub mod reports;
 pub mod services;

@@ -3,6 +3,7 @@
 
 mod alerts;
 mod oncall;
+mod report;
 
 use std::io::{IsTerminal, Read};
 use std::process::ExitCode;
@@ -53,6 +54,8 @@ pub enum Command {
     Alert(alerts::AlertCommand),
     /// Who is on call in a schedule, now or at a time.
     Oncall(oncall::OncallArgs),
+    /// Render an incident's 始末書, DB incident report or postmortem.
+    Report(report::ReportArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -368,6 +371,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Integration(cmd) => alerts::integration(cmd).await,
         Command::Alert(cmd) => alerts::alert(cmd).await,
         Command::Oncall(args) => oncall::oncall(args).await,
+        Command::Report(args) => report::report(args).await,
     }
 }
 
@@ -397,9 +401,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut settings = Settings::resolve(&args)?;
     settings.app.notify.link_key = Some(crate::audit::link_key(&settings.link_key_file)?);
     let store = settings.store.open().await?;
-    let app = App::new(store.clone(), settings.app.clone())
+    let mut app = App::new(store.clone(), settings.app.clone())
         .with_sealer(settings.audit.sealer()?)
         .with_detection(settings.detection.clone());
+    match crate::config::report_fonts(settings.report_font.as_deref()) {
+        Ok(fonts) => app = app.with_report_fonts(fonts),
+        // PDF reports are refused with a clear error; the rest works.
+        Err(e) => tracing::warn!("PDF reports unavailable: {e}"),
+    }
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
@@ -441,6 +450,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     });
     let notifications = tokio::spawn(app.clone().run_notifications(courier));
     let escalations = tokio::spawn(app.clone().run_escalations());
+    let reminders = tokio::spawn(app.clone().run_reminders());
     let other_nodes = tokio::spawn(app.clone().watch_other_nodes());
     tracing::info!(store = %settings.store.describe(), "kiroku listening on http://{addr}");
     let router = kiroku_server::router(app.clone(), settings.http);
@@ -449,6 +459,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     detection.abort();
     notifications.abort();
     escalations.abort();
+    reminders.abort();
     other_nodes.abort();
     app.record_system_event("sys_shutdown", detail).await?;
     sign_head(&app).await;

@@ -16,4 +16,5 @@ mod notify;
 mod notify_cli;
 mod openapi;
 mod peer;
+mod reports;
 mod support;

@@ -233,6 +233,10 @@ impl TestApp {
         let mut app = App::new(store.store.clone(), config)
             .with_signer(signer)
             .with_sealer(sealer);
+        // As `kiroku serve` does; without a font PDF reports answer 503.
+        if let Ok(fonts) = kiroku::config::report_fonts(None) {
+            app = app.with_report_fonts(fonts);
+        }
         if let Some(rules) = extras.detection {
             app = app.with_detection(rules);
             tokio::spawn(app.clone().run_detection());
