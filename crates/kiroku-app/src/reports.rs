@@ -817,14 +817,12 @@ impl App {
         let today = self.config.time_zone.to_datetime(self.now()).date();
         let overdue = self
             .store
-            .action_items(&ActionItemQuery {
+            .count_action_items(&ActionItemQuery {
                 open_only: true,
                 due_before: Some(today),
-                limit: kiroku_store::PAGE_MAX,
                 ..ActionItemQuery::default()
             })
-            .await?
-            .len();
+            .await?;
         let trend = request
             .bucket
             .map(|size| kiroku_domain::metrics::TrendSpec {
@@ -837,7 +835,7 @@ impl App {
                 from: request.from,
                 to: request.to,
             },
-            overdue as u64,
+            overdue.max(0) as u64,
             trend.as_ref(),
         ))
     }

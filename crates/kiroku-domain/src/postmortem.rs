@@ -322,30 +322,26 @@ impl<U> Postmortem<U> {
         self,
         mut resolve: impl FnMut(&str, U) -> Result<V, E>,
     ) -> Result<Postmortem<V>, E> {
+        let mut owner = |list: &str, i: usize, who: Option<U>| {
+            who.map(|u| resolve(&format!("{list}[{i}].owner"), u))
+                .transpose()
+        };
         let mut measures = Vec::with_capacity(self.measures.len());
         for (i, m) in self.measures.into_iter().enumerate() {
-            let owner = match m.owner {
-                Some(u) => Some(resolve(&format!("measures[{i}].owner"), u)?),
-                None => None,
-            };
             measures.push(Measure {
+                owner: owner("measures", i, m.owner)?,
                 term: m.term,
                 text: m.text,
-                owner,
                 due: m.due,
                 status: m.status,
             });
         }
         let mut action_items = Vec::with_capacity(self.action_items.len());
         for (i, a) in self.action_items.into_iter().enumerate() {
-            let owner = match a.owner {
-                Some(u) => Some(resolve(&format!("action_items[{i}].owner"), u)?),
-                None => None,
-            };
             action_items.push(ActionItem {
+                owner: owner("action_items", i, a.owner)?,
                 id: a.id,
                 title: a.title,
-                owner,
                 due: a.due,
                 status: a.status,
             });

@@ -157,16 +157,31 @@ pub(crate) async fn escalation_for_update(
     dialect: Dialect,
     incident: Uuid,
 ) -> Result<Option<Escalation>> {
+    Ok(
+        docs_of_incident_for_update(conn, dialect, "escalations", incident)
+            .await?
+            .pop(),
+    )
+}
+
+/// The documents of one incident's rows in `table` (always one of ours),
+/// locked for the rest of the transaction.
+pub(crate) async fn docs_of_incident_for_update<T: serde::de::DeserializeOwned>(
+    conn: &mut AnyConnection,
+    dialect: Dialect,
+    table: &'static str,
+    incident: Uuid,
+) -> Result<Vec<T>> {
     let sql = format!(
-        "SELECT doc FROM escalations WHERE incident_id = $1{}",
+        "SELECT doc FROM {table} WHERE incident_id = $1{}",
         dialect.for_update()
     );
-    let row: Option<(String,)> = sqlx::query_as(&sql)
+    let rows: Vec<(String,)> = sqlx::query_as(&sql)
         .bind(incident.to_string())
-        .fetch_optional(conn)
+        .fetch_all(conn)
         .await
         .map_err(map_err)?;
-    row.map(|(d,)| from_doc(&d)).transpose()
+    rows.iter().map(|(d,)| from_doc(d)).collect()
 }
 
 pub(crate) async fn save_escalation(

@@ -38,14 +38,6 @@ impl Dialect {
         }
     }
 
-    /// A top-level text field of a JSON document column, as SQL.
-    fn json_text(self, column: &str, key: &str) -> String {
-        match self {
-            Dialect::Sqlite => format!("json_extract({column}, '$.{key}')"),
-            Dialect::Postgres => format!("(({column})::jsonb ->> '{key}')"),
-        }
-    }
-
     fn begin_statement(self) -> &'static str {
         match self {
             Dialect::Sqlite => "BEGIN IMMEDIATE",

@@ -10,48 +10,34 @@ use sqlx::AnyConnection;
 use uuid::Uuid;
 
 use crate::convert::{from_doc, micros, opt_micros, to_doc};
+use crate::escalation::docs_of_incident_for_update;
 use crate::store::{Bind, SqlStore, page};
 use crate::{Dialect, map_err};
 
 impl SqlStore {
-    /// Only the times metrics need, taken out of each document by the
-    /// database, so that 100,000 incidents do not cross as whole documents.
+    /// Only the times metrics need, from the columns kept beside each
+    /// document (one index holds them all), so that 100,000 incidents do
+    /// not cross as whole documents.
     pub(crate) async fn incident_stamp_rows(
         &self,
         from: jiff::Timestamp,
         to: jiff::Timestamp,
         limit: i64,
     ) -> Result<Vec<IncidentStamp>> {
-        let d = self.dialect();
         let sql = format!(
-            "SELECT category, severity, detected_at, {}, {}, {} FROM incidents
-             WHERE detected_at >= $1 AND detected_at < $2 ORDER BY detected_at LIMIT {}",
-            d.json_text("doc", "occurred_at"),
-            d.json_text("doc", "acknowledged_at"),
-            d.json_text("doc", "resolved_at"),
+            "SELECT category, severity, detected_at, occurred_at, acknowledged_at, resolved_at
+             FROM incidents WHERE detected_at >= $1 AND detected_at < $2
+             ORDER BY detected_at LIMIT {}",
             limit.max(1)
         );
-        type Row = (
-            String,
-            String,
-            i64,
-            Option<String>,
-            Option<String>,
-            Option<String>,
-        );
+        type Row = (String, String, i64, Option<i64>, Option<i64>, Option<i64>);
         let rows: Vec<Row> = sqlx::query_as(&sql)
             .bind(micros(from))
             .bind(micros(to))
             .fetch_all(&self.read)
             .await
             .map_err(map_err)?;
-        let time = |s: Option<String>| -> Result<Option<jiff::Timestamp>> {
-            s.map(|t| {
-                t.parse()
-                    .map_err(|e| StoreError::Corrupt(format!("incident time {t:?}: {e}")))
-            })
-            .transpose()
-        };
+        let time = |us: Option<i64>| us.map(crate::convert::from_micros).transpose();
         rows.into_iter()
             .map(
                 |(category, severity, detected, occurred, acknowledged, resolved)| {
@@ -105,33 +91,23 @@ impl SqlStore {
         &self,
         q: &ActionItemQuery,
     ) -> Result<Vec<ActionItemRecord>> {
-        let mut sql = String::from("SELECT doc FROM action_items WHERE 1 = 1");
-        let mut binds = Vec::new();
-        let mut param = |sql: &mut String, clause: &str, b: Bind| {
-            binds.push(b);
-            sql.push_str(&clause.replace('?', &format!("${}", binds.len())));
-        };
-        if let Some(i) = q.incident {
-            param(&mut sql, " AND incident_id = ?", Bind::Text(i.to_string()));
-        }
-        if let Some(o) = q.owner {
-            param(&mut sql, " AND owner_id = ?", Bind::Text(o.to_string()));
-        }
-        if q.open_only {
-            sql.push_str(" AND status <> 'done'");
-        }
-        if let Some(d) = q.due_before {
-            param(&mut sql, " AND due < ?", Bind::Text(d.to_string()));
-        }
-        if q.unreminded {
-            sql.push_str(" AND reminded = 0");
-        }
+        let (mut sql, binds) = action_item_filter("SELECT doc", q);
         // Undated items sort last on both backends.
         sql.push_str(&format!(
             " ORDER BY CASE WHEN due IS NULL THEN 1 ELSE 0 END, due, id LIMIT {}",
             page(q.limit)
         ));
         self.docs(&sql, binds).await
+    }
+
+    pub(crate) async fn action_item_count(&self, q: &ActionItemQuery) -> Result<i64> {
+        let (sql, binds) = action_item_filter("SELECT COUNT(*)", q);
+        let row = crate::store::bind_all(sqlx::query(&sql), binds)
+            .fetch_one(&self.read)
+            .await
+            .map_err(map_err)?;
+        let (n,): (i64,) = sqlx::FromRow::from_row(&row).map_err(map_err)?;
+        Ok(n)
     }
 
     pub(crate) async fn obligation_rows(
@@ -151,21 +127,42 @@ impl SqlStore {
     }
 }
 
+/// The statement selecting `what` from the action items `q` asks for.
+fn action_item_filter(what: &str, q: &ActionItemQuery) -> (String, Vec<Bind>) {
+    let mut sql = format!("{what} FROM action_items WHERE 1 = 1");
+    let mut binds = Vec::new();
+    let mut param = |sql: &mut String, clause: &str, b: Bind| {
+        binds.push(b);
+        sql.push_str(&clause.replace('?', &format!("${}", binds.len())));
+    };
+    if let Some(i) = q.incident {
+        param(&mut sql, " AND incident_id = ?", Bind::Text(i.to_string()));
+    }
+    if let Some(o) = q.owner {
+        param(&mut sql, " AND owner_id = ?", Bind::Text(o.to_string()));
+    }
+    if q.open_only {
+        sql.push_str(" AND status <> 'done'");
+    }
+    if let Some(d) = q.due_before {
+        param(&mut sql, " AND due < ?", Bind::Text(d.to_string()));
+    }
+    if q.unreminded {
+        sql.push_str(" AND reminded = 0");
+    }
+    (sql, binds)
+}
+
 pub(crate) async fn postmortem_for_update(
     conn: &mut AnyConnection,
     dialect: Dialect,
     incident: Uuid,
 ) -> Result<Option<PostmortemRecord>> {
-    let sql = format!(
-        "SELECT doc FROM postmortems WHERE incident_id = $1{}",
-        dialect.for_update()
-    );
-    let row: Option<(String,)> = sqlx::query_as(&sql)
-        .bind(incident.to_string())
-        .fetch_optional(conn)
-        .await
-        .map_err(map_err)?;
-    row.map(|(d,)| from_doc(&d)).transpose()
+    Ok(
+        docs_of_incident_for_update(conn, dialect, "postmortems", incident)
+            .await?
+            .pop(),
+    )
 }
 
 pub(crate) async fn save_postmortem(
@@ -284,16 +281,10 @@ pub(crate) async fn obligations_for_update(
     dialect: Dialect,
     incident: Uuid,
 ) -> Result<Vec<ObligationRecord>> {
-    let sql = format!(
-        "SELECT doc FROM obligations WHERE incident_id = $1 ORDER BY due_at, rule{}",
-        dialect.for_update()
-    );
-    let rows: Vec<(String,)> = sqlx::query_as(&sql)
-        .bind(incident.to_string())
-        .fetch_all(conn)
-        .await
-        .map_err(map_err)?;
-    rows.iter().map(|(d,)| from_doc(d)).collect()
+    let mut rows: Vec<ObligationRecord> =
+        docs_of_incident_for_update(conn, dialect, "obligations", incident).await?;
+    rows.sort_by(|a, b| (a.due_at, &a.rule).cmp(&(b.due_at, &b.rule)));
+    Ok(rows)
 }
 
 pub(crate) async fn save_obligation(

@@ -765,6 +765,10 @@ impl Store for SqlStore {
         self.action_item_rows(query).await
     }
 
+    async fn count_action_items(&self, query: &ActionItemQuery) -> Result<i64> {
+        self.action_item_count(query).await
+    }
+
     async fn obligations(&self, incident: Uuid) -> Result<Vec<ObligationRecord>> {
         self.obligation_rows(
             "incident_id = $1",

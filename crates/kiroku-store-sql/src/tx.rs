@@ -192,8 +192,8 @@ impl Tx for SqlTx {
         self.flush().await?;
         sqlx::query(
             "INSERT INTO incidents (id, number, status, severity, category, environment,
-                detected_at, search, version, doc)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                detected_at, search, version, doc, occurred_at, acknowledged_at, resolved_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         )
         .bind(i.id.to_string())
         .bind(&i.number)
@@ -205,6 +205,9 @@ impl Tx for SqlTx {
         .bind(incident_search(i))
         .bind(i.version)
         .bind(to_doc(i)?)
+        .bind(opt_micros(i.times.occurred_at))
+        .bind(opt_micros(i.times.acknowledged_at))
+        .bind(opt_micros(i.times.resolved_at))
         .execute(&mut *self.tx)
         .await
         .map_err(map_err)
@@ -234,8 +237,9 @@ impl Tx for SqlTx {
         self.flush().await?;
         let done = sqlx::query(
             "UPDATE incidents SET status = $1, severity = $2, category = $3, environment = $4,
-                detected_at = $5, search = $6, version = $7, doc = $8
-             WHERE id = $9 AND version = $10",
+                detected_at = $5, search = $6, version = $7, doc = $8,
+                occurred_at = $9, acknowledged_at = $10, resolved_at = $11
+             WHERE id = $12 AND version = $13",
         )
         .bind(i.status.as_str())
         .bind(&i.severity)
@@ -245,6 +249,9 @@ impl Tx for SqlTx {
         .bind(incident_search(i))
         .bind(i.version)
         .bind(to_doc(i)?)
+        .bind(opt_micros(i.times.occurred_at))
+        .bind(opt_micros(i.times.acknowledged_at))
+        .bind(opt_micros(i.times.resolved_at))
         .bind(i.id.to_string())
         .bind(expected_version)
         .execute(&mut *self.tx)

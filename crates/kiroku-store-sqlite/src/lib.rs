@@ -41,6 +41,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "reports",
         sql: include_str!("../migrations/0006_reports.sql"),
     },
+    Migration {
+        version: 7,
+        name: "incident_times",
+        sql: include_str!("../migrations/0007_incident_times.sql"),
+    },
 ];
 
 pub struct Options {

@@ -160,6 +160,8 @@ pub trait Store: Send + Sync + 'static {
     async fn postmortem_versions(&self, incident: Uuid) -> Result<Vec<FrozenPostmortem>>;
     /// Action items by due date (undated last), then id.
     async fn action_items(&self, query: &ActionItemQuery) -> Result<Vec<ActionItemRecord>>;
+    /// How many action items `query` matches, whatever its limit.
+    async fn count_action_items(&self, query: &ActionItemQuery) -> Result<i64>;
     async fn obligations(&self, incident: Uuid) -> Result<Vec<ObligationRecord>>;
     /// Pending duties, soonest due first; with `due_before`, only those due by then.
     async fn pending_obligations(

@@ -473,6 +473,7 @@ async fn reports_story(store: TestStore) {
     assert_eq!(m["incident_count"], 2);
     assert_eq!(m["by_category"]["database"], 1);
     assert_eq!(m["time_to_resolve"]["sample_count"], 1);
+    assert_eq!(m["overdue_action_items"], 1);
     let (s, kind, csv) = raw(
         &t,
         Some(&t.viewer),
