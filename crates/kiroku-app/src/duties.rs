@@ -130,7 +130,7 @@ impl App {
             category: &incident.category,
             personal_data: &incident.personal_data,
             aware_at: incident.times.detected_at,
-            determined_at: None,
+            determined_at: incident.materiality_determined_at,
         };
         let due = obligation::due_obligations(
             &self.config.reports.obligations,
@@ -277,6 +277,7 @@ impl App {
                     "number": incident.number,
                     "title": item.item.title,
                     "owner": item.item.owner.as_ref().map(|u| u.name.clone()),
+                    "recipient": item.item.owner.as_ref().map(|u| u.id),
                     "due": due,
                 }),
                 now,
@@ -355,6 +356,8 @@ impl App {
                 "name_en": view.name_en,
                 "due_at": record.due_at,
                 "due_local": due_local,
+                // The commander answers for the incident's duties.
+                "recipient": incident.commander.as_ref().map(|u| u.id),
             }),
             now,
         )])

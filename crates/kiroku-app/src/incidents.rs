@@ -360,10 +360,12 @@ impl App {
             return Ok(incident);
         }
         tx.update_incident(&incident, version).await?;
-        if changed
-            .iter()
-            .any(|f| matches!(*f, "personal_data" | "category"))
-        {
+        if changed.iter().any(|f| {
+            matches!(
+                *f,
+                "personal_data" | "category" | "materiality_determined_at"
+            )
+        }) {
             self.sync_obligations(&mut tx, &incident, false).await?;
         }
         let after = json!(incident);

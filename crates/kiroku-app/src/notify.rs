@@ -193,9 +193,16 @@ impl Notifier {
         let mut out = Vec::new();
         for (m, notice) in notices {
             let link = self.link(&notice);
-            // People's own contact methods are reached through escalation only.
-            let shared = channels.iter().filter(|c| c.is_shared());
-            for c in shared.filter(|c| c.levels.contains(&notice.level)) {
+            // People's own contact methods are reached through escalation,
+            // and by a message addressed to them (a reminder of their duty).
+            let recipient: Option<Uuid> = m
+                .payload
+                .get("recipient")
+                .and_then(|v| serde_json::from_value(v.clone()).ok());
+            let reached = channels
+                .iter()
+                .filter(|c| c.is_shared() || recipient.is_some_and(|u| c.is_method_of(u)));
+            for c in reached.filter(|c| c.levels.contains(&notice.level)) {
                 let key = format!("{}:{}", m.idempotency_key, c.id);
                 let body = render(c.kind, &notice, link.as_deref(), &key).to_string();
                 out.push(DeliveryRecord {

@@ -119,6 +119,10 @@ pub struct Incident {
     pub times: Lifecycle,
     /// When the response must have started, from the severity's target.
     pub response_due_at: Option<Timestamp>,
+    /// When the incident was determined to be material (SEC 8-K Item 1.05
+    /// counts its four business days from here).
+    #[serde(default)]
+    pub materiality_determined_at: Option<Timestamp>,
     pub impact: Impact,
     pub personal_data: PersonalData,
     pub commander: Option<UserRef>,
@@ -314,6 +318,7 @@ impl IncidentDraft {
             affected_services: self.affected_services,
             times: Lifecycle::new(self.occurred_at, detected),
             response_due_at,
+            materiality_determined_at: None,
             impact: self.impact,
             personal_data: self.personal_data,
             commander: self.commander,
@@ -349,6 +354,7 @@ pub struct IncidentPatch<U = UserRef> {
     pub location: Option<String>,
     pub affected_services: Option<Vec<String>>,
     pub occurred_at: Option<Timestamp>,
+    pub materiality_determined_at: Option<Timestamp>,
     pub impact: Option<Impact>,
     pub personal_data: Option<PersonalData>,
     #[serde(default, deserialize_with = "present")]
@@ -367,6 +373,7 @@ impl<U> Default for IncidentPatch<U> {
             location: None,
             affected_services: None,
             occurred_at: None,
+            materiality_determined_at: None,
             impact: None,
             personal_data: None,
             commander: None,
@@ -391,6 +398,7 @@ impl<U> IncidentPatch<U> {
             location: self.location,
             affected_services: self.affected_services,
             occurred_at: self.occurred_at,
+            materiality_determined_at: self.materiality_determined_at,
             impact: self.impact,
             personal_data: self.personal_data,
             commander,
@@ -445,6 +453,16 @@ impl Incident {
             check_times(Some(v), next.times.detected_at, now)?;
             next.times.occurred_at = Some(v);
         }
+        if let Some(v) = patch.materiality_determined_at {
+            if v > now + CLOCK_SKEW {
+                return Err(ValidationError::new(
+                    "materiality_determined_at",
+                    "in_future",
+                    "must not be in the future",
+                ));
+            }
+            next.materiality_determined_at = Some(v);
+        }
         if let Some(v) = patch.impact {
             next.impact = v.validated()?;
         }
@@ -486,6 +504,10 @@ impl Incident {
         check(
             "occurred_at",
             self.times.occurred_at != other.times.occurred_at,
+        );
+        check(
+            "materiality_determined_at",
+            self.materiality_determined_at != other.materiality_determined_at,
         );
         check("impact", self.impact != other.impact);
         check("personal_data", self.personal_data != other.personal_data);

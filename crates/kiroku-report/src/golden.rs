@@ -51,6 +51,7 @@ fn incident(category: &str, number: &str, title: &str) -> Incident {
             closed_at: None,
         },
         response_due_at: Some(ts("2025-06-11T05:10:00Z")),
+        materiality_determined_at: None,
         impact: Impact::default(),
         personal_data: PersonalData::default(),
         commander: Some(user(2, "sato")),

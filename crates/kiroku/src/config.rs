@@ -328,12 +328,8 @@ pub fn report_fonts(configured: Option<&Path>) -> anyhow::Result<kiroku_report::
         return kiroku_report::Fonts::load(path)
             .with_context(|| format!("reports.font {} is not a usable font", path.display()));
     }
-    for path in kiroku_report::pdf::FONT_PATHS {
-        if let Ok(fonts) = kiroku_report::Fonts::load(Path::new(path)) {
-            return Ok(fonts);
-        }
-    }
-    bail!("no Japanese font found; install fonts-ipaexfont-gothic or set reports.font")
+    kiroku_report::Fonts::load_installed()
+        .context("no Japanese font found; install fonts-ipaexfont-gothic or set reports.font")
 }
 
 pub fn read_file(path: Option<&Path>) -> anyhow::Result<FileConfig> {

@@ -163,6 +163,54 @@ async fn reports_story(store: TestStore) {
     assert_eq!(s, StatusCode::OK, "{decided}");
     assert_eq!(decided["decided_by"]["name"], "admin");
     assert_eq!(decided["overdue"], false);
+    // SEC 8-K counts from the materiality determination, once recorded.
+    let (s, e) = t
+        .call(
+            Some(&t.admin),
+            Method::PATCH,
+            &format!("/api/v1/incidents/{leak_no}"),
+            Some(json!({ "materiality_determined_at": "2999-01-01T00:00:00Z" })),
+        )
+        .await;
+    assert_eq!(
+        (s, e["field"].as_str()),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("materiality_determined_at")
+        )
+    );
+    let (s, e) = t
+        .call(
+            Some(&t.admin),
+            Method::PATCH,
+            &format!("/api/v1/incidents/{leak_no}"),
+            Some(json!({ "materiality_determined_at": ago(1) })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{e}");
+    let (_, duties) = t
+        .get(
+            &t.admin,
+            &format!("/api/v1/incidents/{leak_no}/obligations"),
+        )
+        .await;
+    let keys: Vec<&str> = duties["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|d| d["key"].as_str())
+        .collect();
+    assert!(keys.contains(&"sec_8k"), "{keys:?}");
+    let submitted = duties["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["key"] == "appi_preliminary")
+        .unwrap();
+    assert_eq!(
+        submitted["status"], "submitted",
+        "a decision survives a change of facts"
+    );
 
     // --- A postmortem: bad input, 精神論不可, the chain, freezing.
     let db = t.declare(&t.admin, "開発DBのデータ消失", "P1").await;
@@ -332,8 +380,29 @@ async fn reports_story(store: TestStore) {
     let (s, items) = t.get(&t.viewer, "/api/v1/action-items?overdue=true").await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(items["items"][0]["incident_number"], no.as_str(), "{items}");
+    // The owner hears of it on their own contact method, once.
+    let rx = crate::notify::Receiver::default();
+    let hooks = rx.start().await;
+    let (s, e) = t
+        .post(
+            &t.admin,
+            "/api/v1/users/responder/contact-methods",
+            json!({ "label": "hook", "type": "webhook", "address": format!("{hooks}/owner") }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{e}");
     assert_eq!(t.app.send_due_reminders().await.unwrap(), 1);
     assert_eq!(t.app.send_due_reminders().await.unwrap(), 0);
+    rx.wait_for("the owner's reminder", |r| !r.of("owner").is_empty())
+        .await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let heard = rx.of("owner");
+    assert_eq!(heard.len(), 1, "{heard:#?}");
+    assert!(
+        heard[0].body.contains("バックアップスクリプト作成"),
+        "{}",
+        heard[0].body
+    );
     let (s, _) = t.get(&t.viewer, "/api/v1/action-items?owner=nobody").await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
 
