@@ -115,6 +115,10 @@ pub struct ReportRequest {
     pub pattern: Option<String>,
     #[serde(default)]
     pub lang: Option<String>,
+    /// A version made final, rendered from its frozen bytes; the current
+    /// postmortem when absent.
+    #[serde(default)]
+    pub version: Option<i64>,
 }
 
 #[derive(Debug, Clone)]
@@ -532,11 +536,14 @@ impl App {
             .await?
             .ok_or(AppError::NotFound { what: "incident" })?;
         let timeline = self.store.timeline(incident.id).await?;
-        let record = self
-            .store
-            .postmortem(incident.id)
-            .await?
-            .unwrap_or_else(|| empty_record(incident.id));
+        let record = match request.version {
+            None => self
+                .store
+                .postmortem(incident.id)
+                .await?
+                .unwrap_or_else(|| empty_record(incident.id)),
+            Some(v) => self.frozen_record(incident.id, v).await?,
+        };
         let duties = self.store.obligations(incident.id).await?;
         let obligations: Vec<ObligationLine> = duties
             .into_iter()
@@ -600,6 +607,38 @@ impl App {
         )
         .await?;
         Ok(doc)
+    }
+
+    /// A final version as it was frozen: the bytes whose SHA-256 the audit
+    /// trail holds, read back, so a report of it shows what was approved.
+    async fn frozen_record(&self, incident: Uuid, version: i64) -> Result<PostmortemRecord> {
+        let frozen = self
+            .store
+            .postmortem_versions(incident)
+            .await?
+            .into_iter()
+            .find(|f| f.version == version)
+            .ok_or(AppError::NotFound {
+                what: "final postmortem version",
+            })?;
+        #[derive(Deserialize)]
+        struct Frozen {
+            postmortem: Postmortem,
+            approvals: Vec<Approval>,
+        }
+        let parsed: Frozen = serde_json::from_str(&frozen.canonical)
+            .map_err(|e| AppError::Internal(format!("frozen postmortem v{version}: {e}")))?;
+        Ok(PostmortemRecord {
+            incident_id: incident,
+            version,
+            stage: Stage::Final,
+            postmortem: parsed.postmortem,
+            approvals: parsed.approvals,
+            updated_at: frozen.finalised_at,
+            updated_by: None,
+            final_hash: Some(frozen.sha256),
+            final_version: Some(version),
+        })
     }
 
     /// A report rendered: `kind` shimatsusho / db-incident / postmortem,

@@ -467,6 +467,23 @@ async fn reports_story(store: TestStore) {
     let (s, _, _) = raw(&t, None, &report("postmortem.md")).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     pdf_shows_every_section(&t, &report("db-incident.pdf")).await;
+    // The frozen version renders as approved, with its hash; an unknown one is 404.
+    let (s, _, body) = raw(
+        &t,
+        Some(&t.viewer),
+        &format!("{}?version=2", report("postmortem.md")),
+    )
+    .await;
+    let frozen = String::from_utf8(body).unwrap();
+    assert_eq!(s, StatusCode::OK, "{frozen}");
+    assert!(
+        frozen.contains(&hash) && frozen.contains("確定"),
+        "{frozen}"
+    );
+    let (s, e) = t
+        .get(&t.viewer, &format!("{}?version=3", report("postmortem.md")))
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{e}");
 
     // --- Communications.
     let comms = format!("/api/v1/incidents/{no}/communications");
