@@ -162,6 +162,7 @@ async fn render_only(
         issued_at: jiff::Timestamp::now(),
         default_addressees: "代表取締役社長 殿",
         western_dates: false,
+        contact: "",
     };
     let n = if quick { 20 } else { 100 };
     let time = |render: &dyn Fn() -> usize| -> Summary {

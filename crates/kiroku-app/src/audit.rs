@@ -709,21 +709,6 @@ impl ExportFormat {
     }
 }
 
-/// A CSV field: quoted when it must be, and with a leading `'` where a
-/// spreadsheet would take it for a formula.
-fn csv_field(s: &str) -> String {
-    let guarded = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-        format!("'{s}")
-    } else {
-        s.to_string()
-    };
-    if guarded.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", guarded.replace('"', "\"\""))
-    } else {
-        guarded
-    }
-}
-
 fn csv_row(e: &AuditEvent) -> String {
     let json =
         |v: &Option<serde_json::Value>| v.as_ref().map(|v| v.to_string()).unwrap_or_default();
@@ -759,7 +744,7 @@ fn csv_row(e: &AuditEvent) -> String {
     ];
     let mut row = fields
         .iter()
-        .map(|f| csv_field(f))
+        .map(|f| kiroku_domain::validate::csv_cell(f))
         .collect::<Vec<_>>()
         .join(",");
     row.push_str("\r\n");
@@ -819,20 +804,5 @@ impl App {
             .then(|| page.last().map(|e| e.seq))
             .flatten();
         Ok((out, next))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn csv_fields_are_quoted_and_guarded() {
-        assert_eq!(csv_field("plain"), "plain");
-        assert_eq!(csv_field("a,b"), "\"a,b\"");
-        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
-        assert_eq!(csv_field("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
-        assert_eq!(csv_field("-1"), "'-1");
-        assert_eq!(csv_field("line\nbreak"), "\"line\nbreak\"");
     }
 }

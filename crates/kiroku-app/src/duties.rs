@@ -144,10 +144,17 @@ impl App {
         };
         for d in &due {
             let record = match existing.iter().find(|e| e.rule == d.rule) {
-                Some(e) if e.due_at == d.due_at && e.remind_at == d.remind_at => continue,
+                Some(e)
+                    if e.due_at == d.due_at
+                        && e.remind_at == d.remind_at
+                        && e.late_at == d.late_at =>
+                {
+                    continue;
+                }
                 Some(e) => ObligationRecord {
                     due_at: d.due_at,
                     remind_at: d.remind_at.clone(),
+                    late_at: d.late_at,
                     ..e.clone()
                 },
                 None => ObligationRecord {
@@ -156,6 +163,7 @@ impl App {
                     rule: d.rule.clone(),
                     due_at: d.due_at,
                     remind_at: d.remind_at.clone(),
+                    late_at: d.late_at,
                     status: ObligationStatus::Pending,
                     reason: String::new(),
                     decided_by: None,
@@ -320,11 +328,7 @@ impl App {
             return Ok(false);
         };
         // After downtime several may be due: one message says where it stands.
-        let latest = record
-            .remind_at
-            .iter()
-            .copied()
-            .chain(std::iter::once(record.due_at))
+        let latest = obligation::reminder_times(&record.remind_at, record.due_at, record.late_at)
             .filter(|at| *at <= now)
             .max()
             .unwrap_or(next);

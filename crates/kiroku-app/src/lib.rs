@@ -48,8 +48,9 @@ pub use notify::{ChannelView, Courier, Delivered, NewChannel, NotifyPolicy};
 pub use oncall::{ContactMethodView, NewContactMethod, NewOverride};
 pub use policy::{AuthPolicy, Config, ReportPolicy};
 pub use reports::{
-    ApprovePostmortem, Communicate, CommunicationView, ListActionItems, MetricsRequest,
-    PostmortemView, RenderedReport, ReportFormat, ReportRequest, SavePostmortem,
+    ApprovePostmortem, BreachEntry, Communicate, CommunicationView, ListActionItems,
+    MetricsRequest, PostmortemView, RenderedReport, ReportFormat, ReportRequest, SavePostmortem,
+    breach_register_csv,
 };
 pub use seal::{SealMode, SealRule, Sealer};
 pub use services::{AlertList, ListAlerts, NewIntegration, NewMaintenanceWindow, NewService};

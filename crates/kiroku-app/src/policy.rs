@@ -25,6 +25,8 @@ pub struct ReportPolicy {
     pub obligations: Vec<ObligationRule>,
     /// 宛先 of a 始末書 whose postmortem names none.
     pub addressees: String,
+    /// Who a regulator contacts for more (GDPR Art. 33(3)(b)).
+    pub contact: String,
 }
 
 impl Default for ReportPolicy {
@@ -33,6 +35,7 @@ impl Default for ReportPolicy {
             approvals: ApprovalChain::default(),
             obligations: obligation::presets(),
             addressees: "代表取締役社長 殿／情報セキュリティ責任者（CISO） 殿".into(),
+            contact: String::new(),
         }
     }
 }

@@ -30,7 +30,7 @@ use jiff::{Timestamp, ToSpan};
 use serde::{Deserialize, Serialize};
 
 use crate::incident::Incident;
-use crate::validate::escape_markup;
+use crate::validate::{csv_cell, escape_markup};
 
 /// The few stamps of an incident the metrics need, so that a store can
 /// fetch these columns alone for many incidents.
@@ -488,24 +488,6 @@ pub fn to_csv(metrics: &Metrics) -> String {
         }
     }
     csv
-}
-
-/// One CSV cell: a leading `'` defuses text a spreadsheet would run as a
-/// formula, then the cell is quoted if it holds a comma, quote or line
-/// break. Every cell passes through here, but only category and severity
-/// keys can start with a formula character: the other cells are names and
-/// numbers this module writes, none of them negative.
-fn csv_cell(text: &str) -> String {
-    let defused = if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-        format!("'{text}")
-    } else {
-        text.to_owned()
-    };
-    if defused.contains([',', '"', '\r', '\n']) {
-        format!("\"{}\"", defused.replace('"', "\"\""))
-    } else {
-        defused
-    }
 }
 
 /// The language of a chart's fixed labels. Category and severity keys are

@@ -28,6 +28,10 @@ pub struct ObligationRule {
     pub due: Deadline,
     /// Remind this long before the due time.
     pub remind_hours_before: Vec<u32>,
+    /// This long past the due time, warn once more: the outer limit the
+    /// guidance allows (APPI's 速報: due at 3 days, warned at 5).
+    #[serde(default)]
+    pub late_after_hours: Option<u32>,
 }
 
 /// When a rule applies: every condition given must hold.
@@ -170,17 +174,29 @@ impl ObligationStatus {
 }
 
 /// The next reminder of a pending duty after `sent_until`: its next
-/// reminder time, then the due time itself (the overdue notice), then none.
+/// reminder time, then the due time itself (the overdue notice), then the
+/// late warning, then none.
 pub fn next_reminder(
     remind_at: &[Timestamp],
     due_at: Timestamp,
+    late_at: Option<Timestamp>,
     sent_until: Option<Timestamp>,
 ) -> Option<Timestamp> {
+    reminder_times(remind_at, due_at, late_at).find(|at| sent_until.is_none_or(|sent| *at > sent))
+}
+
+/// Every reminder of a duty in order: before the due time, at it, and the
+/// late warning after it.
+pub fn reminder_times(
+    remind_at: &[Timestamp],
+    due_at: Timestamp,
+    late_at: Option<Timestamp>,
+) -> impl Iterator<Item = Timestamp> + '_ {
     remind_at
         .iter()
         .copied()
         .chain(std::iter::once(due_at))
-        .find(|at| sent_until.is_none_or(|sent| *at > sent))
+        .chain(late_at)
 }
 
 /// What is known about an incident that decides its duties.
@@ -202,6 +218,8 @@ pub struct Due {
     pub due_at: Timestamp,
     /// Earliest first; only reminders after the anchor.
     pub remind_at: Vec<Timestamp>,
+    /// The second warning past the due time, if the rule asks for one.
+    pub late_at: Option<Timestamp>,
 }
 
 impl Trigger {
@@ -256,10 +274,16 @@ pub fn due_obligations(rules: &[ObligationRule], facts: &Facts<'_>, zone: &TimeZ
                 .collect();
             remind_at.sort();
             remind_at.dedup();
+            let late_at = rule.late_after_hours.and_then(|hours| {
+                due_at
+                    .checked_add(SignedDuration::from_hours(i64::from(hours)))
+                    .ok()
+            });
             Some(Due {
                 rule: rule.key.clone(),
                 due_at,
                 remind_at,
+                late_at,
             })
         })
         .collect()
@@ -298,6 +322,7 @@ pub fn validate_rules(rules: &[ObligationRule]) -> Result<(), ValidationError> {
         if rule
             .remind_hours_before
             .iter()
+            .chain(rule.late_after_hours.iter())
             .any(|hours| *hours > REMIND_HOURS_MAX)
         {
             return Err(ValidationError::new(
@@ -321,6 +346,13 @@ struct Preset<'a> {
 }
 
 impl Preset<'_> {
+    fn warned_late(self, after_hours: u32) -> ObligationRule {
+        ObligationRule {
+            late_after_hours: Some(after_hours),
+            ..self.after_awareness()
+        }
+    }
+
     fn rule(self, from: Anchor, extended: Option<(Trigger, Span)>) -> ObligationRule {
         ObligationRule {
             key: self.key.into(),
@@ -334,6 +366,7 @@ impl Preset<'_> {
                 extended,
             },
             remind_hours_before: self.remind_hours_before.to_vec(),
+            late_after_hours: None,
         }
     }
 
@@ -393,7 +426,7 @@ pub fn presets() -> Vec<ObligationRule> {
             within: Span::Days(3),
             remind_hours_before: &[48, 24],
         }
-        .after_awareness(),
+        .warned_late(48),
         // 施行規則 8条2項: 確報は30日以内, 不正の目的によるおそれは60日以内.
         Preset {
             key: "appi_final",
@@ -544,6 +577,7 @@ mod tests {
                 extended: None,
             },
             remind_hours_before: Vec::new(),
+            late_after_hours: None,
         }
     }
 
@@ -574,6 +608,33 @@ mod tests {
             [ts("2025-11-22T01:00:00Z"), ts("2025-11-23T01:00:00Z")]
         );
         assert!(find(&dues, "appi_individuals").is_some());
+        // Due at 3 days, warned once more at 5, the outer limit of 「速やかに」.
+        assert_eq!(preliminary.late_at, Some(ts("2025-11-26T01:00:00Z")));
+        let order: Vec<Timestamp> = reminder_times(
+            &preliminary.remind_at,
+            preliminary.due_at,
+            preliminary.late_at,
+        )
+        .collect();
+        assert_eq!(order.len(), 4);
+        assert_eq!(
+            next_reminder(
+                &preliminary.remind_at,
+                preliminary.due_at,
+                preliminary.late_at,
+                Some(preliminary.due_at)
+            ),
+            preliminary.late_at
+        );
+        assert_eq!(
+            next_reminder(
+                &preliminary.remind_at,
+                preliminary.due_at,
+                preliminary.late_at,
+                preliminary.late_at
+            ),
+            None
+        );
 
         let sensitive = PersonalData {
             sensitive: true,

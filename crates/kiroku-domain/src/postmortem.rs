@@ -249,6 +249,10 @@ pub struct Postmortem<U = UserRef> {
     pub measures: Vec<Measure<U>>,
     pub lessons: Lessons,
     pub action_items: Vec<ActionItem<U>>,
+    /// 本人への対応の実施状況: how the people affected were told and helped.
+    pub individuals_notice: String,
+    /// 公表の実施状況: whether and how the breach was made public.
+    pub publication: String,
     /// 宛先; the configured addressees when empty.
     pub addressees: String,
     /// 提出者の所属.
@@ -279,6 +283,8 @@ impl<U> Default for Postmortem<U> {
             measures: Vec::new(),
             lessons: Lessons::default(),
             action_items: Vec::new(),
+            individuals_notice: String::new(),
+            publication: String::new(),
             addressees: String::new(),
             affiliation: String::new(),
             appendix: Vec::new(),
@@ -366,6 +372,8 @@ impl<U> Postmortem<U> {
             measures,
             lessons: self.lessons,
             action_items,
+            individuals_notice: self.individuals_notice,
+            publication: self.publication,
             addressees: self.addressees,
             affiliation: self.affiliation,
             appendix: self.appendix,
@@ -463,6 +471,8 @@ impl<U> Postmortem<U> {
                 try_next: items("lessons.try", &self.lessons.try_next)?,
             },
             action_items,
+            individuals_notice: text("individuals_notice", &self.individuals_notice)?,
+            publication: text("publication", &self.publication)?,
             addressees: line("addressees", &self.addressees)?,
             affiliation: line("affiliation", &self.affiliation)?,
             appendix: items("appendix", &self.appendix)?,

@@ -129,6 +129,22 @@ pub fn escape_markup(s: &str) -> String {
         .replace('\'', "&#39;")
 }
 
+/// One CSV (RFC 4180) cell: a leading `'` defuses text a spreadsheet would
+/// run as a formula, then the cell is quoted if it holds a comma, quote or
+/// line break.
+pub fn csv_cell(text: &str) -> String {
+    let defused = if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{text}")
+    } else {
+        text.to_owned()
+    };
+    if defused.contains([',', '"', '\r', '\n']) {
+        format!("\"{}\"", defused.replace('"', "\"\""))
+    } else {
+        defused
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -192,6 +192,14 @@ fn postmortem() -> Postmortem {
     }
 }
 
+const ALL_KINDS: [Kind; 5] = [
+    Kind::Shimatsusho,
+    Kind::DbIncident,
+    Kind::Postmortem,
+    Kind::AppiReport,
+    Kind::GdprNotification,
+];
+
 struct Fixture {
     incident: Incident,
     timeline: Vec<TimelineEntry>,
@@ -243,6 +251,7 @@ impl Fixture {
             issued_at: ts("2025-06-13T03:00:00Z"),
             default_addressees: "代表取締役社長 殿／情報セキュリティ責任者（CISO） 殿",
             western_dates: false,
+            contact: "",
         };
         build(kind, &input, pattern, lang)
     }
@@ -270,6 +279,7 @@ fn leak() -> Fixture {
     };
     let mut f = Fixture::new(i);
     f.obligations = vec![ObligationLine {
+        key: "appi_preliminary".into(),
         name_ja: "個人情報保護委員会への速報".into(),
         name_en: "APPI preliminary report".into(),
         due_at: ts("2025-06-14T05:05:00Z"),
@@ -419,6 +429,38 @@ fn postmortem_in_both_languages() {
 }
 
 #[test]
+fn regulator_drafts_carry_every_item() {
+    let mut f = leak();
+    f.postmortem.individuals_notice = "対象者1,200名へメールで個別に連絡".into();
+    f.postmortem.publication = "自社サイトにてお知らせを掲載".into();
+    let appi = f.document(Kind::AppiReport, None, Lang::Ja);
+    let headings: Vec<String> = appi
+        .blocks
+        .iter()
+        .filter_map(|b| match b {
+            crate::Block::Heading { level: 1, text } => Some(text.clone()),
+            _ => None,
+        })
+        .collect();
+    for n in 1..=9 {
+        assert!(
+            headings.iter().any(|h| h.starts_with(&format!("{n}. "))),
+            "item {n} missing: {headings:?}"
+        );
+    }
+    // The preliminary report was submitted, so this is the final one.
+    assert!(appi.title.contains("確報"), "{}", appi.title);
+    let md = markdown::render(&appi);
+    assert!(md.contains("1200人") && md.contains("氏名"), "{md}");
+    insta::assert_snapshot!("appi_report", md);
+    let gdpr = markdown::render(&f.document(Kind::GdprNotification, None, Lang::En));
+    for item in ["(a) Nature", "(b) Contact", "(c) Likely", "(d) Measures"] {
+        assert!(gdpr.contains(item), "{item} missing:\n{gdpr}");
+    }
+    insta::assert_snapshot!("gdpr_notification", gdpr);
+}
+
+#[test]
 fn missing_data_shows_unwritten_never_blank() {
     let mut i = incident("data_loss", "LOSS-2025-002", "t");
     i.environment.clear();
@@ -433,14 +475,12 @@ fn missing_data_shows_unwritten_never_blank() {
         approvals: Vec::new(),
         ..Fixture::new(i)
     };
-    for kind in [Kind::Shimatsusho, Kind::DbIncident, Kind::Postmortem] {
+    for kind in ALL_KINDS {
         for lang in [Lang::Ja, Lang::En] {
             let md = f.render(kind, None, lang);
-            let placeholder = if kind == Kind::Postmortem && lang == Lang::En {
-                "Not recorded"
-            } else {
-                "未記入"
-            };
+            let english =
+                kind == Kind::GdprNotification || (kind == Kind::Postmortem && lang == Lang::En);
+            let placeholder = if english { "Not recorded" } else { "未記入" };
             assert!(md.contains(placeholder), "{kind:?} {lang:?}:\n{md}");
         }
     }
@@ -461,7 +501,7 @@ fn hostile_text_is_escaped_in_every_kind() {
     f.postmortem.measures[0].text = evil.into();
     f.postmortem.lessons.good = vec![evil.into()];
     f.timeline[0].body = evil.into();
-    for kind in [Kind::Shimatsusho, Kind::DbIncident, Kind::Postmortem] {
+    for kind in ALL_KINDS {
         // Inside a fenced code block text is shown as typed, which is safe.
         let md = outside_fences(&f.render(kind, None, Lang::Ja));
         assert!(!md.contains("<script>"), "{kind:?}");
@@ -487,6 +527,7 @@ fn hostile_text_is_escaped_in_every_kind() {
             issued_at: ts("2025-06-13T03:00:00Z"),
             default_addressees: "",
             western_dates: false,
+            contact: "",
         };
         let page = html::render(&build(kind, &input, None, Lang::Ja));
         assert!(!page.contains("<script>"), "{kind:?}");

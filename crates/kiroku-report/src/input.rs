@@ -21,6 +21,11 @@ pub enum Kind {
     /// The seed 003 database incident report.
     DbIncident,
     Postmortem,
+    /// A draft of the report to the 個人情報保護委員会 (施行規則 8条1項's
+    /// nine items).
+    AppiReport,
+    /// A draft of the GDPR Art. 33 notification, with the Art. 33(3) contents.
+    GdprNotification,
 }
 
 impl Kind {
@@ -29,6 +34,8 @@ impl Kind {
             "shimatsusho" => Some(Kind::Shimatsusho),
             "db-incident" => Some(Kind::DbIncident),
             "postmortem" => Some(Kind::Postmortem),
+            "appi-report" => Some(Kind::AppiReport),
+            "gdpr-notification" => Some(Kind::GdprNotification),
             _ => None,
         }
     }
@@ -38,6 +45,8 @@ impl Kind {
             Kind::Shimatsusho => "shimatsusho",
             Kind::DbIncident => "db-incident",
             Kind::Postmortem => "postmortem",
+            Kind::AppiReport => "appi-report",
+            Kind::GdprNotification => "gdpr-notification",
         }
     }
 }
@@ -89,6 +98,8 @@ impl Pattern {
 /// A regulator's duty as a report lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObligationLine {
+    /// The rule's key, e.g. `appi_preliminary`.
+    pub key: String,
     pub name_ja: String,
     pub name_en: String,
     pub due_at: Timestamp,
@@ -129,6 +140,9 @@ pub struct ReportInput<'a> {
     pub default_addressees: &'a str,
     /// Dates as 2025-06-11 even in Japanese (the DB incident report's form).
     pub western_dates: bool,
+    /// Who a regulator contacts (the data protection officer or the
+    /// privacy desk), for the GDPR notification.
+    pub contact: &'a str,
 }
 
 /// Shows what nobody wrote as 「未記入」, never as a blank.

@@ -10,6 +10,7 @@ pub mod input;
 pub mod markdown;
 pub mod pdf;
 pub mod postmortem;
+pub mod regulator;
 pub mod shimatsusho;
 #[cfg(test)]
 mod test_support;
@@ -35,5 +36,7 @@ pub fn build(
         ),
         Kind::DbIncident => db_incident::build(input),
         Kind::Postmortem => postmortem::build(input, lang),
+        Kind::AppiReport => regulator::appi(input),
+        Kind::GdprNotification => regulator::gdpr(input),
     }
 }

@@ -125,6 +125,10 @@ pub fn router(app: App, http: HttpConfig) -> Router {
         )
         .route("/api/v1/action-items", get(handlers::reports::action_items))
         .route("/api/v1/metrics", get(handlers::reports::metrics))
+        .route(
+            "/api/v1/breach-register",
+            get(handlers::reports::breach_register),
+        )
         .route("/api/v1/users", get(a::users).post(a::create_user))
         .route("/api/v1/tokens", get(a::tokens).post(a::create_token))
         .route(

@@ -132,6 +132,7 @@ pub const ROUTES: &[RouteRule] = &[
     rule("GET", "/api/v1/obligations", A, "obligation_list"),
     rule("GET", "/api/v1/action-items", A, "action_item_list"),
     rule("GET", "/api/v1/metrics", A, "metrics_read"),
+    rule("GET", "/api/v1/breach-register", A, "breach_register_read"),
     rule("GET", "/api/v1/users", A, "user_list"),
     rule("POST", "/api/v1/users", A, "user_create"),
     rule("GET", "/api/v1/tokens", A, "authn_token_list"),

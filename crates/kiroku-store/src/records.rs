@@ -270,6 +270,9 @@ pub struct ObligationRecord {
     pub rule: String,
     pub due_at: Timestamp,
     pub remind_at: Vec<Timestamp>,
+    /// The late warning past the due time, if the rule has one.
+    #[serde(default)]
+    pub late_at: Option<Timestamp>,
     pub status: kiroku_domain::obligation::ObligationStatus,
     pub reason: String,
     pub decided_by: Option<kiroku_domain::UserRef>,
@@ -284,6 +287,11 @@ impl ObligationRecord {
         if self.status != kiroku_domain::obligation::ObligationStatus::Pending {
             return None;
         }
-        kiroku_domain::obligation::next_reminder(&self.remind_at, self.due_at, self.reminded_until)
+        kiroku_domain::obligation::next_reminder(
+            &self.remind_at,
+            self.due_at,
+            self.late_at,
+            self.reminded_until,
+        )
     }
 }

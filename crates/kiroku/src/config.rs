@@ -84,6 +84,8 @@ pub struct ReportsFile {
     pub font: Option<PathBuf>,
     /// 宛先 of a 始末書 whose postmortem names none.
     pub addressees: Option<String>,
+    /// Who a regulator contacts for more, e.g. the data protection officer.
+    pub contact: Option<String>,
     /// Who approves a postmortem, in order.
     pub approvals: Option<kiroku_domain::postmortem::ApprovalChain>,
     /// The notification duties, replacing the presets (APPI, GDPR, NIS2,
@@ -461,6 +463,10 @@ pub fn app_config(
         config.reports.addressees =
             kiroku_domain::validate::line("reports.addressees", a, 200, false)
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    if let Some(c) = &r.contact {
+        config.reports.contact = kiroku_domain::validate::line("reports.contact", c, 200, false)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     if let Some(chain) = &r.approvals {
         chain

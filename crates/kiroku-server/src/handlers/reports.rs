@@ -236,3 +236,43 @@ pub async fn metrics(
         _ => Json(m).into_response(),
     })
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterParams {
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub format: Option<String>,
+}
+
+/// The GDPR Art. 33(5) breach register, as JSON or CSV.
+pub async fn breach_register(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ApiQuery(p): ApiQuery<RegisterParams>,
+) -> ApiResult<Response> {
+    let csv = match p.format.as_deref() {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(_) => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unknown_value",
+                "must be json or csv",
+            )
+            .field("format"));
+        }
+    };
+    let from = time_param("from", p.from)?;
+    let to = time_param("to", p.to)?;
+    let entries = s.app.breach_register(&caller, from, to).await?;
+    Ok(if csv {
+        (
+            [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+            kiroku_app::breach_register_csv(&entries),
+        )
+            .into_response()
+    } else {
+        Json(json!({ "items": entries })).into_response()
+    })
+}

@@ -12,6 +12,8 @@ pub enum ReportKind {
     Shimatsusho,
     DbIncident,
     Postmortem,
+    AppiReport,
+    GdprNotification,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -47,6 +49,8 @@ pub async fn report(a: ReportArgs) -> anyhow::Result<()> {
         ReportKind::Shimatsusho => "shimatsusho",
         ReportKind::DbIncident => "db-incident",
         ReportKind::Postmortem => "postmortem",
+        ReportKind::AppiReport => "appi-report",
+        ReportKind::GdprNotification => "gdpr-notification",
     };
     let format = match a.format {
         ReportFormat::Md => "md",

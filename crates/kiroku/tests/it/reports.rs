@@ -163,6 +163,55 @@ async fn reports_story(store: TestStore) {
     assert_eq!(s, StatusCode::OK, "{decided}");
     assert_eq!(decided["decided_by"]["name"], "admin");
     assert_eq!(decided["overdue"], false);
+    // Drafts for the regulators, filled from the incident.
+    let (s, _, body) = raw(
+        &t,
+        Some(&t.viewer),
+        &format!("/api/v1/incidents/{leak_no}/reports/appi-report.md"),
+    )
+    .await;
+    let appi = String::from_utf8(body).unwrap();
+    assert_eq!(s, StatusCode::OK, "{appi}");
+    assert!(
+        appi.contains("確報") && appi.contains("1500人") && appi.contains("メールアドレス"),
+        "{appi}"
+    );
+    let (s, _, body) = raw(
+        &t,
+        Some(&t.viewer),
+        &format!("/api/v1/incidents/{leak_no}/reports/gdpr-notification.md"),
+    )
+    .await;
+    let gdpr = String::from_utf8(body).unwrap();
+    assert_eq!(s, StatusCode::OK, "{gdpr}");
+    assert!(
+        gdpr.contains("Approximate number of data subjects") && gdpr.contains("1500"),
+        "{gdpr}"
+    );
+    // The Art. 33(5) register lists the breach with its facts and duties.
+    let (s, register) = t.get(&t.auditor, "/api/v1/breach-register").await;
+    assert_eq!(s, StatusCode::OK, "{register}");
+    let entry = &register["items"][0];
+    assert_eq!(entry["number"], leak_no.as_str());
+    assert_eq!(entry["people_affected"], 1500);
+    assert!(entry["duties"].to_string().contains("appi_preliminary"));
+    let (s, kind, csv) = raw(&t, Some(&t.auditor), "/api/v1/breach-register?format=csv").await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(kind.starts_with("text/csv"));
+    let csv = String::from_utf8(csv).unwrap();
+    assert!(
+        csv.starts_with("number,title,") && csv.contains(&leak_no),
+        "{csv}"
+    );
+    let (s, e) = t
+        .get(&t.auditor, "/api/v1/breach-register?format=xml")
+        .await;
+    assert_eq!(
+        (s, e["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("format"))
+    );
+    let (s, _, _) = raw(&t, None, "/api/v1/breach-register").await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
     // SEC 8-K counts from the materiality determination, once recorded.
     let (s, e) = t
         .call(
