@@ -515,7 +515,44 @@ async fn reports_story(store: TestStore) {
     }
     let (s, _, _) = raw(&t, None, &report("postmortem.md")).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
-    pdf_shows_every_section(&t, &report("db-incident.pdf")).await;
+    pdf_shows_every_section(
+        &t,
+        &report("db-incident.pdf"),
+        &[
+            "データベースインシデントレポート",
+            "エグゼクティブサマリー",
+            "インシデント詳細",
+            "タイムライン",
+            "根本原因分析",
+            "影響分析",
+            "対応内容",
+            "再発防止策",
+            "学んだ教訓",
+            "アクションアイテム",
+            "承認",
+            "WHERE句必須Lint",
+        ],
+    )
+    .await;
+    pdf_shows_every_section(
+        &t,
+        &report("shimatsusho.pdf"),
+        &[
+            "データ消失インシデント始末書",
+            "発生日時",
+            "発生場所",
+            "インシデント概要",
+            "影響範囲",
+            "復元時点",
+            "発見経緯",
+            "原因",
+            "対応措置",
+            "再発防止策",
+            "承認",
+            "令和",
+        ],
+    )
+    .await;
     // The frozen version renders as approved, with its hash; an unknown one is 404.
     let (s, _, body) = raw(
         &t,
@@ -710,7 +747,7 @@ fn urlencode(s: &str) -> String {
 }
 
 /// The PDF carries its text: pdftotext finds every section of the report.
-async fn pdf_shows_every_section(t: &TestApp, path: &str) {
+async fn pdf_shows_every_section(t: &TestApp, path: &str, sections: &[&str]) {
     let (s, kind, pdf) = raw(t, Some(&t.viewer), path).await;
     if s == StatusCode::SERVICE_UNAVAILABLE {
         println!(
@@ -732,20 +769,7 @@ async fn pdf_shows_every_section(t: &TestApp, path: &str) {
         return;
     };
     let text = String::from_utf8_lossy(&text.stdout);
-    for section in [
-        "データベースインシデントレポート",
-        "エグゼクティブサマリー",
-        "インシデント詳細",
-        "タイムライン",
-        "根本原因分析",
-        "影響分析",
-        "対応内容",
-        "再発防止策",
-        "学んだ教訓",
-        "アクションアイテム",
-        "承認",
-        "WHERE句必須Lint",
-    ] {
+    for section in sections {
         assert!(text.contains(section), "the PDF lacks {section}:\n{text}");
     }
 }
