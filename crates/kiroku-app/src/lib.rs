@@ -21,6 +21,7 @@ mod policy;
 mod reports;
 mod seal;
 mod services;
+mod status;
 mod tx;
 mod users;
 
@@ -54,6 +55,7 @@ pub use reports::{
 };
 pub use seal::{SealMode, SealRule, Sealer};
 pub use services::{AlertList, ListAlerts, NewIntegration, NewMaintenanceWindow, NewService};
+pub use status::{Component, ComponentState, PublicIncident, PublicUpdate, StatusView};
 pub use users::{
     CreatedUser, IssuedSession, IssuedToken, LoginRequest, NewUser, TokenView, UserView,
 };

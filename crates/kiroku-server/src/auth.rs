@@ -17,7 +17,7 @@ use crate::routes::{Access, route_rule};
 
 pub const SESSION_COOKIE: &str = "kiroku_session";
 
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)
         .iter()

@@ -9,6 +9,7 @@ mod error;
 mod handlers;
 mod json;
 pub mod routes;
+mod web;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -246,6 +247,7 @@ pub fn router(app: App, http: HttpConfig) -> Router {
             "/api/v1/integrations/{key}/generic",
             post(k::generic_webhook).layer(DefaultBodyLimit::disable()),
         )
+        .merge(web::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,

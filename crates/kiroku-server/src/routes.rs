@@ -318,8 +318,35 @@ pub const ROUTES: &[RouteRule] = &[
     ),
 ];
 
+/// The web UI's pages. They are public to the middleware: each page
+/// resolves the session itself and sends a visitor without one to the
+/// login page, and each form checks its CSRF token.
+pub const PAGES: &[RouteRule] = &[
+    rule("GET", "/", P, "page_read"),
+    rule("GET", "/login", P, "page_read"),
+    rule("POST", "/login", P, "authn_login"),
+    rule("POST", "/logout", P, "authn_logout"),
+    rule("GET", "/incidents", P, "page_read"),
+    rule("POST", "/incidents", P, "incident_create"),
+    rule("GET", "/incidents/new", P, "page_read"),
+    rule("GET", "/incidents/{key}", P, "page_read"),
+    rule("GET", "/incidents/{key}/timeline", P, "page_read"),
+    rule(
+        "POST",
+        "/incidents/{key}/transition",
+        P,
+        "incident_transition",
+    ),
+    rule("POST", "/incidents/{key}/notes", P, "incident_note_add"),
+    rule("GET", "/status", P, "status_read"),
+    rule("GET", "/status/feed.atom", P, "status_read"),
+    rule("GET", "/assets/app.css", P, "page_read"),
+    rule("GET", "/assets/app.js", P, "page_read"),
+];
+
 pub fn route_rule(method: &Method, path: &str) -> Option<&'static RouteRule> {
     ROUTES
         .iter()
+        .chain(PAGES)
         .find(|r| r.path == path && r.method == method.as_str())
 }

@@ -12,7 +12,7 @@ use crate::auth::{SESSION_COOKIE, is_session};
 use crate::error::{ApiError, ApiResult};
 use crate::json::ApiJson;
 
-fn session_cookie(state: &AppState, value: &str, max_age: i64) -> Option<HeaderValue> {
+pub(crate) fn session_cookie(state: &AppState, value: &str, max_age: i64) -> Option<HeaderValue> {
     let secure = if state.http.secure_cookies {
         "; Secure"
     } else {

@@ -5,6 +5,7 @@
 mod api;
 mod audit;
 mod bad_input;
+mod browser;
 mod cli;
 mod conformance;
 mod detection;
@@ -18,3 +19,4 @@ mod openapi;
 mod peer;
 mod reports;
 mod support;
+mod web;

@@ -1,0 +1,899 @@
+//! The signed-in pages: log in, the dashboard, incidents (list, declare,
+//! the incident with its actions, notes and live timeline).
+
+use askama::Template;
+use axum::body::Bytes;
+use axum::extract::{Extension, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
+use kiroku_app::{AppError, Caller, DeclareIncident, ListActionItems, ListAlerts, ListIncidents};
+use kiroku_domain::{Incident, Status, TimelineEntry, Transition};
+use kiroku_store::IncidentKey;
+use serde::Deserialize;
+
+use super::{Chrome, LANG_COOKIE, LOGIN_CSRF_COOKIE, csrf_ok, error_page, page, public, signed_in};
+use crate::AppState;
+
+/// Query parameters every page takes.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct PageQuery {
+    pub lang: Option<String>,
+    pub status: Option<String>,
+    pub severity: Option<String>,
+    pub q: Option<String>,
+    pub cursor: Option<String>,
+}
+
+fn local(zone: &TimeZone, at: Timestamp) -> String {
+    zone.to_datetime(at).strftime("%Y-%m-%d %H:%M").to_string()
+}
+
+/// Remembers a language asked for by `?lang=`, for the next pages.
+fn remember_lang(mut res: Response, q: &PageQuery) -> Response {
+    if let Some(l) = q.lang.as_deref().filter(|l| matches!(*l, "ja" | "en"))
+        && let Ok(v) = HeaderValue::from_str(&format!(
+            "{LANG_COOKIE}={l}; Path=/; SameSite=Lax; Max-Age=31536000"
+        ))
+    {
+        res.headers_mut().append(header::SET_COOKIE, v);
+    }
+    res
+}
+
+fn form<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, AppError> {
+    serde_urlencoded::from_bytes(body).map_err(|e| {
+        AppError::Invalid(kiroku_domain::ValidationError::new(
+            "form",
+            "malformed",
+            e.to_string(),
+        ))
+    })
+}
+
+// ---------------------------------------------------------------- login
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage {
+    c: Chrome,
+    name: String,
+    error: Option<String>,
+    token: String,
+}
+
+fn login_page(c: Chrome, name: String, error: Option<String>, status: StatusCode) -> Response {
+    let mut raw = [0u8; 16];
+    let token = match getrandom::fill(&mut raw) {
+        Ok(()) => kiroku_audit::hex::encode(&raw),
+        Err(_) => return StatusCode::SERVICE_UNAVAILABLE.into_response(),
+    };
+    let mut res = page(
+        status,
+        &LoginPage {
+            c,
+            name,
+            error,
+            token: token.clone(),
+        },
+    );
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "{LOGIN_CSRF_COOKIE}={token}; Path=/login; HttpOnly; SameSite=Strict; Max-Age=3600"
+    )) {
+        res.headers_mut().append(header::SET_COOKIE, v);
+    }
+    res
+}
+
+pub(crate) async fn login_form(headers: HeaderMap, Query(q): Query<PageQuery>) -> Response {
+    let c = public(&headers, q.lang.as_deref(), "/login");
+    remember_lang(login_page(c, String::new(), None, StatusCode::OK), &q)
+}
+
+#[derive(Debug, Deserialize)]
+struct LoginForm {
+    name: String,
+    password: String,
+    #[serde(default)]
+    totp_code: String,
+    token: String,
+}
+
+pub(crate) async fn login(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let c = public(&headers, None, "/login");
+    let f: LoginForm = match form(&body) {
+        Ok(f) => f,
+        Err(e) => return error_page(c, e),
+    };
+    let expected = super::cookie(&headers, LOGIN_CSRF_COOKIE).unwrap_or("");
+    if expected.is_empty() || expected != f.token {
+        let message = c.w.stale.to_string();
+        return login_page(c, f.name, Some(message), StatusCode::FORBIDDEN);
+    }
+    let request = kiroku_app::LoginRequest {
+        name: f.name.clone(),
+        password: f.password,
+        totp_code: Some(f.totp_code).filter(|t| !t.trim().is_empty()),
+    };
+    match s.app.login(&caller.source, request).await {
+        Ok(session) => {
+            let max_age = s.app.config().auth.session_ttl.as_secs();
+            let mut res = Redirect::to("/").into_response();
+            if let Some(v) = crate::handlers::auth::session_cookie(&s, &session.secret, max_age) {
+                res.headers_mut().append(header::SET_COOKIE, v);
+            }
+            res
+        }
+        Err(e) => {
+            let status = match e {
+                AppError::Locked { .. } => StatusCode::TOO_MANY_REQUESTS,
+                _ => StatusCode::UNAUTHORIZED,
+            };
+            login_page(c, f.name, Some(e.to_string()), status)
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct CsrfForm {
+    csrf: String,
+}
+
+pub(crate) async fn logout(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let ok = form::<CsrfForm>(&body).is_ok_and(|f| csrf_ok(&headers, &f.csrf));
+    if ok {
+        let _ = s.app.logout(&caller).await;
+    }
+    let mut res = Redirect::to("/login").into_response();
+    if ok && let Some(v) = crate::handlers::auth::session_cookie(&s, "", 0) {
+        res.headers_mut().append(header::SET_COOKIE, v);
+    }
+    res
+}
+
+// ------------------------------------------------------------ dashboard
+
+struct Countdown {
+    due_iso: String,
+    text: String,
+    overdue: bool,
+}
+
+fn countdown(w: &super::Words, due: Option<Timestamp>, now: Timestamp) -> Option<Countdown> {
+    let due = due?;
+    let minutes = due.duration_since(now).as_mins();
+    let overdue = minutes < 0;
+    let m = minutes.abs();
+    let amount = if m >= 60 {
+        format!("{}h{:02}m", m / 60, m % 60)
+    } else {
+        format!("{m}m")
+    };
+    Some(Countdown {
+        due_iso: due.to_string(),
+        text: if overdue {
+            format!("{amount} {}", w.overdue)
+        } else {
+            amount
+        },
+        overdue,
+    })
+}
+
+struct Row {
+    number: String,
+    title: String,
+    severity: String,
+    status: &'static str,
+    detected: String,
+    countdown: Option<Countdown>,
+}
+
+fn row(i: &Incident, zone: &TimeZone, w: &super::Words, now: Timestamp) -> Row {
+    let started = i.times.response_started_at.or(i.times.acknowledged_at);
+    Row {
+        number: i.number.clone(),
+        title: i.title.clone(),
+        severity: i.severity.clone(),
+        status: i.status.as_str(),
+        detected: local(zone, i.times.detected_at),
+        countdown: if started.is_none() {
+            countdown(w, i.response_due_at, now)
+        } else {
+            None
+        },
+    }
+}
+
+struct SeverityGroup {
+    severity: String,
+    rows: Vec<Row>,
+}
+
+struct Line {
+    left: String,
+    right: String,
+    href: String,
+}
+
+#[derive(Template)]
+#[template(path = "dashboard.html")]
+struct Dashboard {
+    c: Chrome,
+    groups: Vec<SeverityGroup>,
+    oncall: Vec<Line>,
+    alerts: Vec<Line>,
+    obligations: Vec<Line>,
+    actions: Vec<Line>,
+}
+
+/// A section the role may not see is left out, not an error.
+fn allowed<T: Default>(r: Result<T, AppError>) -> Result<T, AppError> {
+    match r {
+        Err(AppError::Forbidden { .. }) => Ok(T::default()),
+        other => other,
+    }
+}
+
+pub(crate) async fn dashboard(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    Query(q): Query<PageQuery>,
+) -> Response {
+    let c = match signed_in(&caller, &headers, q.lang.as_deref(), "/") {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
+    match dashboard_data(&s, &caller, &c).await {
+        Ok(d) => remember_lang(page(StatusCode::OK, &Dashboard { c, ..d }), &q),
+        Err(e) => error_page(c, e),
+    }
+}
+
+async fn dashboard_data(s: &AppState, caller: &Caller, c: &Chrome) -> Result<Dashboard, AppError> {
+    let app = &s.app;
+    let zone = &app.config().time_zone;
+    let now = Timestamp::now();
+    let open = app
+        .list_incidents(
+            caller,
+            ListIncidents {
+                statuses: ["triggered", "acknowledged", "investigating", "mitigated"]
+                    .map(String::from)
+                    .to_vec(),
+                limit: Some(200),
+                ..ListIncidents::default()
+            },
+        )
+        .await?;
+    let groups = app
+        .config()
+        .rules
+        .severities
+        .levels
+        .iter()
+        .map(|l| SeverityGroup {
+            severity: l.key.clone(),
+            rows: open
+                .items
+                .iter()
+                .filter(|i| i.severity == l.key)
+                .map(|i| row(i, zone, c.w, now))
+                .collect(),
+        })
+        .filter(|g| !g.rows.is_empty())
+        .collect();
+    let mut oncall = Vec::new();
+    for sched in allowed(app.schedules(caller).await)? {
+        let who = app.oncall(caller, &sched.name, None).await?;
+        oncall.push(Line {
+            left: sched.name.clone(),
+            right: who.user.unwrap_or_else(|| c.w.nobody.to_string()),
+            href: String::new(),
+        });
+    }
+    let alerts = allowed(
+        app.list_alerts(
+            caller,
+            ListAlerts {
+                limit: Some(10),
+                ..ListAlerts::default()
+            },
+        )
+        .await
+        .map(|l| l.items),
+    )?
+    .into_iter()
+    .map(|a| Line {
+        left: a.summary,
+        right: local(zone, a.last_seen_at),
+        href: String::new(),
+    })
+    .collect();
+    let obligations = allowed(app.pending_obligations(caller, true, Some(20)).await)?
+        .into_iter()
+        .map(|o| Line {
+            href: format!("/incidents/{}", o.incident_number),
+            left: format!(
+                "{} {}",
+                o.incident_number,
+                if c.lang == "en" { o.name_en } else { o.name_ja }
+            ),
+            right: local(zone, o.due_at),
+        })
+        .collect();
+    let actions = allowed(
+        app.action_items(
+            caller,
+            ListActionItems {
+                overdue_only: true,
+                limit: Some(20),
+                ..ListActionItems::default()
+            },
+        )
+        .await,
+    )?
+    .into_iter()
+    .map(|a| Line {
+        href: format!("/incidents/{}", a.incident_number),
+        left: format!("{} {}", a.incident_number, a.item.title),
+        right: a.item.due.map(|d| d.to_string()).unwrap_or_default(),
+    })
+    .collect();
+    Ok(Dashboard {
+        c: Chrome {
+            w: c.w,
+            lang: c.lang,
+            user: c.user.clone(),
+            csrf: c.csrf.clone(),
+            here: c.here.clone(),
+        },
+        groups,
+        oncall,
+        alerts,
+        obligations,
+        actions,
+    })
+}
+
+// ------------------------------------------------------------ incidents
+
+#[derive(Template)]
+#[template(path = "incidents.html")]
+struct IncidentsPage {
+    c: Chrome,
+    rows: Vec<Row>,
+    statuses: Vec<&'static str>,
+    severities: Vec<String>,
+    status: String,
+    severity: String,
+    q: String,
+    next: Option<String>,
+    error: Option<String>,
+}
+
+pub(crate) async fn incidents(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    Query(q): Query<PageQuery>,
+) -> Response {
+    let c = match signed_in(&caller, &headers, q.lang.as_deref(), "/incidents") {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
+    let zone = s.app.config().time_zone.clone();
+    let status = q.status.clone().unwrap_or_default();
+    let severity = q.severity.clone().unwrap_or_default();
+    let text = q.q.clone().unwrap_or_default();
+    let listed = s
+        .app
+        .list_incidents(
+            &caller,
+            ListIncidents {
+                statuses: Some(status.clone())
+                    .filter(|s| !s.is_empty())
+                    .into_iter()
+                    .collect(),
+                severities: Some(severity.clone())
+                    .filter(|s| !s.is_empty())
+                    .into_iter()
+                    .collect(),
+                text: Some(text.clone()).filter(|t| !t.trim().is_empty()),
+                cursor: q.cursor.clone().filter(|c| !c.is_empty()),
+                limit: Some(50),
+                ..ListIncidents::default()
+            },
+        )
+        .await;
+    let now = Timestamp::now();
+    let (rows, next, error) = match listed {
+        Ok(l) => (
+            l.items.iter().map(|i| row(i, &zone, c.w, now)).collect(),
+            l.next_cursor,
+            None,
+        ),
+        // A bad filter is shown beside the form, which keeps what was typed.
+        Err(AppError::Invalid(v)) => (Vec::new(), None, Some(v.to_string())),
+        Err(e) => return error_page(c, e),
+    };
+    let severities = s
+        .app
+        .config()
+        .rules
+        .severities
+        .levels
+        .iter()
+        .map(|l| l.key.clone())
+        .collect();
+    let page_ = IncidentsPage {
+        c,
+        rows,
+        statuses: Status::ALL.iter().map(|s| s.as_str()).collect(),
+        severities,
+        status,
+        severity,
+        q: text,
+        next,
+        error,
+    };
+    remember_lang(page(StatusCode::OK, &page_), &q)
+}
+
+#[derive(Template)]
+#[template(path = "declare.html")]
+struct DeclarePage {
+    c: Chrome,
+    f: DeclareForm,
+    categories: Vec<(String, String)>,
+    severities: Vec<String>,
+    error_field: String,
+    error: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct DeclareForm {
+    #[serde(default)]
+    title: String,
+    #[serde(default)]
+    summary: String,
+    #[serde(default)]
+    category: String,
+    #[serde(default)]
+    severity: String,
+    #[serde(default)]
+    environment: String,
+    #[serde(default)]
+    location: String,
+    #[serde(default)]
+    services: String,
+    #[serde(default)]
+    csrf: String,
+}
+
+fn declare_page(
+    s: &AppState,
+    c: Chrome,
+    f: DeclareForm,
+    err: Option<(String, String)>,
+) -> Response {
+    let rules = &s.app.config().rules;
+    let categories = rules
+        .catalog
+        .categories
+        .iter()
+        .map(|k| {
+            let label = if c.lang == "en" {
+                &k.label_en
+            } else {
+                &k.label_ja
+            };
+            (k.key.clone(), label.clone())
+        })
+        .collect();
+    let severities = rules
+        .severities
+        .levels
+        .iter()
+        .map(|l| l.key.clone())
+        .collect();
+    let status = if err.is_some() {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    };
+    let (error_field, error) = err.unwrap_or_default();
+    page(
+        status,
+        &DeclarePage {
+            c,
+            f,
+            categories,
+            severities,
+            error_field,
+            error,
+        },
+    )
+}
+
+pub(crate) async fn declare_form(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    Query(q): Query<PageQuery>,
+) -> Response {
+    match signed_in(&caller, &headers, q.lang.as_deref(), "/incidents/new") {
+        Ok(c) => declare_page(&s, c, DeclareForm::default(), None),
+        Err(r) => *r,
+    }
+}
+
+pub(crate) async fn declare(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let c = match signed_in(&caller, &headers, None, "/incidents/new") {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
+    let f: DeclareForm = match form(&body) {
+        Ok(f) => f,
+        Err(e) => return error_page(c, e),
+    };
+    if !csrf_ok(&headers, &f.csrf) {
+        let message = c.w.stale.to_string();
+        return declare_page(&s, c, f, Some(("csrf".into(), message)));
+    }
+    let draft = DeclareIncident {
+        title: f.title.clone(),
+        summary: f.summary.clone(),
+        category: f.category.clone(),
+        severity: f.severity.clone(),
+        environment: f.environment.clone(),
+        location: f.location.clone(),
+        affected_services: f
+            .services
+            .split([',', '、'])
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect(),
+        ..DeclareIncident::default()
+    };
+    match s.app.declare_incident(&caller, draft).await {
+        Ok(i) => Redirect::to(&format!("/incidents/{}", i.number)).into_response(),
+        Err(AppError::Invalid(v)) => {
+            declare_page(&s, c, f, Some((v.field.clone(), v.message.clone())))
+        }
+        Err(e) => error_page(c, e),
+    }
+}
+
+// -------------------------------------------------------- one incident
+
+struct Entry {
+    at: String,
+    kind: &'static str,
+    who: String,
+    body: String,
+}
+
+fn entries(zone: &TimeZone, timeline: Vec<TimelineEntry>) -> Vec<Entry> {
+    timeline
+        .into_iter()
+        .rev()
+        .map(|e| Entry {
+            at: local(zone, e.at),
+            kind: e.kind.as_str(),
+            who: e.actor.map(|u| u.name).unwrap_or_default(),
+            body: e.body,
+        })
+        .collect()
+}
+
+#[derive(Template)]
+#[template(path = "incident.html")]
+struct IncidentPage {
+    c: Chrome,
+    i: Incident,
+    detected: String,
+    countdown: Option<Countdown>,
+    transitions: Vec<(&'static str, &'static str)>,
+    entries: Vec<Entry>,
+    obligations: Vec<Line>,
+    alerts: Vec<Line>,
+    note: String,
+    note_error: String,
+    action_error: String,
+}
+
+#[derive(Template)]
+#[template(path = "timeline.html")]
+struct TimelineFragment {
+    entries: Vec<Entry>,
+}
+
+fn transition_label(w: &super::Words, t: Transition) -> &'static str {
+    match t {
+        Transition::Acknowledge => w.acknowledge,
+        Transition::Investigate => w.investigate,
+        Transition::Mitigate => w.mitigate,
+        Transition::Resolve => w.resolve,
+        Transition::Close => w.close,
+    }
+}
+
+/// What a form sent back keeps: the note typed, and the errors beside it.
+#[derive(Default)]
+struct Kept {
+    note: String,
+    note_error: String,
+    action_error: String,
+}
+
+async fn incident_page(
+    s: &AppState,
+    caller: &Caller,
+    c: Chrome,
+    key: &str,
+    kept: Kept,
+    status: StatusCode,
+) -> Response {
+    let app = &s.app;
+    let zone = app.config().time_zone.clone();
+    let key = IncidentKey::parse(key);
+    let i = match app.incident(caller, &key).await {
+        Ok(i) => i,
+        Err(e) => return error_page(c, e),
+    };
+    let timeline = match app.timeline(caller, &key).await {
+        Ok(t) => t,
+        Err(e) => return error_page(c, e),
+    };
+    let obligations = match app.obligations(caller, &key).await {
+        Ok(o) => o
+            .into_iter()
+            .map(|o| Line {
+                left: if c.lang == "en" { o.name_en } else { o.name_ja },
+                right: format!("{} · {}", local(&zone, o.due_at), o.status.as_str()),
+                href: String::new(),
+            })
+            .collect(),
+        Err(e) => return error_page(c, e),
+    };
+    let alerts = allowed(
+        app.list_alerts(
+            caller,
+            ListAlerts {
+                incident: Some(i.id),
+                limit: Some(50),
+                ..ListAlerts::default()
+            },
+        )
+        .await
+        .map(|l| l.items),
+    );
+    let alerts = match alerts {
+        Ok(a) => a
+            .into_iter()
+            .map(|a| Line {
+                left: a.summary,
+                right: format!("{:?} ×{}", a.status, a.count).to_lowercase(),
+                href: String::new(),
+            })
+            .collect(),
+        Err(e) => return error_page(c, e),
+    };
+    let now = Timestamp::now();
+    let started = i.times.response_started_at.or(i.times.acknowledged_at);
+    let transitions = Transition::ALL
+        .into_iter()
+        .filter(|t| t.target() > i.status)
+        .map(|t| (t.as_str(), transition_label(c.w, t)))
+        .collect();
+    let page_ = IncidentPage {
+        detected: local(&zone, i.times.detected_at),
+        countdown: if started.is_none() {
+            countdown(c.w, i.response_due_at, now)
+        } else {
+            None
+        },
+        transitions,
+        entries: entries(&zone, timeline),
+        obligations,
+        alerts,
+        note: kept.note,
+        note_error: kept.note_error,
+        action_error: kept.action_error,
+        c,
+        i,
+    };
+    page(status, &page_)
+}
+
+pub(crate) async fn incident(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    Path(key): Path<String>,
+    Query(q): Query<PageQuery>,
+) -> Response {
+    let here = format!("/incidents/{key}");
+    let c = match signed_in(&caller, &headers, q.lang.as_deref(), &here) {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
+    let res = incident_page(&s, &caller, c, &key, Kept::default(), StatusCode::OK).await;
+    remember_lang(res, &q)
+}
+
+/// The timeline alone, for the page's script to refresh it in place.
+pub(crate) async fn timeline_fragment(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    Path(key): Path<String>,
+) -> Response {
+    let c = match signed_in(&caller, &headers, None, "") {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
+    match s.app.timeline(&caller, &IncidentKey::parse(&key)).await {
+        Ok(t) => page(
+            StatusCode::OK,
+            &TimelineFragment {
+                entries: entries(&s.app.config().time_zone, t),
+            },
+        ),
+        Err(e) => error_page(c, e),
+    }
+}
+
+/// A form posted to an incident's page: the signed-in chrome and the
+/// parsed form, or the answer that ends the request.
+fn posted<T: serde::de::DeserializeOwned>(
+    caller: &Caller,
+    headers: &HeaderMap,
+    key: &str,
+    body: &Bytes,
+) -> Result<(Chrome, T), Box<Response>> {
+    let c = signed_in(caller, headers, None, &format!("/incidents/{key}"))?;
+    match form(body) {
+        Ok(f) => Ok((c, f)),
+        Err(e) => Err(Box::new(error_page(c, e))),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct TransitionForm {
+    action: String,
+    version: i64,
+    #[serde(default)]
+    note: String,
+    csrf: String,
+}
+
+pub(crate) async fn transition(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    Path(key): Path<String>,
+    body: Bytes,
+) -> Response {
+    let (c, f): (Chrome, TransitionForm) = match posted(&caller, &headers, &key, &body) {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
+    let error = |c: Chrome, message: String, status| {
+        incident_page(
+            &s,
+            &caller,
+            c,
+            &key,
+            Kept {
+                action_error: message,
+                ..Kept::default()
+            },
+            status,
+        )
+    };
+    if !csrf_ok(&headers, &f.csrf) {
+        let message = c.w.stale.to_string();
+        return error(c, message, StatusCode::FORBIDDEN).await;
+    }
+    let Some(t) = Transition::ALL.into_iter().find(|t| t.as_str() == f.action) else {
+        return error(
+            c,
+            format!("unknown action {:?}", f.action),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+    };
+    let note = Some(f.note).filter(|n| !n.trim().is_empty());
+    match s
+        .app
+        .transition(&caller, &IncidentKey::parse(&key), t, note, Some(f.version))
+        .await
+    {
+        Ok(i) => Redirect::to(&format!("/incidents/{}", i.number)).into_response(),
+        Err(AppError::VersionConflict { .. }) => {
+            let message = c.w.stale.to_string();
+            error(c, message, StatusCode::CONFLICT).await
+        }
+        Err(e @ (AppError::Forbidden { .. } | AppError::NotFound { .. })) => error_page(c, e),
+        Err(e) => error(c, e.to_string(), StatusCode::CONFLICT).await,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct NoteForm {
+    body: String,
+    csrf: String,
+}
+
+pub(crate) async fn note(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    Path(key): Path<String>,
+    body: Bytes,
+) -> Response {
+    let (c, f): (Chrome, NoteForm) = match posted(&caller, &headers, &key, &body) {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
+    if !csrf_ok(&headers, &f.csrf) {
+        let message = c.w.stale.to_string();
+        return incident_page(
+            &s,
+            &caller,
+            c,
+            &key,
+            Kept {
+                note: f.body,
+                note_error: message,
+                ..Kept::default()
+            },
+            StatusCode::FORBIDDEN,
+        )
+        .await;
+    }
+    match s
+        .app
+        .add_note(&caller, &IncidentKey::parse(&key), &f.body)
+        .await
+    {
+        Ok(_) => Redirect::to(&format!("/incidents/{key}")).into_response(),
+        // What was typed stays, with the reason beside it.
+        Err(AppError::Invalid(v)) => {
+            incident_page(
+                &s,
+                &caller,
+                c,
+                &key,
+                Kept {
+                    note: f.body,
+                    note_error: v.message.clone(),
+                    ..Kept::default()
+                },
+                StatusCode::UNPROCESSABLE_ENTITY,
+            )
+            .await
+        }
+        Err(e) => error_page(c, e),
+    }
+}

@@ -1,0 +1,398 @@
+//! The web UI over real HTTP: signing in, the dashboard, declaring,
+//! acting on and noting an incident through forms, the security headers,
+//! CSRF and cross-origin refusals, escaping, stale forms, role refusals,
+//! and the public status page leaking nothing internal.
+
+use reqwest::StatusCode;
+use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
+use serde_json::json;
+
+use crate::support::{self, TestApp};
+
+struct Browser {
+    http: reqwest::Client,
+    base: String,
+    cookies: Vec<(String, String)>,
+}
+
+struct Page {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+impl Page {
+    fn location(&self) -> &str {
+        self.headers
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    /// The value of the first hidden input named `name`.
+    fn hidden(&self, name: &str) -> String {
+        let marker = format!("name=\"{name}\" value=\"");
+        let start = self
+            .body
+            .find(&marker)
+            .unwrap_or_else(|| panic!("no {name} in {}", self.body))
+            + marker.len();
+        let end = self.body[start..].find('"').unwrap() + start;
+        self.body[start..end].to_string()
+    }
+}
+
+impl Browser {
+    fn new(t: &TestApp) -> Browser {
+        Browser {
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            base: t.url(""),
+            cookies: Vec::new(),
+        }
+    }
+
+    fn keep_cookies(&mut self, headers: &HeaderMap) {
+        for v in headers.get_all(SET_COOKIE) {
+            let raw = v.to_str().unwrap();
+            let pair = raw.split(';').next().unwrap();
+            let (k, val) = pair.split_once('=').unwrap();
+            self.cookies.retain(|(name, _)| name != k);
+            if !raw.contains("Max-Age=0") {
+                self.cookies.push((k.to_string(), val.to_string()));
+            }
+        }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    async fn done(&mut self, req: reqwest::RequestBuilder) -> Page {
+        let res = req
+            .header("cookie", self.cookie_header())
+            .send()
+            .await
+            .unwrap();
+        let status = res.status();
+        let headers = res.headers().clone();
+        self.keep_cookies(&headers);
+        let body = res.text().await.unwrap();
+        Page {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    async fn get(&mut self, path: &str) -> Page {
+        let req = self.http.get(format!("{}{path}", self.base));
+        self.done(req).await
+    }
+
+    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
+        let req = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("origin", self.base.trim_end_matches('/'))
+            .form(form);
+        self.done(req).await
+    }
+
+    async fn log_in(&mut self, name: &str, totp: &str) -> Page {
+        let form = self.get("/login").await;
+        let token = form.hidden("token");
+        self.post(
+            "/login",
+            &[
+                ("name", name),
+                ("password", support::PASSWORD),
+                ("totp_code", totp),
+                ("token", &token),
+            ],
+        )
+        .await
+    }
+}
+
+#[tokio::test]
+async fn pages_work_and_refuse_what_they_must() {
+    let t = TestApp::sqlite().await;
+    let mut b = Browser::new(&t);
+
+    // Signed out, pages send to the login page; it carries the headers.
+    let home = b.get("/").await;
+    assert_eq!(home.status, StatusCode::SEE_OTHER);
+    assert_eq!(home.location(), "/login");
+    let login = b.get("/login").await;
+    assert_eq!(login.status, StatusCode::OK);
+    let csp = login.headers["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"));
+    assert!(!csp.contains("unsafe-inline"));
+    assert_eq!(login.headers["x-frame-options"], "DENY");
+    assert!(!login.body.contains("<script>"), "no inline script");
+    assert!(login.body.contains("lang=\"ja\""));
+
+    // A login form posted without its token is refused; a wrong password
+    // is an error on the page.
+    let forged = b
+        .post(
+            "/login",
+            &[
+                ("name", "responder"),
+                ("password", support::PASSWORD),
+                ("token", "x"),
+            ],
+        )
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    let wrong = b.log_in("responder", "").await;
+    assert_eq!(wrong.status, StatusCode::SEE_OTHER, "{}", wrong.body);
+    let signed = b.get("/").await;
+    assert_eq!(signed.status, StatusCode::OK);
+    assert!(signed.body.contains("ダッシュボード"), "{}", signed.body);
+    let session = b
+        .cookies
+        .iter()
+        .find(|(k, _)| k == kiroku_server::SESSION_COOKIE)
+        .cloned()
+        .unwrap();
+
+    // Declaring: an error keeps what was typed and names the field.
+    let form = b.get("/incidents/new").await;
+    let csrf = form.hidden("csrf");
+    let bad = b
+        .post(
+            "/incidents",
+            &[
+                ("csrf", &csrf),
+                ("title", ""),
+                ("summary", "typed summary"),
+                ("category", "database"),
+                ("severity", "P1"),
+            ],
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(bad.body.contains("id=\"error-title\"") && bad.body.contains("typed summary"));
+    let xss = "<script>alert(1)</script>";
+    let made = b
+        .post(
+            "/incidents",
+            &[
+                ("csrf", &csrf),
+                ("title", xss),
+                ("category", "database"),
+                ("severity", "P1"),
+                ("services", "api"),
+            ],
+        )
+        .await;
+    assert_eq!(made.status, StatusCode::SEE_OTHER, "{}", made.body);
+    let path = made.location().to_string();
+    let incident = b.get(&path).await;
+    assert_eq!(incident.status, StatusCode::OK);
+    assert!(
+        incident
+            .body
+            .contains("&#60;script&#62;alert(1)&#60;/script&#62;")
+    );
+    assert!(!incident.body.contains(xss));
+    let version = incident.hidden("version");
+
+    // A form of another site, or without its token, changes nothing.
+    let cross = b
+        .http
+        .post(format!("{}{path}/transition", b.base))
+        .header("origin", "http://evil.example")
+        .header("cookie", b.cookie_header())
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("action", "acknowledge"),
+            ("version", &version),
+        ])
+        .send()
+        .await
+        .unwrap();
+    // The cookie does not count from another origin: not signed in there.
+    assert_eq!(cross.status(), StatusCode::SEE_OTHER);
+    assert_eq!(cross.headers()[LOCATION], "/login");
+    assert!(
+        b.get(&path).await.body.contains(">triggered<"),
+        "nothing changed"
+    );
+    let tokenless = b
+        .post(
+            &format!("{path}/transition"),
+            &[
+                ("csrf", "nope"),
+                ("action", "acknowledge"),
+                ("version", &version),
+            ],
+        )
+        .await;
+    assert_eq!(tokenless.status, StatusCode::FORBIDDEN);
+    // A stale form is detected, not applied over the newer state.
+    let number = path.trim_start_matches("/incidents/").to_string();
+    let (s, _) = t
+        .post(
+            &t.responder,
+            &format!("/api/v1/incidents/{number}/notes"),
+            json!({ "body": "meanwhile" }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, _) = t
+        .post(
+            &t.responder,
+            &format!("/api/v1/incidents/{number}/acknowledge"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let stale = b
+        .post(
+            &format!("{path}/transition"),
+            &[
+                ("csrf", &csrf),
+                ("action", "investigate"),
+                ("version", &version),
+            ],
+        )
+        .await;
+    assert_eq!(stale.status, StatusCode::CONFLICT);
+    assert!(stale.body.contains("id=\"action-error\""));
+    let fresh = b.get(&path).await;
+    let current = fresh.hidden("version");
+    let moved = b
+        .post(
+            &format!("{path}/transition"),
+            &[
+                ("csrf", &csrf),
+                ("action", "investigate"),
+                ("version", &current),
+            ],
+        )
+        .await;
+    assert_eq!(moved.status, StatusCode::SEE_OTHER, "{}", moved.body);
+
+    // Notes: an empty one keeps the page with the error; a note shows in
+    // the live timeline fragment, escaped.
+    let empty = b
+        .post(
+            &format!("{path}/notes"),
+            &[("csrf", &csrf), ("body", "   ")],
+        )
+        .await;
+    assert_eq!(empty.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(empty.body.contains("id=\"note-error\""));
+    let noted = b
+        .post(
+            &format!("{path}/notes"),
+            &[("csrf", &csrf), ("body", "<b>接続プール</b>を確認")],
+        )
+        .await;
+    assert_eq!(noted.status, StatusCode::SEE_OTHER);
+    let live = b.get(&format!("{path}/timeline")).await;
+    assert!(
+        live.body
+            .contains("&#60;b&#62;接続プール&#60;/b&#62;を確認"),
+        "{}",
+        live.body
+    );
+
+    // English by a switch, remembered.
+    let en = b.get("/incidents?lang=en").await;
+    assert!(en.body.contains("Incidents") && en.body.contains("lang=\"en\""));
+    assert!(b.get("/").await.body.contains("Dashboard"));
+
+    // A viewer's direct URL to an action is a 403 page, not data.
+    let mut viewer = Browser::new(&t);
+    assert_eq!(
+        viewer.log_in("viewer", "").await.status,
+        StatusCode::SEE_OTHER
+    );
+    let vform = viewer.get(&path).await;
+    let vcsrf = vform.hidden("csrf");
+    let refused = viewer
+        .post(
+            &format!("{path}/transition"),
+            &[
+                ("csrf", &vcsrf),
+                ("action", "resolve"),
+                ("version", &vform.hidden("version")),
+            ],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert!(
+        !refused.body.contains("alert(1)"),
+        "a refusal shows no incident data"
+    );
+    let missing = viewer.get("/incidents/NOPE-2026-001").await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+
+    // The public status page: the component is affected, but nothing of
+    // the incident shows until an update is published.
+    let (s, _) = t
+        .post(&t.admin, "/api/v1/services", json!({ "name": "api" }))
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let mut anyone = Browser::new(&t);
+    let status = anyone.get("/status").await;
+    assert_eq!(status.status, StatusCode::OK);
+    assert!(
+        status.body.contains("api") && status.body.contains("一部障害"),
+        "{}",
+        status.body
+    );
+    for secret in ["alert(1)", "meanwhile", "接続プール", "responder", &number] {
+        assert!(
+            !status.body.contains(secret),
+            "the status page leaks {secret}"
+        );
+    }
+    let (s, sent) = t
+        .post(
+            &t.admin,
+            &format!("/api/v1/incidents/{number}/communications"),
+            json!({ "kind": "p0_notice", "eta": "30分" }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{sent}");
+    let status = anyone.get("/status").await;
+    assert!(
+        status.body.contains("推定復旧時間: 30分"),
+        "{}",
+        status.body
+    );
+    assert!(!status.body.contains("meanwhile"));
+    let feed = anyone.get("/status/feed.atom").await;
+    assert_eq!(
+        feed.headers["content-type"],
+        "application/atom+xml; charset=utf-8"
+    );
+    assert!(
+        feed.body
+            .contains("<feed xmlns=\"http://www.w3.org/2005/Atom\">")
+    );
+    assert!(!feed.body.contains(xss), "the feed escapes what it carries");
+
+    // Logging out ends the session for the API too.
+    let logout = b.post("/logout", &[("csrf", &csrf)]).await;
+    assert_eq!(logout.status, StatusCode::SEE_OTHER);
+    let after = t
+        .http
+        .get(t.url("/api/v1/me"))
+        .header("cookie", format!("{}={}", session.0, session.1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(after.status(), StatusCode::UNAUTHORIZED);
+}
