@@ -80,6 +80,44 @@ pub(crate) async fn reports_bench(
             if o.quick { 5 } else { 20 },
         ),
     ];
+    let session = log_in(&client, &server.url).await?;
+    let pages = [
+        ("page: dashboard", "/".to_string()),
+        ("page: incident list", "/incidents".to_string()),
+        ("page: incident", format!("/incidents/{number}")),
+        (
+            "page: postmortem",
+            format!("/incidents/{number}/postmortem"),
+        ),
+        ("page: status (public)", "/status".to_string()),
+    ];
+    for (name, path) in pages {
+        let make: Arc<dyn Fn(usize) -> reqwest::RequestBuilder + Send + Sync> = {
+            let (client, url, cookie) = (
+                client.clone(),
+                format!("{}{path}", server.url),
+                session.clone(),
+            );
+            Arc::new(move |_| client.get(&url).header("cookie", &cookie))
+        };
+        load(1, 2, make.clone()).await?;
+        let n = if o.quick { 20 } else { 100 };
+        let mut runs = Vec::new();
+        for _ in 0..3 {
+            runs.push(load(1, n, make.clone()).await?);
+        }
+        let (m, noisy) = median(runs);
+        let label = format!("{name}, {incidents} incidents");
+        r.line(&format!(
+            "| {label}, {} | {} |",
+            target.name(),
+            fmt(&m, noisy)
+        ));
+        r.json.insert(
+            format!("{}_{}", target.name().to_lowercase(), label.replace([' ', ',', ':', '(', ')'], "_")),
+            json!({ "per_sec": m.per_sec, "p50_ms": m.p50, "p99_ms": m.p99, "requests": m.n, "noisy": noisy }),
+        );
+    }
     for (name, path, n) in cases {
         let make: Arc<dyn Fn(usize) -> reqwest::RequestBuilder + Send + Sync> = {
             let (client, url, token) = (
@@ -225,4 +263,21 @@ async fn render_only(
         );
     }
     Ok(())
+}
+
+/// A session cookie for the bench user, as a browser gets one.
+async fn log_in(client: &reqwest::Client, url: &str) -> anyhow::Result<String> {
+    let res = client
+        .post(format!("{url}/api/v1/auth/login"))
+        .json(&json!({ "name": "bench", "password": "benchmark passphrase" }))
+        .send()
+        .await?
+        .error_for_status()?;
+    let cookie = res
+        .headers()
+        .get(reqwest::header::SET_COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(str::to_string);
+    cookie.ok_or_else(|| anyhow::anyhow!("the login set no session cookie"))
 }

@@ -8,7 +8,9 @@
 //! cookie-authenticated write whose Origin is not ours. Every page answers
 //! with a Content-Security-Policy that allows no inline script.
 
+mod audit;
 mod pages;
+mod postmortem;
 mod status;
 mod words;
 
@@ -183,6 +185,15 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/incidents/{key}/timeline", get(pages::timeline_fragment))
         .route("/incidents/{key}/transition", post(pages::transition))
         .route("/incidents/{key}/notes", post(pages::note))
+        .route(
+            "/incidents/{key}/postmortem",
+            get(postmortem::show).post(postmortem::save),
+        )
+        .route(
+            "/incidents/{key}/postmortem/approve",
+            post(postmortem::approve),
+        )
+        .route("/audit", get(audit::audit))
         .route("/status", get(status::status))
         .route("/status/feed.atom", get(status::feed))
         .route("/assets/app.css", get(css))

@@ -765,7 +765,7 @@ pub(crate) async fn timeline_fragment(
 
 /// A form posted to an incident's page: the signed-in chrome and the
 /// parsed form, or the answer that ends the request.
-fn posted<T: serde::de::DeserializeOwned>(
+pub(crate) fn posted<T: serde::de::DeserializeOwned>(
     caller: &Caller,
     headers: &HeaderMap,
     key: &str,

@@ -73,12 +73,26 @@ try {
   check((await page.textContent("#incident-status")) === "resolved", "resolved");
   await page.screenshot({ path: `${shots}/incident.png`, fullPage: true });
 
+  await page.click("#postmortem-link");
+  await page.fill("textarea[name=direct_cause]", "接続プール枯渇");
+  await page.fill("textarea[name=measures]", "short | 接続プール監視アラートを追加 | admin | 2026-12-20");
+  await Promise.all([page.waitForURL(/\/postmortem$/), page.click("#pm-save")]);
+  check((await page.textContent("#pm-version")) === "1", "postmortem saved");
+  await Promise.all([page.waitForURL(/\/postmortem$/), page.click("#approve")]);
+  check((await page.textContent("#pm-stage")) === "final", "postmortem approved and final");
+  check((await page.textContent("#pm-hash")).length === 64, "its SHA-256 shown");
+  await page.screenshot({ path: `${shots}/postmortem.png`, fullPage: true });
+
   const pdf = await page.request.get(`${url.replace("/incidents/", "/api/v1/incidents/")}/reports/db-incident.pdf`);
   check(pdf.status() === 200 || pdf.status() === 503, `report download answered ${pdf.status()}`);
   if (pdf.status() === 200) {
     const bytes = await pdf.body();
     check(bytes.subarray(0, 5).toString() === "%PDF-", "the PDF downloads");
   }
+
+  await page.goto(`${base}/audit?action=postmortem_finalise`);
+  check((await page.textContent("#audit-events")).includes("postmortem_finalise"), "the audit log finds the finalisation");
+  await page.screenshot({ path: `${shots}/audit.png`, fullPage: true });
 
   await page.goto(`${base}/incidents?q=DB`);
   await page.screenshot({ path: `${shots}/incidents.png`, fullPage: true });

@@ -1,8 +1,9 @@
 //! The pages in a real browser: Debian's Chromium, headless, driven by
 //! playwright-core from Node (`tests/browser/journey.mjs`) against a real
 //! Kiroku on loopback. Log in with TOTP, declare (a hostile title renders
-//! as text), acknowledge, note, resolve, download the PDF, switch to
-//! English, view the status page; screenshots go to target/screenshots.
+//! as text), acknowledge, note, resolve, write and approve the postmortem,
+//! download the PDF, search the audit log, switch to English, view the
+//! status page; screenshots go to target/screenshots.
 //! Without Chromium, Node or playwright-core it prints SKIP.
 
 use std::path::{Path, PathBuf};
@@ -33,7 +34,8 @@ async fn journey_in_chromium() {
         println!("SKIP: browser journey: {why}");
         return;
     }
-    let t = TestApp::sqlite().await;
+    let t =
+        TestApp::with_config(crate::support::sqlite().await, crate::web::one_step_chain()).await;
     let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/screenshots");
     let args = vec![
         browser_dir().join("journey.mjs").display().to_string(),
@@ -54,7 +56,15 @@ async fn journey_in_chromium() {
         out.status.success(),
         "the browser journey failed:\n{said}\n{err}"
     );
-    for shot in ["login", "dashboard", "incidents", "incident", "status"] {
+    for shot in [
+        "login",
+        "dashboard",
+        "incidents",
+        "incident",
+        "postmortem",
+        "audit",
+        "status",
+    ] {
         assert!(
             shots.join(format!("{shot}.png")).exists(),
             "no screenshot of {shot}"

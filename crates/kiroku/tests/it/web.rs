@@ -121,9 +121,17 @@ impl Browser {
     }
 }
 
+/// One approval makes a postmortem final here, so one admin can show it.
+pub(crate) fn one_step_chain() -> kiroku_app::Config {
+    let mut config = support::config();
+    config.reports.approvals.steps.truncate(1);
+    config.reports.approvals.security_steps.clear();
+    config
+}
+
 #[tokio::test]
 async fn pages_work_and_refuse_what_they_must() {
-    let t = TestApp::sqlite().await;
+    let t = TestApp::with_config(support::sqlite().await, one_step_chain()).await;
     let mut b = Browser::new(&t);
 
     // Signed out, pages send to the login page; it carries the headers.
@@ -383,6 +391,118 @@ async fn pages_work_and_refuse_what_they_must() {
             .contains("<feed xmlns=\"http://www.w3.org/2005/Atom\">")
     );
     assert!(!feed.body.contains(xss), "the feed escapes what it carries");
+
+    // The postmortem editor: 精神論 is refused at approval with the reason;
+    // fixed, one approval makes it final with its hash.
+    let mut admin = Browser::new(&t);
+    let code = support::totp_now(&t.admin.totp_secret());
+    assert_eq!(
+        admin.log_in("admin", &code).await.status,
+        StatusCode::SEE_OTHER
+    );
+    let pm_path = format!("{path}/postmortem");
+    let pm = admin.get(&pm_path).await;
+    assert_eq!(pm.status, StatusCode::OK, "{}", pm.body);
+    let acsrf = pm.hidden("csrf");
+    let bad_line = admin
+        .post(
+            &pm_path,
+            &[
+                ("csrf", &acsrf),
+                ("version", "0"),
+                ("measures", "soon | 徹底する"),
+            ],
+        )
+        .await;
+    assert_eq!(bad_line.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        bad_line.body.contains("id=\"error-measures\"")
+            && bad_line.body.contains("soon | 徹底する")
+    );
+    let saved = admin
+        .post(
+            &pm_path,
+            &[
+                ("csrf", &acsrf),
+                ("version", "0"),
+                ("direct_cause", "接続プール枯渇"),
+                ("measures", "short | 確認を徹底する | admin | 2026-12-20"),
+            ],
+        )
+        .await;
+    assert_eq!(saved.status, StatusCode::SEE_OTHER, "{}", saved.body);
+    let refused = admin
+        .post(
+            &format!("{pm_path}/approve"),
+            &[
+                ("csrf", &acsrf),
+                ("version", "1"),
+                ("step", "incident_manager"),
+            ],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::CONFLICT);
+    assert!(
+        refused.body.contains("id=\"approval-error\"") && refused.body.contains("精神論"),
+        "{}",
+        refused.body
+    );
+    let fixed = admin
+        .post(
+            &pm_path,
+            &[
+                ("csrf", &acsrf),
+                ("version", "1"),
+                ("direct_cause", "接続プール枯渇"),
+                (
+                    "measures",
+                    "short | 接続プール監視アラートを追加 | admin | 2026-12-20",
+                ),
+            ],
+        )
+        .await;
+    assert_eq!(fixed.status, StatusCode::SEE_OTHER, "{}", fixed.body);
+    let stale_save = admin
+        .post(
+            &pm_path,
+            &[("csrf", &acsrf), ("version", "1"), ("summary", "late")],
+        )
+        .await;
+    assert_eq!(stale_save.status, StatusCode::CONFLICT);
+    let approved = admin
+        .post(
+            &format!("{pm_path}/approve"),
+            &[
+                ("csrf", &acsrf),
+                ("version", "2"),
+                ("step", "incident_manager"),
+                ("comment", "確認"),
+            ],
+        )
+        .await;
+    assert_eq!(approved.status, StatusCode::SEE_OTHER, "{}", approved.body);
+    let final_page = admin.get(&pm_path).await;
+    assert!(
+        final_page.body.contains(">final<") && final_page.body.contains("id=\"pm-hash\""),
+        "{}",
+        final_page.body
+    );
+
+    // The audit log page: auditors and admins; the finalisation is there,
+    // with a proof to download once a head covers it.
+    t.app.register_signing_key().await.unwrap();
+    t.app.sign_tree_head().await.unwrap();
+    let audit = admin.get("/audit?action=postmortem_finalise").await;
+    assert_eq!(audit.status, StatusCode::OK);
+    assert!(
+        audit.body.contains("postmortem_finalise")
+            && audit.body.contains("/api/v1/audit/proofs/inclusion?seq="),
+        "{}",
+        audit.body
+    );
+    let viewer_audit = viewer.get("/audit").await;
+    assert_eq!(viewer_audit.status, StatusCode::FORBIDDEN);
+    assert!(!viewer_audit.body.contains("postmortem_finalise"));
 
     // Logging out ends the session for the API too.
     let logout = b.post("/logout", &[("csrf", &csrf)]).await;
