@@ -8,6 +8,7 @@
 //! cookie-authenticated write whose Origin is not ours. Every page answers
 //! with a Content-Security-Policy that allows no inline script.
 
+mod admin;
 mod audit;
 mod pages;
 mod postmortem;
@@ -185,6 +186,8 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/incidents/{key}/timeline", get(pages::timeline_fragment))
         .route("/incidents/{key}/transition", post(pages::transition))
         .route("/incidents/{key}/notes", post(pages::note))
+        .route("/incidents/{key}/edit", post(pages::edit))
+        .route("/incidents/{key}/obligations/{rule}", post(pages::decide))
         .route(
             "/incidents/{key}/postmortem",
             get(postmortem::show).post(postmortem::save),
@@ -194,6 +197,14 @@ pub(crate) fn routes() -> Router<AppState> {
             post(postmortem::approve),
         )
         .route("/audit", get(audit::audit))
+        .route(
+            "/integrations",
+            get(admin::integrations).post(admin::create_integration),
+        )
+        .route("/schedules", get(admin::schedules))
+        .route("/users", get(admin::users))
+        .route("/tokens", post(admin::create_token))
+        .route("/tokens/{id}/revoke", post(admin::revoke_token))
         .route("/status", get(status::status))
         .route("/status/feed.atom", get(status::feed))
         .route("/assets/app.css", get(css))

@@ -614,11 +614,21 @@ struct IncidentPage {
     countdown: Option<Countdown>,
     transitions: Vec<(&'static str, &'static str)>,
     entries: Vec<Entry>,
-    obligations: Vec<Line>,
+    duties: Vec<DutyRow>,
     alerts: Vec<Line>,
     note: String,
     note_error: String,
     action_error: String,
+    edit_error: String,
+}
+
+struct DutyRow {
+    key: String,
+    name: String,
+    due: String,
+    status: &'static str,
+    overdue: bool,
+    reason: String,
 }
 
 #[derive(Template)]
@@ -643,6 +653,7 @@ struct Kept {
     note: String,
     note_error: String,
     action_error: String,
+    edit_error: String,
 }
 
 async fn incident_page(
@@ -664,13 +675,16 @@ async fn incident_page(
         Ok(t) => t,
         Err(e) => return error_page(c, e),
     };
-    let obligations = match app.obligations(caller, &key).await {
+    let duties = match app.obligations(caller, &key).await {
         Ok(o) => o
             .into_iter()
-            .map(|o| Line {
-                left: if c.lang == "en" { o.name_en } else { o.name_ja },
-                right: format!("{} · {}", local(&zone, o.due_at), o.status.as_str()),
-                href: String::new(),
+            .map(|o| DutyRow {
+                name: if c.lang == "en" { o.name_en } else { o.name_ja },
+                due: local(&zone, o.due_at),
+                status: o.status.as_str(),
+                overdue: o.overdue,
+                reason: o.reason,
+                key: o.key,
             })
             .collect(),
         Err(e) => return error_page(c, e),
@@ -714,11 +728,12 @@ async fn incident_page(
         },
         transitions,
         entries: entries(&zone, timeline),
-        obligations,
+        duties,
         alerts,
         note: kept.note,
         note_error: kept.note_error,
         action_error: kept.action_error,
+        edit_error: kept.edit_error,
         c,
         i,
     };
@@ -763,15 +778,25 @@ pub(crate) async fn timeline_fragment(
     }
 }
 
-/// A form posted to an incident's page: the signed-in chrome and the
-/// parsed form, or the answer that ends the request.
+/// A form posted to an incident's page.
 pub(crate) fn posted<T: serde::de::DeserializeOwned>(
     caller: &Caller,
     headers: &HeaderMap,
     key: &str,
     body: &Bytes,
 ) -> Result<(Chrome, T), Box<Response>> {
-    let c = signed_in(caller, headers, None, &format!("/incidents/{key}"))?;
+    form_of(caller, headers, &format!("/incidents/{key}"), body)
+}
+
+/// A form posted from the page at `here`: the signed-in chrome and the
+/// parsed form, or the answer that ends the request.
+pub(crate) fn form_of<T: serde::de::DeserializeOwned>(
+    caller: &Caller,
+    headers: &HeaderMap,
+    here: &str,
+    body: &Bytes,
+) -> Result<(Chrome, T), Box<Response>> {
+    let c = signed_in(caller, headers, None, here)?;
     match form(body) {
         Ok(f) => Ok((c, f)),
         Err(e) => Err(Box::new(error_page(c, e))),
@@ -893,6 +918,189 @@ pub(crate) async fn note(
                 StatusCode::UNPROCESSABLE_ENTITY,
             )
             .await
+        }
+        Err(e) => error_page(c, e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct FactsForm {
+    version: i64,
+    csrf: String,
+    #[serde(default)]
+    commander: String,
+    #[serde(default)]
+    assignees: String,
+    #[serde(default)]
+    users_affected: String,
+    #[serde(default)]
+    records_affected: String,
+    #[serde(default)]
+    downtime_minutes: String,
+    #[serde(default)]
+    business_impact: String,
+    #[serde(default)]
+    personal_data: Option<String>,
+    #[serde(default)]
+    data_items: String,
+    #[serde(default)]
+    people_affected: String,
+    #[serde(default)]
+    sensitive: Option<String>,
+    #[serde(default)]
+    financial_risk: Option<String>,
+    #[serde(default)]
+    malicious_intent: Option<String>,
+}
+
+fn names(list: &str) -> Vec<String> {
+    list.split([',', '、'])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+fn count(field: &str, raw: &str) -> Result<Option<i64>, AppError> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    raw.parse().map(Some).map_err(|_| {
+        AppError::Invalid(kiroku_domain::ValidationError::new(
+            field,
+            "not_a_number",
+            "must be a whole number",
+        ))
+    })
+}
+
+impl FactsForm {
+    fn patch(&self) -> Result<kiroku_app::UpdateIncident, AppError> {
+        let commander = self.commander.trim();
+        Ok(kiroku_app::UpdateIncident {
+            commander: Some((!commander.is_empty()).then(|| commander.to_string())),
+            assignees: Some(names(&self.assignees)),
+            impact: Some(kiroku_domain::Impact {
+                users_affected: count("impact.users_affected", &self.users_affected)?,
+                records_affected: count("impact.records_affected", &self.records_affected)?,
+                downtime_minutes: count("impact.downtime_minutes", &self.downtime_minutes)?,
+                business_impact: self.business_impact.clone(),
+                ..kiroku_domain::Impact::default()
+            }),
+            personal_data: Some(kiroku_domain::PersonalData {
+                involved: self.personal_data.is_some(),
+                items: names(&self.data_items),
+                people_affected: count("personal_data.people_affected", &self.people_affected)?,
+                sensitive: self.sensitive.is_some(),
+                financial_risk: self.financial_risk.is_some(),
+                malicious_intent: self.malicious_intent.is_some(),
+            }),
+            ..kiroku_app::UpdateIncident::default()
+        })
+    }
+}
+
+/// Commander, assignees, impact and personal-data facts, from the page.
+pub(crate) async fn edit(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    Path(key): Path<String>,
+    body: Bytes,
+) -> Response {
+    let (c, f): (Chrome, FactsForm) = match posted(&caller, &headers, &key, &body) {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
+    let refuse = |c: Chrome, message: String, status| {
+        let kept = Kept {
+            edit_error: message,
+            ..Kept::default()
+        };
+        incident_page(&s, &caller, c, &key, kept, status)
+    };
+    if !csrf_ok(&headers, &f.csrf) {
+        let message = c.w.stale.to_string();
+        return refuse(c, message, StatusCode::FORBIDDEN).await;
+    }
+    let patch = match f.patch() {
+        Ok(p) => p,
+        Err(e) => return refuse(c, e.to_string(), StatusCode::UNPROCESSABLE_ENTITY).await,
+    };
+    match s
+        .app
+        .update_incident(&caller, &IncidentKey::parse(&key), patch, Some(f.version))
+        .await
+    {
+        Ok(i) => Redirect::to(&format!("/incidents/{}", i.number)).into_response(),
+        Err(AppError::VersionConflict { .. }) => {
+            let message = c.w.stale.to_string();
+            refuse(c, message, StatusCode::CONFLICT).await
+        }
+        Err(AppError::Invalid(v)) => {
+            refuse(c, v.to_string(), StatusCode::UNPROCESSABLE_ENTITY).await
+        }
+        Err(e) => error_page(c, e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct DutyForm {
+    status: String,
+    #[serde(default)]
+    reason: String,
+    csrf: String,
+}
+
+/// A decision about one notification duty, from the page.
+pub(crate) async fn decide(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    Path((key, rule)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let (c, f): (Chrome, DutyForm) = match posted(&caller, &headers, &key, &body) {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
+    let refuse = |c: Chrome, message: String, status| {
+        let kept = Kept {
+            edit_error: message,
+            ..Kept::default()
+        };
+        incident_page(&s, &caller, c, &key, kept, status)
+    };
+    if !csrf_ok(&headers, &f.csrf) {
+        let message = c.w.stale.to_string();
+        return refuse(c, message, StatusCode::FORBIDDEN).await;
+    }
+    let status = match f.status.as_str() {
+        "pending" => kiroku_domain::obligation::ObligationStatus::Pending,
+        "submitted" => kiroku_domain::obligation::ObligationStatus::Submitted,
+        "not_required" => kiroku_domain::obligation::ObligationStatus::NotRequired,
+        other => {
+            let message = format!("unknown status {other:?}");
+            return refuse(c, message, StatusCode::UNPROCESSABLE_ENTITY).await;
+        }
+    };
+    let decided = s
+        .app
+        .decide_obligation(
+            &caller,
+            &IncidentKey::parse(&key),
+            &rule,
+            kiroku_app::DecideObligation {
+                status,
+                reason: f.reason,
+            },
+        )
+        .await;
+    match decided {
+        Ok(_) => Redirect::to(&format!("/incidents/{key}")).into_response(),
+        Err(AppError::Invalid(v)) => {
+            refuse(c, v.to_string(), StatusCode::UNPROCESSABLE_ENTITY).await
         }
         Err(e) => error_page(c, e),
     }

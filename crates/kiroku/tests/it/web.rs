@@ -315,6 +315,62 @@ async fn pages_work_and_refuse_what_they_must() {
         live.body
     );
 
+    // Impact, people and personal data from the page bring the duties,
+    // decided from the page with their reason.
+    let page_now = b.get(&path).await;
+    let v = page_now.hidden("version");
+    let bad_count = b
+        .post(
+            &format!("{path}/edit"),
+            &[("csrf", &csrf), ("version", &v), ("users_affected", "many")],
+        )
+        .await;
+    assert_eq!(bad_count.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        bad_count.body.contains("id=\"edit-error\"")
+            && bad_count.body.contains("impact.users_affected")
+    );
+    let edited = b
+        .post(
+            &format!("{path}/edit"),
+            &[
+                ("csrf", &csrf),
+                ("version", &v),
+                ("commander", "responder"),
+                ("users_affected", "1500"),
+                ("personal_data", "1"),
+                ("data_items", "氏名, メールアドレス"),
+                ("people_affected", "1500"),
+            ],
+        )
+        .await;
+    assert_eq!(edited.status, StatusCode::SEE_OTHER, "{}", edited.body);
+    let with_duties = b.get(&path).await;
+    assert!(
+        with_duties.body.contains("id=\"duty-appi_preliminary\""),
+        "{}",
+        with_duties.body
+    );
+    let unreasoned = b
+        .post(
+            &format!("{path}/obligations/appi_preliminary"),
+            &[("csrf", &csrf), ("status", "not_required")],
+        )
+        .await;
+    assert_eq!(unreasoned.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let decided = b
+        .post(
+            &format!("{path}/obligations/appi_preliminary"),
+            &[
+                ("csrf", &csrf),
+                ("status", "submitted"),
+                ("reason", "PPC-2026-0001"),
+            ],
+        )
+        .await;
+    assert_eq!(decided.status, StatusCode::SEE_OTHER);
+    assert!(b.get(&path).await.body.contains("PPC-2026-0001"));
+
     // English by a switch, remembered.
     let en = b.get("/incidents?lang=en").await;
     assert!(en.body.contains("Incidents") && en.body.contains("lang=\"en\""));
@@ -503,6 +559,59 @@ async fn pages_work_and_refuse_what_they_must() {
     let viewer_audit = viewer.get("/audit").await;
     assert_eq!(viewer_audit.status, StatusCode::FORBIDDEN);
     assert!(!viewer_audit.body.contains("postmortem_finalise"));
+
+    // Integrations show the URL and key to configure; only admins create.
+    let created = admin
+        .post(
+            "/integrations",
+            &[
+                ("csrf", &acsrf),
+                ("service", "api"),
+                ("kind", "alertmanager"),
+            ],
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    assert!(
+        created.body.contains("id=\"created-key\"")
+            && created.body.contains("/api/v1/integrations/")
+    );
+    let not_admin = b
+        .post(
+            "/integrations",
+            &[("csrf", &csrf), ("service", "api"), ("kind", "generic")],
+        )
+        .await;
+    assert_eq!(not_admin.status, StatusCode::FORBIDDEN);
+    let odd = admin
+        .post(
+            "/integrations",
+            &[("csrf", &acsrf), ("service", "api"), ("kind", "nagios")],
+        )
+        .await;
+    assert_eq!(odd.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(odd.body.contains("id=\"integration-error\""));
+    assert_eq!(admin.get("/schedules").await.status, StatusCode::OK);
+    // Users and tokens: admins see everyone; a token's secret shows once.
+    let people = admin.get("/users").await;
+    assert!(people.body.contains("id=\"users\"") && people.body.contains("auditor"));
+    assert!(
+        !b.get("/users").await.body.contains("id=\"users\""),
+        "others see only their tokens"
+    );
+    let issued = admin
+        .post("/tokens", &[("csrf", &acsrf), ("name", "from the page")])
+        .await;
+    assert_eq!(issued.status, StatusCode::CREATED);
+    assert!(issued.body.contains("id=\"token-secret\""));
+    assert!(
+        !admin
+            .get("/users")
+            .await
+            .body
+            .contains("id=\"token-secret\""),
+        "shown once"
+    );
 
     // Logging out ends the session for the API too.
     let logout = b.post("/logout", &[("csrf", &csrf)]).await;
