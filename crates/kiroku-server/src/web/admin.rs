@@ -13,7 +13,7 @@ use kiroku_domain::alert::IntegrationKind;
 use serde::Deserialize;
 
 use super::pages::{PageQuery, form_of};
-use super::{Chrome, csrf_ok, error_page, page, signed_in};
+use super::{Chrome, error_page, page, signed_in};
 use crate::AppState;
 
 /// Where monitoring reaches this server: the configured public address,
@@ -128,7 +128,6 @@ pub(crate) async fn integrations(
 struct IntegrationForm {
     service: String,
     kind: String,
-    csrf: String,
 }
 
 pub(crate) async fn create_integration(
@@ -142,19 +141,6 @@ pub(crate) async fn create_integration(
         Ok(v) => v,
         Err(r) => return *r,
     };
-    if !csrf_ok(&headers, &f.csrf) {
-        let message = c.w.stale.to_string();
-        return integrations_page(
-            &s,
-            &caller,
-            &headers,
-            c,
-            message,
-            String::new(),
-            StatusCode::FORBIDDEN,
-        )
-        .await;
-    }
     let made = s
         .app
         .create_integration(
@@ -379,7 +365,6 @@ pub(crate) async fn users(
 #[derive(Debug, Deserialize)]
 struct TokenForm {
     name: String,
-    csrf: String,
 }
 
 pub(crate) async fn create_token(
@@ -392,18 +377,6 @@ pub(crate) async fn create_token(
         Ok(v) => v,
         Err(r) => return *r,
     };
-    if !csrf_ok(&headers, &f.csrf) {
-        let message = c.w.stale.to_string();
-        return users_page(
-            &s,
-            &caller,
-            c,
-            String::new(),
-            message,
-            StatusCode::FORBIDDEN,
-        )
-        .await;
-    }
     match s.app.create_token(&caller, None, &f.name, None).await {
         // The secret is shown this once, as the API shows it.
         Ok(t) => users_page(&s, &caller, c, t.secret, String::new(), StatusCode::CREATED).await,
@@ -422,11 +395,6 @@ pub(crate) async fn create_token(
     }
 }
 
-#[derive(Debug, Deserialize)]
-struct CsrfOnly {
-    csrf: String,
-}
-
 pub(crate) async fn revoke_token(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -434,22 +402,11 @@ pub(crate) async fn revoke_token(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    let (c, f): (Chrome, CsrfOnly) = match form_of(&caller, &headers, "/users", &body) {
+    let (c, _): (Chrome, serde::de::IgnoredAny) = match form_of(&caller, &headers, "/users", &body)
+    {
         Ok(v) => v,
         Err(r) => return *r,
     };
-    if !csrf_ok(&headers, &f.csrf) {
-        let message = c.w.stale.to_string();
-        return users_page(
-            &s,
-            &caller,
-            c,
-            String::new(),
-            message,
-            StatusCode::FORBIDDEN,
-        )
-        .await;
-    }
     let Ok(id) = uuid::Uuid::parse_str(&id) else {
         return error_page(c, AppError::NotFound { what: "token" });
     };

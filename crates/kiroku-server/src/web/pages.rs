@@ -140,8 +140,9 @@ pub(crate) async fn login(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 struct CsrfForm {
+    #[serde(default)]
     csrf: String,
 }
 
@@ -479,8 +480,6 @@ struct DeclareForm {
     location: String,
     #[serde(default)]
     services: String,
-    #[serde(default)]
-    csrf: String,
 }
 
 fn declare_page(
@@ -546,18 +545,10 @@ pub(crate) async fn declare(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let c = match signed_in(&caller, &headers, None, "/incidents/new") {
-        Ok(c) => c,
+    let (c, f): (Chrome, DeclareForm) = match form_of(&caller, &headers, "/incidents/new", &body) {
+        Ok(v) => v,
         Err(r) => return *r,
     };
-    let f: DeclareForm = match form(&body) {
-        Ok(f) => f,
-        Err(e) => return error_page(c, e),
-    };
-    if !csrf_ok(&headers, &f.csrf) {
-        let message = c.w.stale.to_string();
-        return declare_page(&s, c, f, Some(("csrf".into(), message)));
-    }
     let draft = DeclareIncident {
         title: f.title.clone(),
         summary: f.summary.clone(),
@@ -797,6 +788,16 @@ pub(crate) fn form_of<T: serde::de::DeserializeOwned>(
     body: &Bytes,
 ) -> Result<(Chrome, T), Box<Response>> {
     let c = signed_in(caller, headers, None, here)?;
+    // Every form of a signed-in page carries the session's token; one
+    // without it came from elsewhere and changes nothing.
+    let token: CsrfForm = serde_urlencoded::from_bytes(body).unwrap_or_default();
+    if !csrf_ok(headers, &token.csrf) {
+        let message = c.w.stale.to_string();
+        return Err(Box::new(page(
+            StatusCode::FORBIDDEN,
+            &super::ErrorPage { c, message },
+        )));
+    }
     match form(body) {
         Ok(f) => Ok((c, f)),
         Err(e) => Err(Box::new(error_page(c, e))),
@@ -809,7 +810,6 @@ struct TransitionForm {
     version: i64,
     #[serde(default)]
     note: String,
-    csrf: String,
 }
 
 pub(crate) async fn transition(
@@ -836,10 +836,6 @@ pub(crate) async fn transition(
             status,
         )
     };
-    if !csrf_ok(&headers, &f.csrf) {
-        let message = c.w.stale.to_string();
-        return error(c, message, StatusCode::FORBIDDEN).await;
-    }
     let Some(t) = Transition::ALL.into_iter().find(|t| t.as_str() == f.action) else {
         return error(
             c,
@@ -867,7 +863,6 @@ pub(crate) async fn transition(
 #[derive(Debug, Deserialize)]
 struct NoteForm {
     body: String,
-    csrf: String,
 }
 
 pub(crate) async fn note(
@@ -881,22 +876,6 @@ pub(crate) async fn note(
         Ok(v) => v,
         Err(r) => return *r,
     };
-    if !csrf_ok(&headers, &f.csrf) {
-        let message = c.w.stale.to_string();
-        return incident_page(
-            &s,
-            &caller,
-            c,
-            &key,
-            Kept {
-                note: f.body,
-                note_error: message,
-                ..Kept::default()
-            },
-            StatusCode::FORBIDDEN,
-        )
-        .await;
-    }
     match s
         .app
         .add_note(&caller, &IncidentKey::parse(&key), &f.body)
@@ -926,7 +905,6 @@ pub(crate) async fn note(
 #[derive(Debug, Deserialize)]
 struct FactsForm {
     version: i64,
-    csrf: String,
     #[serde(default)]
     commander: String,
     #[serde(default)]
@@ -1020,10 +998,6 @@ pub(crate) async fn edit(
         };
         incident_page(&s, &caller, c, &key, kept, status)
     };
-    if !csrf_ok(&headers, &f.csrf) {
-        let message = c.w.stale.to_string();
-        return refuse(c, message, StatusCode::FORBIDDEN).await;
-    }
     let patch = match f.patch() {
         Ok(p) => p,
         Err(e) => return refuse(c, e.to_string(), StatusCode::UNPROCESSABLE_ENTITY).await,
@@ -1050,7 +1024,6 @@ struct DutyForm {
     status: String,
     #[serde(default)]
     reason: String,
-    csrf: String,
 }
 
 /// A decision about one notification duty, from the page.
@@ -1072,10 +1045,6 @@ pub(crate) async fn decide(
         };
         incident_page(&s, &caller, c, &key, kept, status)
     };
-    if !csrf_ok(&headers, &f.csrf) {
-        let message = c.w.stale.to_string();
-        return refuse(c, message, StatusCode::FORBIDDEN).await;
-    }
     let status = match f.status.as_str() {
         "pending" => kiroku_domain::obligation::ObligationStatus::Pending,
         "submitted" => kiroku_domain::obligation::ObligationStatus::Submitted,

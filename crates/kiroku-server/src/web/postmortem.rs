@@ -15,7 +15,7 @@ use kiroku_store::IncidentKey;
 use serde::Deserialize;
 
 use super::pages::{PageQuery, posted};
-use super::{Chrome, csrf_ok, error_page, page, signed_in};
+use super::{Chrome, error_page, page, signed_in};
 use crate::AppState;
 
 /// The editable text of a postmortem, as the form holds it.
@@ -47,8 +47,6 @@ pub(crate) struct PostmortemForm {
     try_next: String,
     #[serde(default)]
     action_items: String,
-    #[serde(default)]
-    csrf: String,
 }
 
 fn lines(text: &str) -> Vec<String> {
@@ -245,7 +243,6 @@ impl PostmortemForm {
                 })
                 .collect::<Vec<_>>()
                 .join("\n"),
-            csrf: String::new(),
         }
     }
 }
@@ -394,22 +391,6 @@ pub(crate) async fn save(
         Err(r) => return *r,
     };
     let stale = c.w.stale.to_string();
-    if !csrf_ok(&headers, &f.csrf) {
-        let e = Some(("csrf".to_string(), stale));
-        return render(
-            &s,
-            &caller,
-            c,
-            &key,
-            Shown {
-                form: Some(f),
-                error: e,
-                ..Shown::default()
-            },
-            StatusCode::FORBIDDEN,
-        )
-        .await;
-    }
     let before = match s.app.postmortem(&caller, &IncidentKey::parse(&key)).await {
         Ok(v) => v.postmortem,
         Err(e) => return error_page(c, e),
@@ -488,7 +469,6 @@ pub(crate) struct ApproveForm {
     version: i64,
     #[serde(default)]
     comment: String,
-    csrf: String,
 }
 
 pub(crate) async fn approve(
@@ -502,21 +482,6 @@ pub(crate) async fn approve(
         Ok(v) => v,
         Err(r) => return *r,
     };
-    if !csrf_ok(&headers, &f.csrf) {
-        let e = Some(("approval".to_string(), c.w.stale.to_string()));
-        return render(
-            &s,
-            &caller,
-            c,
-            &key,
-            Shown {
-                error: e,
-                ..Shown::default()
-            },
-            StatusCode::FORBIDDEN,
-        )
-        .await;
-    }
     let approved = s
         .app
         .approve_postmortem(

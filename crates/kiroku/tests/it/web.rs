@@ -189,6 +189,21 @@ async fn pages_work_and_refuse_what_they_must() {
         .await;
     assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(bad.body.contains("id=\"error-title\"") && bad.body.contains("typed summary"));
+    let no_token = b
+        .post(
+            "/incidents",
+            &[
+                ("title", "forged"),
+                ("category", "database"),
+                ("severity", "P1"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        no_token.status,
+        StatusCode::FORBIDDEN,
+        "a form without its token changes nothing"
+    );
     let xss = "<script>alert(1)</script>";
     let made = b
         .post(
