@@ -591,6 +591,42 @@ async fn audit_bench(o: &Opts, target: &Target, n: u64, r: &mut Report) -> anyho
         format!("audit_proof_{}", target.name().to_lowercase()),
         json!({ "p50_ms": m.p50, "p99_ms": m.p99, "tree_size": n }),
     );
+    // The audit log page over the same log, as an auditor's browser asks.
+    let client = reqwest::Client::new();
+    let session = reports::log_in(&client, &server.url, "auditor").await?;
+    for (name, path) in [
+        ("page: audit log, newest", "/audit"),
+        ("page: audit log, by action", "/audit?action=record_update"),
+        ("page: audit log, by actor", "/audit?actor=tanaka"),
+    ] {
+        let make: Arc<dyn Fn(usize) -> reqwest::RequestBuilder + Send + Sync> = {
+            let (client, url, cookie) = (
+                client.clone(),
+                format!("{}{path}", server.url),
+                session.clone(),
+            );
+            Arc::new(move |_| client.get(&url).header("cookie", &cookie))
+        };
+        load(1, 2, make.clone()).await?;
+        let mut runs = Vec::new();
+        for _ in 0..3 {
+            runs.push(load(1, 50, make.clone()).await?);
+        }
+        let (m, noisy) = median(runs);
+        r.line(&format!(
+            "| {name}, {n} events, {} | {} |",
+            target.name(),
+            fmt(&m, noisy)
+        ));
+        r.json.insert(
+            format!(
+                "{}_{}",
+                target.name().to_lowercase(),
+                name.replace([' ', ',', ':'], "_")
+            ),
+            json!({ "p50_ms": m.p50, "p99_ms": m.p99, "events": n, "noisy": noisy }),
+        );
+    }
     server.stop();
     Ok(())
 }

@@ -80,7 +80,7 @@ pub(crate) async fn reports_bench(
             if o.quick { 5 } else { 20 },
         ),
     ];
-    let session = log_in(&client, &server.url).await?;
+    let session = log_in(&client, &server.url, "bench").await?;
     let pages = [
         ("page: dashboard", "/".to_string()),
         ("page: incident list", "/incidents".to_string()),
@@ -265,11 +265,15 @@ async fn render_only(
     Ok(())
 }
 
-/// A session cookie for the bench user, as a browser gets one.
-async fn log_in(client: &reqwest::Client, url: &str) -> anyhow::Result<String> {
+/// A session cookie for a user the bench created, as a browser gets one.
+pub(crate) async fn log_in(
+    client: &reqwest::Client,
+    url: &str,
+    name: &str,
+) -> anyhow::Result<String> {
     let res = client
         .post(format!("{url}/api/v1/auth/login"))
-        .json(&json!({ "name": "bench", "password": "benchmark passphrase" }))
+        .json(&json!({ "name": name, "password": "benchmark passphrase" }))
         .send()
         .await?
         .error_for_status()?;
