@@ -18,6 +18,20 @@ function tick() {
   }
 }
 
+// Times come from the server in its configured zone; shown here in the
+// reader's own, with the server's text kept as the tooltip.
+function localise(root) {
+  const lang = document.documentElement.lang || undefined;
+  const format = new Intl.DateTimeFormat(lang, { dateStyle: "medium", timeStyle: "short" });
+  for (const el of root.querySelectorAll("time[datetime]")) {
+    const at = Date.parse(el.getAttribute("datetime"));
+    if (Number.isNaN(at) || el.dataset.localised) continue;
+    el.title = el.textContent;
+    el.textContent = format.format(new Date(at));
+    el.dataset.localised = "1";
+  }
+}
+
 async function refresh(box) {
   try {
     const res = await fetch(box.dataset.live, { credentials: "same-origin" });
@@ -26,8 +40,12 @@ async function refresh(box) {
     const parsed = new DOMParser().parseFromString(html, "text/html");
     const fresh = parsed.getElementById("timeline");
     const current = box.querySelector("#timeline");
-    if (fresh && current && fresh.innerHTML !== current.innerHTML) {
-      current.replaceWith(document.importNode(fresh, true));
+    // Compared as the server sent it, before times are localised.
+    if (fresh && current && fresh.innerHTML !== box.dataset.last) {
+      box.dataset.last = fresh.innerHTML;
+      const node = document.importNode(fresh, true);
+      localise(node);
+      current.replaceWith(node);
     }
   } catch (_) {
     // Offline for a moment: the next round tries again.
@@ -35,6 +53,11 @@ async function refresh(box) {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
+  for (const box of document.querySelectorAll("[data-live]")) {
+    const current = box.querySelector("#timeline");
+    if (current) box.dataset.last = current.innerHTML;
+  }
+  localise(document);
   tick();
   setInterval(tick, 15000);
   for (const box of document.querySelectorAll("[data-live]")) {

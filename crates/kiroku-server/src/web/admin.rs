@@ -299,6 +299,17 @@ struct UsersPage {
     users: Vec<UserRow>,
     tokens: Vec<TokenRow>,
     secret: String,
+    /// A new user's second-factor enrolment URI, shown once.
+    enrolment: String,
+    error: String,
+}
+
+/// What the users page shows once: a new token's secret or a new user's
+/// enrolment, or the error of the form sent.
+#[derive(Default)]
+struct Once {
+    secret: String,
+    enrolment: String,
     error: String,
 }
 
@@ -306,8 +317,7 @@ async fn users_page(
     s: &AppState,
     caller: &Caller,
     c: Chrome,
-    secret: String,
-    error: String,
+    once: Once,
     status: StatusCode,
 ) -> Response {
     let zone = s.app.config().time_zone.clone();
@@ -344,8 +354,9 @@ async fn users_page(
                 })
                 .collect(),
             c,
-            secret,
-            error,
+            secret: once.secret,
+            enrolment: once.enrolment,
+            error: once.error,
         },
     )
 }
@@ -357,7 +368,7 @@ pub(crate) async fn users(
     Query(q): Query<PageQuery>,
 ) -> Response {
     match signed_in(&caller, &headers, q.lang.as_deref(), "/users") {
-        Ok(c) => users_page(&s, &caller, c, String::new(), String::new(), StatusCode::OK).await,
+        Ok(c) => users_page(&s, &caller, c, Once::default(), StatusCode::OK).await,
         Err(r) => *r,
     }
 }
@@ -379,14 +390,28 @@ pub(crate) async fn create_token(
     };
     match s.app.create_token(&caller, None, &f.name, None).await {
         // The secret is shown this once, as the API shows it.
-        Ok(t) => users_page(&s, &caller, c, t.secret, String::new(), StatusCode::CREATED).await,
+        Ok(t) => {
+            users_page(
+                &s,
+                &caller,
+                c,
+                Once {
+                    secret: t.secret,
+                    ..Once::default()
+                },
+                StatusCode::CREATED,
+            )
+            .await
+        }
         Err(AppError::Invalid(v)) => {
             users_page(
                 &s,
                 &caller,
                 c,
-                String::new(),
-                v.to_string(),
+                Once {
+                    error: v.to_string(),
+                    ..Once::default()
+                },
                 StatusCode::UNPROCESSABLE_ENTITY,
             )
             .await
@@ -412,6 +437,215 @@ pub(crate) async fn revoke_token(
     };
     match s.app.revoke_token(&caller, id).await {
         Ok(()) => Redirect::to("/users").into_response(),
+        Err(e) => error_page(c, e),
+    }
+}
+
+struct PolicyRow {
+    name: String,
+    version: i64,
+    json: String,
+    error: String,
+}
+
+#[derive(Template)]
+#[template(path = "policies.html")]
+struct PoliciesPage {
+    c: Chrome,
+    policies: Vec<PolicyRow>,
+}
+
+/// A policy as its editor shows it: the document a caller writes.
+fn draft_json(p: &kiroku_domain::escalation::Policy) -> String {
+    serde_json::to_string_pretty(&serde_json::json!({
+        "name": p.name,
+        "description": p.description,
+        "levels": p.levels,
+        "repeat": p.repeat,
+        "rules": p.rules,
+    }))
+    .unwrap_or_default()
+}
+
+async fn policies_page(
+    s: &AppState,
+    caller: &Caller,
+    c: Chrome,
+    kept: Option<PolicyRow>,
+    status: StatusCode,
+) -> Response {
+    let list = match s.app.policies(caller).await {
+        Ok(l) => l,
+        Err(e) => return error_page(c, e),
+    };
+    let policies = list
+        .iter()
+        .map(|p| match &kept {
+            // The one sent back keeps what was typed, with its error.
+            Some(k) if k.name == p.name => PolicyRow {
+                name: k.name.clone(),
+                version: k.version,
+                json: k.json.clone(),
+                error: k.error.clone(),
+            },
+            _ => PolicyRow {
+                name: p.name.clone(),
+                version: p.version,
+                json: draft_json(p),
+                error: String::new(),
+            },
+        })
+        .collect();
+    page(status, &PoliciesPage { c, policies })
+}
+
+pub(crate) async fn policies(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    Query(q): Query<PageQuery>,
+) -> Response {
+    match signed_in(&caller, &headers, q.lang.as_deref(), "/policies") {
+        Ok(c) => policies_page(&s, &caller, c, None, StatusCode::OK).await,
+        Err(r) => *r,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct PolicyForm {
+    version: i64,
+    json: String,
+}
+
+pub(crate) async fn save_policy(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
+    let (c, f): (Chrome, PolicyForm) = match form_of(&caller, &headers, "/policies", &body) {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
+    let kept = |error: String| PolicyRow {
+        name: name.clone(),
+        version: f.version,
+        json: f.json.clone(),
+        error,
+    };
+    let de = &mut serde_json::Deserializer::from_str(&f.json);
+    let draft: kiroku_domain::escalation::PolicyDraft = match serde_path_to_error::deserialize(de) {
+        Ok(d) => d,
+        Err(e) => {
+            let path = e.path().to_string();
+            let message = format!("{path}: {}", e.into_inner());
+            return policies_page(
+                &s,
+                &caller,
+                c,
+                Some(kept(message)),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            )
+            .await;
+        }
+    };
+    match s
+        .app
+        .update_policy(&caller, &name, draft, Some(f.version))
+        .await
+    {
+        Ok(_) => Redirect::to("/policies").into_response(),
+        Err(AppError::Invalid(v)) => {
+            policies_page(
+                &s,
+                &caller,
+                c,
+                Some(kept(v.to_string())),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            )
+            .await
+        }
+        Err(AppError::VersionConflict { .. }) => {
+            let message = c.w.stale.to_string();
+            policies_page(&s, &caller, c, Some(kept(message)), StatusCode::CONFLICT).await
+        }
+        Err(e) => error_page(c, e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct UserForm {
+    name: String,
+    role: String,
+    password: String,
+}
+
+pub(crate) async fn create_user(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (c, f): (Chrome, UserForm) = match form_of(&caller, &headers, "/users", &body) {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
+    let Some(role) = kiroku_domain::Role::parse(&f.role) else {
+        let message = format!("unknown role {:?}", f.role);
+        return users_page(
+            &s,
+            &caller,
+            c,
+            Once {
+                error: message,
+                ..Once::default()
+            },
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+    };
+    let made = s
+        .app
+        .create_user(
+            &caller,
+            kiroku_app::NewUser {
+                name: f.name,
+                display_name: String::new(),
+                email: None,
+                role,
+                password: f.password,
+            },
+        )
+        .await;
+    match made {
+        // The second-factor enrolment is shown this once, like a token.
+        Ok(u) => {
+            users_page(
+                &s,
+                &caller,
+                c,
+                Once {
+                    enrolment: u.totp_uri.unwrap_or_default(),
+                    ..Once::default()
+                },
+                StatusCode::CREATED,
+            )
+            .await
+        }
+        Err(e @ (AppError::Invalid(_) | AppError::Duplicate { .. })) => {
+            users_page(
+                &s,
+                &caller,
+                c,
+                Once {
+                    error: e.to_string(),
+                    ..Once::default()
+                },
+                StatusCode::UNPROCESSABLE_ENTITY,
+            )
+            .await
+        }
         Err(e) => error_page(c, e),
     }
 }

@@ -202,7 +202,9 @@ pub(crate) fn routes() -> Router<AppState> {
             get(admin::integrations).post(admin::create_integration),
         )
         .route("/schedules", get(admin::schedules))
-        .route("/users", get(admin::users))
+        .route("/users", get(admin::users).post(admin::create_user))
+        .route("/policies", get(admin::policies))
+        .route("/policies/{name}", post(admin::save_policy))
         .route("/tokens", post(admin::create_token))
         .route("/tokens/{id}/revoke", post(admin::revoke_token))
         .route("/status", get(status::status))

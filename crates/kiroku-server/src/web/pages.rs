@@ -198,6 +198,7 @@ struct Row {
     severity: String,
     status: &'static str,
     detected: String,
+    detected_iso: String,
     countdown: Option<Countdown>,
 }
 
@@ -209,6 +210,7 @@ fn row(i: &Incident, zone: &TimeZone, w: &super::Words, now: Timestamp) -> Row {
         severity: i.severity.clone(),
         status: i.status.as_str(),
         detected: local(zone, i.times.detected_at),
+        detected_iso: i.times.detected_at.to_string(),
         countdown: if started.is_none() {
             countdown(w, i.response_due_at, now)
         } else {
@@ -578,6 +580,7 @@ pub(crate) async fn declare(
 
 struct Entry {
     at: String,
+    iso: String,
     kind: &'static str,
     who: String,
     body: String,
@@ -589,6 +592,7 @@ fn entries(zone: &TimeZone, timeline: Vec<TimelineEntry>) -> Vec<Entry> {
         .rev()
         .map(|e| Entry {
             at: local(zone, e.at),
+            iso: e.at.to_string(),
             kind: e.kind.as_str(),
             who: e.actor.map(|u| u.name).unwrap_or_default(),
             body: e.body,
@@ -602,6 +606,7 @@ struct IncidentPage {
     c: Chrome,
     i: Incident,
     detected: String,
+    detected_iso: String,
     countdown: Option<Countdown>,
     transitions: Vec<(&'static str, &'static str)>,
     entries: Vec<Entry>,
@@ -617,6 +622,7 @@ struct DutyRow {
     key: String,
     name: String,
     due: String,
+    due_iso: String,
     status: &'static str,
     overdue: bool,
     reason: String,
@@ -672,6 +678,7 @@ async fn incident_page(
             .map(|o| DutyRow {
                 name: if c.lang == "en" { o.name_en } else { o.name_ja },
                 due: local(&zone, o.due_at),
+                due_iso: o.due_at.to_string(),
                 status: o.status.as_str(),
                 overdue: o.overdue,
                 reason: o.reason,
@@ -712,6 +719,7 @@ async fn incident_page(
         .collect();
     let page_ = IncidentPage {
         detected: local(&zone, i.times.detected_at),
+        detected_iso: i.times.detected_at.to_string(),
         countdown: if started.is_none() {
             countdown(c.w, i.response_due_at, now)
         } else {

@@ -161,6 +161,9 @@ pub struct Words {
     pub now_on_call: &'static str,
     pub admins_only: &'static str,
     pub label: &'static str,
+    pub policies: &'static str,
+    pub policy_hint: &'static str,
+    pub enrolment_once: &'static str,
 }
 
 const JA: Words = Words {
@@ -282,6 +285,9 @@ const JA: Words = Words {
     now_on_call: "現在",
     admins_only: "管理者のみが作成できます",
     label: "名前",
+    policies: "エスカレーションポリシー",
+    policy_hint: "ポリシーはJSONで編集します（levels, repeat, rules）。保存すると進行中のエスカレーションは次のステップから新しい内容に従います。",
+    enrolment_once: "作成しました。二要素認証の登録URI（今回だけ表示）：",
 };
 
 const EN: Words = Words {
@@ -403,4 +409,7 @@ const EN: Words = Words {
     now_on_call: "Now",
     admins_only: "Only administrators create these",
     label: "Name",
+    policies: "Escalation policies",
+    policy_hint: "Policies are edited as JSON (levels, repeat, rules). Escalations under way follow the new version from their next step.",
+    enrolment_once: "Created. The second-factor enrolment URI, shown this once:",
 };

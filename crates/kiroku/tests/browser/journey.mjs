@@ -69,6 +69,8 @@ try {
   await page.fill("#note-body", "接続プール枯渇を確認");
   await Promise.all([page.waitForURL(url), page.click("#note-save")]);
   check((await page.textContent("#timeline")).includes("接続プール枯渇を確認"), "note on the timeline");
+  const shown = await page.getAttribute("#timeline time", "data-localised");
+  check(shown === "1", "times shown in the reader's zone");
   await Promise.all([page.waitForURL(url), page.click("button[data-action=resolve]")]);
   check((await page.textContent("#incident-status")) === "resolved", "resolved");
   await page.screenshot({ path: `${shots}/incident.png`, fullPage: true });
@@ -104,7 +106,7 @@ try {
     return p ? Math.round(p.startTime) : -1;
   });
   console.log(`measured: dashboard first contentful paint ${paint} ms`);
-  for (const name of ["integrations", "schedules", "users"]) {
+  for (const name of ["integrations", "schedules", "policies", "users"]) {
     await page.goto(`${base}/${name}`);
     await page.screenshot({ path: `${shots}/${name}.png`, fullPage: true });
   }

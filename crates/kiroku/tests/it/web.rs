@@ -628,6 +628,91 @@ async fn pages_work_and_refuse_what_they_must() {
         "shown once"
     );
 
+    // Escalation policies are edited as their JSON; a bad one keeps the
+    // text with the reason, a stale one is refused.
+    t.app.ensure_default_policy().await.unwrap();
+    let policies = admin.get("/policies").await;
+    assert_eq!(policies.status, StatusCode::OK);
+    let pversion = policies.hidden("version");
+    let broken = admin
+        .post(
+            "/policies/default",
+            &[
+                ("csrf", &acsrf),
+                ("version", &pversion),
+                ("json", "{\"name\": \"default\", \"levels\": 7}"),
+            ],
+        )
+        .await;
+    assert_eq!(broken.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        broken.body.contains("id=\"policy-error\"") && broken.body.contains("levels"),
+        "{}",
+        broken.body
+    );
+    let good = r#"{"name": "default", "levels": [{"targets": [], "delay_minutes": 10}]}"#;
+    let saved = admin
+        .post(
+            "/policies/default",
+            &[("csrf", &acsrf), ("version", &pversion), ("json", good)],
+        )
+        .await;
+    assert_eq!(saved.status, StatusCode::SEE_OTHER, "{}", saved.body);
+    let stale_policy = admin
+        .post(
+            "/policies/default",
+            &[("csrf", &acsrf), ("version", &pversion), ("json", good)],
+        )
+        .await;
+    assert_eq!(stale_policy.status, StatusCode::CONFLICT);
+    let not_theirs = b
+        .post(
+            "/policies/default",
+            &[("csrf", &csrf), ("version", "99"), ("json", good)],
+        )
+        .await;
+    assert_eq!(not_theirs.status, StatusCode::FORBIDDEN);
+    // Admins create users; an admin's second-factor enrolment shows once.
+    let made_user = admin
+        .post(
+            "/users",
+            &[
+                ("csrf", &acsrf),
+                ("name", "yamada"),
+                ("role", "admin"),
+                ("password", "another long passphrase"),
+            ],
+        )
+        .await;
+    assert_eq!(made_user.status, StatusCode::CREATED, "{}", made_user.body);
+    assert!(
+        made_user.body.contains("id=\"user-enrolment\"") && made_user.body.contains("otpauth://")
+    );
+    let again = admin
+        .post(
+            "/users",
+            &[
+                ("csrf", &acsrf),
+                ("name", "yamada"),
+                ("role", "viewer"),
+                ("password", "another long passphrase"),
+            ],
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let by_responder = b
+        .post(
+            "/users",
+            &[
+                ("csrf", &csrf),
+                ("name", "mallory"),
+                ("role", "admin"),
+                ("password", "another long passphrase"),
+            ],
+        )
+        .await;
+    assert_eq!(by_responder.status, StatusCode::FORBIDDEN);
+
     // Logging out ends the session for the API too.
     let logout = b.post("/logout", &[("csrf", &csrf)]).await;
     assert_eq!(logout.status, StatusCode::SEE_OTHER);
