@@ -339,6 +339,7 @@ pub const PAGES: &[RouteRule] = &[
     ),
     rule("POST", "/incidents/{key}/notes", P, "incident_note_add"),
     rule("POST", "/incidents/{key}/edit", P, "incident_update"),
+    rule("GET", "/incidents/{key}/reports/{kind}", P, "page_read"),
     rule(
         "POST",
         "/incidents/{key}/obligations/{rule}",
@@ -357,6 +358,12 @@ pub const PAGES: &[RouteRule] = &[
     rule("GET", "/integrations", P, "page_read"),
     rule("POST", "/integrations", P, "integration_create"),
     rule("GET", "/schedules", P, "page_read"),
+    rule(
+        "POST",
+        "/schedules/{name}/overrides",
+        P,
+        "schedule_override_add",
+    ),
     rule("GET", "/users", P, "page_read"),
     rule("POST", "/users", P, "user_create"),
     rule("GET", "/policies", P, "page_read"),

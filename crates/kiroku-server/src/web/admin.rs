@@ -198,6 +198,7 @@ struct ScheduleRow {
 struct SchedulesPage {
     c: Chrome,
     schedules: Vec<ScheduleRow>,
+    error: String,
 }
 
 /// Days the calendar shows ahead.
@@ -209,13 +210,22 @@ pub(crate) async fn schedules(
     headers: HeaderMap,
     Query(q): Query<PageQuery>,
 ) -> Response {
-    let c = match signed_in(&caller, &headers, q.lang.as_deref(), "/schedules") {
-        Ok(c) => c,
-        Err(r) => return *r,
-    };
+    match signed_in(&caller, &headers, q.lang.as_deref(), "/schedules") {
+        Ok(c) => schedules_page(&s, &caller, c, String::new(), StatusCode::OK).await,
+        Err(r) => *r,
+    }
+}
+
+async fn schedules_page(
+    s: &AppState,
+    caller: &Caller,
+    c: Chrome,
+    error: String,
+    status: StatusCode,
+) -> Response {
     let app = &s.app;
     let zone = app.config().time_zone.clone();
-    let users = match app.users(&caller).await {
+    let users = match app.users(caller).await {
         Ok(u) => u,
         // Names need the user list; without it ids are shown.
         Err(AppError::Forbidden { .. }) => Vec::new(),
@@ -227,7 +237,7 @@ pub(crate) async fn schedules(
             .find(|u| u.id == id)
             .map_or_else(|| id.to_string(), |u| u.name.clone())
     };
-    let list = match app.schedules(&caller).await {
+    let list = match app.schedules(caller).await {
         Ok(l) => l,
         Err(e) => return error_page(c, e),
     };
@@ -240,13 +250,13 @@ pub(crate) async fn schedules(
         .unwrap_or(now);
     let mut rows = Vec::new();
     for sched in list {
-        let current = match app.oncall(&caller, &sched.name, None).await {
+        let current = match app.oncall(caller, &sched.name, None).await {
             Ok(o) => o.user.unwrap_or_else(|| c.w.nobody.to_string()),
             Err(e) => return error_page(c, e),
         };
         let until = start + SignedDuration::from_hours(24 * CALENDAR_DAYS);
         let shifts = match app
-            .shifts(&caller, &sched.name, Some(start), Some(until))
+            .shifts(caller, &sched.name, Some(start), Some(until))
             .await
         {
             Ok(sh) => sh,
@@ -274,7 +284,14 @@ pub(crate) async fn schedules(
             days,
         });
     }
-    page(StatusCode::OK, &SchedulesPage { c, schedules: rows })
+    page(
+        status,
+        &SchedulesPage {
+            c,
+            schedules: rows,
+            error,
+        },
+    )
 }
 
 struct UserRow {
@@ -642,6 +659,73 @@ pub(crate) async fn create_user(
                     error: e.to_string(),
                     ..Once::default()
                 },
+                StatusCode::UNPROCESSABLE_ENTITY,
+            )
+            .await
+        }
+        Err(e) => error_page(c, e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct OverrideForm {
+    user: String,
+    /// `YYYY-MM-DDTHH:MM`, as a datetime-local input sends it, in the
+    /// configured zone.
+    start: String,
+    end: String,
+}
+
+/// Someone else on call for a while: an override, from the calendar page.
+pub(crate) async fn add_override(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
+    let (c, f): (Chrome, OverrideForm) = match form_of(&caller, &headers, "/schedules", &body) {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
+    let zone = s.app.config().time_zone.clone();
+    let at = |field: &str, raw: &str| {
+        raw.parse::<jiff::civil::DateTime>()
+            .ok()
+            .and_then(|dt| dt.to_zoned(zone.clone()).ok())
+            .map(|z| z.timestamp())
+            .ok_or_else(|| {
+                AppError::Invalid(kiroku_domain::ValidationError::new(
+                    field,
+                    "invalid_time",
+                    "must read YYYY-MM-DDTHH:MM",
+                ))
+            })
+    };
+    let added = match (at("start", &f.start), at("end", &f.end)) {
+        (Ok(start), Ok(end)) => {
+            s.app
+                .add_override(
+                    &caller,
+                    &name,
+                    kiroku_app::NewOverride {
+                        user: f.user,
+                        start,
+                        end,
+                    },
+                )
+                .await
+        }
+        (Err(e), _) | (_, Err(e)) => Err(e),
+    };
+    match added {
+        Ok(_) => Redirect::to("/schedules").into_response(),
+        Err(AppError::Invalid(v)) => {
+            schedules_page(
+                &s,
+                &caller,
+                c,
+                v.to_string(),
                 StatusCode::UNPROCESSABLE_ENTITY,
             )
             .await

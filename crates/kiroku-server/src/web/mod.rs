@@ -187,6 +187,10 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/incidents/{key}/transition", post(pages::transition))
         .route("/incidents/{key}/notes", post(pages::note))
         .route("/incidents/{key}/edit", post(pages::edit))
+        .route(
+            "/incidents/{key}/reports/{kind}",
+            get(pages::report_preview),
+        )
         .route("/incidents/{key}/obligations/{rule}", post(pages::decide))
         .route(
             "/incidents/{key}/postmortem",
@@ -202,6 +206,7 @@ pub(crate) fn routes() -> Router<AppState> {
             get(admin::integrations).post(admin::create_integration),
         )
         .route("/schedules", get(admin::schedules))
+        .route("/schedules/{name}/overrides", post(admin::add_override))
         .route("/users", get(admin::users).post(admin::create_user))
         .route("/policies", get(admin::policies))
         .route("/policies/{name}", post(admin::save_policy))

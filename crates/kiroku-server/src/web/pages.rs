@@ -1082,3 +1082,45 @@ pub(crate) async fn decide(
         Err(e) => error_page(c, e),
     }
 }
+
+#[derive(Template)]
+#[template(path = "report.html")]
+struct ReportPreview {
+    c: Chrome,
+    number: String,
+    kind: String,
+}
+
+/// A report shown in the page, with its downloads.
+pub(crate) async fn report_preview(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    Path((key, kind)): Path<(String, String)>,
+    Query(q): Query<PageQuery>,
+) -> Response {
+    let here = format!("/incidents/{key}/reports/{kind}");
+    let c = match signed_in(&caller, &headers, q.lang.as_deref(), &here) {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
+    if kiroku_report::Kind::parse(&kind).is_none() {
+        return error_page(
+            c,
+            AppError::NotFound {
+                what: "report kind",
+            },
+        );
+    }
+    match s.app.incident(&caller, &IncidentKey::parse(&key)).await {
+        Ok(i) => page(
+            StatusCode::OK,
+            &ReportPreview {
+                c,
+                number: i.number,
+                kind,
+            },
+        ),
+        Err(e) => error_page(c, e),
+    }
+}

@@ -164,6 +164,12 @@ pub struct Words {
     pub policies: &'static str,
     pub policy_hint: &'static str,
     pub enrolment_once: &'static str,
+    pub override_who: &'static str,
+    pub from: &'static str,
+    pub until: &'static str,
+    pub add_override: &'static str,
+    pub preview: &'static str,
+    pub download: &'static str,
 }
 
 const JA: Words = Words {
@@ -288,6 +294,12 @@ const JA: Words = Words {
     policies: "エスカレーションポリシー",
     policy_hint: "ポリシーはJSONで編集します（levels, repeat, rules）。保存すると進行中のエスカレーションは次のステップから新しい内容に従います。",
     enrolment_once: "作成しました。二要素認証の登録URI（今回だけ表示）：",
+    override_who: "代わりに入る人",
+    from: "開始",
+    until: "終了",
+    add_override: "交代を登録",
+    preview: "プレビュー",
+    download: "ダウンロード",
 };
 
 const EN: Words = Words {
@@ -412,4 +424,10 @@ const EN: Words = Words {
     policies: "Escalation policies",
     policy_hint: "Policies are edited as JSON (levels, repeat, rules). Escalations under way follow the new version from their next step.",
     enrolment_once: "Created. The second-factor enrolment URI, shown this once:",
+    override_who: "Who covers",
+    from: "From",
+    until: "Until",
+    add_override: "Add an override",
+    preview: "Preview",
+    download: "Download",
 };

@@ -85,6 +85,11 @@ try {
   check((await page.textContent("#pm-hash")).length === 64, "its SHA-256 shown");
   await page.screenshot({ path: `${shots}/postmortem.png`, fullPage: true });
 
+  await page.goto(`${url}/reports/shimatsusho`);
+  const frame = page.frameLocator("iframe.report");
+  check((await frame.locator("h1").textContent()).includes("始末書"), "the report previews in the page");
+  await page.screenshot({ path: `${shots}/report.png`, fullPage: true });
+
   const pdf = await page.request.get(`${url.replace("/incidents/", "/api/v1/incidents/")}/reports/db-incident.pdf`);
   check(pdf.status() === 200 || pdf.status() === 503, `report download answered ${pdf.status()}`);
   if (pdf.status() === 200) {

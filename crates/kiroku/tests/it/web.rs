@@ -606,7 +606,89 @@ async fn pages_work_and_refuse_what_they_must() {
         .await;
     assert_eq!(odd.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(odd.body.contains("id=\"integration-error\""));
-    assert_eq!(admin.get("/schedules").await.status, StatusCode::OK);
+    // The on-call calendar, and an override added from it.
+    let (s, _) = t
+        .post(
+            &t.admin,
+            "/api/v1/schedules",
+            json!({"name": "primary", "layers": [
+                {"name": "weekly", "start": "2026-01-05T10:00:00", "rotation": {"kind": "weekly"}, "members": ["responder"]}
+            ]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let calendar = admin.get("/schedules").await;
+    assert_eq!(calendar.status, StatusCode::OK);
+    assert!(
+        calendar.body.contains("primary") && calendar.body.contains("responder"),
+        "{}",
+        calendar.body
+    );
+    let start = (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(48))
+        .to_zoned(jiff::tz::TimeZone::get("Asia/Tokyo").unwrap())
+        .strftime("%Y-%m-%dT%H:%M")
+        .to_string();
+    let end = (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(60))
+        .to_zoned(jiff::tz::TimeZone::get("Asia/Tokyo").unwrap())
+        .strftime("%Y-%m-%dT%H:%M")
+        .to_string();
+    let swapped = admin
+        .post(
+            "/schedules/primary/overrides",
+            &[
+                ("csrf", &acsrf),
+                ("user", "admin"),
+                ("start", &start),
+                ("end", &end),
+            ],
+        )
+        .await;
+    assert_eq!(swapped.status, StatusCode::SEE_OTHER, "{}", swapped.body);
+    assert!(
+        admin
+            .get("/schedules")
+            .await
+            .body
+            .contains("admin, responder")
+            || admin
+                .get("/schedules")
+                .await
+                .body
+                .contains("responder, admin")
+    );
+    let backwards = admin
+        .post(
+            "/schedules/primary/overrides",
+            &[
+                ("csrf", &acsrf),
+                ("user", "admin"),
+                ("start", &end),
+                ("end", &start),
+            ],
+        )
+        .await;
+    assert_eq!(backwards.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(backwards.body.contains("id=\"override-error\""));
+    let garbled = admin
+        .post(
+            "/schedules/primary/overrides",
+            &[
+                ("csrf", &acsrf),
+                ("user", "admin"),
+                ("start", "tomorrow"),
+                ("end", &end),
+            ],
+        )
+        .await;
+    assert_eq!(garbled.status, StatusCode::UNPROCESSABLE_ENTITY);
+    // Report previews: known kinds show in a frame; others are 404 pages.
+    let preview = admin.get(&format!("{path}/reports/shimatsusho")).await;
+    assert_eq!(preview.status, StatusCode::OK);
+    assert!(preview.body.contains("<iframe") && preview.body.contains("shimatsusho.html"));
+    assert_eq!(
+        admin.get(&format!("{path}/reports/memo")).await.status,
+        StatusCode::NOT_FOUND
+    );
     // Users and tokens: admins see everyone; a token's secret shows once.
     let people = admin.get("/users").await;
     assert!(people.body.contains("id=\"users\"") && people.body.contains("auditor"));
