@@ -125,7 +125,21 @@ pub(crate) fn error_page(c: Chrome, e: AppError) -> Response {
         }
         other => (StatusCode::UNPROCESSABLE_ENTITY, other.to_string()),
     };
-    page(status, &ErrorPage { c, message })
+    let res = page(status, &ErrorPage { c, message });
+    refused(res, e.code(), e.field())
+}
+
+/// Marks a refusal page so the middleware writes it to the audit log, as
+/// it does every refused API request.
+pub(crate) fn refused(mut res: Response, code: &str, field: Option<&str>) -> Response {
+    if res.status().is_client_error() {
+        res.extensions_mut().insert(crate::error::Refusal {
+            code: code.to_string(),
+            field: field.map(str::to_string),
+            audited: false,
+        });
+    }
+    res
 }
 
 /// The caller's chrome, or a redirect to the login page.

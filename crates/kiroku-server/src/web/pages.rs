@@ -801,9 +801,11 @@ pub(crate) fn form_of<T: serde::de::DeserializeOwned>(
     let token: CsrfForm = serde_urlencoded::from_bytes(body).unwrap_or_default();
     if !csrf_ok(headers, &token.csrf) {
         let message = c.w.stale.to_string();
-        return Err(Box::new(page(
-            StatusCode::FORBIDDEN,
-            &super::ErrorPage { c, message },
+        let res = page(StatusCode::FORBIDDEN, &super::ErrorPage { c, message });
+        return Err(Box::new(super::refused(
+            res,
+            "csrf_token_invalid",
+            Some("csrf"),
         )));
     }
     match form(body) {

@@ -416,6 +416,18 @@ async fn pages_work_and_refuse_what_they_must() {
     );
     let missing = viewer.get("/incidents/NOPE-2026-001").await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    // Refusals by page are audited as the API's are.
+    let audit = t.audit().await;
+    assert!(
+        audit
+            .iter()
+            .any(|e| e["action"] == "authz_fail" && e["error_code"] == "forbidden")
+    );
+    assert!(
+        audit
+            .iter()
+            .any(|e| e["error_code"] == "csrf_token_invalid")
+    );
 
     // The public status page: the component is affected, but nothing of
     // the incident shows until an update is published.
