@@ -87,6 +87,16 @@ impl App {
         key: &IncidentKey,
     ) -> Result<Vec<ObligationView>> {
         let incident = self.incident(caller, key).await?;
+        self.obligations_of(caller, &incident).await
+    }
+
+    /// The duties of an incident the caller has already read.
+    pub async fn obligations_of(
+        &self,
+        caller: &Caller,
+        incident: &Incident,
+    ) -> Result<Vec<ObligationView>> {
+        caller.require(Permission::IncidentRead)?;
         let now = self.now();
         Ok(self
             .store

@@ -434,6 +434,16 @@ impl App {
             .incident(key)
             .await?
             .ok_or(AppError::NotFound { what: "incident" })?;
+        self.timeline_of(caller, &incident).await
+    }
+
+    /// The timeline of an incident the caller has already read.
+    pub async fn timeline_of(
+        &self,
+        caller: &Caller,
+        incident: &Incident,
+    ) -> Result<Vec<TimelineEntry>> {
+        caller.require(Permission::IncidentRead)?;
         Ok(self.store.timeline(incident.id).await?)
     }
 

@@ -507,29 +507,7 @@ fn hostile_text_is_escaped_in_every_kind() {
         assert!(!md.contains("<script>"), "{kind:?}");
         assert!(!md.contains("\n# 見出し"), "{kind:?}");
         assert!(!md.contains("[x](javascript"), "{kind:?}");
-        let zone = TimeZone::get("Asia/Tokyo").unwrap();
-        let problems = Vec::new();
-        let input = ReportInput {
-            incident: &f.incident,
-            category_ja: "",
-            category_en: "",
-            gravity: Gravity::Major,
-            timeline: &f.timeline,
-            postmortem: &f.postmortem,
-            stage: Stage::Draft,
-            version: 1,
-            steps: Vec::new(),
-            approvals: &[],
-            final_hash: None,
-            problems: &problems,
-            obligations: &[],
-            zone: &zone,
-            issued_at: ts("2025-06-13T03:00:00Z"),
-            default_addressees: "",
-            western_dates: false,
-            contact: "",
-        };
-        let page = html::render(&build(kind, &input, None, Lang::Ja));
+        let page = html::render(&f.document(kind, None, Lang::Ja));
         assert!(!page.contains("<script>"), "{kind:?}");
         assert!(page.contains("&lt;script&gt;"), "{kind:?}");
     }

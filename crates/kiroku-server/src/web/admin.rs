@@ -13,7 +13,7 @@ use kiroku_domain::alert::IntegrationKind;
 use serde::Deserialize;
 
 use super::pages::{PageQuery, form_of};
-use super::{Chrome, error_page, page, signed_in};
+use super::{Chrome, error_page, local, page, signed_in};
 use crate::AppState;
 
 /// Where monitoring reaches this server: the configured public address,
@@ -338,7 +338,7 @@ async fn users_page(
     status: StatusCode,
 ) -> Response {
     let zone = s.app.config().time_zone.clone();
-    let local = |t: Timestamp| zone.to_datetime(t).strftime("%Y-%m-%d %H:%M").to_string();
+    let local = |t: Timestamp| local(&zone, t);
     let users = match s.app.users(caller).await {
         Ok(u) => u,
         Err(AppError::Forbidden { .. }) => Vec::new(),
@@ -545,50 +545,36 @@ pub(crate) async fn save_policy(
         Ok(v) => v,
         Err(r) => return *r,
     };
-    let kept = |error: String| PolicyRow {
-        name: name.clone(),
-        version: f.version,
-        json: f.json.clone(),
-        error,
-    };
     let de = &mut serde_json::Deserializer::from_str(&f.json);
-    let draft: kiroku_domain::escalation::PolicyDraft = match serde_path_to_error::deserialize(de) {
-        Ok(d) => d,
+    let parsed: Result<kiroku_domain::escalation::PolicyDraft, _> =
+        serde_path_to_error::deserialize(de);
+    // What goes wrong keeps the text as sent, with the reason beside it.
+    let (error, status) = match parsed {
         Err(e) => {
             let path = e.path().to_string();
-            let message = format!("{path}: {}", e.into_inner());
-            return policies_page(
-                &s,
-                &caller,
-                c,
-                Some(kept(message)),
+            (
+                format!("{path}: {}", e.into_inner()),
                 StatusCode::UNPROCESSABLE_ENTITY,
             )
-            .await;
         }
-    };
-    match s
-        .app
-        .update_policy(&caller, &name, draft, Some(f.version))
-        .await
-    {
-        Ok(_) => Redirect::to("/policies").into_response(),
-        Err(AppError::Invalid(v)) => {
-            policies_page(
-                &s,
-                &caller,
-                c,
-                Some(kept(v.to_string())),
-                StatusCode::UNPROCESSABLE_ENTITY,
-            )
+        Ok(draft) => match s
+            .app
+            .update_policy(&caller, &name, draft, Some(f.version))
             .await
-        }
-        Err(AppError::VersionConflict { .. }) => {
-            let message = c.w.stale.to_string();
-            policies_page(&s, &caller, c, Some(kept(message)), StatusCode::CONFLICT).await
-        }
-        Err(e) => error_page(c, e),
-    }
+        {
+            Ok(_) => return Redirect::to("/policies").into_response(),
+            Err(AppError::Invalid(v)) => (v.to_string(), StatusCode::UNPROCESSABLE_ENTITY),
+            Err(AppError::VersionConflict { .. }) => (c.w.stale.to_string(), StatusCode::CONFLICT),
+            Err(e) => return error_page(c, e),
+        },
+    };
+    let kept = PolicyRow {
+        name,
+        version: f.version,
+        json: f.json,
+        error,
+    };
+    policies_page(&s, &caller, c, Some(kept), status).await
 }
 
 #[derive(Debug, Deserialize)]

@@ -45,6 +45,12 @@ pub(crate) struct Chrome {
     pub here: String,
 }
 
+/// A time as the pages show it, in the configured zone (the script shows
+/// it again in the reader's).
+pub(crate) fn local(zone: &jiff::tz::TimeZone, at: jiff::Timestamp) -> String {
+    zone.to_datetime(at).strftime("%Y-%m-%d %H:%M").to_string()
+}
+
 /// The token a form of this session carries: only our pages can show it,
 /// since only they can read the HttpOnly session cookie's value's digest.
 pub(crate) fn csrf_token(headers: &HeaderMap) -> String {

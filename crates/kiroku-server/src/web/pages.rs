@@ -13,7 +13,9 @@ use kiroku_domain::{Incident, Status, TimelineEntry, Transition};
 use kiroku_store::IncidentKey;
 use serde::Deserialize;
 
-use super::{Chrome, LANG_COOKIE, LOGIN_CSRF_COOKIE, csrf_ok, error_page, page, public, signed_in};
+use super::{
+    Chrome, LANG_COOKIE, LOGIN_CSRF_COOKIE, csrf_ok, error_page, local, page, public, signed_in,
+};
 use crate::AppState;
 
 /// Query parameters every page takes.
@@ -24,10 +26,6 @@ pub(crate) struct PageQuery {
     pub severity: Option<String>,
     pub q: Option<String>,
     pub cursor: Option<String>,
-}
-
-fn local(zone: &TimeZone, at: Timestamp) -> String {
-    zone.to_datetime(at).strftime("%Y-%m-%d %H:%M").to_string()
 }
 
 /// Remembers a language asked for by `?lang=`, for the next pages.
@@ -259,13 +257,29 @@ pub(crate) async fn dashboard(
         Ok(c) => c,
         Err(r) => return *r,
     };
-    match dashboard_data(&s, &caller, &c).await {
-        Ok(d) => remember_lang(page(StatusCode::OK, &Dashboard { c, ..d }), &q),
-        Err(e) => error_page(c, e),
+    match dashboard_data(&s, &caller, c).await {
+        Ok(d) => remember_lang(page(StatusCode::OK, &d), &q),
+        Err((c, e)) => error_page(c, e),
     }
 }
 
-async fn dashboard_data(s: &AppState, caller: &Caller, c: &Chrome) -> Result<Dashboard, AppError> {
+/// The dashboard, or the chrome back with the error to show in it.
+async fn dashboard_data(
+    s: &AppState,
+    caller: &Caller,
+    c: Chrome,
+) -> Result<Dashboard, (Chrome, AppError)> {
+    match dashboard_sections(s, caller, &c).await {
+        Ok(sections) => Ok(sections(c)),
+        Err(e) => Err((c, e)),
+    }
+}
+
+async fn dashboard_sections(
+    s: &AppState,
+    caller: &Caller,
+    c: &Chrome,
+) -> Result<impl FnOnce(Chrome) -> Dashboard + use<>, AppError> {
     let app = &s.app;
     let zone = &app.config().time_zone;
     let now = Timestamp::now();
@@ -355,14 +369,8 @@ async fn dashboard_data(s: &AppState, caller: &Caller, c: &Chrome) -> Result<Das
         right: a.item.due.map(|d| d.to_string()).unwrap_or_default(),
     })
     .collect();
-    Ok(Dashboard {
-        c: Chrome {
-            w: c.w,
-            lang: c.lang,
-            user: c.user.clone(),
-            csrf: c.csrf.clone(),
-            here: c.here.clone(),
-        },
+    Ok(move |c| Dashboard {
+        c,
         groups,
         oncall,
         alerts,
@@ -668,11 +676,13 @@ async fn incident_page(
         Ok(i) => i,
         Err(e) => return error_page(c, e),
     };
-    let timeline = match app.timeline(caller, &key).await {
+    // One read of the incident (audited when it holds personal data); the
+    // rest is read for it, not looked up again.
+    let timeline = match app.timeline_of(caller, &i).await {
         Ok(t) => t,
         Err(e) => return error_page(c, e),
     };
-    let duties = match app.obligations(caller, &key).await {
+    let duties = match app.obligations_of(caller, &i).await {
         Ok(o) => o
             .into_iter()
             .map(|o| DutyRow {

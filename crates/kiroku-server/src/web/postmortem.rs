@@ -310,9 +310,7 @@ async fn render(
                 Some(a) => (
                     label.clone(),
                     a.approver.name.clone(),
-                    zone.to_datetime(a.at)
-                        .strftime("%Y-%m-%d %H:%M")
-                        .to_string(),
+                    super::local(zone, a.at),
                     a.comment.clone(),
                 ),
                 None => (label.clone(), String::new(), String::new(), String::new()),
@@ -390,77 +388,47 @@ pub(crate) async fn save(
         Ok(v) => v,
         Err(r) => return *r,
     };
-    let stale = c.w.stale.to_string();
     let before = match s.app.postmortem(&caller, &IncidentKey::parse(&key)).await {
         Ok(v) => v.postmortem,
         Err(e) => return error_page(c, e),
     };
-    let draft = match f.parse(&before) {
-        Ok(d) => d,
-        Err(e) => {
-            return render(
-                &s,
-                &caller,
-                c,
-                &key,
-                Shown {
-                    form: Some(f),
-                    error: Some(e),
-                    ..Shown::default()
-                },
-                StatusCode::UNPROCESSABLE_ENTITY,
-            )
-            .await;
+    // What goes wrong keeps the form as sent, with the error at its field.
+    let (error, status) = match f.parse(&before) {
+        Err(e) => (e, StatusCode::UNPROCESSABLE_ENTITY),
+        Ok(draft) => {
+            let saved = s
+                .app
+                .save_postmortem(
+                    &caller,
+                    &IncidentKey::parse(&key),
+                    SavePostmortem {
+                        version: f.version,
+                        postmortem: draft,
+                    },
+                )
+                .await;
+            match saved {
+                Ok(_) => {
+                    return Redirect::to(&format!("/incidents/{key}/postmortem")).into_response();
+                }
+                Err(AppError::Invalid(v)) => {
+                    let field = v.field.split(['[', '.']).next().unwrap_or("").to_string();
+                    ((field, v.to_string()), StatusCode::UNPROCESSABLE_ENTITY)
+                }
+                Err(AppError::VersionConflict { .. }) => (
+                    ("version".into(), c.w.stale.to_string()),
+                    StatusCode::CONFLICT,
+                ),
+                Err(e) => return error_page(c, e),
+            }
         }
     };
-    let saved = s
-        .app
-        .save_postmortem(
-            &caller,
-            &IncidentKey::parse(&key),
-            SavePostmortem {
-                version: f.version,
-                postmortem: draft,
-            },
-        )
-        .await;
-    match saved {
-        Ok(_) => Redirect::to(&format!("/incidents/{key}/postmortem")).into_response(),
-        Err(AppError::Invalid(v)) => {
-            let field = v.field.split(['[', '.']).next().unwrap_or("").to_string();
-            let e = Some((field, v.to_string()));
-            render(
-                &s,
-                &caller,
-                c,
-                &key,
-                Shown {
-                    form: Some(f),
-                    error: e,
-                    ..Shown::default()
-                },
-                StatusCode::UNPROCESSABLE_ENTITY,
-            )
-            .await
-        }
-        Err(AppError::VersionConflict { .. }) => {
-            let e = Some(("version".to_string(), stale));
-            render(
-                &s,
-                &caller,
-                c,
-                &key,
-                Shown {
-                    form: Some(f),
-                    error: e,
-                    ..Shown::default()
-                },
-                StatusCode::CONFLICT,
-            )
-            .await
-        }
-        Err(e) => error_page(c, e),
-    }
+    let shown = Shown {
+        form: Some(f),
+        error: Some(error),
+        ..Shown::default()
+    };
+    render(&s, &caller, c, &key, shown, status).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -494,45 +462,21 @@ pub(crate) async fn approve(
             },
         )
         .await;
-    match approved {
-        Ok(_) => Redirect::to(&format!("/incidents/{key}/postmortem")).into_response(),
+    let (message, problems) = match approved {
+        Ok(_) => return Redirect::to(&format!("/incidents/{key}/postmortem")).into_response(),
         Err(AppError::Refused {
             message, problems, ..
-        }) => {
-            let listed = problems
-                .iter()
-                .map(|p| format!("{}: {}", p.field, p.message))
-                .collect();
-            let e = Some(("approval".to_string(), message));
-            render(
-                &s,
-                &caller,
-                c,
-                &key,
-                Shown {
-                    error: e,
-                    problems: listed,
-                    ..Shown::default()
-                },
-                StatusCode::CONFLICT,
-            )
-            .await
-        }
-        Err(AppError::VersionConflict { .. }) => {
-            let e = Some(("approval".to_string(), c.w.stale.to_string()));
-            render(
-                &s,
-                &caller,
-                c,
-                &key,
-                Shown {
-                    error: e,
-                    ..Shown::default()
-                },
-                StatusCode::CONFLICT,
-            )
-            .await
-        }
-        Err(e) => error_page(c, e),
-    }
+        }) => (message, problems),
+        Err(AppError::VersionConflict { .. }) => (c.w.stale.to_string(), Vec::new()),
+        Err(e) => return error_page(c, e),
+    };
+    let shown = Shown {
+        error: Some(("approval".to_string(), message)),
+        problems: problems
+            .iter()
+            .map(|p| format!("{}: {}", p.field, p.message))
+            .collect(),
+        ..Shown::default()
+    };
+    render(&s, &caller, c, &key, shown, StatusCode::CONFLICT).await
 }

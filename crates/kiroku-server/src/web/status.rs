@@ -10,7 +10,7 @@ use kiroku_app::{ComponentState, PublicIncident};
 use kiroku_domain::validate::escape_markup;
 
 use super::pages::PageQuery;
-use super::{Chrome, error_page, page, public};
+use super::{Chrome, error_page, local, page, public};
 use crate::AppState;
 
 struct ComponentRow {
@@ -39,10 +39,6 @@ struct StatusPage {
     components: Vec<ComponentRow>,
     active: Vec<IncidentRow>,
     history: Vec<IncidentRow>,
-}
-
-fn local(zone: &TimeZone, at: jiff::Timestamp) -> String {
-    zone.to_datetime(at).strftime("%Y-%m-%d %H:%M").to_string()
 }
 
 fn incident_row(zone: &TimeZone, i: PublicIncident) -> IncidentRow {

@@ -360,7 +360,19 @@ async fn pages_work_and_refuse_what_they_must() {
         )
         .await;
     assert_eq!(edited.status, StatusCode::SEE_OTHER, "{}", edited.body);
+    let reads = |events: &[serde_json::Value]| {
+        events
+            .iter()
+            .filter(|e| e["action"] == "incident_read_personal_data")
+            .count()
+    };
+    let before = reads(&t.audit().await);
     let with_duties = b.get(&path).await;
+    assert_eq!(
+        reads(&t.audit().await),
+        before + 1,
+        "one audited read a page"
+    );
     assert!(
         with_duties.body.contains("id=\"duty-appi_preliminary\""),
         "{}",
@@ -656,17 +668,10 @@ async fn pages_work_and_refuse_what_they_must() {
         )
         .await;
     assert_eq!(swapped.status, StatusCode::SEE_OTHER, "{}", swapped.body);
+    let covered = admin.get("/schedules").await.body;
     assert!(
-        admin
-            .get("/schedules")
-            .await
-            .body
-            .contains("admin, responder")
-            || admin
-                .get("/schedules")
-                .await
-                .body
-                .contains("responder, admin")
+        covered.contains("admin, responder") || covered.contains("responder, admin"),
+        "{covered}"
     );
     let backwards = admin
         .post(
