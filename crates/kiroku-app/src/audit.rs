@@ -8,11 +8,14 @@ use kiroku_audit::merkle::{self, hex};
 use kiroku_audit::verify::{Finding, Summary, Verifier};
 use kiroku_audit::{NodeId, SignedTreeHead, TreeHead, TreeKey};
 use kiroku_domain::{Actor, AuditEvent, Operation, Permission, Source, Target};
-use kiroku_store::{ArchiveRecord, AuditQuery};
+use kiroku_store::{ArchiveRecord, AuditQuery, AuditScan};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::{App, AppError, Caller, Result};
+
+/// Events verified between two progress reports.
+const PROGRESS_EVERY: u64 = 10_000;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct InclusionProof {
@@ -276,14 +279,18 @@ impl App {
     }
 
     /// Verifies the whole log from the database alone (and `witnessed`
-    /// heads, each with its public key). `progress` hears (checked, total).
+    /// heads, each with its public key). Events are read through `scan`
+    /// when the backend offers one (on a blocking thread), else page by
+    /// page. A first pass checks signed ranges by their roots; should it
+    /// find anything, a full pass names what and where. `progress` hears
+    /// (checked, total).
     pub async fn verify_audit(
         &self,
         witnessed: Vec<(SignedTreeHead, String)>,
         mut archive: impl FnMut(&ArchiveRecord) -> ArchiveContents,
-        mut progress: impl FnMut(u64, u64),
+        mut scan: Option<Box<dyn AuditScan>>,
+        mut progress: impl FnMut(u64, u64) + Send + 'static,
     ) -> Result<std::result::Result<Summary, Finding>> {
-        let total = self.store.audit_size().await?;
         let keys: HashMap<String, String> = self.store.audit_keys().await?.into_iter().collect();
         let mut heads = Vec::new();
         let mut below = None;
@@ -293,30 +300,74 @@ impl App {
             below = Some(last.head.tree_size);
             heads.extend(page);
         }
-        let mut v = Verifier::new(heads, &keys, witnessed);
+        // Read after the heads, so that no head read covers more than this;
+        // events appended meanwhile are left to the next verification.
+        let total = self.store.audit_size().await?;
+        let mut outcome = Ok(Summary::default());
+        for roots_first in [true, false] {
+            let mut v = Verifier::new(heads.clone(), &keys, witnessed.clone());
+            if roots_first {
+                v = v.roots_first();
+            }
+            let pass = (v, scan, progress);
+            let (v, back_scan, back_progress) = self.verify_pass(pass, total, &mut archive).await?;
+            (scan, progress) = (back_scan, back_progress);
+            outcome = v.finish(total);
+            if outcome.is_ok() {
+                break;
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// One pass over every event; hands its tools back for another.
+    async fn verify_pass<P: FnMut(u64, u64) + Send + 'static>(
+        &self,
+        (mut v, scan, mut progress): (Verifier, Option<Box<dyn AuditScan>>, P),
+        total: u64,
+        archive: &mut impl FnMut(&ArchiveRecord) -> ArchiveContents,
+    ) -> Result<(Verifier, Option<Box<dyn AuditScan>>, P)> {
         let mut after = 0;
         // Archived ranges first (they are the oldest), then the rows.
         for a in self.store.audit_archives().await? {
             if !self.verify_archive(&mut v, &a, archive(&a)).await? {
-                return Ok(v.finish(total));
+                return Ok((v, scan, progress));
             }
             after = a.to_seq;
             progress(after as u64, total);
         }
+        if let Some(mut scan) = scan {
+            return tokio::task::spawn_blocking(move || {
+                let mut fed = 0u64;
+                scan.scan(after, total as i64, &mut |seq, leaf, doc| {
+                    fed += 1;
+                    if fed.is_multiple_of(PROGRESS_EVERY) {
+                        progress(seq as u64, total);
+                    }
+                    v.event(seq as u64, leaf, doc)
+                })?;
+                progress(total, total);
+                Ok((v, Some(scan), progress))
+            })
+            .await
+            .map_err(|e| AppError::Internal(format!("the audit scan stopped: {e}")))?;
+        }
         'pages: loop {
-            let page = self.store.audit_raw(after, 10_000).await?;
+            let page = self.store.audit_raw(after, PROGRESS_EVERY as i64).await?;
             if page.is_empty() {
                 break;
             }
             for e in &page {
-                if !v.event(e.seq as u64, &e.leaf_hash, &e.doc) {
+                if e.seq as u64 > total
+                    || !v.event(e.seq as u64, e.leaf_hash.as_bytes(), e.doc.as_bytes())
+                {
                     break 'pages;
                 }
             }
             after = page.last().map_or(after, |e| e.seq);
             progress(after as u64, total);
         }
-        Ok(v.finish(total))
+        Ok((v, scan, progress))
     }
 
     /// Feeds one archived range: each line's bytes against the leaf the
@@ -353,7 +404,7 @@ impl App {
                 let ok = match &mut lines {
                     None => v.archived_leaf(seq as u64, leaf),
                     Some(lines) => match lines.next() {
-                        Some(Ok(doc)) => v.event(seq as u64, &hex(&leaf), &doc),
+                        Some(Ok(doc)) => v.event(seq as u64, hex(&leaf).as_bytes(), doc.as_bytes()),
                         Some(Err(e)) => {
                             v.archive_problem(seq as u64, format!("archive {}: {e}", a.file));
                             false
@@ -792,7 +843,7 @@ impl App {
             match format {
                 ExportFormat::JsonLines => {
                     out.push_str(
-                        &kiroku_audit::canonical_doc(e)
+                        &kiroku_audit::canonical_event(e)
                             .map_err(|e| AppError::Internal(e.to_string()))?,
                     );
                     out.push('\n');

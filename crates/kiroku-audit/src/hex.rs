@@ -11,19 +11,48 @@ pub fn encode(bytes: &[u8]) -> String {
     s
 }
 
+/// Each byte's value as a hex digit, or `INVALID`: a table, because
+/// verification decodes a hash per event.
+const INVALID: u8 = 0xff;
+const VALUES: [u8; 256] = {
+    let mut t = [INVALID; 256];
+    let mut i = 0;
+    while i < 16 {
+        t[DIGITS[i] as usize] = i as u8;
+        t[DIGITS[i].to_ascii_uppercase() as usize] = i as u8;
+        i += 1;
+    }
+    t
+};
+
+fn decode_into(s: &[u8], out: &mut [u8]) -> Option<()> {
+    for (pair, byte) in s.chunks_exact(2).zip(out.iter_mut()) {
+        let (hi, lo) = (VALUES[usize::from(pair[0])], VALUES[usize::from(pair[1])]);
+        if hi == INVALID || lo == INVALID {
+            return None;
+        }
+        *byte = hi << 4 | lo;
+    }
+    Some(())
+}
+
 pub fn decode(s: &str) -> Option<Vec<u8>> {
     if !s.len().is_multiple_of(2) {
         return None;
     }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
+    let mut out = vec![0; s.len() / 2];
+    decode_into(s.as_bytes(), &mut out)?;
+    Some(out)
 }
 
 /// Exactly `N` bytes, or None.
 pub fn decode_array<const N: usize>(s: &str) -> Option<[u8; N]> {
-    decode(s)?.try_into().ok()
+    if s.len() != 2 * N {
+        return None;
+    }
+    let mut out = [0; N];
+    decode_into(s.as_bytes(), &mut out)?;
+    Some(out)
 }
 
 #[cfg(test)]
@@ -34,6 +63,8 @@ mod tests {
         assert_eq!(super::decode("000fff"), Some(vec![0, 15, 255]));
         assert_eq!(super::decode("0"), None);
         assert_eq!(super::decode("zz"), None);
+        assert_eq!(super::decode("0g"), None);
+        assert_eq!(super::decode("FF"), Some(vec![255]));
         assert_eq!(super::decode_array::<2>("000f"), Some([0, 15]));
         assert_eq!(super::decode_array::<2>("00"), None);
     }

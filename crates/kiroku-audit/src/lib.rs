@@ -13,6 +13,8 @@ pub mod merkle;
 pub mod seal;
 pub mod verify;
 
-pub use canonical::{CanonicalError, canonical_bytes, canonical_doc, doc_leaf, doc_matches_leaf};
+pub use canonical::{
+    CanonicalError, canonical_bytes, canonical_doc, canonical_event, doc_leaf, doc_matches_leaf,
+};
 pub use head::{HeadError, SignedTreeHead, TreeHead, TreeKey, verify_head};
 pub use merkle::{CompactRange, Hash, NodeId, ProofError};

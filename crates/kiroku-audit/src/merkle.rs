@@ -296,13 +296,25 @@ impl CompactRange {
 
     /// Adds a leaf hash; returns every node it creates, the leaf included.
     pub fn append(&mut self, leaf: Hash) -> Vec<(NodeId, Hash)> {
-        let mut created = vec![(
+        let mut created = Vec::with_capacity(2);
+        self.append_with(leaf, |id, hash| created.push((id, hash)));
+        created
+    }
+
+    /// Adds a leaf hash, keeping only the edge (no allocation): what a
+    /// verifier needs.
+    pub fn push(&mut self, leaf: Hash) {
+        self.append_with(leaf, |_, _| {});
+    }
+
+    fn append_with(&mut self, leaf: Hash, mut created: impl FnMut(NodeId, Hash)) {
+        created(
             NodeId {
                 level: 0,
                 index: self.size,
             },
             leaf,
-        )];
+        );
         let mut level = 0u8;
         let mut hash = leaf;
         let mut index = self.size;
@@ -314,11 +326,10 @@ impl CompactRange {
             hash = node_hash(&left, &hash);
             level += 1;
             index >>= 1;
-            created.push((NodeId { level, index }, hash));
+            created(NodeId { level, index }, hash);
         }
         self.peaks.push((level, hash));
         self.size += 1;
-        created
     }
 
     pub fn root(&self) -> Hash {

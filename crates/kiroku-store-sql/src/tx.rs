@@ -18,7 +18,7 @@ use sqlx::{Any, Transaction};
 use uuid::Uuid;
 
 use kiroku_audit::merkle::{hex, leaf_hash, peaks_of};
-use kiroku_audit::{CompactRange, canonical_doc};
+use kiroku_audit::{CompactRange, canonical_event};
 
 use crate::convert::{from_doc, from_micros, micros, opt_micros, search_text, to_doc};
 use crate::escalation::{self, Versioned};
@@ -453,7 +453,7 @@ impl Tx for SqlTx {
             let mut event = event.clone();
             event.seq = first + i as i64;
             // Stored canonical: the document's bytes are the leaf's bytes.
-            let doc = canonical_doc(&event).map_err(|e| StoreError::Backend(e.to_string()))?;
+            let doc = canonical_event(&event).map_err(|e| StoreError::Backend(e.to_string()))?;
             let leaf = leaf_hash(doc.as_bytes());
             nodes.extend(edge.append(leaf));
             rows.push((event, hex(&leaf), doc));

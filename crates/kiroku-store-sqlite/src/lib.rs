@@ -2,6 +2,8 @@
 //! open, in WAL mode with `synchronous=FULL` so that an acknowledged write
 //! survives a crash of the process or of the machine.
 
+mod scan;
+
 use std::path::Path;
 use std::time::Duration;
 
@@ -9,6 +11,8 @@ use kiroku_store::StoreError;
 use kiroku_store_sql::{Dialect, Migration, SqlStore, install_drivers, map_err, migrate};
 use sqlx::Executor;
 use sqlx::any::AnyPoolOptions;
+
+pub use scan::{FileScan, audit_scan};
 
 pub const MIGRATIONS: &[Migration] = &[
     Migration {

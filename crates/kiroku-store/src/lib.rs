@@ -43,6 +43,18 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// Hears one stored event, `(seq, leaf_hash, doc)`; false stops the scan.
+pub type AuditVisitor<'a> = dyn FnMut(i64, &[u8], &[u8]) -> bool + 'a;
+
+/// Stored audit events read in sequence order in one pass, each row lent
+/// rather than copied: how a whole log is verified on one core. A backend
+/// offers one where it can read faster than page by page.
+pub trait AuditScan: Send {
+    /// Calls `visit(seq, leaf_hash, doc)` for every event with
+    /// `after_seq < seq <= up_to`, in order, until `visit` returns false.
+    fn scan(&mut self, after_seq: i64, up_to: i64, visit: &mut AuditVisitor<'_>) -> Result<()>;
+}
+
 /// Work a commit left for the workers of every node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Work {

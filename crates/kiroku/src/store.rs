@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use kiroku_store::Store;
+use kiroku_store::{AuditScan, Store};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreTarget {
@@ -40,6 +40,19 @@ impl StoreTarget {
                     .trim_start_matches("postgresql://");
                 format!("PostgreSQL at {host}")
             }
+        }
+    }
+
+    /// The fast whole-log reader the backend offers, if any; the store
+    /// must have been opened (so created and migrated) first.
+    pub fn audit_scan(&self) -> anyhow::Result<Option<Box<dyn AuditScan>>> {
+        match self {
+            StoreTarget::Sqlite(path) => {
+                let scan = kiroku_store_sqlite::audit_scan(path)
+                    .with_context(|| format!("cannot open {}", self.describe()))?;
+                Ok(Some(Box::new(scan)))
+            }
+            StoreTarget::Postgres(_) => Ok(None),
         }
     }
 

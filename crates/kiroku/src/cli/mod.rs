@@ -547,13 +547,15 @@ async fn audit(cmd: AuditCommand) -> anyhow::Result<()> {
                 None => Vec::new(),
             };
             let app = local_app(&store).await?;
+            let file = config::read_file(store.config.as_deref())?;
+            let scan = config::store_target(&store, &file)?.audit_scan()?;
             let tty = std::io::stderr().is_terminal() && !json;
             let archives = |a: &kiroku_store::ArchiveRecord| match &archive {
                 Some(dir) => crate::audit::archive_contents(dir, a),
                 None => kiroku_app::ArchiveContents::LeavesOnly,
             };
             let outcome = app
-                .verify_audit(witnessed, archives, |done, total| {
+                .verify_audit(witnessed, archives, scan, move |done, total| {
                     if tty {
                         eprint!("\r{}", progress_bar(done, total));
                     }

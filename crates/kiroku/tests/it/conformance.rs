@@ -520,6 +520,7 @@ async fn batched_appends_keep_the_tree_whole(store: Arc<dyn Store>) {
         .verify_audit(
             Vec::new(),
             |_| kiroku_app::ArchiveContents::LeavesOnly,
+            None,
             |_, _| {},
         )
         .await

@@ -367,6 +367,7 @@ impl TestApp {
             .verify_audit(
                 Vec::new(),
                 |_| kiroku_app::ArchiveContents::LeavesOnly,
+                None,
                 |_, _| {},
             )
             .await
