@@ -26,6 +26,8 @@ struct Opts {
     only: Option<String>,
     /// PostgreSQL server to create the benchmark databases on.
     pg_url: String,
+    /// The audit section's log size, when not the default.
+    audit_events: Option<u64>,
 }
 
 impl Opts {
@@ -37,15 +39,25 @@ impl Opts {
 fn opts() -> anyhow::Result<Opts> {
     let mut args = std::env::args().skip(1);
     let (mut kiroku, mut out, mut quick, mut only) = (None, None, false, None);
+    let mut audit_events = None;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--kiroku" => kiroku = args.next().map(PathBuf::from),
             "--out" => out = args.next().map(PathBuf::from),
             "--quick" => quick = true,
             "--only" => only = args.next(),
+            "--audit-events" => {
+                audit_events = Some(
+                    args.next()
+                        .and_then(|n| n.parse().ok())
+                        .context("--audit-events takes a number of events")?,
+                )
+            }
             // cargo bench passes this to every harness-less bench.
             "--bench" => {}
-            other => bail!("unknown argument {other}; use --kiroku PATH --out DIR [--quick]"),
+            other => bail!(
+                "unknown argument {other}; use --kiroku PATH --out DIR [--quick] [--only SECTION] [--audit-events N]"
+            ),
         }
     }
     Ok(Opts {
@@ -53,6 +65,7 @@ fn opts() -> anyhow::Result<Opts> {
         out: out.context("--out DIR is required")?,
         quick,
         only,
+        audit_events,
         pg_url: std::env::var("KIROKU_BENCH_DATABASE_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into()),
     })
@@ -612,10 +625,15 @@ async fn audit_bench(o: &Opts, target: &Target, n: u64, r: &mut Report) -> anyho
     }
 
     let token = bootstrap_as(&o.kiroku, target, "auditor", "auditor")?;
+    let sender = bootstrap_as(&o.kiroku, target, "billing", "application")?;
     let server = Server::start(&o.kiroku, target).await?;
-    let client = reqwest::Client::new();
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()?;
     let base = format!("{}/api/v1/audit/proofs/inclusion", server.url);
+    let proof_client = client.clone();
     let make: Arc<dyn Fn(usize) -> reqwest::RequestBuilder + Send + Sync> = Arc::new(move |i| {
+        let client = &proof_client;
         let seq = 1 + (i as u64 * 7919) % n;
         client
             .get(format!("{base}?seq={seq}&tree_size={n}"))
@@ -672,6 +690,59 @@ async fn audit_bench(o: &Opts, target: &Target, n: u64, r: &mut Report) -> anyho
             json!({ "p50_ms": m.p50, "p99_ms": m.p99, "events": n, "noisy": noisy }),
         );
     }
+    // Other applications' events over HTTP: concurrent senders share a
+    // commit (group commit), each answered once its events are durable.
+    for (concurrency, per_request) in [(1usize, 1usize), (64, 1), (64, 100)] {
+        let make: Arc<dyn Fn(usize) -> reqwest::RequestBuilder + Send + Sync> = {
+            let url = format!("{}/api/v1/audit/events", server.url);
+            let (client, sender) = (client.clone(), sender.clone());
+            let events: Vec<Value> = (0..per_request)
+                .map(|i| {
+                    json!({
+                        "time": "2026-11-21T09:00:00+09:00",
+                        "actor": {"id": "u-1042", "role": "clerk"},
+                        "operation": "update",
+                        "action": "invoice_update",
+                        "target": {"kind": "invoice", "id": format!("inv-{i}")},
+                        "source": {"ip": "192.0.2.7", "user_agent": "billing/2.1"},
+                        "result": "success"
+                    })
+                })
+                .collect();
+            let body = Arc::new(json!({ "events": events }).to_string());
+            Arc::new(move |_| {
+                client
+                    .post(&url)
+                    .bearer_auth(&sender)
+                    .header("content-type", "application/json")
+                    .body(body.as_str().to_owned())
+            })
+        };
+        let requests = if per_request == 1 { 3_000 } else { 300 };
+        load(concurrency, 50, make.clone()).await?;
+        let mut runs = Vec::new();
+        for _ in 0..3 {
+            runs.push(load(concurrency, requests, make.clone()).await?);
+        }
+        let (m, noisy) = median(runs);
+        r.line(&format!(
+            "| external audit events over HTTP, {per_request} per request, concurrency {concurrency}, {} | {:.0} events/s{} | {:.2} ms | {:.2} ms | {} |",
+            target.name(),
+            m.per_sec * per_request as f64,
+            if noisy { " (noisy)" } else { "" },
+            m.p50,
+            m.p99,
+            m.n
+        ));
+        r.json.insert(
+            format!(
+                "audit_ingest_{}_c{concurrency}_x{per_request}",
+                target.name().to_lowercase()
+            ),
+            json!({ "events_per_sec": m.per_sec * per_request as f64, "p50_ms": m.p50, "p99_ms": m.p99, "noisy": noisy }),
+        );
+    }
+
     server.stop();
     Ok(())
 }
@@ -767,7 +838,9 @@ async fn main() -> anyhow::Result<()> {
     for t in &targets("paging").await? {
         paging::paging_bench(&o, t, &mut r).await?;
     }
-    let audit_n = if o.quick { 100_000 } else { 1_000_000 };
+    let audit_n = o
+        .audit_events
+        .unwrap_or(if o.quick { 100_000 } else { 1_000_000 });
     for t in &targets("audit").await? {
         audit_bench(&o, t, audit_n, &mut r).await?;
     }

@@ -12,6 +12,9 @@ use kiroku_store::{ArchiveRecord, AuditQuery, AuditScan};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use tokio::sync::oneshot;
+
+use crate::group::{GroupCommit, Grouped, replicate};
 use crate::{App, AppError, Caller, Result};
 
 /// Events verified between two progress reports.
@@ -718,11 +721,66 @@ impl App {
             .enumerate()
             .map(|(i, e)| e.into_event(&format!("events[{i}]"), &channel))
             .collect::<Result<Vec<_>>>()?;
-        let mut tx = self.begin().await?;
-        let seqs = tx.append_audit_batch(&events).await?;
-        tx.commit().await?;
-        Ok(seqs)
+        let (reply, answer) = oneshot::channel();
+        self.audit_ingest
+            .submit(IngestJob { events, reply }, answer, |batch| {
+                let app = self.clone();
+                async move { app.commit_ingested(batch).await }
+            })
+            .await
     }
+
+    /// One transaction for every queued submission; each hears its own
+    /// sequence numbers.
+    async fn commit_ingested(&self, mut jobs: Vec<IngestJob>) {
+        let sizes: Vec<usize> = jobs.iter().map(|j| j.events.len()).collect();
+        let events: Vec<AuditEvent> = jobs
+            .iter_mut()
+            .flat_map(|j| std::mem::take(&mut j.events))
+            .collect();
+        let appended = async {
+            let mut tx = self.begin().await?;
+            let seqs = tx.append_audit_batch(&events).await?;
+            tx.commit().await?;
+            Ok::<_, AppError>(seqs)
+        }
+        .await;
+        match appended {
+            Ok(seqs) => {
+                let mut rest = &seqs[..];
+                for (job, size) in jobs.into_iter().zip(sizes) {
+                    let (mine, after) = rest.split_at(size.min(rest.len()));
+                    rest = after;
+                    let _ = job.reply.send(Ok(mine.to_vec()));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "audit event batch failed");
+                for job in jobs {
+                    let _ = job.reply.send(Err(replicate(&e)));
+                }
+            }
+        }
+    }
+}
+
+/// One submission of external audit events, waiting for a commit.
+pub(crate) struct IngestJob {
+    events: Vec<AuditEvent>,
+    reply: oneshot::Sender<Result<Vec<i64>>>,
+}
+
+impl Grouped for IngestJob {
+    fn weight(&self) -> usize {
+        self.events.len()
+    }
+}
+
+/// Submissions share a commit up to this many events.
+const INGEST_GROUP_MAX: usize = 5_000;
+
+pub(crate) fn ingest_group_commit() -> GroupCommit<IngestJob> {
+    GroupCommit::new(INGEST_GROUP_MAX)
 }
 
 /// Formats an export can take.

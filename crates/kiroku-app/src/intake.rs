@@ -1,14 +1,11 @@
 //! Alert intake: events from monitoring become deduplicated alerts, and
-//! alerts become incidents, through the one write path.
-//!
-//! Concurrent requests commit in groups: each request queues its events and
-//! waits; whoever holds the leader lock takes everything queued so far
-//! (up to [`BATCH_EVENTS_MAX`]) and commits it in one transaction, so that
-//! a burst of requests pays for one fsync, not one each. Every request is
-//! answered only after its events are committed.
+//! alerts become incidents, through the one write path. Concurrent
+//! requests commit in groups (`group.rs`) of up to [`BATCH_EVENTS_MAX`]
+//! events.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+
 use std::time::{Duration, Instant};
 
 use jiff::{SignedDuration, Timestamp};
@@ -27,6 +24,7 @@ use serde_json::json;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
+use crate::group::{GroupCommit, Grouped, replicate};
 use crate::{App, AppError, Caller, Result};
 
 /// The most events one transaction takes; more wait for the next.
@@ -54,42 +52,22 @@ pub struct Accepted {
     pub incident_id: Option<Uuid>,
 }
 
-struct Job {
+pub(crate) struct Job {
     integration: Integration,
     source: Source,
     events: Vec<AlertEvent>,
     reply: oneshot::Sender<Result<Vec<Accepted>>>,
 }
 
-/// The queue of requests waiting for a commit, and the lock its leader holds.
-#[derive(Default)]
-pub(crate) struct GroupCommit {
-    pending: Mutex<VecDeque<Job>>,
-    leader: tokio::sync::Mutex<()>,
+impl Grouped for Job {
+    fn weight(&self) -> usize {
+        self.events.len()
+    }
 }
 
-impl GroupCommit {
-    fn push(&self, job: Job) {
-        self.pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push_back(job);
-    }
-
-    /// Whole jobs, oldest first, up to the batch size (at least one job).
-    fn take_batch(&self) -> Vec<Job> {
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        let mut batch = Vec::new();
-        let mut events = 0;
-        while let Some(job) = pending.front() {
-            if !batch.is_empty() && events + job.events.len() > BATCH_EVENTS_MAX {
-                break;
-            }
-            events += job.events.len();
-            batch.extend(pending.pop_front());
-        }
-        batch
-    }
+/// Intake's queue of requests waiting for a commit.
+pub(crate) fn group_commit() -> GroupCommit<Job> {
+    GroupCommit::new(BATCH_EVENTS_MAX)
 }
 
 /// How long a service's routing is used before it is read again: a change
@@ -104,14 +82,6 @@ pub(crate) struct RoutedService {
 
 /// Compiled routings by service, each with the time it was read.
 pub(crate) type RoutingCache = Mutex<HashMap<Uuid, (Instant, Arc<RoutedService>)>>;
-
-/// A copy of an error for each request of a failed batch.
-fn replicate(e: &AppError) -> AppError {
-    match e {
-        AppError::Unavailable(m) => AppError::Unavailable(m.clone()),
-        other => AppError::Internal(other.to_string()),
-    }
-}
 
 /// What a batch has read and changed so far, so that later events in the
 /// same batch see earlier ones before anything is written.
@@ -199,36 +169,19 @@ impl App {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let (reply, mut answer) = oneshot::channel();
-        self.intake.push(Job {
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
             integration: integration.clone(),
             source,
             events,
             reply,
-        });
-        loop {
-            let leader = self.intake.leader.lock().await;
-            match answer.try_recv() {
-                Ok(result) => return result,
-                Err(oneshot::error::TryRecvError::Closed) => {
-                    return Err(AppError::Internal("intake batch abandoned".into()));
-                }
-                Err(oneshot::error::TryRecvError::Empty) => {}
-            }
-            let batch = self.intake.take_batch();
-            if batch.is_empty() {
-                // Our job is in a batch still committing.
-                drop(leader);
-                return answer
-                    .await
-                    .map_err(|_| AppError::Internal("intake batch abandoned".into()))?;
-            }
-            // Spawned, so that a caller going away mid-commit cannot abandon
-            // the other callers' events with it.
-            let app = self.clone();
-            let _ = tokio::spawn(async move { app.commit_batch(batch).await }).await;
-            drop(leader);
-        }
+        };
+        self.intake
+            .submit(job, answer, |batch| {
+                let app = self.clone();
+                async move { app.commit_batch(batch).await }
+            })
+            .await
     }
 
     async fn commit_batch(&self, jobs: Vec<Job>) {

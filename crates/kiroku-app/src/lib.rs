@@ -12,6 +12,7 @@ mod detection;
 mod duties;
 mod error;
 mod escalation;
+mod group;
 mod incidents;
 mod intake;
 mod links;
@@ -69,7 +70,8 @@ pub struct App {
     config: Arc<Config>,
     signer: Option<Arc<TreeSigner>>,
     sealer: Option<Arc<Sealer>>,
-    intake: Arc<intake::GroupCommit>,
+    intake: Arc<group::GroupCommit<intake::Job>>,
+    audit_ingest: Arc<group::GroupCommit<audit::IngestJob>>,
     routings: Arc<intake::RoutingCache>,
     detection: Option<Arc<detection::Detection>>,
     notifier: Arc<notify::Notifier>,
@@ -98,7 +100,8 @@ impl App {
             config: Arc::new(config),
             signer: None,
             sealer: None,
-            intake: Arc::default(),
+            intake: Arc::new(intake::group_commit()),
+            audit_ingest: Arc::new(audit::ingest_group_commit()),
             routings: Arc::default(),
             detection: None,
             fonts: None,

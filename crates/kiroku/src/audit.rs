@@ -262,7 +262,52 @@ pub async fn verify_online(
 /// stored document, so that it hashes to its leaf), durably, then records
 /// the archive, which removes the rows. A crash before the record leaves
 /// a file that the next run writes again.
-pub async fn write_archive(
+/// Moves the signed events older than `days` days, beyond those already
+/// archived, to a file in `dir`; what was archived and how many rows left
+/// the database, or None when nothing is old enough.
+pub async fn archive_older_than(
+    app: &kiroku_app::App,
+    caller: &kiroku_app::Caller,
+    dir: &Path,
+    days: u32,
+) -> anyhow::Result<Option<(kiroku_store::ArchiveRecord, u64)>> {
+    let before = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(24 * i64::from(days));
+    let Some(range) = app
+        .archivable(caller, before)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+    else {
+        return Ok(None);
+    };
+    let record = write_archive(app, caller, dir, range).await?;
+    let removed = app
+        .record_archive(caller, record.clone())
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(Some((record, removed)))
+}
+
+/// `[audit.archive]` at work: an archive pass at start and every hour.
+pub async fn archive_on_schedule(app: kiroku_app::App, days: u32, dir: std::path::PathBuf) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match archive_older_than(&app, &kiroku_app::Caller::system(), &dir, days).await {
+            Ok(Some((r, removed))) => tracing::info!(
+                from = r.from_seq,
+                to = r.to_seq,
+                removed,
+                file = %dir.join(&r.file).display(),
+                "archived audit events"
+            ),
+            Ok(None) => {}
+            Err(e) => tracing::error!(error = %e, "could not archive audit events"),
+        }
+    }
+}
+
+async fn write_archive(
     app: &kiroku_app::App,
     caller: &kiroku_app::Caller,
     dir: &Path,

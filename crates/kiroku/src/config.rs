@@ -106,6 +106,18 @@ pub struct AuditFile {
     pub witness_url: Option<String>,
     #[serde(default)]
     pub sensitive: SensitiveFile,
+    #[serde(default)]
+    pub archive: ArchiveFile,
+}
+
+/// Retention: events older than `older_than_days` (and signed) are moved
+/// to files in `dir` by `serve`, hourly; unset, nothing is archived.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveFile {
+    pub older_than_days: Option<u32>,
+    /// Default DATA_DIR/audit-archive.
+    pub dir: Option<PathBuf>,
 }
 
 /// Sensitive values in audit events: sealed (`encrypt`, the default),
@@ -131,6 +143,8 @@ pub struct AuditSettings {
     pub signing_key_file: PathBuf,
     pub head_interval: std::time::Duration,
     pub witness_dir: PathBuf,
+    /// Archive events older than this many days into this directory.
+    pub archive: Option<(u32, PathBuf)>,
 }
 
 pub fn audit_settings(args: &StoreArgs, file: &FileConfig) -> anyhow::Result<AuditSettings> {
@@ -150,7 +164,20 @@ pub fn audit_settings(args: &StoreArgs, file: &FileConfig) -> anyhow::Result<Aud
     {
         bail!("audit.witness_url must be an http:// or https:// URL, not {u:?}");
     }
+    let archive = match file.audit.archive.older_than_days {
+        Some(0) => bail!("audit.archive.older_than_days must be at least 1"),
+        Some(days) => Some((
+            days,
+            file.audit
+                .archive
+                .dir
+                .clone()
+                .unwrap_or_else(|| dir.join("audit-archive")),
+        )),
+        None => None,
+    };
     Ok(AuditSettings {
+        archive,
         witness_url: file.audit.witness_url.clone(),
         kek_file: file
             .audit

@@ -451,6 +451,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let notifications = tokio::spawn(app.clone().run_notifications(courier));
     let escalations = tokio::spawn(app.clone().run_escalations());
     let reminders = tokio::spawn(app.clone().run_reminders());
+    let archiving =
+        settings.audit.archive.clone().map(|(days, dir)| {
+            tokio::spawn(crate::audit::archive_on_schedule(app.clone(), days, dir))
+        });
     let other_nodes = tokio::spawn(app.clone().watch_other_nodes());
     tracing::info!(store = %settings.store.describe(), "kiroku listening on http://{addr}");
     let router = kiroku_server::router(app.clone(), settings.http);
@@ -461,6 +465,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     escalations.abort();
     reminders.abort();
     other_nodes.abort();
+    if let Some(a) = archiving {
+        a.abort();
+    }
     app.record_system_event("sys_shutdown", detail).await?;
     sign_head(&app).await;
     tracing::info!("stopped");
@@ -514,26 +521,18 @@ async fn audit(cmd: AuditCommand) -> anyhow::Result<()> {
             }
             let app = local_writer(&store).await?;
             let caller = Caller::local_operator();
-            let before = jiff::Timestamp::now()
-                - jiff::SignedDuration::from_hours(24 * i64::from(older_than_days));
-            let Some(range) = app.archivable(&caller, before).await.map_err(failed)? else {
-                println!(
+            match crate::audit::archive_older_than(&app, &caller, &out, older_than_days).await? {
+                None => println!(
                     "nothing to archive: no signed events older than {older_than_days} days beyond those archived"
-                );
-                return Ok(());
-            };
-            let record = crate::audit::write_archive(&app, &caller, &out, range).await?;
-            let removed = app
-                .record_archive(&caller, record.clone())
-                .await
-                .map_err(failed)?;
-            println!(
-                "archived events {}..={} ({removed}) to {} (sha256 {})",
-                record.from_seq,
-                record.to_seq,
-                out.join(&record.file).display(),
-                record.sha256
-            );
+                ),
+                Some((record, removed)) => println!(
+                    "archived events {}..={} ({removed}) to {} (sha256 {})",
+                    record.from_seq,
+                    record.to_seq,
+                    out.join(&record.file).display(),
+                    record.sha256
+                ),
+            }
             Ok(())
         }
         AuditCommand::Verify {

@@ -682,6 +682,45 @@ mod over_http {
         assert_eq!(login.status(), StatusCode::UNAUTHORIZED);
         assert_eq!(login.json::<Value>().await.unwrap()["code"], "token_only");
 
+        // Concurrent senders share commits: each is answered with its own
+        // contiguous range, no two overlap, and nothing is lost.
+        let sends = (0..40).map(|k| {
+            let body =
+                json!({"events": (0..25).map(|i| ev(1000 + k * 25 + i)).collect::<Vec<_>>()});
+            let (http, url, token) = (
+                t.http.clone(),
+                t.url("/api/v1/audit/events"),
+                billing.token.clone(),
+            );
+            tokio::spawn(async move {
+                let r = http
+                    .post(url)
+                    .bearer_auth(token)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), StatusCode::CREATED);
+                let v: Value = r.json().await.unwrap();
+                assert_eq!(v["accepted"], 25, "{v}");
+                v["first_seq"].as_i64().unwrap()
+            })
+        });
+        let before = t.store.store.audit_size().await.unwrap();
+        let mut firsts = Vec::new();
+        for send in sends.collect::<Vec<_>>() {
+            firsts.push(send.await.unwrap());
+        }
+        firsts.sort_unstable();
+        assert!(firsts.windows(2).all(|w| w[1] - w[0] >= 25), "{firsts:?}");
+        assert!(t.store.store.audit_size().await.unwrap() >= before + 1000);
+        for first in firsts {
+            let (_, last) = t
+                .get(&t.auditor, &format!("/api/v1/audit/events/{}", first + 24))
+                .await;
+            assert_eq!(last["event"]["action"], "invoice_update", "{last}");
+        }
+
         let summary = t.verified().await;
         assert!(summary.events > 3);
     }
@@ -1075,4 +1114,48 @@ async fn archiving_keeps_the_whole_log_verifiable_on_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn archiving_keeps_the_whole_log_verifiable_on_postgres() {
     archive_cases("postgres").await;
+}
+
+/// `[audit.archive]`: the server's own archiving pass moves what is old
+/// enough at start, and the log still verifies against the file.
+async fn scheduled_archive_cases(backend: &str) {
+    let Some(t) = target(backend).await else {
+        return;
+    };
+    let witness = tempfile::tempdir().unwrap();
+    populate(&t, [6; 32], witness.path(), "retained").await;
+    sql(
+        &t,
+        &["UPDATE audit_events SET time = time - 864000000000 WHERE seq <= 8"],
+    )
+    .await;
+    let out = tempfile::tempdir().unwrap();
+    let app = App::new(open(&t).await, support::config());
+    let pass = tokio::spawn(kiroku::audit::archive_on_schedule(
+        app,
+        5,
+        out.path().to_path_buf(),
+    ));
+    let file = out.path().join(format!("audit-{:020}-{:020}.jsonl", 1, 8));
+    for _ in 0..200 {
+        if file.exists() && verify_archived(&t, Some(out.path())).0 == Some(0) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    pass.abort();
+    let (code, json) = verify_archived(&t, Some(out.path()));
+    assert_eq!(code, Some(0), "{json}");
+    assert_eq!(json["summary"]["archived_by_leaf_only"], 0, "{json}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap().lines().count(), 8);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_archives_by_its_retention_setting_on_sqlite() {
+    scheduled_archive_cases("sqlite").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_archives_by_its_retention_setting_on_postgres() {
+    scheduled_archive_cases("postgres").await;
 }

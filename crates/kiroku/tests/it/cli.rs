@@ -817,6 +817,14 @@ fn heads_are_posted_to_the_witness_webhook() {
         &kiroku(&serve, &[], None),
         "audit.witness_url must be an http",
     );
+    fails(
+        &serve_with_config("[audit.archive]\nolder_than_days = 0\n"),
+        "audit.archive.older_than_days must be at least 1",
+    );
+    fails(
+        &serve_with_config("[audit.archive]\nolder_than = 5\n"),
+        "not a valid Kiroku configuration",
+    );
 }
 
 /// `kiroku serve` with a configuration file holding `text`, on a fresh
