@@ -37,42 +37,27 @@ pub fn canonical_doc<T: serde::Serialize>(value: &T) -> Result<String, Canonical
 /// append pays for it once per event.
 pub fn canonical_event(e: &AuditEvent) -> Result<String, CanonicalError> {
     let mut w = Writer(Vec::with_capacity(512));
-    w.raw("{\"action\":");
-    w.scalar(&e.action)?;
-    w.raw(",\"actor\":{\"id\":");
-    w.scalar(&e.actor.id)?;
-    w.raw(",\"kind\":");
-    w.scalar(&e.actor.kind)?;
-    w.raw(",\"name\":");
-    w.scalar(&e.actor.name)?;
-    w.raw(",\"role\":");
-    w.scalar(&e.actor.role)?;
+    w.member("{\"action\":", &e.action)?;
+    w.member(",\"actor\":{\"id\":", &e.actor.id)?;
+    w.member(",\"kind\":", &e.actor.kind)?;
+    w.member(",\"name\":", &e.actor.name)?;
+    w.member(",\"role\":", &e.actor.role)?;
     w.raw("},\"after\":");
     w.optional_value(e.after.as_ref())?;
     w.raw(",\"before\":");
     w.optional_value(e.before.as_ref())?;
-    w.raw(",\"error_code\":");
-    w.scalar(&e.error_code)?;
-    w.raw(",\"id\":");
-    w.scalar(&e.id)?;
-    w.raw(",\"operation\":");
-    w.scalar(&e.operation)?;
-    w.raw(",\"outcome\":");
-    w.scalar(&e.outcome)?;
+    w.member(",\"error_code\":", &e.error_code)?;
+    w.member(",\"id\":", &e.id)?;
+    w.member(",\"operation\":", &e.operation)?;
+    w.member(",\"outcome\":", &e.outcome)?;
     w.raw(",\"seq\":");
     w.integer(e.seq)?;
-    w.raw(",\"source\":{\"channel\":");
-    w.scalar(&e.source.channel)?;
-    w.raw(",\"ip\":");
-    w.scalar(&e.source.ip)?;
-    w.raw(",\"user_agent\":");
-    w.scalar(&e.source.user_agent)?;
-    w.raw("},\"target\":{\"id\":");
-    w.scalar(&e.target.id)?;
-    w.raw(",\"kind\":");
-    w.scalar(&e.target.kind)?;
-    w.raw("},\"time\":");
-    w.scalar(&e.time)?;
+    w.member(",\"source\":{\"channel\":", &e.source.channel)?;
+    w.member(",\"ip\":", &e.source.ip)?;
+    w.member(",\"user_agent\":", &e.source.user_agent)?;
+    w.member("},\"target\":{\"id\":", &e.target.id)?;
+    w.member(",\"kind\":", &e.target.kind)?;
+    w.member("},\"time\":", &e.time)?;
     w.raw("}");
     String::from_utf8(w.0).map_err(|e| CanonicalError(e.to_string()))
 }
@@ -93,6 +78,16 @@ impl Writer {
         serde_json::to_writer(&mut self.0, v).map_err(|e| CanonicalError(e.to_string()))
     }
 
+    /// `prefix` (punctuation and the member's key), then its scalar value.
+    fn member<T: serde::Serialize + ?Sized>(
+        &mut self,
+        prefix: &str,
+        v: &T,
+    ) -> Result<(), CanonicalError> {
+        self.raw(prefix);
+        self.scalar(v)
+    }
+
     fn general<T: serde::Serialize>(&mut self, v: &T) -> Result<(), CanonicalError> {
         let text =
             serde_json_canonicalizer::to_string(v).map_err(|e| CanonicalError(e.to_string()))?;
@@ -106,6 +101,25 @@ impl Writer {
         } else {
             self.general(&n)
         }
+    }
+
+    /// `items` between `open` and `close`, comma-separated.
+    fn list<T>(
+        &mut self,
+        open: &str,
+        items: &[T],
+        close: &str,
+        mut each: impl FnMut(&mut Self, &T) -> Result<(), CanonicalError>,
+    ) -> Result<(), CanonicalError> {
+        self.raw(open);
+        for (i, item) in items.iter().enumerate() {
+            if i > 0 {
+                self.raw(",");
+            }
+            each(self, item)?;
+        }
+        self.raw(close);
+        Ok(())
     }
 
     fn optional_value(&mut self, v: Option<&serde_json::Value>) -> Result<(), CanonicalError> {
@@ -126,17 +140,7 @@ impl Writer {
                 // Fractions and large integers take ECMAScript's number form.
                 _ => self.general(n),
             },
-            Value::Array(items) => {
-                self.raw("[");
-                for (i, item) in items.iter().enumerate() {
-                    if i > 0 {
-                        self.raw(",");
-                    }
-                    self.value(item)?;
-                }
-                self.raw("]");
-                Ok(())
-            }
+            Value::Array(items) => self.list("[", items, "]", |w, item| w.value(item)),
             Value::Object(members) => {
                 // Sorted by UTF-16 code units, which differs from byte order
                 // only for keys with characters above U+E000.
@@ -146,17 +150,11 @@ impl Writer {
                 } else {
                     keys.sort_unstable();
                 }
-                self.raw("{");
-                for (i, k) in keys.into_iter().enumerate() {
-                    if i > 0 {
-                        self.raw(",");
-                    }
-                    self.scalar(k)?;
-                    self.raw(":");
-                    self.value(&members[k])?;
-                }
-                self.raw("}");
-                Ok(())
+                self.list("{", &keys, "}", |w, k| {
+                    w.scalar(*k)?;
+                    w.raw(":");
+                    w.value(&members[*k])
+                })
             }
             other => self.scalar(other),
         }

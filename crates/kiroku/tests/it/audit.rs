@@ -967,6 +967,19 @@ fn verify_archived(t: &Target, archive: Option<&Path>) -> (Option<i32>, serde_js
     )
 }
 
+/// A populated log whose events 1..=8 are ten days old; the latest signed
+/// head covers 13. Returns the witness directory, to keep it alive.
+async fn aged_log(t: &Target, seed: [u8; 32], title: &str) -> tempfile::TempDir {
+    let witness = tempfile::tempdir().unwrap();
+    populate(t, seed, witness.path(), title).await;
+    sql(
+        t,
+        &["UPDATE audit_events SET time = time - 864000000000 WHERE seq <= 8"],
+    )
+    .await;
+    witness
+}
+
 /// Archiving moves old events to a file and out of the database; the tree,
 /// its heads and proofs still span them, and the file is checked against
 /// the leaves the tree recorded.
@@ -974,14 +987,7 @@ async fn archive_cases(backend: &str) {
     let Some(t) = target(backend).await else {
         return;
     };
-    let witness = tempfile::tempdir().unwrap();
-    populate(&t, [5; 32], witness.path(), "archived").await;
-    // Events 1..=8 are ten days old; the latest signed head covers 13.
-    sql(
-        &t,
-        &["UPDATE audit_events SET time = time - 864000000000 WHERE seq <= 8"],
-    )
-    .await;
+    let _witness = aged_log(&t, [5; 32], "archived").await;
     let out_dir = tempfile::tempdir().unwrap();
     let archives = out_dir.path().join("archives");
     let dir = archives.to_str().unwrap();
@@ -1122,13 +1128,7 @@ async fn scheduled_archive_cases(backend: &str) {
     let Some(t) = target(backend).await else {
         return;
     };
-    let witness = tempfile::tempdir().unwrap();
-    populate(&t, [6; 32], witness.path(), "retained").await;
-    sql(
-        &t,
-        &["UPDATE audit_events SET time = time - 864000000000 WHERE seq <= 8"],
-    )
-    .await;
+    let _witness = aged_log(&t, [6; 32], "retained").await;
     let out = tempfile::tempdir().unwrap();
     let app = App::new(open(&t).await, support::config());
     let pass = tokio::spawn(kiroku::audit::archive_on_schedule(

@@ -95,6 +95,24 @@ async fn detection_story(store: TestStore) {
             .contains("3 login failures for account responder within 5 min"),
         "{account}"
     );
+    // It shows on the dashboard, in its own section.
+    let mut browser = crate::web::Browser::new(&t);
+    assert_eq!(
+        browser.log_in("viewer", "").await.status,
+        StatusCode::SEE_OTHER
+    );
+    let dashboard = browser.get("/?lang=en").await;
+    assert_eq!(dashboard.status, StatusCode::OK);
+    let security = dashboard
+        .body
+        .split("Security detections (open)")
+        .nth(1)
+        .expect("a security section");
+    assert!(
+        security.contains("3 login failures for account responder within 5 min"),
+        "{}",
+        dashboard.body
+    );
     // A burst opens a 不正アクセス incident of its own.
     let (status, incident) = t
         .get(

@@ -9,16 +9,16 @@ use serde_json::json;
 
 use crate::support::{self, TestApp};
 
-struct Browser {
+pub(crate) struct Browser {
     http: reqwest::Client,
     base: String,
     cookies: Vec<(String, String)>,
 }
 
-struct Page {
-    status: StatusCode,
+pub(crate) struct Page {
+    pub(crate) status: StatusCode,
     headers: HeaderMap,
-    body: String,
+    pub(crate) body: String,
 }
 
 impl Page {
@@ -43,7 +43,7 @@ impl Page {
 }
 
 impl Browser {
-    fn new(t: &TestApp) -> Browser {
+    pub(crate) fn new(t: &TestApp) -> Browser {
         Browser {
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
@@ -91,7 +91,7 @@ impl Browser {
         }
     }
 
-    async fn get(&mut self, path: &str) -> Page {
+    pub(crate) async fn get(&mut self, path: &str) -> Page {
         let req = self.http.get(format!("{}{path}", self.base));
         self.done(req).await
     }
@@ -105,7 +105,7 @@ impl Browser {
         self.done(req).await
     }
 
-    async fn log_in(&mut self, name: &str, totp: &str) -> Page {
+    pub(crate) async fn log_in(&mut self, name: &str, totp: &str) -> Page {
         let form = self.get("/login").await;
         let token = form.hidden("token");
         self.post(
