@@ -103,6 +103,30 @@ fn median(mut runs: Vec<Summary>) -> (Summary, bool) {
     (runs[runs.len() / 2], (hi - lo) / hi > 0.15)
 }
 
+/// Three runs of `requests` each, and their median (with whether they
+/// disagreed): how every latency row here is measured.
+async fn median_of_three(
+    concurrency: usize,
+    requests: usize,
+    make: &Arc<dyn Fn(usize) -> reqwest::RequestBuilder + Send + Sync>,
+) -> anyhow::Result<(Summary, bool)> {
+    let mut runs = Vec::new();
+    for _ in 0..3 {
+        runs.push(load(concurrency, requests, make.clone()).await?);
+    }
+    Ok(median(runs))
+}
+
+/// GETs of `url` in a browser's signed-in session.
+fn session_get(
+    client: &reqwest::Client,
+    url: String,
+    cookie: &str,
+) -> Arc<dyn Fn(usize) -> reqwest::RequestBuilder + Send + Sync> {
+    let (client, cookie) = (client.clone(), cookie.to_string());
+    Arc::new(move |_| client.get(&url).header("cookie", &cookie))
+}
+
 /// Sends `total` requests from `concurrency` workers; `make` builds each one.
 async fn load(
     concurrency: usize,
@@ -375,11 +399,7 @@ async fn create_bench(o: &Opts, target: &Target, r: &mut Report) -> anyhow::Resu
     };
     load(16, 200, make.clone()).await?; // warm-up
     let per_run = if o.quick { 1000 } else { 3000 };
-    let mut runs = Vec::new();
-    for _ in 0..3 {
-        runs.push(load(16, per_run, make.clone()).await?);
-    }
-    let (m, noisy) = median(runs);
+    let (m, noisy) = median_of_three(16, per_run, &make).await?;
     r.line(&format!(
         "| create incident, {} | {} |",
         target.name(),
@@ -464,11 +484,7 @@ async fn list_bench(
             (false, true) => 200,
             (false, false) => 400,
         };
-        let mut runs = Vec::new();
-        for _ in 0..3 {
-            runs.push(load(1, n, make.clone()).await?);
-        }
-        let (m, noisy) = median(runs);
+        let (m, noisy) = median_of_three(1, n, &make).await?;
         r.line(&format!(
             "| list: {name}, {size} incidents, {} | {} |",
             target.name(),
@@ -588,11 +604,7 @@ async fn audit_bench(o: &Opts, target: &Target, n: u64, r: &mut Report) -> anyho
             .bearer_auth(&token)
     });
     load(1, 20, make.clone()).await?;
-    let mut runs = Vec::new();
-    for _ in 0..3 {
-        runs.push(load(1, 300, make.clone()).await?);
-    }
-    let (m, noisy) = median(runs);
+    let (m, noisy) = median_of_three(1, 300, &make).await?;
     r.line(&format!(
         "| inclusion proof over HTTP at {n} events, {} | {} |",
         target.name(),
@@ -610,20 +622,9 @@ async fn audit_bench(o: &Opts, target: &Target, n: u64, r: &mut Report) -> anyho
         ("page: audit log, by action", "/audit?action=record_update"),
         ("page: audit log, by actor", "/audit?actor=tanaka"),
     ] {
-        let make: Arc<dyn Fn(usize) -> reqwest::RequestBuilder + Send + Sync> = {
-            let (client, url, cookie) = (
-                client.clone(),
-                format!("{}{path}", server.url),
-                session.clone(),
-            );
-            Arc::new(move |_| client.get(&url).header("cookie", &cookie))
-        };
+        let make = session_get(&client, format!("{}{path}", server.url), &session);
         load(1, 2, make.clone()).await?;
-        let mut runs = Vec::new();
-        for _ in 0..3 {
-            runs.push(load(1, 50, make.clone()).await?);
-        }
-        let (m, noisy) = median(runs);
+        let (m, noisy) = median_of_three(1, 50, &make).await?;
         r.line(&format!(
             "| {name}, {n} events, {} | {} |",
             target.name(),
@@ -668,11 +669,7 @@ async fn audit_bench(o: &Opts, target: &Target, n: u64, r: &mut Report) -> anyho
         };
         let requests = if per_request == 1 { 3_000 } else { 300 };
         load(concurrency, 50, make.clone()).await?;
-        let mut runs = Vec::new();
-        for _ in 0..3 {
-            runs.push(load(concurrency, requests, make.clone()).await?);
-        }
-        let (m, noisy) = median(runs);
+        let (m, noisy) = median_of_three(concurrency, requests, &make).await?;
         r.line(&format!(
             "| external audit events over HTTP, {per_request} per request, concurrency {concurrency}, {} | {:.0} events/s{} | {:.2} ms | {:.2} ms | {} |",
             target.name(),

@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 
 use kiroku_report::{Gravity, Kind, Lang, ReportInput};
 
-use super::{Opts, Report, Server, Summary, Target, fmt, load, median, summarise};
+use super::{
+    Opts, Report, Server, Summary, Target, fmt, load, median, median_of_three, session_get,
+    summarise,
+};
 
 /// Timeline entries on the incident whose report is rendered.
 const ENTRIES: usize = 1_000;
@@ -92,21 +95,10 @@ pub(crate) async fn reports_bench(
         ("page: status (public)", "/status".to_string()),
     ];
     for (name, path) in pages {
-        let make: Arc<dyn Fn(usize) -> reqwest::RequestBuilder + Send + Sync> = {
-            let (client, url, cookie) = (
-                client.clone(),
-                format!("{}{path}", server.url),
-                session.clone(),
-            );
-            Arc::new(move |_| client.get(&url).header("cookie", &cookie))
-        };
+        let make = session_get(&client, format!("{}{path}", server.url), &session);
         load(1, 2, make.clone()).await?;
         let n = if o.quick { 20 } else { 100 };
-        let mut runs = Vec::new();
-        for _ in 0..3 {
-            runs.push(load(1, n, make.clone()).await?);
-        }
-        let (m, noisy) = median(runs);
+        let (m, noisy) = median_of_three(1, n, &make).await?;
         let label = format!("{name}, {incidents} incidents");
         r.line(&format!(
             "| {label}, {} | {} |",
@@ -128,11 +120,7 @@ pub(crate) async fn reports_bench(
             Arc::new(move |_| client.get(&url).bearer_auth(&token))
         };
         load(1, 2, make.clone()).await?;
-        let mut runs = Vec::new();
-        for _ in 0..3 {
-            runs.push(load(1, n, make.clone()).await?);
-        }
-        let (m, noisy) = median(runs);
+        let (m, noisy) = median_of_three(1, n, &make).await?;
         r.line(&format!(
             "| {name}, {} | {} |",
             target.name(),
