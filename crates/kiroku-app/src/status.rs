@@ -4,9 +4,10 @@
 //! people or personal-data facts.
 
 use jiff::{SignedDuration, Timestamp};
-use kiroku_domain::{Incident, Status, TimelineKind};
+use kiroku_domain::{Incident, Status, TimelineEntry, TimelineKind};
 use kiroku_store::IncidentQuery;
 use serde::Serialize;
+use uuid::Uuid;
 
 use crate::{App, Result};
 
@@ -54,11 +55,9 @@ pub struct StatusView {
 pub const HISTORY_DAYS: i64 = 30;
 
 impl App {
-    async fn public_incident(&self, i: &Incident) -> Result<PublicIncident> {
-        let updates = self
-            .store
-            .timeline(i.id)
-            .await?
+    /// An incident as the public sees it, from its timeline entries.
+    fn public_incident(i: &Incident, timeline: Vec<TimelineEntry>) -> PublicIncident {
+        let updates = timeline
             .into_iter()
             .filter(|e| e.kind == TimelineKind::Communication)
             .map(|e| {
@@ -71,13 +70,13 @@ impl App {
             })
             .rev()
             .collect();
-        Ok(PublicIncident {
+        PublicIncident {
             id: i.id,
             started_at: i.times.occurred_at.unwrap_or(i.times.detected_at),
             resolved_at: i.times.resolved_at,
             components: i.affected_services.clone(),
             updates,
-        })
+        }
     }
 
     /// The status page, for anyone: no caller, no permission, and only
@@ -119,11 +118,13 @@ impl App {
                 }
             })
             .collect();
+        let ids: Vec<Uuid> = recent.iter().map(|i| i.id).collect();
+        let mut timelines = self.store.timelines(&ids).await?;
         let mut active = Vec::new();
         let mut history = Vec::new();
         for i in &recent {
             // Only what was announced is public; a quiet incident stays inside.
-            let p = self.public_incident(i).await?;
+            let p = Self::public_incident(i, timelines.remove(&i.id).unwrap_or_default());
             if p.updates.is_empty() {
                 continue;
             }

@@ -399,6 +399,26 @@ impl Store for SqlStore {
         .await
     }
 
+    async fn timelines(&self, incidents: &[Uuid]) -> Result<HashMap<Uuid, Vec<TimelineEntry>>> {
+        let mut out: HashMap<Uuid, Vec<TimelineEntry>> = HashMap::new();
+        // In chunks that stay within every backend's limit on bound parameters.
+        for chunk in incidents.chunks(500) {
+            let mut f = Filter::for_dialect(self.dialect);
+            let ids: Vec<String> = chunk
+                .iter()
+                .map(|id| f.placeholder(Bind::Text(id.to_string())))
+                .collect();
+            let sql = format!(
+                "SELECT doc FROM timeline WHERE incident_id IN ({}) ORDER BY incident_id, id",
+                ids.join(", ")
+            );
+            for entry in self.docs::<TimelineEntry>(&sql, f.binds).await? {
+                out.entry(entry.incident_id).or_default().push(entry);
+            }
+        }
+        Ok(out)
+    }
+
     async fn user(&self, id: Uuid) -> Result<Option<UserRecord>> {
         self.doc(
             "SELECT doc FROM users WHERE id = $1",

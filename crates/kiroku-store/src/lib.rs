@@ -106,6 +106,9 @@ pub trait Store: Send + Sync + 'static {
     async fn incident(&self, key: &IncidentKey) -> Result<Option<Incident>>;
     async fn incidents(&self, query: &IncidentQuery) -> Result<Vec<Incident>>;
     async fn timeline(&self, incident: Uuid) -> Result<Vec<TimelineEntry>>;
+    /// The timelines of many incidents in one read, each oldest first;
+    /// an incident without entries is absent.
+    async fn timelines(&self, incidents: &[Uuid]) -> Result<HashMap<Uuid, Vec<TimelineEntry>>>;
 
     async fn user(&self, id: Uuid) -> Result<Option<UserRecord>>;
     async fn user_by_name(&self, name: &str) -> Result<Option<UserRecord>>;

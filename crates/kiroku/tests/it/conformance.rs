@@ -45,6 +45,7 @@ conformance!(
     user_names_are_unique,
     failures_count_within_a_window,
     batched_appends_keep_the_tree_whole,
+    timelines_read_together_match_each_read_alone,
 );
 
 async fn app(store: Arc<dyn Store>) -> (App, Caller) {
@@ -557,4 +558,31 @@ async fn an_edited_migration_is_refused() {
         err.to_string().contains("differs from the one applied"),
         "{err}"
     );
+}
+
+/// Many incidents' timelines in one read are each incident's own, in order.
+async fn timelines_read_together_match_each_read_alone(store: Arc<dyn Store>) {
+    let (app, caller) = app(store.clone()).await;
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let i = app
+            .declare_incident(&caller, declare(&format!("t{n}"), "P2", "database"))
+            .await
+            .unwrap();
+        for k in 0..n {
+            app.add_note(&caller, &IncidentKey::Id(i.id), &format!("note {k}"))
+                .await
+                .unwrap();
+        }
+        ids.push(i.id);
+    }
+    let absent = uuid::Uuid::now_v7();
+    let mut asked = ids.clone();
+    asked.push(absent);
+    let together = store.timelines(&asked).await.unwrap();
+    assert!(!together.contains_key(&absent));
+    for id in ids {
+        assert_eq!(together[&id], store.timeline(id).await.unwrap());
+        assert!(!together[&id].is_empty());
+    }
 }
