@@ -200,6 +200,9 @@ impl App {
         )
         .with_change(None, Some(detail))
         .failure(error_code);
+        if users::is_guess(error_code) {
+            return self.credential_guessed(source, event).await;
+        }
         self.audit_only(event).await
     }
 

@@ -656,7 +656,8 @@ impl App {
         let format = ReportFormat::parse(format).ok_or(AppError::NotFound {
             what: "report format (md, html, pdf)",
         })?;
-        if format == ReportFormat::Pdf && self.fonts.is_none() {
+        // An unknown kind is a 404 whether or not PDFs can be made.
+        if format == ReportFormat::Pdf && self.fonts.is_none() && Kind::parse(kind).is_some() {
             return Err(no_fonts());
         }
         let doc = self.report_document(caller, key, kind, request).await?;

@@ -143,6 +143,12 @@ fn check_password(pw: &str) -> Result<()> {
     Ok(())
 }
 
+/// Whether a refused credential matched nothing: a guess, counted
+/// against its address. Revoked and expired ones were real.
+pub(crate) fn is_guess(error_code: &str) -> bool {
+    matches!(error_code, "invalid_token" | "invalid_session")
+}
+
 fn user_target(u: &UserRecord) -> Target {
     Target::new("user", Some(u.id.to_string()))
 }
@@ -493,8 +499,63 @@ impl App {
         }
     }
 
+    /// Refuses every credential from an address locked for guessing them
+    /// (wrong passwords, or tokens and sessions that match nothing).
+    async fn address_unlocked(&self, source: &Source) -> Result<()> {
+        let Some(key) = Self::throttle_keys("", source).1 else {
+            return Ok(());
+        };
+        let now = self.now();
+        match self.store.throttle(&key).await? {
+            Some(t) if t.locked_until.is_some_and(|u| u > now) => Err(AppError::Locked {
+                retry_after_secs: t
+                    .locked_until
+                    .map_or(1, |u| u.duration_since(now).as_secs().max(1)),
+                audited: false,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Writes the refusal of a guessed credential, counted against its
+    /// source address in the same transaction as a failed login is; past
+    /// `address_lock_after` within the window the address is locked
+    /// (`authn_address_lock`) and refused every credential for a while.
+    pub(crate) async fn credential_guessed(
+        &self,
+        source: &Source,
+        refusal: AuditEvent,
+    ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        if let Some(key) = Self::throttle_keys("", source).1 {
+            let policy = &self.config.auth;
+            let now = self.now();
+            let t = tx
+                .count_failure(&key, now, now - policy.failure_window)
+                .await?;
+            if t.failures >= policy.address_lock_after {
+                tx.lock_key(&key, now + policy.lock_for).await?;
+                let lock = AuditEvent::success(
+                    now,
+                    &Actor::anonymous(),
+                    source,
+                    Operation::Login,
+                    "authn_address_lock",
+                    Target::new("address", source.ip.clone()),
+                )
+                .with_change(None, Some(json!({ "key": key, "failures": t.failures })))
+                .failure("too_many_attempts");
+                tx.append_audit(&lock).await?;
+            }
+        }
+        tx.append_audit(&refusal).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Resolves a bearer token to its principal.
-    pub async fn authenticate_token(&self, secret: &str) -> Result<Principal> {
+    pub async fn authenticate_token(&self, secret: &str, source: &Source) -> Result<Principal> {
+        self.address_unlocked(source).await?;
         let now = self.now();
         let t = self
             .store
@@ -528,7 +589,8 @@ impl App {
     }
 
     /// Resolves a session cookie to its principal.
-    pub async fn authenticate_session(&self, secret: &str) -> Result<Principal> {
+    pub async fn authenticate_session(&self, secret: &str, source: &Source) -> Result<Principal> {
+        self.address_unlocked(source).await?;
         let hash = digest(secret);
         let s = self.store.session_by_hash(&hash).await?.ok_or_else(|| {
             AppError::unauthenticated("invalid_session", "the session is not valid; log in again")

@@ -94,12 +94,13 @@ async fn resolve(
     state: &AppState,
     headers: &HeaderMap,
     method: &Method,
+    source: &Source,
 ) -> Result<Option<Principal>, ApiError> {
     if let Some(token) = bearer(headers) {
-        return Ok(Some(state.app.authenticate_token(token?).await?));
+        return Ok(Some(state.app.authenticate_token(token?, source).await?));
     }
     if let Some(secret) = cookie(headers, SESSION_COOKIE) {
-        let p = state.app.authenticate_session(secret).await?;
+        let p = state.app.authenticate_session(secret, source).await?;
         let unsafe_method = !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
         if unsafe_method && !same_origin(headers) {
             return Err(ApiError::new(
@@ -135,8 +136,15 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
         )
         .into_response(),
         // Monitoring systems authenticate by routing key in the handler.
-        (_, Some(r)) if r.access == Access::RoutingKey => return next.run(req).await,
-        (_, rule) => match resolve(&state, req.headers(), &method).await {
+        (_, Some(r)) if r.access == Access::RoutingKey => {
+            return if has_nul(req.uri()) {
+                nul_refused()
+            } else {
+                next.run(req).await
+            };
+        }
+        _ if has_nul(req.uri()) => nul_refused(),
+        (_, rule) => match resolve(&state, req.headers(), &method, &caller.source).await {
             // A public route needs no credentials, so a stale cookie sent
             // along (a person clicking an acknowledgement link) is ignored.
             Err(_) if matches!(rule, Some(r) if r.access == Access::Public) => {
@@ -171,6 +179,8 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
     {
         let action = match status {
             StatusCode::UNAUTHORIZED => "authn_fail",
+            // An address locked for guessing credentials.
+            StatusCode::TOO_MANY_REQUESTS if refusal.code == "too_many_attempts" => "authn_fail",
             StatusCode::FORBIDDEN => "authz_fail",
             _ => rule.map_or("request", |r| r.action),
         };
@@ -204,6 +214,27 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
         }
     }
     response
+}
+
+/// PostgreSQL refuses NUL in text, so no NUL may reach a query.
+fn nul_refused() -> Response {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "invalid_characters",
+        "the URL must not contain NUL (%00)",
+    )
+    .field("url")
+    .into_response()
+}
+
+/// Whether the path or query carries a percent-encoded NUL.
+fn has_nul(uri: &axum::http::Uri) -> bool {
+    uri.path_and_query().is_some_and(|pq| {
+        pq.as_str()
+            .as_bytes()
+            .windows(3)
+            .any(|w| w.eq_ignore_ascii_case(b"%00"))
+    })
 }
 
 /// `Some(version)` from `If-Match: "v3"`.

@@ -30,7 +30,12 @@ pub use handlers::meta::OPENAPI;
 /// Requests larger than this are refused with 413.
 pub const BODY_LIMIT: usize = 1024 * 1024;
 
-#[derive(Debug, Clone, Default)]
+/// Request line and headers larger than this, or more than
+/// [`MAX_HEADERS`] headers, are answered 431 and the connection closed.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+pub const MAX_HEADERS: usize = 100;
+
+#[derive(Debug, Clone)]
 pub struct HttpConfig {
     /// Mark cookies `Secure` (when served over TLS, directly or by a proxy).
     pub secure_cookies: bool,
@@ -39,6 +44,23 @@ pub struct HttpConfig {
     /// Text replies from the SMS provider are taken, their signatures
     /// checked with its auth token.
     pub inbound_sms: Option<InboundSms>,
+    /// A client that has not sent a whole request head within this is
+    /// disconnected (slow headers; an idle keep-alive connection too).
+    pub header_read_timeout: Duration,
+    /// A request not answered within this (a slow body included) gets 408.
+    pub request_timeout: Duration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            secure_cookies: false,
+            trust_forwarded_for: false,
+            inbound_sms: None,
+            header_read_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(30),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -78,6 +100,7 @@ pub fn router(app: App, http: HttpConfig) -> Router {
     use handlers::{
         auth as a, incidents as i, intake as k, meta as m, notify as n, oncall as o, services as sv,
     };
+    let request_timeout = http.request_timeout;
     let state = AppState {
         app,
         http: Arc::new(http),
@@ -270,21 +293,74 @@ pub fn router(app: App, http: HttpConfig) -> Router {
         )
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
-            Duration::from_secs(30),
+            request_timeout,
         ))
         .with_state(state)
 }
 
-/// Serves until `shutdown` completes, then finishes in-flight requests.
+/// Serves HTTP/1.1 until `shutdown` completes, then finishes in-flight
+/// requests. Each connection must send its request head within
+/// `header_read_timeout` (a slowloris client is cut off; axum's own server
+/// sets no such limit) and keep it within [`MAX_HEADER_BYTES`] and
+/// [`MAX_HEADERS`].
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
+    header_read_timeout: Duration,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .max_header_size(MAX_HEADER_BYTES)
+        .max_headers(MAX_HEADERS);
+    // Connections hold a receiver of each: `stop` asks them to finish,
+    // and `done` closes once the last of them has.
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let (done, finished) = tokio::sync::watch::channel(());
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait, then go on.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo::<SocketAddr>(peer));
+            tower::ServiceExt::oneshot(router.clone(), req)
+        });
+        let conn = http1.serve_connection(TokioIo::new(stream), service);
+        let mut stopping = stopping.clone();
+        let finished = finished.clone();
+        tokio::spawn(async move {
+            let _finished = finished;
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                result = conn.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, "connection ended");
+                    }
+                    return;
+                }
+                _ = stopping.wait_for(|stop| *stop) => conn.as_mut().graceful_shutdown(),
+            }
+            let _ = conn.await;
+        });
+    }
+    drop(listener);
+    let _ = stop.send(true);
+    drop(finished);
+    done.closed().await;
+    Ok(())
 }

@@ -210,6 +210,21 @@ pub fn audit_settings(args: &StoreArgs, file: &FileConfig) -> anyhow::Result<Aud
 pub struct HttpFile {
     pub secure_cookies: Option<bool>,
     pub trust_forwarded_for: Option<bool>,
+    pub header_read_timeout_secs: Option<u64>,
+    pub request_timeout_secs: Option<u64>,
+}
+
+/// `[http] FIELD` in whole seconds, 1 to 3600.
+fn http_secs(
+    field: &str,
+    v: Option<u64>,
+    default: std::time::Duration,
+) -> anyhow::Result<std::time::Duration> {
+    match v {
+        None => Ok(default),
+        Some(s) if (1..=3600).contains(&s) => Ok(std::time::Duration::from_secs(s)),
+        Some(s) => bail!("http.{field} must be between 1 and 3600 seconds, not {s}"),
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -529,12 +544,25 @@ impl Settings {
                 args.time_zone.as_deref(),
                 args.severity_scheme.as_deref(),
             )?,
-            http: kiroku_server::HttpConfig {
-                secure_cookies: file.http.secure_cookies.unwrap_or(false),
-                trust_forwarded_for: file.http.trust_forwarded_for.unwrap_or(false),
-                inbound_sms: sms_settings(&file)?.map(|s| kiroku_server::InboundSms {
-                    auth_token: s.auth_token,
-                }),
+            http: {
+                let d = kiroku_server::HttpConfig::default();
+                kiroku_server::HttpConfig {
+                    secure_cookies: file.http.secure_cookies.unwrap_or(false),
+                    trust_forwarded_for: file.http.trust_forwarded_for.unwrap_or(false),
+                    inbound_sms: sms_settings(&file)?.map(|s| kiroku_server::InboundSms {
+                        auth_token: s.auth_token,
+                    }),
+                    header_read_timeout: http_secs(
+                        "header_read_timeout_secs",
+                        file.http.header_read_timeout_secs,
+                        d.header_read_timeout,
+                    )?,
+                    request_timeout: http_secs(
+                        "request_timeout_secs",
+                        file.http.request_timeout_secs,
+                        d.request_timeout,
+                    )?,
+                }
             },
             smtp: smtp_settings(&file)?,
             sms: sms_settings(&file)?,

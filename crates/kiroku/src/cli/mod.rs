@@ -457,8 +457,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         });
     let other_nodes = tokio::spawn(app.clone().watch_other_nodes());
     tracing::info!(store = %settings.store.describe(), "kiroku listening on http://{addr}");
+    let header_read_timeout = settings.http.header_read_timeout;
     let router = kiroku_server::router(app.clone(), settings.http);
-    kiroku_server::serve(listener, router, shutdown_signal()).await?;
+    kiroku_server::serve(listener, router, header_read_timeout, shutdown_signal()).await?;
     signer.abort();
     detection.abort();
     notifications.abort();

@@ -18,5 +18,6 @@ mod notify_cli;
 mod openapi;
 mod peer;
 mod reports;
+mod security;
 mod support;
 mod web;

@@ -17,35 +17,6 @@ async fn put(t: &TestApp, user: &TestUser, path: &str, body: Value) -> (StatusCo
     t.call(Some(user), Method::PUT, path, Some(body)).await
 }
 
-/// A second administrator, to approve the step the first cannot.
-async fn another_admin(t: &TestApp, name: &str) -> TestUser {
-    let caller = kiroku_app::Caller::local_operator();
-    let created = t
-        .app
-        .create_user(
-            &caller,
-            kiroku_app::NewUser {
-                name: name.into(),
-                display_name: String::new(),
-                email: None,
-                role: kiroku_domain::Role::Admin,
-                password: "correct horse battery staple".into(),
-            },
-        )
-        .await
-        .unwrap();
-    let token = t
-        .app
-        .create_token(&caller, Some(name), "test", None)
-        .await
-        .unwrap();
-    TestUser {
-        name: name.into(),
-        token: token.secret,
-        totp_uri: created.totp_uri,
-    }
-}
-
 async fn raw(t: &TestApp, user: Option<&TestUser>, path: &str) -> (StatusCode, String, Vec<u8>) {
     let mut req = t.http.get(t.url(path));
     if let Some(u) = user {
@@ -87,7 +58,7 @@ async fn reports_story(store: TestStore) {
     chain.steps[0].approvers = vec!["responder".into()];
     chain.steps[2].approvers = vec!["cto".into()];
     let t = TestApp::with_config(store, config).await;
-    let cto = another_admin(&t, "cto").await;
+    let cto = t.user_with_role("cto", kiroku_domain::Role::Admin).await;
 
     // --- Notification duties from personal-data facts, with reminders.
     let (s, leak) = t

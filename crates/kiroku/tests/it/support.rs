@@ -259,9 +259,10 @@ impl TestApp {
         tokio::spawn(app.clone().run_escalations());
         tokio::spawn(app.clone().watch_other_nodes());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let header_read_timeout = http.header_read_timeout;
         let router = kiroku_server::router(app.clone(), http);
         tokio::spawn(async move {
-            kiroku_server::serve(listener, router, async {
+            kiroku_server::serve(listener, router, header_read_timeout, async {
                 let _ = rx.await;
             })
             .await
@@ -307,6 +308,35 @@ impl TestApp {
             viewer: users.next().unwrap(),
             auditor: users.next().unwrap(),
             shutdown: Some(tx),
+        }
+    }
+
+    /// Another user of `role`, made by the operator, and a token of theirs.
+    pub async fn user_with_role(&self, name: &str, role: Role) -> TestUser {
+        let caller = Caller::local_operator();
+        let created = self
+            .app
+            .create_user(
+                &caller,
+                NewUser {
+                    name: name.into(),
+                    display_name: String::new(),
+                    email: None,
+                    role,
+                    password: PASSWORD.into(),
+                },
+            )
+            .await
+            .unwrap();
+        let token = self
+            .app
+            .create_token(&caller, Some(name), "test", None)
+            .await
+            .unwrap();
+        TestUser {
+            name: name.into(),
+            token: token.secret,
+            totp_uri: created.totp_uri,
         }
     }
 
@@ -431,4 +461,29 @@ pub async fn serve_loopback(app: axum::Router) -> SocketAddr {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
     addr
+}
+
+/// Sends `request` as raw bytes on a fresh connection (so that no client
+/// tidies the path or the headers) and reads until the server closes it.
+/// The status, `None` when the server closed without answering, and the
+/// whole answer. Panics if the server neither answers nor closes in 10 s.
+pub async fn raw_http(addr: SocketAddr, request: &[u8]) -> (Option<u16>, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // A server that refuses early may reset the connection mid-write.
+    let _ = conn.write_all(request).await;
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        conn.read_to_end(&mut answer),
+    )
+    .await
+    .expect("the server neither answered nor closed the connection");
+    let _ = read;
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse().ok());
+    (status, text)
 }
