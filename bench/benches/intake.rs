@@ -128,9 +128,10 @@ fn peer_clone(p: &Peer) -> Peer {
     }
 }
 
-struct Alertmanager {
+/// A running Prometheus Alertmanager, in a directory of its own.
+pub(crate) struct Alertmanager {
     child: Child,
-    url: String,
+    pub(crate) url: String,
     _dir: std::path::PathBuf,
 }
 
@@ -143,7 +144,7 @@ impl Drop for Alertmanager {
 }
 
 impl Alertmanager {
-    fn binary() -> Option<&'static str> {
+    pub(crate) fn binary() -> Option<&'static str> {
         [
             "/usr/bin/prometheus-alertmanager",
             "/usr/local/bin/alertmanager",
@@ -152,7 +153,7 @@ impl Alertmanager {
         .find(|p| Path::new(p).exists())
     }
 
-    fn version(bin: &str) -> String {
+    pub(crate) fn version(bin: &str) -> String {
         Command::new(bin)
             .arg("--version")
             .output()
@@ -165,20 +166,22 @@ impl Alertmanager {
             .unwrap_or_default()
     }
 
-    async fn start(bin: &str, work: &Path) -> anyhow::Result<Alertmanager> {
-        let dir = work.join("alertmanager");
+    /// Starts `bin` in `work/name` with `config` (alertmanager.yml's text).
+    pub(crate) async fn start(
+        bin: &str,
+        work: &Path,
+        name: &str,
+        config: &str,
+    ) -> anyhow::Result<Alertmanager> {
+        let dir = work.join(name);
         std::fs::create_dir_all(&dir)?;
-        // Alerts go nowhere: ingestion is what is measured.
-        let config = dir.join("alertmanager.yml");
-        std::fs::write(
-            &config,
-            "route:\n  receiver: blackhole\n  group_by: ['alertname']\nreceivers:\n  - name: blackhole\n",
-        )?;
+        let config_file = dir.join("alertmanager.yml");
+        std::fs::write(&config_file, config)?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
         let child = Command::new(bin)
-            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--config.file={}", config_file.display()))
             .arg(format!("--storage.path={}", dir.join("data").display()))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .arg("--cluster.listen-address=")
@@ -241,7 +244,14 @@ pub async fn intake_bench(
 ) -> anyhow::Result<()> {
     let am_rows = match Alertmanager::binary() {
         Some(bin) => {
-            let am = Alertmanager::start(bin, work).await?;
+            // Alerts go nowhere: ingestion is what is measured.
+            let am = Alertmanager::start(
+                bin,
+                work,
+                "alertmanager",
+                "route:\n  receiver: blackhole\n  group_by: ['alertname']\nreceivers:\n  - name: blackhole\n",
+            )
+            .await?;
             let rows = drive(
                 o,
                 &Peer::Alertmanager {

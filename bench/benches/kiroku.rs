@@ -837,7 +837,11 @@ async fn main() -> anyhow::Result<()> {
     if !intake_targets.is_empty() {
         intake::intake_bench(&o, &intake_targets, &work, &mut r).await?;
     }
-    for t in &targets("paging").await? {
+    let paging_targets = targets("paging").await?;
+    if !paging_targets.is_empty() {
+        paging::alertmanager_paging(&o, &work, &mut r).await?;
+    }
+    for t in &paging_targets {
         paging::paging_bench(&o, t, &mut r).await?;
     }
     let audit_n = o

@@ -1,9 +1,9 @@
 //! Paging latency, measured where it matters: from an alert's POST to the
-//! page arriving at a webhook receiver on loopback (Alertmanager waits its
-//! group wait, 30 s by default and 1 s at the least, before it notifies;
-//! GoAlert's engine runs every 5 s). Idle, and while intake runs at full
-//! load; then with 100,000 escalations pending, how late each one that
-//! comes due fires.
+//! page arriving at a webhook receiver on loopback, for Kiroku and, in the
+//! same run, for Prometheus Alertmanager set to notify as soon as it can
+//! (a group wait of 0 s; its default is 30 s). Idle, and while intake runs
+//! at full load; then with 100,000 escalations pending, how late each one
+//! that comes due fires.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -12,10 +12,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde_json::{Value, json};
 
+use super::intake::Alertmanager;
 use super::{Opts, Report, Server, Summary, Target, bootstrap_as, load, summarise, target_store};
 use kiroku_bench::seed;
 
-/// Arrival times of pages, by incident id.
+/// Arrival times of pages: Kiroku's by incident id, Alertmanager's by
+/// each alert's `probe` label.
 #[derive(Clone, Default)]
 struct Arrivals(Arc<Mutex<HashMap<String, Instant>>>);
 
@@ -28,10 +30,16 @@ impl Arrivals {
                 let me = me.clone();
                 async move {
                     let at = Instant::now();
-                    if let Ok(v) = serde_json::from_str::<Value>(&body)
-                        && let Some(id) = v["incident_id"].as_str()
-                    {
-                        me.0.lock().unwrap().entry(id.to_string()).or_insert(at);
+                    if let Ok(v) = serde_json::from_str::<Value>(&body) {
+                        let alerts = v["alerts"].as_array().into_iter().flatten();
+                        let ids = v["incident_id"]
+                            .as_str()
+                            .into_iter()
+                            .chain(alerts.filter_map(|a| a["labels"]["probe"].as_str()));
+                        let mut seen = me.0.lock().unwrap();
+                        for id in ids {
+                            seen.entry(id.to_string()).or_insert(at);
+                        }
                     }
                     "ok"
                 }
@@ -159,6 +167,73 @@ async fn probe(
         tokio::time::sleep(gap).await;
     }
     Ok(summarise(lat, start.elapsed()))
+}
+
+/// Alertmanager's side: `n` alerts, each a group of its own, from POST to
+/// its webhook notification arriving.
+pub async fn alertmanager_paging(
+    o: &Opts,
+    work: &std::path::Path,
+    r: &mut Report,
+) -> anyhow::Result<()> {
+    let Some(bin) = Alertmanager::binary() else {
+        println!(
+            "SKIP: Alertmanager side of the paging benchmark (install prometheus-alertmanager)"
+        );
+        return Ok(());
+    };
+    let arrivals = Arrivals::default();
+    let hook = arrivals.start().await?;
+    let config = format!(
+        "route:\n  receiver: hook\n  group_by: ['probe']\n  group_wait: 0s\n  group_interval: 1s\n  repeat_interval: 1h\n\
+         receivers:\n  - name: hook\n    webhook_configs:\n      - url: {hook}\n        send_resolved: false\n"
+    );
+    let am = Alertmanager::start(bin, work, "alertmanager-paging", &config).await?;
+    let url = format!("{}/api/v2/alerts", am.url);
+    let c = reqwest::Client::new();
+    let n = if o.quick { 100 } else { 300 };
+    let start = Instant::now();
+    let mut lat = Vec::with_capacity(n);
+    for i in 0..n + 10 {
+        let probe = format!("am-{i}");
+        let t0 = Instant::now();
+        c.post(&url)
+            .json(&json!([{
+                "labels": {"alertname": "Probe", "probe": probe, "severity": "critical"},
+                "annotations": {"summary": format!("probe {i}")},
+                "startsAt": jiff::Timestamp::now().to_string(),
+            }]))
+            .send()
+            .await?
+            .error_for_status()?;
+        let at = arrivals
+            .wait(&probe, Duration::from_secs(30))
+            .await
+            .context("Alertmanager never notified")?;
+        // The first ten warm up.
+        if i >= 10 {
+            lat.push(at - t0);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let s = summarise(lat, start.elapsed());
+    ms_row(
+        r,
+        &format!(
+            "alert → notification at a webhook, idle, Alertmanager {} (group_wait 0s)",
+            Alertmanager::version(bin)
+                .split_whitespace()
+                .skip_while(|w| *w != "version")
+                .nth(1)
+                .unwrap_or("")
+        ),
+        &s,
+    );
+    r.json.insert(
+        "paging_alertmanager".into(),
+        json!({"idle": {"p50_ms": s.p50, "p99_ms": s.p99, "n": s.n}, "group_wait": "0s"}),
+    );
+    Ok(())
 }
 
 fn ms_row(r: &mut Report, name: &str, s: &Summary) {
