@@ -495,6 +495,17 @@ async fn list_bench(
             json!({ "per_sec": m.per_sec, "p50_ms": m.p50, "p99_ms": m.p99, "requests": m.n, "noisy": noisy }),
         );
     }
+    // The pages people open first, over the same incidents.
+    let number = first["items"][0]["number"]
+        .as_str()
+        .context("the list returned no incident")?;
+    let session = reports::log_in(&client, &server.url, "bench").await?;
+    let pages = [
+        ("page: dashboard", "/".to_string()),
+        ("page: incident list", "/incidents".to_string()),
+        ("page: incident", format!("/incidents/{number}")),
+    ];
+    reports::page_rows(o, &server.url, &session, &pages, size, target, r).await?;
     let busy_rss = server.rss_mib();
     let start = starts[starts.len() / 2];
     r.line(&format!(

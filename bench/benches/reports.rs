@@ -94,22 +94,7 @@ pub(crate) async fn reports_bench(
         ),
         ("page: status (public)", "/status".to_string()),
     ];
-    for (name, path) in pages {
-        let make = session_get(&client, format!("{}{path}", server.url), &session);
-        load(1, 2, make.clone()).await?;
-        let n = if o.quick { 20 } else { 100 };
-        let (m, noisy) = median_of_three(1, n, &make).await?;
-        let label = format!("{name}, {incidents} incidents");
-        r.line(&format!(
-            "| {label}, {} | {} |",
-            target.name(),
-            fmt(&m, noisy)
-        ));
-        r.json.insert(
-            format!("{}_{}", target.name().to_lowercase(), label.replace([' ', ',', ':', '(', ')'], "_")),
-            json!({ "per_sec": m.per_sec, "p50_ms": m.p50, "p99_ms": m.p99, "requests": m.n, "noisy": noisy }),
-        );
-    }
+    page_rows(o, &server.url, &session, &pages, incidents, target, r).await?;
     for (name, path, n) in cases {
         let make: Arc<dyn Fn(usize) -> reqwest::RequestBuilder + Send + Sync> = {
             let (client, url, token) = (
@@ -254,6 +239,36 @@ async fn render_only(
 }
 
 /// A session cookie for a user the bench created, as a browser gets one.
+/// A row per page: its latency in a signed-in browser session.
+pub(crate) async fn page_rows(
+    o: &Opts,
+    url: &str,
+    session: &str,
+    pages: &[(&str, String)],
+    incidents: usize,
+    target: &Target,
+    r: &mut Report,
+) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    for (name, path) in pages {
+        let make = session_get(&client, format!("{url}{path}"), session);
+        load(1, 2, make.clone()).await?;
+        let n = if o.quick { 20 } else { 100 };
+        let (m, noisy) = median_of_three(1, n, &make).await?;
+        let label = format!("{name}, {incidents} incidents");
+        r.line(&format!(
+            "| {label}, {} | {} |",
+            target.name(),
+            fmt(&m, noisy)
+        ));
+        r.json.insert(
+            format!("{}_{}", target.name().to_lowercase(), label.replace([' ', ',', ':', '(', ')'], "_")),
+            json!({ "per_sec": m.per_sec, "p50_ms": m.p50, "p99_ms": m.p99, "requests": m.n, "noisy": noisy }),
+        );
+    }
+    Ok(())
+}
+
 pub(crate) async fn log_in(
     client: &reqwest::Client,
     url: &str,
