@@ -20,12 +20,7 @@ type BodyCase<'a> = (
 /// Counts of what a bad request must not change.
 async fn state(t: &TestApp) -> (usize, usize, Vec<Value>) {
     let (_, list) = t.get(&t.admin, "/api/v1/incidents?limit=200").await;
-    let successes = t
-        .audit()
-        .await
-        .iter()
-        .filter(|e| e["outcome"] == "success")
-        .count();
+    let successes = t.successful_audit_events().await;
     (
         list["items"].as_array().unwrap().len(),
         successes,

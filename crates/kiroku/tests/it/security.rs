@@ -55,13 +55,10 @@ async fn row_counts(t: &TestApp) -> Vec<(String, usize)> {
         assert_eq!(s, StatusCode::OK, "{list}: {body}");
         out.push((list.to_string(), body["items"].as_array().unwrap().len()));
     }
-    let successes = t
-        .audit()
-        .await
-        .iter()
-        .filter(|e| e["outcome"] == "success")
-        .count();
-    out.push(("successful audit events".into(), successes));
+    out.push((
+        "successful audit events".into(),
+        t.successful_audit_events().await,
+    ));
     out
 }
 

@@ -270,29 +270,7 @@ impl TestApp {
         });
         let mut users = Vec::new();
         for role in [Role::Admin, Role::Responder, Role::Viewer, Role::Auditor] {
-            let name = role.as_str().to_string();
-            let created = app
-                .create_user(
-                    &Caller::local_operator(),
-                    NewUser {
-                        name: name.clone(),
-                        display_name: String::new(),
-                        email: None,
-                        role,
-                        password: PASSWORD.into(),
-                    },
-                )
-                .await
-                .unwrap();
-            let token = app
-                .create_token(&Caller::local_operator(), Some(&name), "test", None)
-                .await
-                .unwrap();
-            users.push(TestUser {
-                name,
-                token: token.secret,
-                totp_uri: created.totp_uri,
-            });
+            users.push(made_user(&app, role.as_str(), role).await);
         }
         let mut users = users.into_iter();
         TestApp {
@@ -313,31 +291,7 @@ impl TestApp {
 
     /// Another user of `role`, made by the operator, and a token of theirs.
     pub async fn user_with_role(&self, name: &str, role: Role) -> TestUser {
-        let caller = Caller::local_operator();
-        let created = self
-            .app
-            .create_user(
-                &caller,
-                NewUser {
-                    name: name.into(),
-                    display_name: String::new(),
-                    email: None,
-                    role,
-                    password: PASSWORD.into(),
-                },
-            )
-            .await
-            .unwrap();
-        let token = self
-            .app
-            .create_token(&caller, Some(name), "test", None)
-            .await
-            .unwrap();
-        TestUser {
-            name: name.into(),
-            token: token.secret,
-            totp_uri: created.totp_uri,
-        }
+        made_user(&self.app, name, role).await
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -410,6 +364,16 @@ impl TestApp {
     }
 
     /// Every audit event so far, oldest first.
+    /// How many audit events record a success: what a refused request
+    /// must leave as it was.
+    pub async fn successful_audit_events(&self) -> usize {
+        self.audit()
+            .await
+            .iter()
+            .filter(|e| e["outcome"] == "success")
+            .count()
+    }
+
     pub async fn audit(&self) -> Vec<Value> {
         let mut out = Vec::new();
         let mut after = 0;
@@ -486,4 +450,31 @@ pub async fn raw_http(addr: SocketAddr, request: &[u8]) -> (Option<u16>, String)
         .and_then(|rest| rest.get(..3))
         .and_then(|code| code.parse().ok());
     (status, text)
+}
+
+/// A user of `role` made by the operator, and a token of theirs.
+async fn made_user(app: &App, name: &str, role: Role) -> TestUser {
+    let caller = Caller::local_operator();
+    let created = app
+        .create_user(
+            &caller,
+            NewUser {
+                name: name.into(),
+                display_name: String::new(),
+                email: None,
+                role,
+                password: PASSWORD.into(),
+            },
+        )
+        .await
+        .unwrap();
+    let token = app
+        .create_token(&caller, Some(name), "test", None)
+        .await
+        .unwrap();
+    TestUser {
+        name: name.into(),
+        token: token.secret,
+        totp_uri: created.totp_uri,
+    }
 }
