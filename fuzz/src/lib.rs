@@ -46,8 +46,13 @@ pub fn check_event(e: &AlertEvent) {
         assert!(chars(value) <= LABEL_VALUE_MAX, "label value too long");
     }
     for link in &e.links {
+        // Schemes are case-insensitive (RFC 3986): `HTTPS://` is a web link.
+        let scheme = link
+            .href
+            .split_once("://")
+            .map(|(s, _)| s.to_ascii_lowercase());
         assert!(
-            link.href.starts_with("http://") || link.href.starts_with("https://"),
+            matches!(scheme.as_deref(), Some("http" | "https")),
             "a link that is not http(s): {:?}",
             link.href
         );
