@@ -60,7 +60,8 @@ fn person(name: String) -> UserRef {
     }
 }
 
-fn refused<T>(outcome: Result<T, kiroku_domain::ValidationError>) -> Option<T> {
+/// The value a check accepted; a refusal must name its field.
+fn accepted<T>(outcome: Result<T, kiroku_domain::ValidationError>) -> Option<T> {
     outcome.map_err(|e| kiroku_fuzz::check_refusal(&e)).ok()
 }
 
@@ -84,13 +85,13 @@ fuzz_target!(|data: &[u8]| {
         .collect();
     let reporter = draft.reporter.take().map(person);
     let draft = draft.with_people(commander, assignees, reporter);
-    let Some(draft) = refused(draft.validated(&config.rules, NOW)) else {
+    let Some(draft) = accepted(draft.validated(&config.rules, NOW)) else {
         return;
     };
     let incident = draft.declare(&config.rules, Uuid::nil(), "SRV-2026-0001".into(), NOW);
     let mut timeline = Vec::with_capacity(typed.notes.len());
     for note in &typed.notes {
-        let Some(body) = refused(validate::text("body", note, TEXT_MAX, true)) else {
+        let Some(body) = accepted(validate::text("body", note, TEXT_MAX, true)) else {
             return;
         };
         timeline.push(TimelineEntry {
@@ -103,7 +104,7 @@ fuzz_target!(|data: &[u8]| {
             data: serde_json::json!({}),
         });
     }
-    let Some(postmortem) = refused(typed.postmortem.validated()) else {
+    let Some(postmortem) = accepted(typed.postmortem.validated()) else {
         return;
     };
     let Ok(postmortem) =
