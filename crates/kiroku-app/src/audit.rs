@@ -689,6 +689,31 @@ impl ExternalEvent {
     }
 }
 
+/// A request's events checked and made into audit events, all or none,
+/// `channel` naming who sent them; pure, so the fuzz targets run exactly
+/// what ingestion runs before it queues.
+pub fn external_audit_events(events: Vec<ExternalEvent>, channel: &str) -> Result<Vec<AuditEvent>> {
+    if events.is_empty() {
+        return Err(AppError::invalid(
+            "events",
+            "required",
+            "send at least one event",
+        ));
+    }
+    if events.len() > INGEST_BATCH_MAX {
+        return Err(AppError::invalid(
+            "events",
+            "too_many",
+            format!("send at most {INGEST_BATCH_MAX} events at once"),
+        ));
+    }
+    events
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| e.into_event(&format!("events[{i}]"), channel))
+        .collect()
+}
+
 impl App {
     /// Appends other applications' audit events, all or none, in one
     /// transaction; returns their sequence numbers.
@@ -698,29 +723,11 @@ impl App {
         events: Vec<ExternalEvent>,
     ) -> Result<Vec<i64>> {
         caller.require(Permission::AuditIngest)?;
-        if events.is_empty() {
-            return Err(AppError::invalid(
-                "events",
-                "required",
-                "send at least one event",
-            ));
-        }
-        if events.len() > INGEST_BATCH_MAX {
-            return Err(AppError::invalid(
-                "events",
-                "too_many",
-                format!("send at most {INGEST_BATCH_MAX} events at once"),
-            ));
-        }
         let channel = format!(
             "ingest:{}",
             caller.user().map_or("local", |u| u.name.as_str())
         );
-        let events = events
-            .into_iter()
-            .enumerate()
-            .map(|(i, e)| e.into_event(&format!("events[{i}]"), &channel))
-            .collect::<Result<Vec<_>>>()?;
+        let events = external_audit_events(events, &channel)?;
         let (reply, answer) = oneshot::channel();
         self.audit_ingest
             .submit(IngestJob { events, reply }, answer, |batch| {

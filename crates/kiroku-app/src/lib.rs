@@ -35,7 +35,7 @@ use kiroku_store::{Store, Tx};
 
 pub use audit::{
     ArchiveContents, ConsistencyProof, ExportFormat, ExternalEvent, HeadWitness, INGEST_BATCH_MAX,
-    InclusionProof, TreeSigner,
+    InclusionProof, TreeSigner, external_audit_events,
 };
 pub use caller::{Caller, Principal, Via};
 pub use credentials::{totp_code, totp_uri};

@@ -25,7 +25,10 @@ use tower_http::timeout::TimeoutLayer;
 
 pub use auth::SESSION_COOKIE;
 pub use error::{ApiError, ErrorBody};
+pub use handlers::audit::IngestBody;
 pub use handlers::meta::OPENAPI;
+/// The body parser every JSON route uses, public for the fuzz targets.
+pub use json::parse_json;
 
 /// Requests larger than this are refused with 413.
 pub const BODY_LIMIT: usize = 1024 * 1024;

@@ -382,8 +382,14 @@ pub fn read_file(path: Option<&Path>) -> anyhow::Result<FileConfig> {
     };
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the configuration file {}", path.display()))?;
-    toml::from_str(&text)
+    parse_file(&text)
         .with_context(|| format!("{} is not a valid Kiroku configuration", path.display()))
+}
+
+/// The file's shape: unknown keys and mistyped values are refused here,
+/// values out of range by [`Settings::from_file`].
+pub fn parse_file(text: &str) -> anyhow::Result<FileConfig> {
+    Ok(toml::from_str(text)?)
 }
 
 pub fn store_target(args: &StoreArgs, file: &FileConfig) -> anyhow::Result<StoreTarget> {
@@ -526,7 +532,12 @@ pub fn app_config(
 
 impl Settings {
     pub fn resolve(args: &ServeArgs) -> anyhow::Result<Settings> {
-        let file = read_file(args.store.config.as_deref())?;
+        Settings::from_file(args, &read_file(args.store.config.as_deref())?)
+    }
+
+    /// The settings of a file already read, flags and environment over it;
+    /// reads no file, so the fuzz target checks every value's rule.
+    pub fn from_file(args: &ServeArgs, file: &FileConfig) -> anyhow::Result<Settings> {
         let listen_raw = args
             .listen
             .clone()
@@ -537,10 +548,10 @@ impl Settings {
         })?;
         Ok(Settings {
             listen,
-            store: store_target(&args.store, &file)?,
-            audit: audit_settings(&args.store, &file)?,
+            store: store_target(&args.store, file)?,
+            audit: audit_settings(&args.store, file)?,
             app: app_config(
-                &file,
+                file,
                 args.time_zone.as_deref(),
                 args.severity_scheme.as_deref(),
             )?,
@@ -549,7 +560,7 @@ impl Settings {
                 kiroku_server::HttpConfig {
                     secure_cookies: file.http.secure_cookies.unwrap_or(false),
                     trust_forwarded_for: file.http.trust_forwarded_for.unwrap_or(false),
-                    inbound_sms: sms_settings(&file)?.map(|s| kiroku_server::InboundSms {
+                    inbound_sms: sms_settings(file)?.map(|s| kiroku_server::InboundSms {
                         auth_token: s.auth_token,
                     }),
                     header_read_timeout: http_secs(
@@ -564,8 +575,8 @@ impl Settings {
                     )?,
                 }
             },
-            smtp: smtp_settings(&file)?,
-            sms: sms_settings(&file)?,
+            smtp: smtp_settings(file)?,
+            sms: sms_settings(file)?,
             report_font: file.reports.font.clone(),
             link_key_file: file.notify.link_key_file.clone().unwrap_or_else(|| {
                 args.store

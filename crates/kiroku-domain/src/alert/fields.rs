@@ -85,7 +85,10 @@ pub(super) fn get<'a>(object: &'a Map<String, Value>, key: &str) -> &'a Value {
 }
 
 /// The dotted path of `name` inside `parent` (the top level when empty).
+/// A key that is the empty string is written `""`, so that an error about
+/// it still names a field.
 pub(super) fn path(parent: &str, name: &str) -> String {
+    let name = if name.is_empty() { "\"\"" } else { name };
     if parent.is_empty() {
         name.to_string()
     } else {

@@ -36,7 +36,7 @@ pub fn parse(body: &[u8]) -> Result<Vec<AlertEvent>, Problems> {
         None => vec![event("", Value::Object(top), &mut problems)],
         Some(events) => {
             for name in top.keys() {
-                problems.push(unknown_field(name));
+                problems.push(unknown_field(&fields::path("", name)));
             }
             fields::batch("events", events, &mut problems)
                 .into_iter()
@@ -275,6 +275,23 @@ mod tests {
             [
                 ("version".to_string(), "unknown_field"),
                 ("events[0].severty".to_string(), "unknown_field")
+            ]
+        );
+    }
+
+    /// Found by fuzzing: a key that is the empty string was refused with
+    /// an empty `field`, naming nothing.
+    #[test]
+    fn an_unknown_field_with_an_empty_name_is_still_named() {
+        assert_eq!(
+            problems(&json!({"summary": "s", "source": "h", "": 1})),
+            [("\"\"".to_string(), "unknown_field")]
+        );
+        assert_eq!(
+            problems(&json!({"events": [{"summary": "s", "source": "h", "": 1}], "": 2})),
+            [
+                ("\"\"".to_string(), "unknown_field"),
+                ("events[0].\"\"".to_string(), "unknown_field")
             ]
         );
     }
