@@ -103,7 +103,7 @@ async fn on(
         problems.push(format!("{name}: final audit verify failed: {why}"));
     }
     r.line(&format!(
-        "\n{name}: {rounds} kills; {} answered writes checked ({} alerts, {} incidents, {} audit events), {} missing; {} pages recorded sent, {} keys received, {} transport-level repeats after kills, none recorded twice; final audit verify: {}.",
+        "\n{name}: {rounds} kills; {} answered writes checked ({} alerts, {} incidents, {} audit events), {} missing; {} pages recorded sent, {} keys received, {} transport-level repeats after kills, {} recorded sent twice; final audit verify: {}.",
         all.writes(),
         all.alerts.len(),
         all.incidents.len(),
@@ -112,6 +112,7 @@ async fn on(
         pages.sent,
         pages.received,
         pages.repeats,
+        pages.recorded_twice,
         match &verified {
             Ok(n) => format!("ok, {n} events"),
             Err(_) => "FAILED".into(),
@@ -122,7 +123,7 @@ async fn on(
         json!({
             "rounds": rows,
             "answered": all.json(),
-            "pages": {"sent": pages.sent, "received": pages.received, "transport_repeats": pages.repeats},
+            "pages": {"sent": pages.sent, "received": pages.received, "transport_repeats": pages.repeats, "recorded_twice": pages.recorded_twice},
             "final_verify_events": verified.ok(),
             "problems": problems.len(),
         }),

@@ -24,7 +24,10 @@ use axum::http::HeaderMap;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use kiroku_store::{AlertQuery, DeliveryStatus, IncidentKey, Store};
+use kiroku_domain::AuditEvent;
+use kiroku_store::{
+    AlertQuery, AuditQuery, DeliveryStatus, IncidentKey, PAGE_MAX, PageCursor, Store,
+};
 
 use crate::{Opts, Report, Server, Target, bootstrap_as, machine, pg_database, pg_reachable};
 
@@ -518,18 +521,47 @@ async fn send_one(
     false
 }
 
+/// Every audit event recorded with `action`, in sequence order.
+async fn audit_events_of(store: &dyn Store, action: &str) -> anyhow::Result<Vec<AuditEvent>> {
+    let mut all = Vec::new();
+    loop {
+        let page = store
+            .audit_events(&AuditQuery {
+                action: Some(action.into()),
+                after_seq: all.last().map(|e: &AuditEvent| e.seq),
+                // A page at a time, until one comes back empty.
+                limit: PAGE_MAX,
+                ..Default::default()
+            })
+            .await?;
+        if page.is_empty() {
+            return Ok(all);
+        }
+        all.extend(page);
+    }
+}
+
 /// Every answered write that the store does not hold as answered.
 async fn missing(store: &dyn Store, rig: &Rig, answered: &Answered) -> anyhow::Result<Vec<String>> {
     let mut problems = Vec::new();
     let mut stored: BTreeMap<String, i64> = BTreeMap::new();
     for integration in &rig.integrations {
-        let query = AlertQuery {
+        let mut query = AlertQuery {
             integration_id: Some(*integration),
-            limit: 10_000_000,
+            // A page at a time, until one comes back empty.
+            limit: PAGE_MAX,
             ..Default::default()
         };
-        for a in store.alerts(&query).await? {
-            stored.insert(a.dedup_key, a.count);
+        loop {
+            let page = store.alerts(&query).await?;
+            query.after = page.last().map(|a| PageCursor {
+                at: a.first_seen_at,
+                id: a.id,
+            });
+            if page.is_empty() {
+                break;
+            }
+            stored.extend(page.into_iter().map(|a| (a.dedup_key, a.count)));
         }
     }
     for key in &answered.alerts {
@@ -571,10 +603,12 @@ struct Pages {
     /// Arrivals beyond the first of a key: a kill between sending and
     /// recording, resent after the restart (expected after kills only).
     repeats: usize,
+    /// Keys the audit log records sent more than once (must be none).
+    recorded_twice: usize,
 }
 
 /// Waits up to `within` until no delivery is pending, then checks each
-/// answered incident was paged, that the server recorded no idempotency
+/// answered incident was paged, that the audit log records no idempotency
 /// key sent twice, and that the receiver saw exactly the recorded keys.
 async fn settled_pages(
     store: &dyn Store,
@@ -604,12 +638,13 @@ async fn settled_pages(
             d.last_error
         ));
     }
+    // The server's own record of each delivery sent: its audit event.
     let mut recorded: BTreeMap<String, usize> = BTreeMap::new();
-    for d in store
-        .deliveries(Some(DeliveryStatus::Sent), 10_000_000)
-        .await?
-    {
-        *recorded.entry(d.idempotency_key).or_default() += 1;
+    for e in audit_events_of(store, "notification_sent").await? {
+        let key = e.after.as_ref().and_then(|a| a["idempotency_key"].as_str());
+        *recorded
+            .entry(key.unwrap_or("(none)").to_string())
+            .or_default() += 1;
     }
     let sent: usize = recorded.values().sum();
     for (key, n) in &recorded {
@@ -633,6 +668,7 @@ async fn settled_pages(
         sent,
         received: counts.len(),
         repeats: counts.values().map(|n| n - 1).sum(),
+        recorded_twice: recorded.values().filter(|n| **n > 1).count(),
     };
     Ok((pages, problems))
 }

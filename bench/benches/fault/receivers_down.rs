@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use kiroku_store::AuditQuery;
-
-use super::{Kind, Receiver, Rig, Scratch, audit_verify, finish, header, send_one, settled_pages};
+use super::{
+    Kind, Receiver, Rig, Scratch, audit_events_of, audit_verify, finish, header, send_one,
+    settled_pages,
+};
 use crate::{Opts, Server, target_store};
 
 /// Incidents declared while the receiver is down.
@@ -70,13 +71,7 @@ pub async fn run(o: &Opts, work: &Scratch) -> anyhow::Result<()> {
     }
 
     // Each delivery's failed attempts, by its idempotency key, in order.
-    let failed = store
-        .audit_events(&AuditQuery {
-            action: Some("notification_failed".into()),
-            limit: 1_000_000,
-            ..Default::default()
-        })
-        .await?;
+    let failed = audit_events_of(store.as_ref(), "notification_failed").await?;
     let mut attempts: BTreeMap<String, Vec<jiff::Timestamp>> = BTreeMap::new();
     for e in &failed {
         if let Some(key) = e.after.as_ref().and_then(|a| a["idempotency_key"].as_str()) {
