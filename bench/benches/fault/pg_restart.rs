@@ -39,7 +39,7 @@ pub async fn run(o: &Opts, work: &Scratch) -> anyhow::Result<()> {
     let rig = Rig::new(o, target, &server, &hook.url()).await?;
     let store = target_store(target).await?;
 
-    r.line("| restart | pg_ctlcluster took | first write answered after | answered in the 5 s after | refusals in the 5 s after |");
+    r.line("| restart | pg_ctlcluster took | first write answered after | answered from the restart to 5 s after | refusals meanwhile |");
     r.line("|---|---|---|---|---|");
     let mut problems = Vec::new();
     let mut all = Answered::default();
@@ -108,7 +108,7 @@ pub async fn run(o: &Opts, work: &Scratch) -> anyhow::Result<()> {
         problems.push(format!("audit verify failed: {why}"));
     }
     r.line(&format!(
-        "\n{} answered writes checked ({} alerts, {} incidents, {} audit events); refusals: {}; {} pages recorded sent and received once each ({} repeats); audit verify: {}.",
+        "\n{} answered writes checked ({} alerts, {} incidents, {} audit events); refusals: {}; {} pages recorded sent, each once ({} sent again after recording them failed); audit verify: {}.",
         all.writes(),
         all.alerts.len(),
         all.incidents.len(),
