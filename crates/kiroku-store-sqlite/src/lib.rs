@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use kiroku_store::StoreError;
 use kiroku_store_sql::{Dialect, Migration, SqlStore, install_drivers, map_err, migrate};
-use sqlx::Executor;
 use sqlx::AnyPool;
+use sqlx::Executor;
 use sqlx::any::AnyPoolOptions;
 
 pub use scan::{FileScan, audit_scan};
