@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 
 use kiroku_bench::seed;
 
+mod fault;
 mod intake;
 mod paging;
 mod reports;
@@ -28,6 +29,12 @@ struct Opts {
     pg_url: String,
     /// The audit section's log size, when not the default.
     audit_events: Option<u64>,
+    /// Run one fault-injection scenario instead of the benchmarks.
+    fault: Option<String>,
+    /// A fault scenario's rounds, when not its default.
+    rounds: Option<usize>,
+    /// The fault scenarios' random seed, to replay a run.
+    seed: Option<u64>,
 }
 
 impl Opts {
@@ -39,24 +46,25 @@ impl Opts {
 fn opts() -> anyhow::Result<Opts> {
     let mut args = std::env::args().skip(1);
     let (mut kiroku, mut out, mut quick, mut only) = (None, None, false, None);
-    let mut audit_events = None;
+    let (mut audit_events, mut fault, mut rounds, mut seed) = (None, None, None, None);
+    let number = |flag: &str, v: Option<String>| -> anyhow::Result<u64> {
+        v.and_then(|n| n.parse().ok())
+            .with_context(|| format!("{flag} takes a number"))
+    };
     while let Some(a) = args.next() {
         match a.as_str() {
             "--kiroku" => kiroku = args.next().map(PathBuf::from),
             "--out" => out = args.next().map(PathBuf::from),
             "--quick" => quick = true,
             "--only" => only = args.next(),
-            "--audit-events" => {
-                audit_events = Some(
-                    args.next()
-                        .and_then(|n| n.parse().ok())
-                        .context("--audit-events takes a number of events")?,
-                )
-            }
+            "--audit-events" => audit_events = Some(number(&a, args.next())?),
+            "--fault" => fault = args.next(),
+            "--rounds" => rounds = Some(number(&a, args.next())? as usize),
+            "--seed" => seed = Some(number(&a, args.next())?),
             // cargo bench passes this to every harness-less bench.
             "--bench" => {}
             other => bail!(
-                "unknown argument {other}; use --kiroku PATH --out DIR [--quick] [--only SECTION] [--audit-events N]"
+                "unknown argument {other}; use --kiroku PATH --out DIR [--quick] [--only SECTION] [--audit-events N] [--fault NAME [--rounds N] [--seed N]]"
             ),
         }
     }
@@ -66,6 +74,9 @@ fn opts() -> anyhow::Result<Opts> {
         quick,
         only,
         audit_events,
+        fault,
+        rounds,
+        seed,
         pg_url: std::env::var("KIROKU_BENCH_DATABASE_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into()),
     })
@@ -202,6 +213,11 @@ struct Server {
 
 impl Server {
     async fn start(kiroku: &Path, target: &Target) -> anyhow::Result<Server> {
+        Server::start_with(kiroku, target, &[]).await
+    }
+
+    /// Starts `kiroku serve` with `extra` arguments (a `--config FILE`).
+    async fn start_with(kiroku: &Path, target: &Target, extra: &[&str]) -> anyhow::Result<Server> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
@@ -221,6 +237,7 @@ impl Server {
         let child = Command::new(kiroku)
             .arg("serve")
             .args(target.args())
+            .args(extra)
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .env("KIROKU_LOG", if log.is_some() { "info" } else { "warn" })
             .env("NO_COLOR", "1")
@@ -257,6 +274,17 @@ impl Server {
                     .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
             })
             .map_or(f64::NAN, |kb| kb / 1024.0)
+    }
+
+    /// SIGKILL: no shutdown work, as in a crash.
+    fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Whether the process is still running.
+    fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     fn stop(mut self) {
@@ -315,6 +343,12 @@ fn bootstrap_as(kiroku: &Path, target: &Target, name: &str, role: &str) -> anyho
     Ok(String::from_utf8(out.stdout)?.trim().to_string())
 }
 
+/// Whether a PostgreSQL server answers at `url`.
+async fn pg_reachable(url: &str) -> Result<(), sqlx::Error> {
+    use sqlx::Connection;
+    sqlx::PgConnection::connect(url).await?.close().await
+}
+
 /// A fresh database `kiroku_bench_{section}` on the server at `admin`.
 async fn pg_database(admin: &str, section: &str) -> anyhow::Result<String> {
     use sqlx::Connection;
@@ -358,10 +392,29 @@ struct Report {
 }
 
 impl Report {
+    fn new() -> Report {
+        Report {
+            md: String::new(),
+            json: serde_json::Map::new(),
+        }
+    }
+
     fn line(&mut self, s: &str) {
         self.md.push_str(s);
         self.md.push('\n');
         println!("{s}");
+    }
+
+    /// Writes `{name}.md` and `{name}.json` into `dir`.
+    fn write(self, dir: &Path, name: &str) -> anyhow::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(dir.join(format!("{name}.md")), &self.md)?;
+        std::fs::write(
+            dir.join(format!("{name}.json")),
+            serde_json::to_string_pretty(&Value::Object(self.json))? + "\n",
+        )?;
+        println!("\nwritten to {}", dir.join(format!("{name}.md")).display());
+        Ok(())
     }
 }
 
@@ -791,10 +844,10 @@ async fn audit_bench(o: &Opts, target: &Target, n: u64, r: &mut Report) -> anyho
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let o = opts()?;
-    let mut r = Report {
-        md: String::new(),
-        json: serde_json::Map::new(),
-    };
+    if let Some(name) = &o.fault {
+        return fault::run(&o, name).await;
+    }
+    let mut r = Report::new();
     let when = jiff::Timestamp::now();
     r.line("# Kiroku benchmark results\n");
     r.line(&format!("Run {when} on {}.", machine()));
@@ -806,11 +859,7 @@ async fn main() -> anyhow::Result<()> {
     r.json.insert("time".into(), json!(when.to_string()));
 
     let work = std::env::temp_dir().join(format!("kiroku-bench-{}", std::process::id()));
-    let reachable = async {
-        use sqlx::Connection;
-        sqlx::PgConnection::connect(&o.pg_url).await?.close().await
-    };
-    let pg = match reachable.await {
+    let pg = match pg_reachable(&o.pg_url).await {
         Ok(()) => true,
         Err(e) => {
             println!("SKIP: PostgreSQL benchmarks ({e})");
@@ -897,24 +946,15 @@ async fn main() -> anyhow::Result<()> {
     ));
     r.json.insert("binary_mib".into(), json!(size_mib));
 
-    std::fs::create_dir_all(&o.out)?;
     // A partial run (--only) writes beside the full results, not over them.
     let name = o
         .only
         .as_deref()
         .map_or("latest".to_string(), |s| format!("latest-{s}"));
-    std::fs::write(o.out.join(format!("{name}.md")), &r.md)?;
-    std::fs::write(
-        o.out.join(format!("{name}.json")),
-        serde_json::to_string_pretty(&Value::Object(r.json))? + "\n",
-    )?;
+    r.write(&o.out, &name)?;
     // KIROKU_BENCH_KEEP=1 keeps the SQLite files, for looking into a result.
     if std::env::var_os("KIROKU_BENCH_KEEP").is_none() {
         let _ = std::fs::remove_dir_all(&work);
     }
-    println!(
-        "\nwritten to {}",
-        o.out.join(format!("{name}.md")).display()
-    );
     Ok(())
 }

@@ -15,6 +15,8 @@ pub enum ErrorKind {
     PreconditionFailed,
     TooManyAttempts,
     Unavailable,
+    /// The database's disk is full.
+    InsufficientStorage,
     Internal,
 }
 
@@ -53,6 +55,8 @@ pub enum AppError {
     },
     #[error("the database is unavailable")]
     Unavailable(String),
+    #[error("the database's disk is full; nothing was written, try again once space is freed")]
+    DiskFull(String),
     /// The request is well-formed but the state refuses it (a report not
     /// ready to be final); `problems` say what to mend.
     #[error("{message}")]
@@ -73,6 +77,7 @@ impl From<StoreError> for AppError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Unavailable(m) => AppError::Unavailable(m),
+            StoreError::DiskFull(m) => AppError::DiskFull(m),
             StoreError::VersionMismatch { current } => AppError::VersionConflict {
                 what: "incident",
                 current,
@@ -121,6 +126,7 @@ impl AppError {
             AppError::VersionConflict { .. } => ErrorKind::PreconditionFailed,
             AppError::Locked { .. } => ErrorKind::TooManyAttempts,
             AppError::Unavailable(_) => ErrorKind::Unavailable,
+            AppError::DiskFull(_) => ErrorKind::InsufficientStorage,
             AppError::Internal(_) => ErrorKind::Internal,
         }
     }
@@ -137,6 +143,7 @@ impl AppError {
             AppError::Duplicate { .. } => "already_exists",
             AppError::Locked { .. } => "too_many_attempts",
             AppError::Unavailable(_) => "unavailable",
+            AppError::DiskFull(_) => "disk_full",
             AppError::Internal(_) => "internal",
             AppError::Refused { code, .. } | AppError::NotConfigured { code, .. } => code,
         }

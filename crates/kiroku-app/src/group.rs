@@ -90,6 +90,7 @@ impl<J: Grouped> GroupCommit<J> {
 pub(crate) fn replicate(e: &AppError) -> AppError {
     match e {
         AppError::Unavailable(m) => AppError::Unavailable(m.clone()),
+        AppError::DiskFull(m) => AppError::DiskFull(m.clone()),
         other => AppError::Internal(other.to_string()),
     }
 }

@@ -74,11 +74,12 @@ impl From<AppError> for ApiError {
             ErrorKind::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             ErrorKind::TooManyAttempts => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let message = match e.kind() {
             // Internal detail goes to the log, not to the caller.
-            ErrorKind::Internal | ErrorKind::Unavailable => {
+            ErrorKind::Internal | ErrorKind::Unavailable | ErrorKind::InsufficientStorage => {
                 tracing::error!(error = %e, detail = ?e, "request failed");
                 e.to_string()
             }

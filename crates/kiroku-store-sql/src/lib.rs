@@ -79,13 +79,19 @@ pub fn map_err(e: sqlx::Error) -> StoreError {
             // SQLITE_FULL (13) and PostgreSQL's disk_full (53100).
             let code = db.code().unwrap_or_default();
             if code == "13" || code == "53100" {
-                return StoreError::Unavailable(format!("disk full: {db}"));
+                return StoreError::DiskFull(db.to_string());
             }
             // PostgreSQL gave up one of two transactions waiting on each
             // other (40P01) or could not serialise them (40001): nothing
             // was written, and the same request may simply be sent again.
             if code == "40P01" || code == "40001" {
                 return StoreError::Unavailable(format!("try again: {db}"));
+            }
+            // PostgreSQL going away under a session: shut down or
+            // restarted (57P01-57P03), or the connection lost (class 08).
+            // The pool connects afresh; the request may be sent again.
+            if code.starts_with("57P") || code.starts_with("08") {
+                return StoreError::Unavailable(db.to_string());
             }
             StoreError::Backend(db.to_string())
         }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use kiroku_store::StoreError;
 use kiroku_store_sql::{Dialect, Migration, SqlStore, install_drivers, map_err, migrate};
+use sqlx::AnyPool;
 use sqlx::Executor;
 use sqlx::any::AnyPoolOptions;
 
@@ -97,15 +98,32 @@ const PRAGMAS: &str = "PRAGMA page_size = 2048;
 const WRITER_PRAGMAS: &str = "PRAGMA temp_store = MEMORY;
     PRAGMA wal_autocheckpoint = 2000;";
 
-/// Opens (creating if needed) the database at `path` and migrates it.
-pub async fn open(path: &Path, options: Options) -> Result<SqlStore, StoreError> {
+/// Whether the writer can begin a transaction. When SQLite rolls a
+/// transaction back by itself (a full disk, an I/O error), sqlx's ROLLBACK
+/// then fails and the connection stays counted inside a transaction, so
+/// every later `begin` would fail: such a connection is dropped and the
+/// pool opens a fresh one. The ping first lets a rollback still queued on
+/// SQLite's worker thread finish.
+async fn still_usable(conn: &mut sqlx::AnyConnection) -> Result<bool, sqlx::Error> {
+    use sqlx::Connection;
+    if !conn.is_in_transaction() {
+        return Ok(true);
+    }
+    conn.ping().await?;
+    Ok(!conn.is_in_transaction())
+}
+
+/// The one connection that writes to the database at `path` (creating
+/// the file if needed), as `open` makes it.
+pub async fn writer(path: &Path) -> Result<AnyPool, StoreError> {
     install_drivers();
     // A local file needs no liveness ping before each use: it would cost
     // a round trip to SQLite's worker thread per transaction.
-    let write = AnyPoolOptions::new()
+    AnyPoolOptions::new()
         .max_connections(1)
         .test_before_acquire(false)
         .acquire_timeout(Duration::from_secs(30))
+        .before_acquire(|conn, _| Box::pin(still_usable(conn)))
         .after_connect(|conn, _| {
             Box::pin(async move {
                 conn.execute(PRAGMAS).await?;
@@ -115,7 +133,12 @@ pub async fn open(path: &Path, options: Options) -> Result<SqlStore, StoreError>
         })
         .connect(&url(path, "rwc"))
         .await
-        .map_err(map_err)?;
+        .map_err(map_err)
+}
+
+/// Opens (creating if needed) the database at `path` and migrates it.
+pub async fn open(path: &Path, options: Options) -> Result<SqlStore, StoreError> {
+    let write = writer(path).await?;
     migrate(&write, Dialect::Sqlite, MIGRATIONS).await?;
     let read = AnyPoolOptions::new()
         .max_connections(options.read_connections.max(1))

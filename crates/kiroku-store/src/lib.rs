@@ -31,9 +31,13 @@ pub enum StoreError {
     /// A commit without an audit event: a bug in the caller, never the user's.
     #[error("a transaction must append an audit event before it commits")]
     Unaudited,
-    /// The database cannot be reached or is out of space.
+    /// The database cannot be reached, or asks to be asked again.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// The database's disk is full: nothing was written, and writes are
+    /// taken again once there is space.
+    #[error("database disk full: {0}")]
+    DiskFull(String),
     /// Stored bytes do not decode: the database was edited outside Kiroku.
     #[error("stored data is unreadable: {0}")]
     Corrupt(String),
