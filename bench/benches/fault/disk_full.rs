@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::{
-    Answered, Receiver, Rig, Scratch, Senders, audit_verify, finish, header, missing, settled_pages,
+    Answered, Receiver, Rig, Scratch, Senders, audit_verify, finish, header, writes_and_pages,
 };
 use crate::{Opts, Server, Target, target_store};
 
@@ -152,16 +152,15 @@ pub async fn run(o: &Opts, work: &Scratch) -> anyhow::Result<()> {
         phases.insert(phase.into(), got.json());
         all.merge(got);
     }
-    problems.extend(missing(store.as_ref(), &rig, &all).await?);
-    let (pages, paging_problems) = settled_pages(
+    let (pages, found) = writes_and_pages(
         store.as_ref(),
         &receiver,
         &rig,
-        &all.incidents,
+        &all,
         Duration::from_secs(120),
     )
     .await?;
-    problems.extend(paging_problems);
+    problems.extend(found);
     server.stop();
     hook.down().await;
     drop(store);

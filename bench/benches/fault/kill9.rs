@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::{
     Answered, PgDb, Receiver, Rig, Rng, Scratch, Senders, audit_verify, finish, header, missing,
-    settled_pages,
+    writes_and_pages,
 };
 use crate::{Opts, Report, Server, Target, target_store};
 
@@ -86,16 +86,15 @@ async fn on(
         all.merge(last.clone());
     }
     let server = serve().await?;
-    problems.extend(missing(store.as_ref(), &rig, &all).await?);
-    let (pages, paging_problems) = settled_pages(
+    let (pages, found) = writes_and_pages(
         store.as_ref(),
         &receiver,
         &rig,
-        &all.incidents,
+        &all,
         Duration::from_secs(180),
     )
     .await?;
-    problems.extend(paging_problems);
+    problems.extend(found);
     server.stop();
     hook.down().await;
     let verified = audit_verify(&o.kiroku, target)?;

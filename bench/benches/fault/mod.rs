@@ -674,6 +674,21 @@ async fn settled_pages(
     Ok((pages, problems))
 }
 
+/// Every answered write looked for in the store, then the pages settled:
+/// what the pages came to, and whatever went wrong.
+async fn writes_and_pages(
+    store: &dyn Store,
+    receiver: &Receiver,
+    rig: &Rig,
+    answered: &Answered,
+    within: Duration,
+) -> anyhow::Result<(Pages, Vec<String>)> {
+    let mut problems = missing(store, rig, answered).await?;
+    let (pages, paging) = settled_pages(store, receiver, rig, &answered.incidents, within).await?;
+    problems.extend(paging);
+    Ok((pages, problems))
+}
+
 /// `kiroku audit verify` on the target: the events it checked, or its
 /// complaint.
 fn audit_verify(kiroku: &Path, target: &Target) -> anyhow::Result<Result<u64, String>> {

@@ -9,8 +9,8 @@ use anyhow::{Context, bail};
 use serde_json::json;
 
 use super::{
-    Answered, Kind, PgDb, Receiver, Rig, Scratch, Senders, audit_verify, finish, header, missing,
-    send_one, settled_pages,
+    Answered, Kind, PgDb, Receiver, Rig, Scratch, Senders, audit_verify, finish, header, send_one,
+    writes_and_pages,
 };
 use crate::{Opts, Server, target_store};
 
@@ -91,16 +91,15 @@ pub async fn run(o: &Opts, work: &Scratch) -> anyhow::Result<()> {
     if all.unanswered > 0 {
         problems.push(format!("{} requests got no answer at all", all.unanswered));
     }
-    problems.extend(missing(store.as_ref(), &rig, &all).await?);
-    let (pages, paging_problems) = settled_pages(
+    let (pages, found) = writes_and_pages(
         store.as_ref(),
         &receiver,
         &rig,
-        &all.incidents,
+        &all,
         Duration::from_secs(120),
     )
     .await?;
-    problems.extend(paging_problems);
+    problems.extend(found);
     server.stop();
     hook.down().await;
     let verified = audit_verify(&o.kiroku, target)?;

@@ -8,27 +8,36 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::{
-    Kind, Receiver, Rig, Scratch, audit_events_of, audit_verify, finish, header, send_one,
+    Kind, PgDb, Receiver, Rig, Scratch, audit_events_of, audit_verify, finish, header, send_one,
     settled_pages,
 };
-use crate::{Opts, Server, target_store};
+use crate::{Opts, Report, Server, Target, target_store};
 
 /// Incidents declared while the receiver is down.
 const INCIDENTS: usize = 20;
 
 pub async fn run(o: &Opts, work: &Scratch) -> anyhow::Result<()> {
-    let down_for = Duration::from_secs(if o.quick { 20 } else { 120 });
     let mut r = header(
         "webhook receiver down",
         "every page arrives once the receiver is back, each idempotency key exactly once, none recorded sent twice and none dead; the attempts made meanwhile back off (from the audit log's notification_failed events); `kiroku audit verify` passes.",
     );
-    let target = work.sqlite("receivers-down");
+    let mut problems = on(o, &work.sqlite("receivers-down"), &mut r).await?;
+    if let Some(pg) = PgDb::create(o, "receivers-down", &mut r).await? {
+        problems.extend(on(o, &pg.target, &mut r).await?);
+        pg.drop_database().await?;
+    }
+    finish(o, r, "receivers-down", &problems)
+}
+
+/// The scenario on one backend; what went wrong, if anything.
+async fn on(o: &Opts, target: &Target, r: &mut Report) -> anyhow::Result<Vec<String>> {
+    let down_for = Duration::from_secs(if o.quick { 20 } else { 120 });
     let receiver = Receiver::default();
     let hook = receiver.up(None).await?;
     // The product's own retry policy: first retry after 2 s, doubling.
-    let server = Server::start(&o.kiroku, &target).await?;
-    let rig = Rig::new(o, &target, &server, &hook.url()).await?;
-    let store = target_store(&target).await?;
+    let server = Server::start(&o.kiroku, target).await?;
+    let rig = Rig::new(o, target, &server, &hook.url()).await?;
+    let store = target_store(target).await?;
     let addr = hook.down().await;
     let down_at = Instant::now();
     let (client, mut answered) = (reqwest::Client::new(), super::Answered::default());
@@ -99,14 +108,15 @@ pub async fn run(o: &Opts, work: &Scratch) -> anyhow::Result<()> {
         ));
     }
     server.stop();
-    let verified = audit_verify(&o.kiroku, &target)?;
+    let verified = audit_verify(&o.kiroku, target)?;
     if let Err(why) = &verified {
         problems.push(format!("audit verify failed: {why}"));
     }
     drop(hook);
 
     r.line(&format!(
-        "The receiver (connection refused) was down {} s; {INCIDENTS} incidents declared meanwhile, each paging it once.\n",
+        "\n## {}\n\nThe receiver (connection refused) was down {} s; {INCIDENTS} incidents declared meanwhile, each paging it once.\n",
+        target.name(),
         down_for.as_secs()
     ));
     r.line("| after failed attempt | deliveries | wait to the next attempt, min | median | max |");
@@ -136,7 +146,7 @@ pub async fn run(o: &Opts, work: &Scratch) -> anyhow::Result<()> {
         }
     ));
     r.json.insert(
-        "receivers_down".into(),
+        format!("receivers_down_{}", target.name().to_lowercase()),
         json!({
             "down_s": down_for.as_secs(),
             "incidents": INCIDENTS,
@@ -148,5 +158,5 @@ pub async fn run(o: &Opts, work: &Scratch) -> anyhow::Result<()> {
             "verify_events": verified.ok(),
         }),
     );
-    finish(o, r, "receivers-down", &problems)
+    Ok(problems)
 }
