@@ -652,34 +652,6 @@ async fn audit_bench(o: &Opts, target: &Target, n: u64, r: &mut Report) -> anyho
         json!({ "per_sec": n as f64 / secs, "events": n, "batch": batch, "event_bytes": bytes }),
     );
 
-    // The proof itself, in process: the log's size, the path's nodes and
-    // the signed head read from the store, the path and root computed.
-    let app = kiroku_app::App::new(
-        store.clone(),
-        kiroku_app::Config::with_zone(jiff::tz::TimeZone::UTC),
-    );
-    let operator = kiroku_app::Caller::local_operator();
-    let mut lat = Vec::with_capacity(1_000);
-    let t0 = Instant::now();
-    for i in 0..1_000u64 {
-        let seq = 1 + (i * 7919) % n;
-        let t = Instant::now();
-        app.inclusion_proof(&operator, seq, Some(n)).await?;
-        lat.push(t.elapsed());
-    }
-    let m = summarise(lat, t0.elapsed());
-    r.line(&format!(
-        "| inclusion proof in process at {n} events, {} | | {:.3} ms | {:.3} ms | {} |",
-        target.name(),
-        m.p50,
-        m.p99,
-        m.n
-    ));
-    r.json.insert(
-        format!("audit_proof_in_process_{}", target.name().to_lowercase()),
-        json!({ "p50_ms": m.p50, "p99_ms": m.p99, "tree_size": n }),
-    );
-
     let token = bootstrap_as(&o.kiroku, target, "auditor", "auditor")?;
     let sender = bootstrap_as(&o.kiroku, target, "billing", "application")?;
     let server = Server::start(&o.kiroku, target).await?;
@@ -781,6 +753,37 @@ async fn audit_bench(o: &Opts, target: &Target, n: u64, r: &mut Report) -> anyho
     }
 
     server.stop();
+    // The proof itself, in process: the log's size, the path's nodes and
+    // the signed head read from the store, the path and root computed.
+    // After the server ran, so that the log is checkpointed and signed as
+    // in use; the first 20 warm up, as over HTTP.
+    let app = kiroku_app::App::new(
+        store.clone(),
+        kiroku_app::Config::with_zone(jiff::tz::TimeZone::UTC),
+    );
+    let operator = kiroku_app::Caller::local_operator();
+    let mut lat = Vec::with_capacity(1_000);
+    let t0 = Instant::now();
+    for i in 0..1_020u64 {
+        let seq = 1 + (i * 7919) % n;
+        let t = Instant::now();
+        app.inclusion_proof(&operator, seq, Some(n)).await?;
+        if i >= 20 {
+            lat.push(t.elapsed());
+        }
+    }
+    let m = summarise(lat, t0.elapsed());
+    r.line(&format!(
+        "| inclusion proof in process at {n} events, {} | | {:.3} ms | {:.3} ms | {} |",
+        target.name(),
+        m.p50,
+        m.p99,
+        m.n
+    ));
+    r.json.insert(
+        format!("audit_proof_in_process_{}", target.name().to_lowercase()),
+        json!({ "p50_ms": m.p50, "p99_ms": m.p99, "tree_size": n }),
+    );
     // Verified after the server ran, so that signed heads cover the log as
     // they do in use (a head a second); on one core, as the goal is
     // stated: pinned where taskset exists.
