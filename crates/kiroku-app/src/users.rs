@@ -2,7 +2,7 @@
 
 use jiff::{SignedDuration, Timestamp};
 use kiroku_domain::{Actor, ActorKind, AuditEvent, Operation, Permission, Role, Source, Target};
-use kiroku_store::{SessionRecord, TokenRecord, UserRecord};
+use kiroku_store::{SessionRecord, TokenRecord, Tx, UserRecord};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
@@ -314,16 +314,14 @@ impl App {
         let name = req.name.trim().to_lowercase();
         let (user_key, ip_key) = Self::throttle_keys(&name, source);
         for key in std::iter::once(&user_key).chain(ip_key.as_ref()) {
-            if let Some(t) = self.store.throttle(key).await?
-                && let Some(until) = t.locked_until.filter(|u| *u > now)
-            {
+            if let Some(retry_after_secs) = self.locked_for(key, now).await? {
                 self.audit_only(
                     self.login_event(source, &name, None, "authn_login_fail", now)
                         .failure("too_many_attempts"),
                 )
                 .await?;
                 return Err(AppError::Locked {
-                    retry_after_secs: until.duration_since(now).as_secs().max(1),
+                    retry_after_secs,
                     audited: true,
                 });
             }
@@ -420,22 +418,15 @@ impl App {
     ) -> Result<AppError> {
         let policy = &self.config.auth;
         let (user_key, ip_key) = Self::throttle_keys(name, source);
-        let window_start_before = now - policy.failure_window;
         let mut tx = self.begin().await?;
         let mut locked = false;
         let mut keys = vec![(user_key, policy.account_lock_after)];
         keys.extend(ip_key.map(|k| (k, policy.address_lock_after)));
         for (key, limit) in keys {
-            let t = tx.count_failure(&key, now, window_start_before).await?;
-            if t.failures >= limit {
-                tx.lock_key(&key, now + policy.lock_for).await?;
-                let event = self
-                    .login_event(source, name, user, "authn_login_lock", now)
-                    .with_change(None, Some(json!({ "key": key, "failures": t.failures })))
-                    .failure("too_many_attempts");
-                tx.append_audit(&event).await?;
-                locked = true;
-            }
+            let lock = self.login_event(source, name, user, "authn_login_lock", now);
+            locked |= self
+                .count_toward_lock(&mut tx, &key, limit, now, lock)
+                .await?;
         }
         tx.append_audit(
             &self
@@ -499,21 +490,57 @@ impl App {
         }
     }
 
+    /// Seconds left of `key`'s lock, if it is locked.
+    async fn locked_for(&self, key: &str, now: Timestamp) -> Result<Option<i64>> {
+        Ok(self
+            .store
+            .throttle(key)
+            .await?
+            .and_then(|t| t.locked_until)
+            .filter(|until| *until > now)
+            .map(|until| until.duration_since(now).as_secs().max(1)))
+    }
+
+    /// Counts a failure against `key` within the policy's window; at
+    /// `limit` the key is locked and `lock` (with the count) is audited.
+    /// Whether it locked.
+    async fn count_toward_lock(
+        &self,
+        tx: &mut Box<dyn Tx>,
+        key: &str,
+        limit: i64,
+        now: Timestamp,
+        lock: AuditEvent,
+    ) -> Result<bool> {
+        let policy = &self.config.auth;
+        let t = tx
+            .count_failure(key, now, now - policy.failure_window)
+            .await?;
+        if t.failures < limit {
+            return Ok(false);
+        }
+        tx.lock_key(key, now + policy.lock_for).await?;
+        tx.append_audit(
+            &lock
+                .with_change(None, Some(json!({ "key": key, "failures": t.failures })))
+                .failure("too_many_attempts"),
+        )
+        .await?;
+        Ok(true)
+    }
+
     /// Refuses every credential from an address locked for guessing them
     /// (wrong passwords, or tokens and sessions that match nothing).
     async fn address_unlocked(&self, source: &Source) -> Result<()> {
         let Some(key) = Self::throttle_keys("", source).1 else {
             return Ok(());
         };
-        let now = self.now();
-        match self.store.throttle(&key).await? {
-            Some(t) if t.locked_until.is_some_and(|u| u > now) => Err(AppError::Locked {
-                retry_after_secs: t
-                    .locked_until
-                    .map_or(1, |u| u.duration_since(now).as_secs().max(1)),
+        match self.locked_for(&key, self.now()).await? {
+            Some(retry_after_secs) => Err(AppError::Locked {
+                retry_after_secs,
                 audited: false,
             }),
-            _ => Ok(()),
+            None => Ok(()),
         }
     }
 
@@ -528,25 +555,23 @@ impl App {
     ) -> Result<()> {
         let mut tx = self.begin().await?;
         if let Some(key) = Self::throttle_keys("", source).1 {
-            let policy = &self.config.auth;
             let now = self.now();
-            let t = tx
-                .count_failure(&key, now, now - policy.failure_window)
-                .await?;
-            if t.failures >= policy.address_lock_after {
-                tx.lock_key(&key, now + policy.lock_for).await?;
-                let lock = AuditEvent::success(
-                    now,
-                    &Actor::anonymous(),
-                    source,
-                    Operation::Login,
-                    "authn_address_lock",
-                    Target::new("address", source.ip.clone()),
-                )
-                .with_change(None, Some(json!({ "key": key, "failures": t.failures })))
-                .failure("too_many_attempts");
-                tx.append_audit(&lock).await?;
-            }
+            let lock = AuditEvent::success(
+                now,
+                &Actor::anonymous(),
+                source,
+                Operation::Login,
+                "authn_address_lock",
+                Target::new("address", source.ip.clone()),
+            );
+            self.count_toward_lock(
+                &mut tx,
+                &key,
+                self.config.auth.address_lock_after,
+                now,
+                lock,
+            )
+            .await?;
         }
         tx.append_audit(&refusal).await?;
         tx.commit().await?;
