@@ -690,8 +690,21 @@ async fn writes_and_pages(
 }
 
 /// `kiroku audit verify` on the target: the events it checked, or its
-/// complaint.
-fn audit_verify(kiroku: &Path, target: &Target) -> anyhow::Result<Result<u64, String>> {
+/// complaint, which is also added to `problems` under `what`.
+fn audit_verify(
+    kiroku: &Path,
+    target: &Target,
+    what: &str,
+    problems: &mut Vec<String>,
+) -> anyhow::Result<Result<u64, String>> {
+    let verified = run_audit_verify(kiroku, target)?;
+    if let Err(why) = &verified {
+        problems.push(format!("{what}: audit verify failed: {why}"));
+    }
+    Ok(verified)
+}
+
+fn run_audit_verify(kiroku: &Path, target: &Target) -> anyhow::Result<Result<u64, String>> {
     let out = std::process::Command::new(kiroku)
         .args(["audit", "verify", "--json"])
         .args(target.args())

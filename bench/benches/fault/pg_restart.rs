@@ -102,10 +102,7 @@ pub async fn run(o: &Opts, work: &Scratch) -> anyhow::Result<()> {
     problems.extend(found);
     server.stop();
     hook.down().await;
-    let verified = audit_verify(&o.kiroku, target)?;
-    if let Err(why) = &verified {
-        problems.push(format!("audit verify failed: {why}"));
-    }
+    let verified = audit_verify(&o.kiroku, target, "at the end", &mut problems)?;
     r.line(&format!(
         "\n{} answered writes checked ({} alerts, {} incidents, {} audit events); refusals: {}; {} pages recorded sent, each once ({} sent again after recording them failed); audit verify: {}.",
         all.writes(),

@@ -108,10 +108,7 @@ async fn on(o: &Opts, target: &Target, r: &mut Report) -> anyhow::Result<Vec<Str
         ));
     }
     server.stop();
-    let verified = audit_verify(&o.kiroku, target)?;
-    if let Err(why) = &verified {
-        problems.push(format!("audit verify failed: {why}"));
-    }
+    let verified = audit_verify(&o.kiroku, target, target.name(), &mut problems)?;
     drop(hook);
 
     r.line(&format!(
