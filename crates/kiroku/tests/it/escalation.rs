@@ -316,15 +316,7 @@ async fn paging_story(store: TestStore) {
     )
     .await;
 
-    let schedule = created(
-        &t,
-        &t.admin,
-        "/api/v1/schedules",
-        json!({"name": "primary", "layers": [
-            {"name": "weekly", "start": "2026-01-05T10:00:00", "rotation": {"kind": "weekly"}, "members": ["responder"]}
-        ]}),
-    )
-    .await;
+    let schedule = t.weekly_schedule().await;
     assert_eq!(schedule["time_zone"], "Asia/Tokyo");
     let (status, oncall) = t.get(&t.viewer, "/api/v1/schedules/primary/oncall").await;
     assert_eq!(status, StatusCode::OK, "{oncall}");

@@ -590,16 +590,7 @@ async fn injection_story(store: TestStore) {
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{integration}");
-    let (s, schedule) = t
-        .post(
-            &t.admin,
-            "/api/v1/schedules",
-            json!({"name": "primary", "layers": [
-                {"name": "weekly", "start": "2026-01-05T10:00:00", "rotation": {"kind": "weekly"}, "members": ["responder"]}
-            ]}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{schedule}");
+    t.weekly_schedule().await;
     let before = row_counts(&t).await;
     let long = "'".repeat(10_000);
     let payloads: Vec<&str> = INJECTIONS.iter().copied().chain([long.as_str()]).collect();

@@ -364,6 +364,22 @@ impl TestApp {
     }
 
     /// Every audit event so far, oldest first.
+    /// The on-call schedule `primary`, weekly with the responder alone,
+    /// made by the admin; its stored form.
+    pub async fn weekly_schedule(&self) -> Value {
+        let (status, schedule) = self
+            .post(
+                &self.admin,
+                "/api/v1/schedules",
+                json!({"name": "primary", "layers": [
+                    {"name": "weekly", "start": "2026-01-05T10:00:00", "rotation": {"kind": "weekly"}, "members": ["responder"]}
+                ]}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{schedule}");
+        schedule
+    }
+
     /// How many audit events record a success: what a refused request
     /// must leave as it was.
     pub async fn successful_audit_events(&self) -> usize {

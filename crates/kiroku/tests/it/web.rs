@@ -631,16 +631,7 @@ async fn pages_work_and_refuse_what_they_must() {
     assert_eq!(odd.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(odd.body.contains("id=\"integration-error\""));
     // The on-call calendar, and an override added from it.
-    let (s, _) = t
-        .post(
-            &t.admin,
-            "/api/v1/schedules",
-            json!({"name": "primary", "layers": [
-                {"name": "weekly", "start": "2026-01-05T10:00:00", "rotation": {"kind": "weekly"}, "members": ["responder"]}
-            ]}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED);
+    t.weekly_schedule().await;
     let calendar = admin.get("/schedules").await;
     assert_eq!(calendar.status, StatusCode::OK);
     assert!(
