@@ -319,10 +319,9 @@ pub async fn serve(
         .header_read_timeout(header_read_timeout)
         .max_header_size(MAX_HEADER_BYTES)
         .max_headers(MAX_HEADERS);
-    // Connections hold a receiver of each: `stop` asks them to finish,
-    // and `done` closes once the last of them has.
-    let (stop, stopping) = tokio::sync::watch::channel(false);
-    let (done, finished) = tokio::sync::watch::channel(());
+    // Each connection is watched, so that shutting down asks them all to
+    // finish their requests and waits until they have.
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -343,27 +342,14 @@ pub async fn serve(
                 .insert(axum::extract::ConnectInfo::<SocketAddr>(peer));
             tower::ServiceExt::oneshot(router.clone(), req)
         });
-        let conn = http1.serve_connection(TokioIo::new(stream), service);
-        let mut stopping = stopping.clone();
-        let finished = finished.clone();
+        let conn = graceful.watch(http1.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
-            let _finished = finished;
-            let mut conn = std::pin::pin!(conn);
-            tokio::select! {
-                result = conn.as_mut() => {
-                    if let Err(e) = result {
-                        tracing::debug!(error = %e, "connection ended");
-                    }
-                    return;
-                }
-                _ = stopping.wait_for(|stop| *stop) => conn.as_mut().graceful_shutdown(),
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended");
             }
-            let _ = conn.await;
         });
     }
     drop(listener);
-    let _ = stop.send(true);
-    drop(finished);
-    done.closed().await;
+    graceful.shutdown().await;
     Ok(())
 }
