@@ -18,7 +18,7 @@ use kiroku_domain::{
     AuditEvent, Incident, Operation, OutboxMessage, Source, Status, Target, TimelineEntry,
     TimelineKind, Transition, validate,
 };
-use kiroku_store::{ChangeRecord, IncidentKey, Tx};
+use kiroku_store::{AlertGroup, ChangeRecord, Durable, IncidentKey, Tx};
 use serde::Serialize;
 use serde_json::json;
 use tokio::sync::oneshot;
@@ -96,6 +96,9 @@ struct Batch {
     changed_set: HashSet<Uuid>,
     /// Incidents opened in this batch by grouping key.
     groups: HashMap<(Uuid, String), Uuid>,
+    /// Open incidents of the groups the batch's new alerts route to, as
+    /// stored before the batch.
+    grouped: HashMap<AlertGroup, Option<Uuid>>,
     incidents: HashMap<Uuid, Incident>,
     /// Alerts that joined an open incident, by incident: one timeline
     /// entry each per batch, however many joined.
@@ -112,6 +115,13 @@ impl Batch {
             self.changed.push(alert.id);
         }
         self.alerts.insert(alert.id, alert);
+    }
+}
+
+fn fail_batch(jobs: Vec<Job>, e: &AppError) {
+    tracing::warn!(error = %e, "alert batch failed");
+    for job in jobs {
+        let _ = job.reply.send(Err(replicate(e)));
     }
 }
 
@@ -184,19 +194,23 @@ impl App {
             .await
     }
 
+    /// Applies and commits a batch, and returns as soon as the next batch
+    /// may begin; its callers are answered once the commit is durable.
     async fn commit_batch(&self, jobs: Vec<Job>) {
         match self.apply_batch(&jobs).await {
-            Ok(results) => {
-                for (job, result) in jobs.into_iter().zip(results) {
-                    let _ = job.reply.send(Ok(result));
-                }
+            Ok((results, durable)) => {
+                tokio::spawn(async move {
+                    match durable.wait().await {
+                        Ok(()) => {
+                            for (job, result) in jobs.into_iter().zip(results) {
+                                let _ = job.reply.send(Ok(result));
+                            }
+                        }
+                        Err(e) => fail_batch(jobs, &e.into()),
+                    }
+                });
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "alert batch failed");
-                for job in jobs {
-                    let _ = job.reply.send(Err(replicate(&e)));
-                }
-            }
+            Err(e) => fail_batch(jobs, &e),
         }
     }
 
@@ -234,7 +248,7 @@ impl App {
             .remove(&id);
     }
 
-    async fn apply_batch(&self, jobs: &[Job]) -> Result<Vec<Vec<Accepted>>> {
+    async fn apply_batch(&self, jobs: &[Job]) -> Result<(Vec<Vec<Accepted>>, Durable)> {
         let now = self.now();
         let mut batch = Batch::default();
         for job in jobs {
@@ -260,6 +274,9 @@ impl App {
                 .insert((alert.integration_id, alert.dedup_key.clone()), alert.id);
             batch.alerts.insert(alert.id, alert);
         }
+        let groups = self.groups_of(jobs, &batch, now);
+        let found = tx.group_incidents(&groups).await?;
+        batch.grouped = groups.into_iter().zip(found).collect();
         let mut results = Vec::with_capacity(jobs.len());
         for job in jobs {
             let caller = Caller::integration(
@@ -308,8 +325,35 @@ impl App {
             tx.append_timeline(&joined_entry(incident_id, joined, now))
                 .await?;
         }
-        tx.commit().await?;
-        Ok(results)
+        let durable = tx.commit_visible().await?;
+        Ok((results, durable))
+    }
+
+    /// The alert groups that the batch's new alerts route to, so that
+    /// their open incidents are read in one round trip.
+    fn groups_of(&self, jobs: &[Job], batch: &Batch, now: Timestamp) -> Vec<AlertGroup> {
+        let mut groups = HashSet::new();
+        for job in jobs {
+            let routed = &batch.routers[&job.integration.service_id];
+            for event in &job.events {
+                let opens = event.action == AlertAction::Trigger
+                    && event
+                        .dedup_key
+                        .as_ref()
+                        .is_none_or(|k| !batch.open.contains_key(&(job.integration.id, k.clone())));
+                if !opens {
+                    continue;
+                }
+                if let Some((key, window)) = routed.router.decide(event, &self.config.rules).group {
+                    groups.insert(AlertGroup {
+                        service: routed.service.id,
+                        key,
+                        since: now - window,
+                    });
+                }
+            }
+        }
+        groups.into_iter().collect()
     }
 
     async fn apply_event(
@@ -444,9 +488,21 @@ impl App {
         let joined = match &decision.group {
             Some((group, window)) => {
                 alert.grouping_key = Some(group.clone());
-                match batch.groups.get(&(service.id, group.clone())) {
-                    Some(id) => Some(*id),
-                    None => tx.group_incident(service.id, group, now - *window).await?,
+                let wanted = AlertGroup {
+                    service: service.id,
+                    key: group.clone(),
+                    since: now - *window,
+                };
+                match (
+                    batch.groups.get(&(service.id, group.clone())),
+                    batch.grouped.get(&wanted),
+                ) {
+                    (Some(id), _) => Some(*id),
+                    // Read before the batch: its incident may have been
+                    // resolved by an earlier alert of the batch since.
+                    (None, Some(stored)) => stored
+                        .filter(|id| batch.incidents.get(id).is_none_or(|i| i.status.is_open())),
+                    (None, None) => tx.group_incidents(&[wanted]).await?.pop().flatten(),
                 }
             }
             None => None,

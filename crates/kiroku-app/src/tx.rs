@@ -17,8 +17,8 @@ use kiroku_domain::notify::Channel;
 use kiroku_domain::schedule::Schedule;
 use kiroku_domain::{AuditEvent, Incident, OutboxMessage, TimelineEntry};
 use kiroku_store::{
-    ArchiveRecord, ChangeRecord, DeliveryRecord, IncidentKey, Result as StoreResult, SessionRecord,
-    ThrottleRecord, TokenRecord, Tx, UserRecord,
+    AlertGroup, ArchiveRecord, ChangeRecord, DeliveryRecord, Durable, IncidentKey,
+    Result as StoreResult, SessionRecord, ThrottleRecord, TokenRecord, Tx, UserRecord,
 };
 use uuid::Uuid;
 
@@ -251,13 +251,8 @@ impl Tx for AppTx {
     async fn open_alerts_of_incident(&mut self, incident: Uuid) -> StoreResult<Vec<Uuid>> {
         self.inner.open_alerts_of_incident(incident).await
     }
-    async fn group_incident(
-        &mut self,
-        service: Uuid,
-        group_key: &str,
-        since: Timestamp,
-    ) -> StoreResult<Option<Uuid>> {
-        self.inner.group_incident(service, group_key, since).await
+    async fn group_incidents(&mut self, groups: &[AlertGroup]) -> StoreResult<Vec<Option<Uuid>>> {
+        self.inner.group_incidents(groups).await
     }
     async fn insert_service_change(&mut self, c: &ChangeRecord) -> StoreResult<()> {
         self.inner.insert_service_change(c).await
@@ -306,7 +301,7 @@ impl Tx for AppTx {
     async fn delete_obligation(&mut self, incident: Uuid, rule: &str) -> StoreResult<()> {
         self.inner.delete_obligation(incident, rule).await
     }
-    async fn commit(self: Box<Self>) -> StoreResult<()> {
+    async fn commit_visible(self: Box<Self>) -> StoreResult<Durable> {
         let AppTx {
             inner,
             observed,
@@ -316,18 +311,23 @@ impl Tx for AppTx {
             escalating,
             ..
         } = *self;
-        inner.commit().await?;
-        if delivering {
-            notifier.wake.notify_one();
-        }
-        if escalating {
-            escalator.wake.notify_one();
-        }
-        // Only what was committed is observed: a rolled-back attempt left
-        // its own refusal event, which is observed in its turn.
-        if let Some((detection, seen)) = observed {
-            detection.observe(&seen);
-        }
-        Ok(())
+        let durable = inner.commit_visible().await?;
+        // Workers act on what is durable, never on what a power cut could
+        // still take back.
+        Ok(Durable::after(async move {
+            durable.wait().await?;
+            if delivering {
+                notifier.wake.notify_one();
+            }
+            if escalating {
+                escalator.wake.notify_one();
+            }
+            // Only what was committed is observed: a rolled-back attempt
+            // left its own refusal event, which is observed in its turn.
+            if let Some((detection, seen)) = observed {
+                detection.observe(&seen);
+            }
+            Ok(())
+        }))
     }
 }

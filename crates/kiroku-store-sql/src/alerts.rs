@@ -1,7 +1,7 @@
 //! Services, integrations, alerts and change events: the SQL behind intake.
 
 use kiroku_domain::alert::{Alert, Integration, Service};
-use kiroku_store::{AlertQuery, ChangeRecord, Result, StoreError};
+use kiroku_store::{AlertGroup, AlertQuery, ChangeRecord, Result, StoreError};
 use sqlx::AnyConnection;
 use uuid::Uuid;
 
@@ -177,28 +177,50 @@ pub(crate) async fn open_alerts_of_incident(
         .collect()
 }
 
-pub(crate) async fn group_incident(
+/// Groups per statement: three binds each, and one compound term each,
+/// well below SQLite's limit of 500 terms.
+const GROUPS_PER_STATEMENT: usize = 100;
+
+pub(crate) async fn group_incidents(
     conn: &mut AnyConnection,
-    service: Uuid,
-    group_key: &str,
-    since: jiff::Timestamp,
-) -> Result<Option<Uuid>> {
-    let row: Option<(String,)> = sqlx::query_as(
-        "SELECT a.incident_id FROM alerts a JOIN incidents i ON i.id = a.incident_id
-         WHERE a.service_id = $1 AND a.group_key = $2 AND a.first_seen_at >= $3
-           AND i.status NOT IN ('resolved', 'closed')
-         ORDER BY a.first_seen_at DESC LIMIT 1",
-    )
-    .bind(service.to_string())
-    .bind(group_key)
-    .bind(micros(since))
-    .fetch_optional(conn)
-    .await
-    .map_err(map_err)?;
-    row.map(|(id,)| {
-        Uuid::parse_str(&id).map_err(|_| StoreError::Corrupt(format!("incident id {id:?}")))
-    })
-    .transpose()
+    dialect: Dialect,
+    groups: &[AlertGroup],
+) -> Result<Vec<Option<Uuid>>> {
+    let mut found = vec![None; groups.len()];
+    for (chunk_no, chunk) in groups.chunks(GROUPS_PER_STATEMENT).enumerate() {
+        let mut f = Filter::for_dialect(dialect);
+        let terms: Vec<String> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, g)| {
+                let service = f.placeholder(Bind::Text(g.service.to_string()));
+                let key = f.placeholder(Bind::Text(g.key.clone()));
+                let since = f.placeholder(Bind::Int(micros(g.since)));
+                format!(
+                    "SELECT {i} AS n, incident_id FROM (
+                       SELECT a.incident_id FROM alerts a JOIN incidents i ON i.id = a.incident_id
+                       WHERE a.service_id = {service} AND a.group_key = {key}
+                         AND a.first_seen_at >= {since}
+                         AND i.status NOT IN ('resolved', 'closed')
+                       ORDER BY a.first_seen_at DESC LIMIT 1) AS g{i}"
+                )
+            })
+            .collect();
+        let rows: Vec<(i64, String)> = bind_all(sqlx::query(&terms.join(" UNION ALL ")), f.binds)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(map_err)?
+            .iter()
+            .map(sqlx::FromRow::from_row)
+            .collect::<std::result::Result<_, _>>()
+            .map_err(map_err)?;
+        for (i, id) in rows {
+            let id = Uuid::parse_str(&id)
+                .map_err(|_| StoreError::Corrupt(format!("incident id {id:?}")))?;
+            found[chunk_no * GROUPS_PER_STATEMENT + i as usize] = Some(id);
+        }
+    }
+    Ok(found)
 }
 
 pub(crate) async fn insert_service_change(

@@ -15,9 +15,11 @@ mod notify;
 mod reports;
 mod store;
 mod tx;
+mod wal;
 
 pub use migrate::{Migration, migrate};
 pub use store::SqlStore;
+pub use wal::WalSync;
 
 use kiroku_store::StoreError;
 

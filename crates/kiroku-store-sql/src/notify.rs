@@ -89,13 +89,17 @@ impl SqlStore {
              ) RETURNING {returning}",
             self.dialect().skip_locked()
         );
-        sqlx::query_as(&sql)
+        let held = sqlx::query_as(&sql)
             .bind(micros(until))
             .bind(micros(now))
             .bind(limit.clamp(1, 1_000))
             .fetch_all(self.writer())
             .await
-            .map_err(map_err)
+            .map_err(map_err)?;
+        // A hold is what keeps a second worker from sending the same
+        // message: it must outlast a power cut, as it does a crash.
+        kiroku_store::Store::sync(self).await?;
+        Ok(held)
     }
 
     pub(crate) async fn defer(&self, id: uuid::Uuid, until: Timestamp) -> Result<()> {

@@ -1,6 +1,7 @@
 //! Reads, and the door to writes.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use jiff::Timestamp;
@@ -24,6 +25,7 @@ use uuid::Uuid;
 
 use crate::convert::{contains_pattern, from_doc, from_micros, micros};
 use crate::tx::SqlTx;
+use crate::wal::WalSync;
 use crate::{Dialect, map_err};
 
 /// One store over two pools: SQLite writes through a single connection
@@ -39,6 +41,8 @@ pub struct SqlStore {
     edge: crate::tx::SharedEdge,
     /// Where to LISTEN for other nodes' work (PostgreSQL).
     listen_url: Option<String>,
+    /// Syncs SQLite's log after each commit, outside the write lock.
+    wal: Option<Arc<WalSync>>,
 }
 
 /// The channel nodes NOTIFY of work on (PostgreSQL).
@@ -231,7 +235,22 @@ impl SqlStore {
             dialect,
             edge: Default::default(),
             listen_url: None,
+            wal: None,
         }
+    }
+
+    /// The store whose commits are made durable by `wal` (SQLite's writer
+    /// runs with `synchronous = NORMAL`; see `wal.rs`).
+    pub fn with_wal_sync(self, wal: Arc<WalSync>) -> Self {
+        SqlStore {
+            wal: Some(wal),
+            ..self
+        }
+    }
+
+    /// Log syncs done so far (SQLite).
+    pub fn log_syncs(&self) -> u64 {
+        self.wal.as_ref().map_or(0, |w| w.syncs())
     }
 
     /// The store that hears other nodes' commits of work by LISTEN on
@@ -330,7 +349,12 @@ impl Store for SqlStore {
             .begin_with(self.dialect.begin_statement())
             .await
             .map_err(map_err)?;
-        Ok(Box::new(SqlTx::new(tx, self.dialect, self.edge.clone())))
+        Ok(Box::new(SqlTx::new(
+            tx,
+            self.dialect,
+            self.edge.clone(),
+            self.wal.clone(),
+        )))
     }
 
     async fn ping(&self) -> Result<()> {
@@ -704,6 +728,7 @@ impl Store for SqlStore {
         .execute(&self.write)
         .await
         .map_err(map_err)?;
+        self.sync().await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -956,5 +981,12 @@ impl Store for SqlStore {
             .await
             .map_err(map_err)?;
         Ok(())
+    }
+
+    async fn sync(&self) -> Result<()> {
+        match &self.wal {
+            Some(wal) => wal.sync().await,
+            None => Ok(()),
+        }
     }
 }

@@ -10,9 +10,9 @@ use kiroku_domain::notify::Channel;
 use kiroku_domain::schedule::Schedule;
 use kiroku_domain::{AuditEvent, Incident, OutboxMessage, TimelineEntry};
 use kiroku_store::{
-    ActionItemRecord, ArchiveRecord, ChangeRecord, DeliveryRecord, FrozenPostmortem, IncidentKey,
-    ObligationRecord, PostmortemRecord, Result, SessionRecord, StoreError, ThrottleRecord,
-    TokenRecord, Tx, UserRecord, Work,
+    ActionItemRecord, AlertGroup, ArchiveRecord, ChangeRecord, DeliveryRecord, Durable,
+    FrozenPostmortem, IncidentKey, ObligationRecord, PostmortemRecord, Result, SessionRecord,
+    StoreError, ThrottleRecord, TokenRecord, Tx, UserRecord, Work,
 };
 use sqlx::{Any, Transaction};
 use uuid::Uuid;
@@ -24,6 +24,7 @@ use crate::convert::{from_doc, from_micros, micros, opt_micros, search_text, to_
 use crate::escalation::{self, Versioned};
 use crate::reports;
 use crate::store::{Bind, Statement, bind_all, multi_insert};
+use crate::wal::WalSync;
 use crate::{Dialect, alerts, map_err, notify};
 
 /// The tree's right edge after the last commit, shared by transactions.
@@ -41,10 +42,17 @@ pub struct SqlTx {
     /// Work for the workers this transaction made, announced to every
     /// node with its commit (PostgreSQL's NOTIFY is transactional).
     work: Vec<Work>,
+    /// SQLite's log sync, which makes the commit durable.
+    wal: Option<Arc<WalSync>>,
 }
 
 impl SqlTx {
-    pub(crate) fn new(tx: Transaction<'static, Any>, dialect: Dialect, edge: SharedEdge) -> Self {
+    pub(crate) fn new(
+        tx: Transaction<'static, Any>,
+        dialect: Dialect,
+        edge: SharedEdge,
+        wal: Option<Arc<WalSync>>,
+    ) -> Self {
         SqlTx {
             tx,
             dialect,
@@ -53,6 +61,7 @@ impl SqlTx {
             committed_edge: edge,
             deferred: Vec::new(),
             work: Vec::new(),
+            wal,
         }
     }
 
@@ -722,14 +731,12 @@ impl Tx for SqlTx {
         alerts::open_alerts_of_incident(&mut self.tx, incident).await
     }
 
-    async fn group_incident(
-        &mut self,
-        service: Uuid,
-        group_key: &str,
-        since: Timestamp,
-    ) -> Result<Option<Uuid>> {
+    async fn group_incidents(&mut self, groups: &[AlertGroup]) -> Result<Vec<Option<Uuid>>> {
+        if groups.is_empty() {
+            return Ok(Vec::new());
+        }
         self.flush().await?;
-        alerts::group_incident(&mut self.tx, service, group_key, since).await
+        alerts::group_incidents(&mut self.tx, self.dialect, groups).await
     }
 
     async fn insert_policy(&mut self, p: &Policy) -> Result<()> {
@@ -823,7 +830,7 @@ impl Tx for SqlTx {
         reports::delete_obligation(&mut self.tx, incident, rule).await
     }
 
-    async fn commit(mut self: Box<Self>) -> Result<()> {
+    async fn commit_visible(mut self: Box<Self>) -> Result<Durable> {
         if !self.audited {
             return Err(StoreError::Unaudited);
         }
@@ -845,6 +852,9 @@ impl Tx for SqlTx {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner()) = Some(edge);
         }
-        Ok(())
+        Ok(match self.wal {
+            Some(wal) => Durable::after(async move { wal.sync().await }),
+            None => Durable::now(),
+        })
     }
 }

@@ -9,8 +9,7 @@ use std::path::Path;
 use kiroku_store::{AuditScan, AuditVisitor, Result, StoreError};
 use rusqlite::{Connection, OpenFlags};
 
-/// Enough address space to map a large log: only pages read are resident.
-const MMAP_BYTES: i64 = 1 << 40;
+use crate::MMAP_BYTES;
 
 pub struct FileScan {
     conn: Connection,

@@ -8,6 +8,8 @@
 mod records;
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 
 use async_trait::async_trait;
 use kiroku_audit::{Hash, NodeId, SignedTreeHead};
@@ -262,6 +264,13 @@ pub trait Store: Send + Sync + 'static {
     /// Records that a token was used. Bookkeeping rather than a change, so it
     /// bypasses the audit log; callers throttle it.
     async fn touch_token(&self, id: Uuid, at: jiff::Timestamp) -> Result<()>;
+
+    /// Returns once every commit visible before the call is durable: for
+    /// what leaves the process on the strength of a read (a signed tree
+    /// head, for one), so that it never outlives the data it vouches for.
+    async fn sync(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -363,14 +372,10 @@ pub trait Tx: Send {
     async fn save_alerts(&mut self, alerts: &[Alert]) -> Result<()>;
     /// The ids of an incident's alerts still open.
     async fn open_alerts_of_incident(&mut self, incident: Uuid) -> Result<Vec<Uuid>>;
-    /// The incident that the latest alert of a group, first seen at or after
-    /// `since`, belongs to, if that incident is still open.
-    async fn group_incident(
-        &mut self,
-        service: Uuid,
-        group_key: &str,
-        since: jiff::Timestamp,
-    ) -> Result<Option<Uuid>>;
+    /// For each group, in order: the incident that the group's latest alert
+    /// first seen at or after its `since` belongs to, if that incident is
+    /// still open. One round trip for a whole batch's groups.
+    async fn group_incidents(&mut self, groups: &[AlertGroup]) -> Result<Vec<Option<Uuid>>>;
     async fn insert_service_change(&mut self, change: &ChangeRecord) -> Result<()>;
 
     /// Call with the incident locked, so saves of one postmortem queue.
@@ -394,5 +399,39 @@ pub trait Tx: Send {
     async fn save_obligation(&mut self, record: &ObligationRecord) -> Result<()>;
     async fn delete_obligation(&mut self, incident: Uuid, rule: &str) -> Result<()>;
 
-    async fn commit(self: Box<Self>) -> Result<()>;
+    /// Commits: the changes are visible once this returns, and durable
+    /// once the returned [`Durable`] completes. Nothing may be reported as
+    /// done before then; [`Tx::commit`] waits for both.
+    async fn commit_visible(self: Box<Self>) -> Result<Durable>;
+
+    /// Commits and returns once the changes are durable.
+    async fn commit(self: Box<Self>) -> Result<()> {
+        self.commit_visible().await?.wait().await
+    }
+}
+
+/// The wait for a commit to reach stable storage. A backend whose commit
+/// is durable when it returns gives [`Durable::now`]; one that syncs after
+/// releasing its write lock (SQLite here), so that the next transaction
+/// runs during the sync, gives the sync still to come.
+#[must_use = "a commit is not durable until its Durable completes"]
+pub struct Durable(Option<Pin<Box<dyn Future<Output = Result<()>> + Send>>>);
+
+impl Durable {
+    /// Already durable.
+    pub fn now() -> Self {
+        Durable(None)
+    }
+
+    /// Durable once `sync` completes.
+    pub fn after(sync: impl Future<Output = Result<()>> + Send + 'static) -> Self {
+        Durable(Some(Box::pin(sync)))
+    }
+
+    pub async fn wait(self) -> Result<()> {
+        match self.0 {
+            Some(sync) => sync.await,
+            None => Ok(()),
+        }
+    }
 }

@@ -295,3 +295,12 @@ impl ObligationRecord {
         )
     }
 }
+
+/// An alert group as a routing rule defines it, and how far back its
+/// window reaches.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AlertGroup {
+    pub service: Uuid,
+    pub key: String,
+    pub since: Timestamp,
+}

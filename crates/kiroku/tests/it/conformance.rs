@@ -508,6 +508,88 @@ async fn sqlite_writes_again_after_its_disk_was_full() {
     tx.commit().await.unwrap();
 }
 
+/// A SQLite commit lets go of the write lock before its log is synced:
+/// the next transaction begins while the sync is still to come, and the
+/// commit counts as durable only once a sync has run after it.
+#[tokio::test]
+async fn sqlite_commit_is_synced_after_the_write_lock_is_released() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = kiroku_store_sqlite::open(&dir.path().join("k.db"), Default::default())
+        .await
+        .unwrap();
+    let mut tx = store.begin().await.unwrap();
+    tx.append_audit(&event("first")).await.unwrap();
+    let before = store.log_syncs();
+    let durable = tx.commit_visible().await.unwrap();
+    // The write lock is free: were it still held, this would wait for it.
+    let mut next = tokio::time::timeout(std::time::Duration::from_secs(5), store.begin())
+        .await
+        .expect("the next transaction begins before the sync")
+        .unwrap();
+    durable.wait().await.unwrap();
+    assert!(store.log_syncs() > before, "the commit was not synced");
+    next.append_audit(&event("second")).await.unwrap();
+    next.commit().await.unwrap();
+    assert_eq!(store.audit_size().await.unwrap(), 2);
+}
+
+/// Concurrent requests share syncs, and a request made after a sync ended
+/// gets a sync of its own (what it wrote may have come after that one).
+#[tokio::test]
+async fn log_syncs_are_shared_and_never_early() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("k.db");
+    std::fs::write(dir.path().join("k.db-wal"), b"log").unwrap();
+    let wal = kiroku_store_sql::WalSync::new(&db);
+    let waits: Vec<_> = (0..64)
+        .map(|_| {
+            let wal = wal.clone();
+            tokio::spawn(async move { wal.sync().await })
+        })
+        .collect();
+    for w in waits {
+        w.await.unwrap().unwrap();
+    }
+    let shared = wal.syncs();
+    assert!((1..64).contains(&shared), "{shared} syncs for 64 requests");
+    wal.sync().await.unwrap();
+    assert_eq!(wal.syncs(), shared + 1);
+}
+
+/// Commits reach the database file without the writer checkpointing: the
+/// background thread copies the log. The file is read as if the log did
+/// not exist (`immutable`), so only what was copied is seen.
+#[tokio::test]
+async fn sqlite_log_is_checkpointed_in_the_background() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("k.db");
+    let store = kiroku_store_sqlite::open(&path, Default::default())
+        .await
+        .unwrap();
+    for i in 0..20 {
+        let mut tx = store.begin().await.unwrap();
+        tx.append_audit(&event(&format!("e{i}"))).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+    let url = format!("sqlite://{}?immutable=true", path.display());
+    let mut copied = 0;
+    for _ in 0..100 {
+        let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
+            .await
+            .unwrap();
+        // No table yet means nothing copied yet.
+        copied = sqlx::query_scalar::<_, i64>("SELECT count(*) FROM audit_events")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap_or(0);
+        if copied == 20 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(copied, 20, "the log was not copied into the database");
+}
+
 #[tokio::test]
 async fn sqlite_reopen_keeps_everything() {
     let dir = tempfile::tempdir().unwrap();
