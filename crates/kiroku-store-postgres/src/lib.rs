@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use kiroku_store::StoreError;
-use kiroku_store_sql::{Dialect, Migration, SqlStore, install_drivers, map_err, migrate};
+use kiroku_store_sql::{Dialect, Migration, SqlStore, Writer, install_drivers, map_err, migrate};
 use sqlx::Connection;
 use sqlx::any::AnyPoolOptions;
 
@@ -71,6 +71,7 @@ pub async fn connect(url: &str, options: Options) -> Result<SqlStore, StoreError
         .connect(url)
         .await
         .map_err(map_err)?;
-    migrate(&pool, Dialect::Postgres, MIGRATIONS).await?;
-    Ok(SqlStore::new(pool.clone(), pool, Dialect::Postgres).with_listener(url))
+    let writer = Writer::Pool(pool.clone(), Dialect::Postgres);
+    migrate(&writer, Dialect::Postgres, MIGRATIONS).await?;
+    Ok(SqlStore::new(pool, writer, Dialect::Postgres).with_listener(url))
 }

@@ -134,7 +134,7 @@ impl SqlStore {
         if list.is_empty() {
             return Ok(());
         }
-        let mut tx = self.writer().begin().await.map_err(map_err)?;
+        let mut tx = self.writer().begin().await?;
         for (e, due_at) in list {
             sqlx::query(
                 "UPDATE escalations SET due_at = $1, claimed_until = NULL, doc = $2
@@ -148,7 +148,7 @@ impl SqlStore {
             .await
             .map_err(map_err)?;
         }
-        tx.commit().await.map_err(map_err)
+        tx.commit().await
     }
 }
 

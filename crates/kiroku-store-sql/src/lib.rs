@@ -16,10 +16,12 @@ mod reports;
 mod store;
 mod tx;
 mod wal;
+mod writer;
 
 pub use migrate::{Migration, migrate};
 pub use store::SqlStore;
 pub use wal::WalSync;
+pub use writer::{WriteConn, WriteTx, Writer};
 
 use kiroku_store::StoreError;
 

@@ -3,8 +3,8 @@
 //! script is caught rather than silently skipped.
 
 use sha2::{Digest, Sha256};
-use sqlx::AnyPool;
 
+use crate::writer::Writer;
 use crate::{Dialect, map_err};
 use kiroku_store::StoreError;
 
@@ -22,14 +22,11 @@ fn checksum(sql: &str) -> String {
 /// Brings the schema up to date. Safe to run from several nodes at once:
 /// PostgreSQL takes an advisory lock, SQLite an immediate transaction.
 pub async fn migrate(
-    pool: &AnyPool,
+    writer: &Writer,
     dialect: Dialect,
     migrations: &[Migration],
 ) -> Result<(), StoreError> {
-    let mut tx = pool
-        .begin_with(dialect.begin_statement())
-        .await
-        .map_err(map_err)?;
+    let mut tx = writer.begin().await?;
     if dialect == Dialect::Postgres {
         // An arbitrary constant: "kiroku" as digits of a phone keypad.
         sqlx::query("SELECT pg_advisory_xact_lock(5476858)")
@@ -83,5 +80,5 @@ pub async fn migrate(
             .await
             .map_err(map_err)?;
     }
-    tx.commit().await.map_err(map_err)
+    tx.commit().await
 }

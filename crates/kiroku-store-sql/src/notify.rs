@@ -89,13 +89,15 @@ impl SqlStore {
              ) RETURNING {returning}",
             self.dialect().skip_locked()
         );
+        let mut conn = self.writer().acquire().await?;
         let held = sqlx::query_as(&sql)
             .bind(micros(until))
             .bind(micros(now))
             .bind(limit.clamp(1, 1_000))
-            .fetch_all(self.writer())
+            .fetch_all(&mut *conn)
             .await
             .map_err(map_err)?;
+        drop(conn);
         // A hold is what keeps a second worker from sending the same
         // message: it must outlast a power cut, as it does a crash.
         kiroku_store::Store::sync(self).await?;
@@ -103,12 +105,13 @@ impl SqlStore {
     }
 
     pub(crate) async fn defer(&self, id: uuid::Uuid, until: Timestamp) -> Result<()> {
+        let mut conn = self.writer().acquire().await?;
         sqlx::query(
             "UPDATE deliveries SET claimed_until = $1 WHERE id = $2 AND status = 'pending'",
         )
         .bind(micros(until))
         .bind(id.to_string())
-        .execute(self.writer())
+        .execute(&mut *conn)
         .await
         .map_err(map_err)?;
         Ok(())

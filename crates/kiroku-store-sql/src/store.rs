@@ -26,6 +26,7 @@ use uuid::Uuid;
 use crate::convert::{contains_pattern, from_doc, from_micros, micros};
 use crate::tx::SqlTx;
 use crate::wal::WalSync;
+use crate::writer::Writer;
 use crate::{Dialect, map_err};
 
 /// One store over two pools: SQLite writes through a single connection
@@ -34,7 +35,7 @@ use crate::{Dialect, map_err};
 #[derive(Clone)]
 pub struct SqlStore {
     pub(crate) read: AnyPool,
-    write: AnyPool,
+    writer: Writer,
     dialect: Dialect,
     /// The audit tree's right edge as the last commit left it, so that an
     /// append need not read it back; checked against the size each time.
@@ -228,10 +229,10 @@ pub(crate) fn decode_docs<T: serde::de::DeserializeOwned>(rows: Vec<(String,)>) 
 }
 
 impl SqlStore {
-    pub fn new(read: AnyPool, write: AnyPool, dialect: Dialect) -> Self {
+    pub fn new(read: AnyPool, writer: Writer, dialect: Dialect) -> Self {
         SqlStore {
             read,
-            write,
+            writer,
             dialect,
             edge: Default::default(),
             listen_url: None,
@@ -315,8 +316,8 @@ impl SqlStore {
         self.dialect
     }
 
-    pub(crate) fn writer(&self) -> &AnyPool {
-        &self.write
+    pub(crate) fn writer(&self) -> &Writer {
+        &self.writer
     }
 
     pub(crate) async fn docs<T: serde::de::DeserializeOwned>(
@@ -344,11 +345,7 @@ impl Store for SqlStore {
     }
 
     async fn begin(&self) -> Result<Box<dyn Tx>> {
-        let tx = self
-            .write
-            .begin_with(self.dialect.begin_statement())
-            .await
-            .map_err(map_err)?;
+        let tx = self.writer.begin().await?;
         Ok(Box::new(SqlTx::new(
             tx,
             self.dialect,
@@ -716,6 +713,7 @@ impl Store for SqlStore {
     }
 
     async fn insert_tree_head(&self, h: &SignedTreeHead) -> Result<bool> {
+        let mut conn = self.writer.acquire().await?;
         let done = sqlx::query(
             "INSERT INTO audit_tree_heads (tree_size, root_hash, time, key_id, signature)
              VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tree_size) DO NOTHING",
@@ -725,9 +723,10 @@ impl Store for SqlStore {
         .bind(micros(h.head.time))
         .bind(&h.key_id)
         .bind(&h.signature)
-        .execute(&self.write)
+        .execute(&mut *conn)
         .await
         .map_err(map_err)?;
+        drop(conn);
         self.sync().await?;
         Ok(done.rows_affected() == 1)
     }
@@ -974,10 +973,11 @@ impl Store for SqlStore {
     }
 
     async fn touch_token(&self, id: Uuid, at: Timestamp) -> Result<()> {
+        let mut conn = self.writer.acquire().await?;
         sqlx::query("UPDATE tokens SET last_used_at = $1 WHERE id = $2")
             .bind(micros(at))
             .bind(id.to_string())
-            .execute(&self.write)
+            .execute(&mut *conn)
             .await
             .map_err(map_err)?;
         Ok(())

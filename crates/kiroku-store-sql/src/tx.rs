@@ -14,7 +14,6 @@ use kiroku_store::{
     FrozenPostmortem, IncidentKey, ObligationRecord, PostmortemRecord, Result, SessionRecord,
     StoreError, ThrottleRecord, TokenRecord, Tx, UserRecord, Work,
 };
-use sqlx::{Any, Transaction};
 use uuid::Uuid;
 
 use kiroku_audit::merkle::{hex, leaf_hash, peaks_of};
@@ -23,15 +22,16 @@ use kiroku_audit::{CompactRange, canonical_event};
 use crate::convert::{from_doc, from_micros, micros, opt_micros, search_text, to_doc};
 use crate::escalation::{self, Versioned};
 use crate::reports;
-use crate::store::{Bind, Statement, bind_all, multi_insert};
+use crate::store::{Bind, Statement, multi_insert};
 use crate::wal::WalSync;
+use crate::writer::{WriteTx, execute_each, execute_joined};
 use crate::{Dialect, alerts, map_err, notify};
 
 /// The tree's right edge after the last commit, shared by transactions.
 pub(crate) type SharedEdge = Arc<Mutex<Option<CompactRange>>>;
 
 pub struct SqlTx {
-    tx: Transaction<'static, Any>,
+    tx: WriteTx,
     dialect: Dialect,
     audited: bool,
     /// The tree's right edge after this transaction's appends.
@@ -48,7 +48,7 @@ pub struct SqlTx {
 
 impl SqlTx {
     pub(crate) fn new(
-        tx: Transaction<'static, Any>,
+        tx: WriteTx,
         dialect: Dialect,
         edge: SharedEdge,
         wal: Option<Arc<WalSync>>,
@@ -79,31 +79,14 @@ impl SqlTx {
     async fn write(&mut self, statements: Vec<Statement>) -> Result<()> {
         match self.dialect {
             Dialect::Sqlite => self.deferred.extend(statements),
-            Dialect::Postgres => {
-                for (sql, binds) in statements {
-                    bind_all(sqlx::query(&sql), binds)
-                        .execute(&mut *self.tx)
-                        .await
-                        .map_err(map_err)?;
-                }
-            }
+            Dialect::Postgres => execute_each(&mut self.tx, statements).await?,
         }
         Ok(())
     }
 
     /// Sends the kept inserts, if any.
     async fn flush(&mut self) -> Result<()> {
-        if self.deferred.is_empty() {
-            return Ok(());
-        }
-        let (sqls, binds): (Vec<String>, Vec<Vec<Bind>>) =
-            std::mem::take(&mut self.deferred).into_iter().unzip();
-        let sql = sqls.join(";\n");
-        bind_all(sqlx::query(&sql), binds.into_iter().flatten().collect())
-            .execute(&mut *self.tx)
-            .await
-            .map_err(map_err)?;
-        Ok(())
+        execute_joined(&mut self.tx, std::mem::take(&mut self.deferred)).await
     }
 
     /// The right edge of the tree of `size` leaves: as this transaction or
@@ -834,7 +817,6 @@ impl Tx for SqlTx {
         if !self.audited {
             return Err(StoreError::Unaudited);
         }
-        self.flush().await?;
         if self.dialect == Dialect::Postgres {
             for work in std::mem::take(&mut self.work) {
                 sqlx::query("SELECT pg_notify($1, $2)")
@@ -845,7 +827,8 @@ impl Tx for SqlTx {
                     .map_err(map_err)?;
             }
         }
-        self.tx.commit().await.map_err(map_err)?;
+        // On SQLite the kept inserts and the commit go in one round trip.
+        self.tx.commit_with(self.deferred).await?;
         if let Some(edge) = self.edge {
             *self
                 .committed_edge

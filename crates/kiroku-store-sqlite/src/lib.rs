@@ -10,10 +10,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use kiroku_store::StoreError;
-use kiroku_store_sql::{Dialect, Migration, SqlStore, WalSync, install_drivers, map_err, migrate};
-use sqlx::AnyPool;
+use kiroku_store_sql::{
+    Dialect, Migration, SqlStore, WalSync, Writer, install_drivers, map_err, migrate,
+};
 use sqlx::Executor;
 use sqlx::any::AnyPoolOptions;
+use sqlx::{AnyConnection, Connection};
 
 pub use scan::{FileScan, audit_scan};
 
@@ -111,48 +113,25 @@ const READER_PRAGMAS: &str = "PRAGMA busy_timeout = 10000; PRAGMA query_only = O
 /// pages read are resident.
 pub(crate) const MMAP_BYTES: i64 = 1 << 40;
 
-/// Whether the writer can begin a transaction. When SQLite rolls a
-/// transaction back by itself (a full disk, an I/O error), sqlx's ROLLBACK
-/// then fails and the connection stays counted inside a transaction, so
-/// every later `begin` would fail: such a connection is dropped and the
-/// pool opens a fresh one. The ping first lets a rollback still queued on
-/// SQLite's worker thread finish.
-async fn still_usable(conn: &mut sqlx::AnyConnection) -> Result<bool, sqlx::Error> {
-    use sqlx::Connection;
-    if !conn.is_in_transaction() {
-        return Ok(true);
-    }
-    conn.ping().await?;
-    Ok(!conn.is_in_transaction())
-}
-
-/// The one connection that writes to the database at `path` (creating
-/// the file if needed), as `open` makes it.
-pub async fn writer(path: &Path) -> Result<AnyPool, StoreError> {
+/// The one writer on the database at `path` (creating the file if
+/// needed), as `open` makes it: a connection held for good (see
+/// kiroku-store-sql's `writer.rs`).
+pub async fn writer(path: &Path) -> Result<Writer, StoreError> {
     install_drivers();
-    // A local file needs no liveness ping before each use: it would cost
-    // a round trip to SQLite's worker thread per transaction.
-    AnyPoolOptions::new()
-        .max_connections(1)
-        .test_before_acquire(false)
-        .acquire_timeout(Duration::from_secs(30))
-        .before_acquire(|conn, _| Box::pin(still_usable(conn)))
-        .after_connect(|conn, _| {
-            Box::pin(async move {
-                conn.execute(PRAGMAS).await?;
-                conn.execute(WRITER_PRAGMAS).await?;
-                Ok(())
-            })
-        })
-        .connect(&url(path, "rwc"))
+    let mut conn = AnyConnection::connect(&url(path, "rwc"))
         .await
-        .map_err(map_err)
+        .map_err(map_err)?;
+    conn.execute(PRAGMAS).await.map_err(map_err)?;
+    conn.execute(WRITER_PRAGMAS).await.map_err(map_err)?;
+    Ok(Writer::sole(conn))
 }
 
 /// Opens (creating if needed) the database at `path` and migrates it.
 pub async fn open(path: &Path, options: Options) -> Result<SqlStore, StoreError> {
     let write = writer(path).await?;
     migrate(&write, Dialect::Sqlite, MIGRATIONS).await?;
+    let wal = WalSync::new(path);
+    wal.sync().await?;
     let read = AnyPoolOptions::new()
         .max_connections(options.read_connections.max(1))
         .test_before_acquire(false)
@@ -168,7 +147,6 @@ pub async fn open(path: &Path, options: Options) -> Result<SqlStore, StoreError>
         .connect(&url(path, "ro"))
         .await
         .map_err(map_err)?;
-    let wal = WalSync::new(path);
     checkpoint::start(path, &wal);
     Ok(SqlStore::new(read, write, Dialect::Sqlite).with_wal_sync(wal))
 }

@@ -1,0 +1,199 @@
+//! Where writes go. PostgreSQL takes a connection from its pool for each
+//! transaction. SQLite has one writer, and its connection is held for good
+//! instead of pooled: a pool pings each connection as it comes back, one
+//! more round trip to SQLite's worker thread per transaction, which the
+//! next transaction waits for; and with `BEGIN` and `COMMIT` in our hands
+//! the commit rides in the same round trip as the transaction's last
+//! inserts (`SqlTx::commit_visible`).
+
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+
+use kiroku_store::Result;
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyConnection, AnyPool, Transaction};
+use tokio::sync::{Mutex, OwnedMutexGuard};
+
+use crate::store::{Bind, Statement, bind_all};
+use crate::{Dialect, map_err};
+
+#[derive(Clone)]
+pub enum Writer {
+    Pool(AnyPool, Dialect),
+    Sole(Arc<Mutex<SoleWriter>>),
+}
+
+/// SQLite's one writer connection.
+pub struct SoleWriter {
+    conn: AnyConnection,
+    /// A transaction was begun and has not ended.
+    open: bool,
+}
+
+impl SoleWriter {
+    /// Ends what a dropped transaction left. SQLite may have rolled it
+    /// back by itself (a full disk, an I/O error): "no transaction is
+    /// active" is then the expected answer, and the connection is fine.
+    async fn roll_back(&mut self) {
+        if self.open {
+            let _ = sqlx::query("ROLLBACK").execute(&mut self.conn).await;
+            self.open = false;
+        }
+    }
+}
+
+impl Writer {
+    /// SQLite's writer on `conn`, which it keeps.
+    pub fn sole(conn: AnyConnection) -> Self {
+        Writer::Sole(Arc::new(Mutex::new(SoleWriter { conn, open: false })))
+    }
+
+    /// A connection for statements outside a transaction.
+    pub async fn acquire(&self) -> Result<WriteConn> {
+        Ok(match self {
+            Writer::Pool(pool, _) => WriteConn::Pooled(pool.acquire().await.map_err(map_err)?),
+            Writer::Sole(sole) => {
+                let mut sole = sole.clone().lock_owned().await;
+                sole.roll_back().await;
+                WriteConn::Sole(SoleTx(Some(sole)))
+            }
+        })
+    }
+
+    /// Begins a write transaction: `BEGIN IMMEDIATE` on SQLite, so that it
+    /// holds the database's write lock from the start.
+    pub async fn begin(&self) -> Result<WriteTx> {
+        Ok(match self {
+            Writer::Pool(pool, dialect) => WriteTx::Pooled(
+                pool.begin_with(dialect.begin_statement())
+                    .await
+                    .map_err(map_err)?,
+            ),
+            Writer::Sole(_) => {
+                let WriteConn::Sole(mut sole) = self.acquire().await? else {
+                    unreachable!("a sole writer hands out its own connection")
+                };
+                let w = sole.writer();
+                sqlx::query(Dialect::Sqlite.begin_statement())
+                    .execute(&mut w.conn)
+                    .await
+                    .map_err(map_err)?;
+                w.open = true;
+                WriteTx::Sole(sole)
+            }
+        })
+    }
+}
+
+/// SQLite's writer, held. Dropped inside a transaction (an error, a caller
+/// gone), it rolls back at once on a task of its own, so that the
+/// database's write lock is not kept until the next write.
+pub struct SoleTx(Option<OwnedMutexGuard<SoleWriter>>);
+
+impl SoleTx {
+    fn writer(&mut self) -> &mut SoleWriter {
+        self.0.as_mut().expect("held until dropped")
+    }
+}
+
+impl Drop for SoleTx {
+    fn drop(&mut self) {
+        if let Some(mut sole) = self.0.take().filter(|s| s.open)
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move { sole.roll_back().await });
+        }
+    }
+}
+
+/// A write connection outside a transaction.
+pub enum WriteConn {
+    Pooled(PoolConnection<Any>),
+    Sole(SoleTx),
+}
+
+/// A write transaction.
+pub enum WriteTx {
+    Pooled(Transaction<'static, Any>),
+    Sole(SoleTx),
+}
+
+impl WriteTx {
+    /// Runs `statements`, then commits: on SQLite in one round trip.
+    pub(crate) async fn commit_with(self, mut statements: Vec<Statement>) -> Result<()> {
+        match self {
+            WriteTx::Pooled(mut tx) => {
+                execute_each(&mut tx, statements).await?;
+                tx.commit().await.map_err(map_err)
+            }
+            WriteTx::Sole(mut sole) => {
+                statements.push(("COMMIT".into(), Vec::new()));
+                let w = sole.writer();
+                execute_joined(&mut w.conn, statements).await?;
+                w.open = false;
+                Ok(())
+            }
+        }
+    }
+
+    pub async fn commit(self) -> Result<()> {
+        self.commit_with(Vec::new()).await
+    }
+}
+
+/// Runs `statements` one by one (PostgreSQL prepares one statement per
+/// query).
+pub(crate) async fn execute_each(
+    conn: &mut AnyConnection,
+    statements: Vec<Statement>,
+) -> Result<()> {
+    for (sql, binds) in statements {
+        bind_all(sqlx::query(&sql), binds)
+            .execute(&mut *conn)
+            .await
+            .map_err(map_err)?;
+    }
+    Ok(())
+}
+
+/// Runs `statements` as one multi-statement query (one round trip);
+/// anonymous placeholders number on across them.
+pub(crate) async fn execute_joined(
+    conn: &mut AnyConnection,
+    statements: Vec<Statement>,
+) -> Result<()> {
+    if statements.is_empty() {
+        return Ok(());
+    }
+    let (sqls, binds): (Vec<String>, Vec<Vec<Bind>>) = statements.into_iter().unzip();
+    let sql = sqls.join(";\n");
+    bind_all(sqlx::query(&sql), binds.into_iter().flatten().collect())
+        .execute(conn)
+        .await
+        .map_err(map_err)?;
+    Ok(())
+}
+
+macro_rules! deref_to_connection {
+    ($t:ty) => {
+        impl Deref for $t {
+            type Target = AnyConnection;
+            fn deref(&self) -> &AnyConnection {
+                match self {
+                    Self::Pooled(c) => c,
+                    Self::Sole(s) => &s.0.as_ref().expect("held until dropped").conn,
+                }
+            }
+        }
+        impl DerefMut for $t {
+            fn deref_mut(&mut self) -> &mut AnyConnection {
+                match self {
+                    Self::Pooled(c) => c,
+                    Self::Sole(s) => &mut s.writer().conn,
+                }
+            }
+        }
+    };
+}
+deref_to_connection!(WriteConn);
+deref_to_connection!(WriteTx);
