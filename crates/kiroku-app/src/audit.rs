@@ -2,6 +2,7 @@
 //! events, and verifying the whole log.
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 
 use jiff::Timestamp;
 use kiroku_audit::merkle::{self, hex};
@@ -56,6 +57,47 @@ pub trait HeadWitness: Send + Sync {
 pub struct TreeSigner {
     pub key: TreeKey,
     pub witnesses: Vec<Box<dyn HeadWitness>>,
+}
+
+/// Hashes of the tree's upper nodes, kept in memory once read. A stored
+/// node covers a complete subtree, so its hash never changes; the upper
+/// levels are few (one node of level 10 per 1,024 events) and on every
+/// proof's path, while their pages lie scattered over a large log. Proofs
+/// then read only their lower levels. `kiroku audit verify` reads the
+/// database itself, never this.
+#[derive(Default)]
+pub(crate) struct UpperNodes(Mutex<HashMap<NodeId, merkle::Hash>>);
+
+impl UpperNodes {
+    /// The lowest level kept: a path's 10 lower nodes are still read.
+    const LEVEL_MIN: u8 = 10;
+    /// Past this many (every upper node of a log of 2^26 events, about
+    /// 5 MiB), the set starts again.
+    const MAX: usize = 1 << 16;
+
+    /// The nodes known, and the ids still to read.
+    fn split(&self, ids: &[NodeId]) -> (HashMap<NodeId, merkle::Hash>, Vec<NodeId>) {
+        let known = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut found = HashMap::with_capacity(ids.len());
+        let mut unknown = Vec::new();
+        for id in ids {
+            match known.get(id) {
+                Some(h) => {
+                    found.insert(*id, *h);
+                }
+                None => unknown.push(*id),
+            }
+        }
+        (found, unknown)
+    }
+
+    fn keep(&self, read: &HashMap<NodeId, merkle::Hash>) {
+        let mut known = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if known.len() >= Self::MAX {
+            known.clear();
+        }
+        known.extend(read.iter().filter(|(id, _)| id.level >= Self::LEVEL_MIN));
+    }
 }
 
 impl App {
@@ -136,7 +178,8 @@ impl App {
         Ok(Some(head))
     }
 
-    /// Runs a tree computation over stored nodes, fetched in one go.
+    /// Runs a tree computation over stored nodes, fetched in one go; the
+    /// upper levels' come from memory once read.
     async fn with_nodes<T>(
         &self,
         run: impl Fn(&mut dyn FnMut(NodeId) -> merkle::Hash) -> T,
@@ -144,7 +187,12 @@ impl App {
         let ids = merkle::nodes_needed(|get| {
             run(get);
         });
-        let nodes = self.store.audit_nodes(&ids).await?;
+        let (mut nodes, unknown) = self.upper_nodes.split(&ids);
+        if !unknown.is_empty() {
+            let read = self.store.audit_nodes(&unknown).await?;
+            self.upper_nodes.keep(&read);
+            nodes.extend(read);
+        }
         if let Some(missing) = ids.iter().find(|id| !nodes.contains_key(id)) {
             return Err(AppError::Internal(format!(
                 "audit tree node {missing:?} is missing"

@@ -73,6 +73,7 @@ pub struct App {
     intake: Arc<group::GroupCommit<intake::Job>>,
     audit_ingest: Arc<group::GroupCommit<audit::IngestJob>>,
     routings: Arc<intake::RoutingCache>,
+    upper_nodes: Arc<audit::UpperNodes>,
     detection: Option<Arc<detection::Detection>>,
     notifier: Arc<notify::Notifier>,
     escalator: Arc<escalation::Escalator>,
@@ -103,6 +104,7 @@ impl App {
             intake: Arc::new(intake::group_commit()),
             audit_ingest: Arc::new(audit::ingest_group_commit()),
             routings: Arc::default(),
+            upper_nodes: Arc::default(),
             detection: None,
             fonts: None,
         }

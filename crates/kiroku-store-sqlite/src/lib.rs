@@ -107,12 +107,6 @@ const WRITER_PRAGMAS: &str = "PRAGMA temp_store = MEMORY;
 
 const READER_PRAGMAS: &str = "PRAGMA busy_timeout = 10000; PRAGMA query_only = ON;";
 
-/// How much of the file readers map (up to what `.cargo/config.toml`
-/// builds SQLite to allow): an inclusion proof reads a few dozen nodes on
-/// pages scattered over a large log, each otherwise a system call. Only
-/// pages read are resident.
-pub(crate) const MMAP_BYTES: i64 = 1 << 40;
-
 /// The one writer on the database at `path` (creating the file if
 /// needed), as `open` makes it: a connection held for good (see
 /// kiroku-store-sql's `writer.rs`).
@@ -139,8 +133,6 @@ pub async fn open(path: &Path, options: Options) -> Result<SqlStore, StoreError>
         .after_connect(|conn, _| {
             Box::pin(async move {
                 conn.execute(READER_PRAGMAS).await?;
-                conn.execute(&*format!("PRAGMA mmap_size = {MMAP_BYTES}"))
-                    .await?;
                 Ok(())
             })
         })

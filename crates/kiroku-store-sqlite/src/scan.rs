@@ -9,7 +9,11 @@ use std::path::Path;
 use kiroku_store::{AuditScan, AuditVisitor, Result, StoreError};
 use rusqlite::{Connection, OpenFlags};
 
-use crate::MMAP_BYTES;
+/// Enough address space to map a large log (up to what `.cargo/config.toml`
+/// builds SQLite to allow; its default stops at 2 GiB): only pages read are
+/// resident, and the process ends with the verification. The server's
+/// readers do not map: their resident size would grow with the file.
+const MMAP_BYTES: i64 = 1 << 40;
 
 pub struct FileScan {
     conn: Connection,
