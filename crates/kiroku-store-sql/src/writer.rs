@@ -52,11 +52,7 @@ impl Writer {
     pub async fn acquire(&self) -> Result<WriteConn> {
         Ok(match self {
             Writer::Pool(pool, _) => WriteConn::Pooled(pool.acquire().await.map_err(map_err)?),
-            Writer::Sole(sole) => {
-                let mut sole = sole.clone().lock_owned().await;
-                sole.roll_back().await;
-                WriteConn::Sole(SoleTx(Some(sole)))
-            }
+            Writer::Sole(sole) => WriteConn::Sole(hold(sole).await),
         })
     }
 
@@ -69,10 +65,8 @@ impl Writer {
                     .await
                     .map_err(map_err)?,
             ),
-            Writer::Sole(_) => {
-                let WriteConn::Sole(mut sole) = self.acquire().await? else {
-                    unreachable!("a sole writer hands out its own connection")
-                };
+            Writer::Sole(sole) => {
+                let mut sole = hold(sole).await;
                 let w = sole.writer();
                 sqlx::query(Dialect::Sqlite.begin_statement())
                     .execute(&mut w.conn)
@@ -83,6 +77,13 @@ impl Writer {
             }
         })
     }
+}
+
+/// Waits for SQLite's writer, and ends what a dropped transaction left.
+async fn hold(sole: &Arc<Mutex<SoleWriter>>) -> SoleTx {
+    let mut held = sole.clone().lock_owned().await;
+    held.roll_back().await;
+    SoleTx(Some(held))
 }
 
 /// SQLite's writer, held. Dropped inside a transaction (an error, a caller
