@@ -223,25 +223,30 @@ impl App {
         tree_size: Option<u64>,
     ) -> Result<InclusionProof> {
         caller.require(Permission::AuditRead)?;
-        let size = self.store.audit_size().await?;
-        let tree_size = tree_size.unwrap_or(size);
+        // Named sizes let the log's size, the nodes and the signed head be
+        // read at once, each on a reader of its own; the sizes are checked
+        // before anything read for them is used.
+        let heads = |t: u64| self.store.tree_heads(Some(t.saturating_add(1)), 1);
+        let (size, tree_size, proof, heads) = match tree_size {
+            Some(t) => {
+                let (size, proof, heads) = tokio::join!(
+                    self.store.audit_size(),
+                    self.leaf_path_root(seq, t),
+                    heads(t)
+                );
+                (size?, t, proof, heads)
+            }
+            None => {
+                let size = self.store.audit_size().await?;
+                let (proof, heads) = tokio::join!(self.leaf_path_root(seq, size), heads(size));
+                (size, size, proof, heads)
+            }
+        };
         self.check_size("tree_size", tree_size, size)?;
         self.check_size("seq", seq, tree_size)?;
         let index = seq - 1;
-        // Leaf, path and root in one read of the stored nodes.
-        let (leaf, path, root) = self
-            .with_nodes(|get| {
-                let leaf = get(NodeId { level: 0, index });
-                let path = merkle::inclusion_proof(index, tree_size, get).unwrap_or_default();
-                (leaf, path, merkle::root(tree_size, get))
-            })
-            .await?;
-        let signed_head = self
-            .store
-            .tree_heads(Some(tree_size + 1), 1)
-            .await?
-            .into_iter()
-            .find(|h| h.head.tree_size == tree_size);
+        let (leaf, path, root) = proof?;
+        let signed_head = heads?.into_iter().find(|h| h.head.tree_size == tree_size);
         Ok(InclusionProof {
             seq,
             leaf_index: index,
@@ -251,6 +256,22 @@ impl App {
             root_hash: hex(&root),
             signed_head,
         })
+    }
+
+    /// The leaf of `seq`, its inclusion path and the root, in one read of
+    /// the stored nodes.
+    async fn leaf_path_root(
+        &self,
+        seq: u64,
+        tree_size: u64,
+    ) -> Result<(merkle::Hash, Vec<merkle::Hash>, merkle::Hash)> {
+        let index = seq.wrapping_sub(1);
+        self.with_nodes(|get| {
+            let leaf = get(NodeId { level: 0, index });
+            let path = merkle::inclusion_proof(index, tree_size, get).unwrap_or_default();
+            (leaf, path, merkle::root(tree_size, get))
+        })
+        .await
     }
 
     pub async fn consistency_proof(
