@@ -11,7 +11,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::{
-    Answered, Receiver, Rig, Scratch, Senders, audit_verify, finish, header, writes_and_pages,
+    Answered, Receiver, Rig, Scratch, Senders, audit_verify, finish, header, verify_text,
+    writes_and_pages,
 };
 use crate::{Opts, Server, Target, target_store};
 
@@ -152,15 +153,15 @@ pub async fn run(o: &Opts, work: &Scratch) -> anyhow::Result<()> {
         phases.insert(phase.into(), got.json());
         all.merge(got);
     }
-    let (pages, found) = writes_and_pages(
+    let pages = writes_and_pages(
         store.as_ref(),
         &receiver,
         &rig,
         &all,
         Duration::from_secs(120),
+        &mut problems,
     )
     .await?;
-    problems.extend(found);
     server.stop();
     hook.down().await;
     drop(store);
@@ -173,17 +174,11 @@ pub async fn run(o: &Opts, work: &Scratch) -> anyhow::Result<()> {
     }
     let verified = audit_verify(&o.kiroku, &target, "at the end", &mut problems)?;
     r.line(&format!(
-        "\n{} answered writes checked ({} alerts, {} incidents, {} audit events); {} pages recorded sent ({} sent again after recording them failed); integrity_check: {integrity}; audit verify: {}.",
-        all.writes(),
-        all.alerts.len(),
-        all.incidents.len(),
-        all.audit_events(),
+        "\n{}; {} pages recorded sent ({} sent again after recording them failed); integrity_check: {integrity}; audit verify: {}.",
+        all.checked(),
         pages.sent,
         pages.repeats,
-        match &verified {
-            Ok(n) => format!("ok, {n} events"),
-            Err(_) => "FAILED".into(),
-        }
+        verify_text(&verified)
     ));
     r.json.insert(
         "disk_full".into(),

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::{
     Answered, PgDb, Receiver, Rig, Rng, Scratch, Senders, audit_verify, finish, header, missing,
-    writes_and_pages,
+    verify_text, writes_and_pages,
 };
 use crate::{Opts, Report, Server, Target, target_store};
 
@@ -88,33 +88,27 @@ async fn on(
         all.merge(last.clone());
     }
     let server = serve().await?;
-    let (pages, found) = writes_and_pages(
+    let pages = writes_and_pages(
         store.as_ref(),
         &receiver,
         &rig,
         &all,
         Duration::from_secs(180),
+        &mut problems,
     )
     .await?;
-    problems.extend(found);
     server.stop();
     hook.down().await;
     let verified = audit_verify(&o.kiroku, target, &format!("{name}, final"), &mut problems)?;
     r.line(&format!(
-        "\n{name}: {rounds} kills; {} answered writes checked ({} alerts, {} incidents, {} audit events), {} missing; {} pages recorded sent, {} keys received, {} transport-level repeats after kills, {} recorded sent twice; final audit verify: {}.",
-        all.writes(),
-        all.alerts.len(),
-        all.incidents.len(),
-        all.audit_events(),
+        "\n{name}: {rounds} kills; {}, {} missing; {} pages recorded sent, {} keys received, {} transport-level repeats after kills, {} recorded sent twice; final audit verify: {}.",
+        all.checked(),
         problems.iter().filter(|p| p.contains("not stored") || p.contains("not at seq")).count(),
         pages.sent,
         pages.received,
         pages.repeats,
         pages.recorded_twice,
-        match &verified {
-            Ok(n) => format!("ok, {n} events"),
-            Err(_) => "FAILED".into(),
-        }
+        verify_text(&verified)
     ));
     r.json.insert(
         format!("kill9_{}", name.to_lowercase()),

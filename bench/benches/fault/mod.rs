@@ -318,6 +318,17 @@ struct Answered {
 }
 
 impl Answered {
+    /// "N answered writes checked (a alerts, i incidents, e audit events)".
+    fn checked(&self) -> String {
+        format!(
+            "{} answered writes checked ({} alerts, {} incidents, {} audit events)",
+            self.writes(),
+            self.alerts.len(),
+            self.incidents.len(),
+            self.audit_events()
+        )
+    }
+
     fn merge(&mut self, other: Answered) {
         self.alerts.extend(other.alerts);
         self.incidents.extend(other.incidents);
@@ -675,18 +686,19 @@ async fn settled_pages(
 }
 
 /// Every answered write looked for in the store, then the pages settled:
-/// what the pages came to, and whatever went wrong.
+/// what the pages came to; whatever went wrong joins `problems`.
 async fn writes_and_pages(
     store: &dyn Store,
     receiver: &Receiver,
     rig: &Rig,
     answered: &Answered,
     within: Duration,
-) -> anyhow::Result<(Pages, Vec<String>)> {
-    let mut problems = missing(store, rig, answered).await?;
+    problems: &mut Vec<String>,
+) -> anyhow::Result<Pages> {
+    problems.extend(missing(store, rig, answered).await?);
     let (pages, paging) = settled_pages(store, receiver, rig, &answered.incidents, within).await?;
     problems.extend(paging);
-    Ok((pages, problems))
+    Ok(pages)
 }
 
 /// `kiroku audit verify` on the target: the events it checked, or its
@@ -702,6 +714,14 @@ fn audit_verify(
         problems.push(format!("{what}: audit verify failed: {why}"));
     }
     Ok(verified)
+}
+
+/// How a verify came out, for a results line.
+fn verify_text(verified: &Result<u64, String>) -> String {
+    match verified {
+        Ok(n) => format!("ok, {n} events"),
+        Err(_) => "FAILED".into(),
+    }
 }
 
 fn run_audit_verify(kiroku: &Path, target: &Target) -> anyhow::Result<Result<u64, String>> {

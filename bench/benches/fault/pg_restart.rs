@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::{
     Answered, Kind, PgDb, Receiver, Rig, Scratch, Senders, audit_verify, finish, header, send_one,
-    writes_and_pages,
+    verify_text, writes_and_pages,
 };
 use crate::{Opts, Server, target_store};
 
@@ -91,31 +91,25 @@ pub async fn run(o: &Opts, work: &Scratch) -> anyhow::Result<()> {
     if all.unanswered > 0 {
         problems.push(format!("{} requests got no answer at all", all.unanswered));
     }
-    let (pages, found) = writes_and_pages(
+    let pages = writes_and_pages(
         store.as_ref(),
         &receiver,
         &rig,
         &all,
         Duration::from_secs(120),
+        &mut problems,
     )
     .await?;
-    problems.extend(found);
     server.stop();
     hook.down().await;
     let verified = audit_verify(&o.kiroku, target, "at the end", &mut problems)?;
     r.line(&format!(
-        "\n{} answered writes checked ({} alerts, {} incidents, {} audit events); refusals: {}; {} pages recorded sent, each once ({} sent again after recording them failed); audit verify: {}.",
-        all.writes(),
-        all.alerts.len(),
-        all.incidents.len(),
-        all.audit_events(),
+        "\n{}; refusals: {}; {} pages recorded sent, each once ({} sent again after recording them failed); audit verify: {}.",
+        all.checked(),
         all.refusals_text(),
         pages.sent,
         pages.repeats,
-        match &verified {
-            Ok(n) => format!("ok, {n} events"),
-            Err(_) => "FAILED".into(),
-        }
+        verify_text(&verified)
     ));
     r.json.insert(
         "pg_restart".into(),

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::{
     Kind, PgDb, Receiver, Rig, Scratch, audit_events_of, audit_verify, finish, header, send_one,
-    settled_pages,
+    settled_pages, verify_text,
 };
 use crate::{Opts, Report, Server, Target, target_store};
 
@@ -137,10 +137,7 @@ async fn on(o: &Opts, target: &Target, r: &mut Report) -> anyhow::Result<Vec<Str
         per_delivery.iter().min().unwrap_or(&0),
         per_delivery.iter().max().unwrap_or(&0),
         all_in.as_secs_f64(),
-        match &verified {
-            Ok(n) => format!("ok, {n} events"),
-            Err(_) => "FAILED".into(),
-        }
+        verify_text(&verified)
     ));
     r.json.insert(
         format!("receivers_down_{}", target.name().to_lowercase()),

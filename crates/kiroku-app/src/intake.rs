@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use jiff::{SignedDuration, Timestamp};
-use kiroku_domain::alert::routing::Router;
+use kiroku_domain::alert::routing::{Decision, Router};
 use kiroku_domain::alert::{
     Alert, AlertAction, AlertEvent, ChangeEvent, Integration, Quiet, Service,
 };
@@ -99,6 +99,10 @@ struct Batch {
     /// Open incidents of the groups the batch's new alerts route to, as
     /// stored before the batch.
     grouped: HashMap<AlertGroup, Option<Uuid>>,
+    /// Routing decisions made while finding those groups, by (integration,
+    /// dedup key) of the first trigger that opens each: taken, not made
+    /// again, when that alert opens.
+    decided: HashMap<(Uuid, String), Decision>,
     incidents: HashMap<Uuid, Incident>,
     /// Alerts that joined an open incident, by incident: one timeline
     /// entry each per batch, however many joined.
@@ -274,7 +278,7 @@ impl App {
                 .insert((alert.integration_id, alert.dedup_key.clone()), alert.id);
             batch.alerts.insert(alert.id, alert);
         }
-        let groups = self.groups_of(jobs, &batch, now);
+        let groups = self.groups_of(jobs, &mut batch, now);
         let found = tx.group_incidents(&groups).await?;
         batch.grouped = groups.into_iter().zip(found).collect();
         let mut results = Vec::with_capacity(jobs.len());
@@ -331,25 +335,30 @@ impl App {
 
     /// The alert groups that the batch's new alerts route to, so that
     /// their open incidents are read in one round trip.
-    fn groups_of(&self, jobs: &[Job], batch: &Batch, now: Timestamp) -> Vec<AlertGroup> {
+    fn groups_of(&self, jobs: &[Job], batch: &mut Batch, now: Timestamp) -> Vec<AlertGroup> {
         let mut groups = HashSet::new();
         for job in jobs {
             let routed = &batch.routers[&job.integration.service_id];
             for event in &job.events {
+                let key = event
+                    .dedup_key
+                    .as_ref()
+                    .map(|k| (job.integration.id, k.clone()));
                 let opens = event.action == AlertAction::Trigger
-                    && event
-                        .dedup_key
-                        .as_ref()
-                        .is_none_or(|k| !batch.open.contains_key(&(job.integration.id, k.clone())));
+                    && key.as_ref().is_none_or(|k| !batch.open.contains_key(k));
                 if !opens {
                     continue;
                 }
-                if let Some((key, window)) = routed.router.decide(event, &self.config.rules).group {
+                let decision = routed.router.decide(event, &self.config.rules);
+                if let Some((group, window)) = &decision.group {
                     groups.insert(AlertGroup {
                         service: routed.service.id,
-                        key,
-                        since: now - window,
+                        key: group.clone(),
+                        since: now - *window,
                     });
+                }
+                if let Some(key) = key {
+                    batch.decided.entry(key).or_insert(decision);
                 }
             }
         }
@@ -472,7 +481,10 @@ impl App {
         let rules = &self.config.rules;
         let routed = batch.routers[&integration.service_id].clone();
         let (service, router) = (&routed.service, &routed.router);
-        let decision = router.decide(event, rules);
+        let decision = batch
+            .decided
+            .remove(&(integration.id, key.clone()))
+            .unwrap_or_else(|| router.decide(event, rules));
         let mut alert = Alert::open(Uuid::now_v7(), integration.id, service.id, key, event, now);
         alert.rule = decision.rule;
         alert.quiet = if decision.suppress {

@@ -22,10 +22,16 @@ use std::sync::{Arc, Mutex};
 use kiroku_store::{Result, StoreError};
 use tokio::sync::watch;
 
+/// Sync requests so far, and whether a sync is under way.
+#[derive(Default)]
+struct Requests {
+    made: u64,
+    syncing: bool,
+}
+
 pub struct WalSync {
     wal: PathBuf,
-    /// Requests so far, and whether a sync is under way.
-    state: Mutex<(u64, bool)>,
+    state: Mutex<Requests>,
     /// The last request a completed sync covers.
     synced: watch::Sender<u64>,
     syncs: AtomicU64,
@@ -38,7 +44,7 @@ impl WalSync {
         wal.push("-wal");
         Arc::new(WalSync {
             wal: PathBuf::from(wal),
-            state: Mutex::new((0, false)),
+            state: Mutex::default(),
             synced: watch::Sender::new(0),
             syncs: AtomicU64::new(0),
         })
@@ -54,8 +60,8 @@ impl WalSync {
     pub async fn sync(self: &Arc<Self>) -> Result<()> {
         let ticket = {
             let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            state.0 += 1;
-            state.0
+            state.made += 1;
+            state.made
         };
         let mut synced = self.synced.subscribe();
         loop {
@@ -64,11 +70,11 @@ impl WalSync {
             }
             let target = {
                 let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-                if state.1 {
+                if state.syncing {
                     None
                 } else {
-                    state.1 = true;
-                    Some(state.0)
+                    state.syncing = true;
+                    Some(state.made)
                 }
             };
             match target {
@@ -92,7 +98,7 @@ impl WalSync {
     async fn sync_through(&self, target: u64) -> Result<()> {
         let wal = self.wal.clone();
         let done = tokio::task::spawn_blocking(move || sync_file(&wal)).await;
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).1 = false;
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).syncing = false;
         let result = match done {
             Ok(Ok(())) => {
                 self.syncs.fetch_add(1, Ordering::Relaxed);
