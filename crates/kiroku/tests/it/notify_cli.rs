@@ -14,10 +14,11 @@ use crate::cli::{Server, assert_audit_verifies, on_postgres, on_sqlite};
 use crate::intake_cli::admin_token;
 use crate::support;
 
-/// Counts 200-answered requests by idempotency key; answers after a pause
-/// so that kills land while deliveries are in flight.
+/// Counts 200-answered requests by idempotency key, and notes when each
+/// key first arrived; answers after a pause so that kills land while
+/// deliveries are in flight.
 #[derive(Clone, Default)]
-pub(crate) struct Counter(Arc<Mutex<BTreeMap<String, usize>>>);
+pub(crate) struct Counter(Arc<Mutex<BTreeMap<String, (usize, Instant)>>>);
 
 impl Counter {
     pub(crate) async fn start(&self) -> String {
@@ -32,7 +33,8 @@ impl Counter {
                         .get("idempotency-key")
                         .map(|v| v.to_str().unwrap().to_string())
                         .unwrap_or_default();
-                    *me.0.lock().unwrap().entry(key).or_default() += 1;
+                    let mut seen = me.0.lock().unwrap();
+                    seen.entry(key).or_insert((0, Instant::now())).0 += 1;
                     "ok"
                 }
             }),
@@ -42,7 +44,13 @@ impl Counter {
     }
 
     pub(crate) fn counts(&self) -> BTreeMap<String, usize> {
-        self.0.lock().unwrap().clone()
+        let seen = self.0.lock().unwrap();
+        seen.iter().map(|(k, (n, _))| (k.clone(), *n)).collect()
+    }
+
+    /// When `key` first arrived, if it has.
+    pub(crate) fn first_arrival(&self, key: &str) -> Option<Instant> {
+        self.0.lock().unwrap().get(key).map(|(_, at)| *at)
     }
 }
 
