@@ -602,54 +602,85 @@ fn sha256_bound(event_bytes: usize, n: u64) -> f64 {
     n as f64 / t0.elapsed().as_secs_f64()
 }
 
-/// Appends `n` audit events of about 300 bytes in transactions of `batch`,
-/// each durable on commit: the rate group commit allows.
-async fn audit_bench(o: &Opts, target: &Target, n: u64, r: &mut Report) -> anyhow::Result<()> {
+/// `count` events appended by `writers` tasks at once, each committing
+/// `batch` at a time.
+async fn append_from_writers(
+    store: &Arc<dyn kiroku_store::Store>,
+    count: u64,
+    batch: u64,
+    writers: u64,
+) -> anyhow::Result<()> {
     use kiroku_domain::{Actor, AuditEvent, Operation, Source, Target as AuditTarget};
-    let store = target_store(target).await?;
-    let source = Source {
-        ip: Some("192.0.2.10".into()),
-        user_agent: Some("app/1.0".into()),
-        channel: "api".into(),
-    };
-    let actor = Actor {
-        kind: kiroku_domain::ActorKind::User,
-        id: Some("u-1042".into()),
-        name: Some("tanaka".into()),
-        role: Some("operator".into()),
-    };
-    let batch = 1000;
-    let t0 = Instant::now();
-    let mut done = 0;
-    while done < n {
-        let events: Vec<AuditEvent> = (0..batch.min(n - done))
-            .map(|i| {
-                AuditEvent::success(
-                    jiff::Timestamp::now(),
-                    &actor,
-                    &source,
-                    Operation::Update,
-                    "record_update",
-                    AuditTarget::new("record", Some(format!("r-{}", done + i))),
-                )
+    let taken = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let tasks: Vec<_> = (0..writers)
+        .map(|_| {
+            let (store, taken) = (store.clone(), taken.clone());
+            tokio::spawn(async move {
+                let source = Source {
+                    ip: Some("192.0.2.10".into()),
+                    user_agent: Some("app/1.0".into()),
+                    channel: "api".into(),
+                };
+                let actor = Actor {
+                    kind: kiroku_domain::ActorKind::User,
+                    id: Some("u-1042".into()),
+                    name: Some("tanaka".into()),
+                    role: Some("operator".into()),
+                };
+                loop {
+                    let from = taken.fetch_add(batch, std::sync::atomic::Ordering::Relaxed);
+                    if from >= count {
+                        return anyhow::Ok(());
+                    }
+                    let events: Vec<AuditEvent> = (from..count.min(from + batch))
+                        .map(|i| {
+                            AuditEvent::success(
+                                jiff::Timestamp::now(),
+                                &actor,
+                                &source,
+                                Operation::Update,
+                                "record_update",
+                                AuditTarget::new("record", Some(format!("r-{i}"))),
+                            )
+                        })
+                        .collect();
+                    let mut tx = store.begin().await?;
+                    tx.append_audit_batch(&events).await?;
+                    tx.commit().await?;
+                }
             })
-            .collect();
-        let mut tx = store.begin().await?;
-        tx.append_audit_batch(&events).await?;
-        tx.commit().await?;
-        done += events.len() as u64;
+        })
+        .collect();
+    for task in tasks {
+        task.await??;
     }
-    let secs = t0.elapsed().as_secs_f64();
-    let sample = store.audit_raw(0, 1).await?;
-    let bytes = sample.first().map_or(0, |e| e.doc.len());
-    r.line(&format!(
-        "| audit append, {n} events of ~{bytes} B, {batch} per commit, {} | {:.0}/s | | | |",
-        target.name(),
-        n as f64 / secs
-    ));
+    Ok(())
+}
+
+/// Appends `n` audit events of about 300 bytes in transactions of 1,000,
+/// each durable on commit: half from one writer, half from four writers at
+/// once, whose commits share the log's syncs (group commit).
+async fn audit_bench(o: &Opts, target: &Target, n: u64, r: &mut Report) -> anyhow::Result<()> {
+    let store = target_store(target).await?;
+    let batch = 1000;
+    let mut rates = serde_json::Map::new();
+    let mut bytes = 0;
+    for (writers, count) in [(1, n / 2), (4, n - n / 2)] {
+        let t0 = Instant::now();
+        append_from_writers(&store, count, batch, writers).await?;
+        let rate = count as f64 / t0.elapsed().as_secs_f64();
+        rates.insert(format!("writers_{writers}"), json!(rate));
+        let sample = store.audit_raw(0, 1).await?;
+        bytes = sample.first().map_or(0, |e| e.doc.len());
+        r.line(&format!(
+            "| audit append, {count} events of ~{bytes} B, {batch} per commit, {writers} writer{}, {} | {rate:.0}/s | | | |",
+            if writers == 1 { "" } else { "s" },
+            target.name(),
+        ));
+    }
     r.json.insert(
         format!("audit_append_{}", target.name().to_lowercase()),
-        json!({ "per_sec": n as f64 / secs, "events": n, "batch": batch, "event_bytes": bytes }),
+        json!({ "per_sec": rates, "events": n, "batch": batch, "event_bytes": bytes }),
     );
 
     let token = bootstrap_as(&o.kiroku, target, "auditor", "auditor")?;

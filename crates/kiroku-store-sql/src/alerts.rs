@@ -113,7 +113,7 @@ pub(crate) async fn open_alerts(
                 "SELECT doc FROM alerts{} AND status <> 'resolved'{lock}",
                 f.where_sql()
             );
-            let rows = bind_all(sqlx::query(&sql), f.binds)
+            let rows = bind_all(sqlx::query(&sql), &f.binds)
                 .fetch_all(&mut *conn)
                 .await
                 .map_err(map_err)?;
@@ -206,7 +206,7 @@ pub(crate) async fn group_incidents(
                 )
             })
             .collect();
-        let rows: Vec<(i64, String)> = bind_all(sqlx::query(&terms.join(" UNION ALL ")), f.binds)
+        let rows: Vec<(i64, String)> = bind_all(sqlx::query(&terms.join(" UNION ALL ")), &f.binds)
             .fetch_all(&mut *conn)
             .await
             .map_err(map_err)?

@@ -53,10 +53,13 @@ impl Dialect {
     /// order. SQLite gets anonymous `?`: looking up a named parameter is
     /// linear in the number of parameters there, which makes a multi-row
     /// insert quadratic.
-    fn placeholder(self, n: usize) -> String {
+    fn push_placeholder(self, sql: &mut String, n: usize) {
+        use std::fmt::Write;
         match self {
-            Dialect::Sqlite => "?".into(),
-            Dialect::Postgres => format!("${n}"),
+            Dialect::Sqlite => sql.push('?'),
+            Dialect::Postgres => {
+                let _ = write!(sql, "${n}");
+            }
         }
     }
 

@@ -102,7 +102,7 @@ impl SqlStore {
 
     pub(crate) async fn action_item_count(&self, q: &ActionItemQuery) -> Result<i64> {
         let (sql, binds) = action_item_filter("SELECT COUNT(*)", q);
-        let row = crate::store::bind_all(sqlx::query(&sql), binds)
+        let row = crate::store::bind_all(sqlx::query(&sql), &binds)
             .fetch_one(&self.read)
             .await
             .map_err(map_err)?;

@@ -56,15 +56,17 @@ pub(crate) enum Bind {
     Null,
 }
 
+/// Binds by reference: an owned `String` would be copied once more on its
+/// way to the driver, and bulk appends bind thousands per statement.
 pub(crate) fn bind_all<'q>(
     mut q: Query<'q, sqlx::Any, AnyArguments<'q>>,
-    binds: Vec<Bind>,
+    binds: &'q [Bind],
 ) -> Query<'q, sqlx::Any, AnyArguments<'q>> {
     for b in binds {
         q = match b {
-            Bind::Int(i) => q.bind(i),
-            Bind::Text(s) => q.bind(s),
-            Bind::Null => q.bind(None::<String>),
+            Bind::Int(i) => q.bind(*i),
+            Bind::Text(s) => q.bind(s.as_str()),
+            Bind::Null => q.bind(None::<&str>),
         };
     }
     q
@@ -90,11 +92,18 @@ impl Filter {
     }
 
     pub(crate) fn placeholder(&mut self, b: Bind) -> String {
+        let mut p = String::new();
+        self.push_placeholder(&mut p, b);
+        p
+    }
+
+    /// Appends `b`'s placeholder to `sql`.
+    fn push_placeholder(&mut self, sql: &mut String, b: Bind) {
         self.binds.push(b);
         let n = self.binds.len();
         match self.dialect {
-            Some(d) => d.placeholder(n),
-            None => format!("${n}"),
+            Some(d) => d.push_placeholder(sql, n),
+            None => Dialect::Postgres.push_placeholder(sql, n),
         }
     }
 
@@ -159,18 +168,19 @@ pub(crate) fn multi_insert(
     let mut rows = rows.into_iter().peekable();
     while rows.peek().is_some() {
         let mut f = Filter::for_dialect(dialect);
-        let values: Vec<String> = rows
-            .by_ref()
-            .take(per_statement)
-            .map(|row| {
-                let ps: Vec<String> = row.into_iter().map(|b| f.placeholder(b)).collect();
-                format!("({})", ps.join(", "))
-            })
-            .collect();
-        out.push((
-            format!("{head} VALUES {}{tail}", values.join(", ")),
-            f.binds,
-        ));
+        let mut sql = format!("{head} VALUES ");
+        for (r, row) in rows.by_ref().take(per_statement).enumerate() {
+            sql.push_str(if r == 0 { "(" } else { ", (" });
+            for (c, b) in row.into_iter().enumerate() {
+                if c > 0 {
+                    sql.push_str(", ");
+                }
+                f.push_placeholder(&mut sql, b);
+            }
+            sql.push(')');
+        }
+        sql.push_str(tail);
+        out.push((sql, f.binds));
     }
     out
 }
@@ -202,7 +212,7 @@ pub(crate) async fn fetch_nodes(
             "SELECT level, idx, hash FROM audit_nodes WHERE (level, idx) IN ({})",
             pairs.join(", ")
         );
-        let rows = bind_all(sqlx::query(&sql), f.binds)
+        let rows = bind_all(sqlx::query(&sql), &f.binds)
             .fetch_all(&mut *conn)
             .await
             .map_err(map_err)?;
@@ -268,7 +278,7 @@ impl SqlStore {
         sql: &str,
         key: Bind,
     ) -> Result<Option<T>> {
-        let row: Option<(String,)> = bind_all(sqlx::query(sql), vec![key])
+        let row: Option<(String,)> = bind_all(sqlx::query(sql), std::slice::from_ref(&key))
             .fetch_optional(&self.read)
             .await
             .map_err(map_err)?
@@ -325,7 +335,7 @@ impl SqlStore {
         sql: &str,
         binds: Vec<Bind>,
     ) -> Result<Vec<T>> {
-        let rows = bind_all(sqlx::query(sql), binds)
+        let rows = bind_all(sqlx::query(sql), &binds)
             .fetch_all(&self.read)
             .await
             .map_err(map_err)?;

@@ -439,71 +439,46 @@ impl Tx for SqlTx {
                 .map_err(map_err)?;
         let first = last - events.len() as i64 + 1;
         let mut edge = self.edge(first as u64 - 1).await?;
-        let mut rows = Vec::with_capacity(events.len());
-        let mut nodes = Vec::with_capacity(events.len() * 2);
-        for (i, event) in events.iter().enumerate() {
-            let mut event = event.clone();
-            event.seq = first + i as i64;
-            // Stored canonical: the document's bytes are the leaf's bytes.
-            let doc = canonical_event(&event).map_err(|e| StoreError::Backend(e.to_string()))?;
-            let leaf = leaf_hash(doc.as_bytes());
-            nodes.extend(edge.append(leaf));
-            rows.push((event, hex(&leaf), doc));
+        let dialect = self.dialect;
+        if events.len() <= AUDIT_PIPELINE_CHUNK {
+            let statements = audit_statements(dialect, events.iter().cloned(), first, &mut edge)?;
+            self.edge = Some(edge);
+            self.write(statements).await?;
+        } else {
+            // A pipeline: a blocking thread hashes and binds chunk after
+            // chunk while this task hands each to the database as it comes,
+            // so that both cores work. The last chunk is kept for `write`,
+            // which on SQLite sends it with COMMIT.
+            let (send, mut received) = tokio::sync::mpsc::channel(2);
+            let events = events.to_vec();
+            let produce = tokio::task::spawn_blocking(move || {
+                let mut seq = first;
+                let mut events = events.into_iter();
+                while events.len() > 0 {
+                    let last = events.len() <= AUDIT_PIPELINE_CHUNK;
+                    let chunk = events.by_ref().take(AUDIT_PIPELINE_CHUNK);
+                    let statements = audit_statements(dialect, chunk, seq, &mut edge)?;
+                    seq += AUDIT_PIPELINE_CHUNK as i64;
+                    if send.blocking_send((statements, last)).is_err() {
+                        break;
+                    }
+                }
+                Ok::<_, StoreError>(edge)
+            });
+            let mut kept = Vec::new();
+            while let Some((statements, last)) = received.recv().await {
+                if last {
+                    kept = statements;
+                } else {
+                    execute_now(&mut self.tx, dialect, statements).await?;
+                }
+            }
+            let edge = produce
+                .await
+                .map_err(|e| StoreError::Backend(format!("appending audit events: {e}")))??;
+            self.edge = Some(edge);
+            self.write(kept).await?;
         }
-        self.edge = Some(edge);
-        let node_rows = nodes
-            .iter()
-            .map(|(id, hash)| {
-                vec![
-                    Bind::Int(i64::from(id.level)),
-                    Bind::Int(id.index as i64),
-                    Bind::Text(hex(hash)),
-                ]
-            })
-            .collect();
-        let mut statements = multi_insert(
-            self.dialect,
-            "INSERT INTO audit_nodes (level, idx, hash)",
-            node_rows,
-            300,
-            "",
-        );
-        let text = |v: &Option<String>| v.clone().map_or(Bind::Null, Bind::Text);
-        let event_rows = rows
-            .into_iter()
-            .map(|(event, leaf, doc)| {
-                vec![
-                    Bind::Int(event.seq),
-                    Bind::Text(event.id.to_string()),
-                    Bind::Int(micros(event.time)),
-                    Bind::Text(event.action.clone()),
-                    Bind::Text(
-                        match event.outcome {
-                            kiroku_domain::Outcome::Success => "success",
-                            kiroku_domain::Outcome::Failure => "failure",
-                        }
-                        .into(),
-                    ),
-                    text(&event.actor.id),
-                    text(&event.actor.name),
-                    text(&event.actor.role),
-                    text(&event.source.ip),
-                    Bind::Text(event.target.kind.clone()),
-                    text(&event.target.id),
-                    Bind::Text(leaf),
-                    Bind::Text(doc),
-                ]
-            })
-            .collect();
-        statements.extend(multi_insert(
-            self.dialect,
-            "INSERT INTO audit_events (seq, id, time, action, outcome, actor_id, actor_name,
-                actor_role, source_ip, target_kind, target_id, leaf_hash, doc)",
-            event_rows,
-            60,
-            "",
-        ));
-        self.write(statements).await?;
         self.audited = true;
         Ok((first..=last).collect())
     }
@@ -839,5 +814,90 @@ impl Tx for SqlTx {
             Some(wal) => Durable::after(async move { wal.sync().await }),
             None => Durable::now(),
         })
+    }
+}
+
+/// Events per step of an append's pipeline: large enough that a step's
+/// round trip to the database is small beside its inserts.
+const AUDIT_PIPELINE_CHUNK: usize = 125;
+
+/// The inserts that append `events`, numbered from `first`, to the log and
+/// to the tree whose right edge is `edge`.
+fn audit_statements(
+    dialect: Dialect,
+    events: impl Iterator<Item = AuditEvent>,
+    first: i64,
+    edge: &mut CompactRange,
+) -> Result<Vec<Statement>> {
+    let mut nodes = Vec::with_capacity(AUDIT_PIPELINE_CHUNK * 2);
+    let mut event_rows = Vec::with_capacity(AUDIT_PIPELINE_CHUNK);
+    // Each event is a copy of the caller's that takes its number; its
+    // fields then move into the binds.
+    let text = |v: Option<String>| v.map_or(Bind::Null, Bind::Text);
+    for (seq, mut event) in (first..).zip(events) {
+        event.seq = seq;
+        // Stored canonical: the document's bytes are the leaf's bytes.
+        let doc = canonical_event(&event).map_err(|e| StoreError::Backend(e.to_string()))?;
+        let leaf = leaf_hash(doc.as_bytes());
+        nodes.extend(edge.append(leaf));
+        event_rows.push(vec![
+            Bind::Int(event.seq),
+            Bind::Text(event.id.to_string()),
+            Bind::Int(micros(event.time)),
+            Bind::Text(event.action),
+            Bind::Text(
+                match event.outcome {
+                    kiroku_domain::Outcome::Success => "success",
+                    kiroku_domain::Outcome::Failure => "failure",
+                }
+                .into(),
+            ),
+            text(event.actor.id),
+            text(event.actor.name),
+            text(event.actor.role),
+            text(event.source.ip),
+            Bind::Text(event.target.kind),
+            text(event.target.id),
+            Bind::Text(hex(&leaf)),
+            Bind::Text(doc),
+        ]);
+    }
+    let node_rows = nodes
+        .iter()
+        .map(|(id, hash)| {
+            vec![
+                Bind::Int(i64::from(id.level)),
+                Bind::Int(id.index as i64),
+                Bind::Text(hex(hash)),
+            ]
+        })
+        .collect();
+    let mut statements = multi_insert(
+        dialect,
+        "INSERT INTO audit_nodes (level, idx, hash)",
+        node_rows,
+        300,
+        "",
+    );
+    statements.extend(multi_insert(
+        dialect,
+        "INSERT INTO audit_events (seq, id, time, action, outcome, actor_id, actor_name,
+            actor_role, source_ip, target_kind, target_id, leaf_hash, doc)",
+        event_rows,
+        63,
+        "",
+    ));
+    Ok(statements)
+}
+
+/// Sends `statements` at once, in one round trip where the backend allows.
+async fn execute_now(
+    conn: &mut WriteTx,
+    dialect: Dialect,
+    statements: Vec<Statement>,
+) -> Result<()> {
+    match dialect {
+        Dialect::Sqlite => execute_joined(conn, statements).await,
+        Dialect::Postgres => execute_each(conn, statements).await,
     }
 }

@@ -149,7 +149,7 @@ pub(crate) async fn execute_each(
     statements: Vec<Statement>,
 ) -> Result<()> {
     for (sql, binds) in statements {
-        bind_all(sqlx::query(&sql), binds)
+        bind_all(sqlx::query(&sql), &binds)
             .execute(&mut *conn)
             .await
             .map_err(map_err)?;
@@ -168,7 +168,8 @@ pub(crate) async fn execute_joined(
     }
     let (sqls, binds): (Vec<String>, Vec<Vec<Bind>>) = statements.into_iter().unzip();
     let sql = sqls.join(";\n");
-    bind_all(sqlx::query(&sql), binds.into_iter().flatten().collect())
+    let binds: Vec<Bind> = binds.into_iter().flatten().collect();
+    bind_all(sqlx::query(&sql), &binds)
         .execute(conn)
         .await
         .map_err(map_err)?;

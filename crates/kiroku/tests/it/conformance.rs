@@ -672,6 +672,25 @@ async fn batched_appends_keep_the_tree_whole(store: Arc<dyn Store>) {
     assert_eq!(tx.append_audit(&event("last")).await.unwrap(), 252);
     tx.commit().await.unwrap();
     assert_eq!(store.audit_size().await.unwrap(), 252);
+
+    // A batch refused part-way, its first chunks already sent, leaves
+    // nothing behind, and the next append carries on from the same tree.
+    let mut refused: Vec<AuditEvent> = (0..400).map(|i| event(&format!("x{i}"))).collect();
+    refused[200].id = batch[0].id;
+    let mut tx = store.begin().await.unwrap();
+    let failed = match tx.append_audit_batch(&refused).await {
+        Err(_) => {
+            drop(tx);
+            true
+        }
+        Ok(_) => tx.commit().await.is_err(),
+    };
+    assert!(failed, "an event id already in the log was taken again");
+    assert_eq!(store.audit_size().await.unwrap(), 252);
+    let mut tx = store.begin().await.unwrap();
+    assert_eq!(tx.append_audit(&event("after")).await.unwrap(), 253);
+    tx.commit().await.unwrap();
+
     let app = App::new(store.clone(), support::config());
     let summary = app
         .verify_audit(
@@ -683,7 +702,7 @@ async fn batched_appends_keep_the_tree_whole(store: Arc<dyn Store>) {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(summary.events, 252);
+    assert_eq!(summary.events, 253);
 }
 
 /// A shipped migration edited after it was applied stops the store from
