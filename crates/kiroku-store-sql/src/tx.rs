@@ -817,8 +817,10 @@ impl Tx for SqlTx {
     }
 }
 
-/// Events per step of an append's pipeline: large enough that a step's
-/// round trip to the database is small beside its inserts.
+/// Events per step of an append's pipeline, and per insert statement:
+/// large enough that a step's round trip to the database is small beside
+/// its inserts, small enough to stay within every backend's limit on bound
+/// parameters (13 per event).
 const AUDIT_PIPELINE_CHUNK: usize = 125;
 
 /// The inserts that append `events`, numbered from `first`, to the log and
@@ -884,7 +886,7 @@ fn audit_statements(
         "INSERT INTO audit_events (seq, id, time, action, outcome, actor_id, actor_name,
             actor_role, source_ip, target_kind, target_id, leaf_hash, doc)",
         event_rows,
-        63,
+        AUDIT_PIPELINE_CHUNK,
         "",
     ));
     Ok(statements)
