@@ -190,15 +190,31 @@ pub(crate) fn page(limit: i64) -> i64 {
     limit.clamp(1, PAGE_MAX + 1)
 }
 
-/// Reads stored tree nodes by id, in chunks that stay within every
-/// backend's limit on bound parameters.
+/// Reads tree nodes by id, in chunks that stay within every backend's limit
+/// on bound parameters. A leaf (level 0) is its event's `leaf_hash` while
+/// the event is in the database, and a stored node once it is archived.
 pub(crate) async fn fetch_nodes(
     conn: &mut sqlx::AnyConnection,
     dialect: Dialect,
     ids: &[NodeId],
 ) -> Result<HashMap<NodeId, Hash>> {
     let mut out = HashMap::with_capacity(ids.len());
-    for chunk in ids.chunks(500) {
+    let leaves: Vec<&NodeId> = ids.iter().filter(|id| id.level == 0).collect();
+    for chunk in leaves.chunks(500) {
+        let mut f = Filter::for_dialect(dialect);
+        let seqs: Vec<String> = chunk
+            .iter()
+            .map(|id| f.placeholder(Bind::Int(id.index as i64 + 1)))
+            .collect();
+        let sql = format!(
+            "SELECT 0, seq - 1, leaf_hash FROM audit_events WHERE seq IN ({})",
+            seqs.join(", ")
+        );
+        read_nodes(&mut *conn, &sql, &f.binds, &mut out).await?;
+    }
+    // Every other node, and the leaves of archived events.
+    let stored: Vec<&NodeId> = ids.iter().filter(|id| !out.contains_key(id)).collect();
+    for chunk in stored.chunks(500) {
         let mut f = Filter::for_dialect(dialect);
         let pairs: Vec<String> = chunk
             .iter()
@@ -212,26 +228,37 @@ pub(crate) async fn fetch_nodes(
             "SELECT level, idx, hash FROM audit_nodes WHERE (level, idx) IN ({})",
             pairs.join(", ")
         );
-        let rows = bind_all(sqlx::query(&sql), &f.binds)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(map_err)?;
-        for row in rows {
-            let (level, idx, hash): (i64, i64, String) =
-                sqlx::FromRow::from_row(&row).map_err(map_err)?;
-            let hash = from_hex(&hash).ok_or_else(|| {
-                StoreError::Corrupt(format!("audit node ({level}, {idx}) is not a hash"))
-            })?;
-            out.insert(
-                NodeId {
-                    level: level as u8,
-                    index: idx as u64,
-                },
-                hash,
-            );
-        }
+        read_nodes(&mut *conn, &sql, &f.binds, &mut out).await?;
     }
     Ok(out)
+}
+
+/// Adds the `(level, idx, hash)` rows `sql` selects to `out`.
+async fn read_nodes(
+    conn: &mut sqlx::AnyConnection,
+    sql: &str,
+    binds: &[Bind],
+    out: &mut HashMap<NodeId, Hash>,
+) -> Result<()> {
+    let rows = bind_all(sqlx::query(sql), binds)
+        .fetch_all(conn)
+        .await
+        .map_err(map_err)?;
+    for row in rows {
+        let (level, idx, hash): (i64, i64, String) =
+            sqlx::FromRow::from_row(&row).map_err(map_err)?;
+        let hash = from_hex(&hash).ok_or_else(|| {
+            StoreError::Corrupt(format!("audit node ({level}, {idx}) is not a hash"))
+        })?;
+        out.insert(
+            NodeId {
+                level: level as u8,
+                index: idx as u64,
+            },
+            hash,
+        );
+    }
+    Ok(())
 }
 
 pub(crate) fn decode_docs<T: serde::de::DeserializeOwned>(rows: Vec<(String,)>) -> Result<Vec<T>> {

@@ -551,6 +551,18 @@ impl Tx for SqlTx {
         .await
         .map_err(map_err)
         .map_err(duplicate("archive"))?;
+        // The leaves stay, as level-0 nodes (logs written before leaves
+        // lived only in their events already hold them).
+        sqlx::query(
+            "INSERT INTO audit_nodes (level, idx, hash)
+             SELECT 0, seq - 1, leaf_hash FROM audit_events WHERE seq >= $1 AND seq <= $2
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(a.from_seq)
+        .bind(a.to_seq)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(map_err)?;
         let gone = sqlx::query("DELETE FROM audit_events WHERE seq >= $1 AND seq <= $2")
             .bind(a.from_seq)
             .bind(a.to_seq)
@@ -841,7 +853,9 @@ fn audit_statements(
         // Stored canonical: the document's bytes are the leaf's bytes.
         let doc = canonical_event(&event).map_err(|e| StoreError::Backend(e.to_string()))?;
         let leaf = leaf_hash(doc.as_bytes());
-        nodes.extend(edge.append(leaf));
+        // A leaf is the event row's `leaf_hash`; it joins the stored nodes
+        // only when its event is archived.
+        nodes.extend(edge.append(leaf).into_iter().filter(|(id, _)| id.level > 0));
         event_rows.push(vec![
             Bind::Int(event.seq),
             Bind::Text(event.id.to_string()),
