@@ -294,20 +294,14 @@ impl CompactRange {
         self.size
     }
 
-    /// Adds a leaf hash; returns every node it creates, the leaf included.
-    pub fn append(&mut self, leaf: Hash) -> Vec<(NodeId, Hash)> {
-        let mut created = Vec::with_capacity(2);
-        self.append_with(leaf, |id, hash| created.push((id, hash)));
-        created
-    }
-
-    /// Adds a leaf hash, keeping only the edge (no allocation): what a
-    /// verifier needs.
+    /// Adds a leaf hash, keeping only the edge: what a verifier needs.
     pub fn push(&mut self, leaf: Hash) {
         self.append_with(leaf, |_, _| {});
     }
 
-    fn append_with(&mut self, leaf: Hash, mut created: impl FnMut(NodeId, Hash)) {
+    /// Adds a leaf hash and hands `created` every node it creates, the
+    /// leaf first: what storage keeps of the tree.
+    pub fn append_with(&mut self, leaf: Hash, mut created: impl FnMut(NodeId, Hash)) {
         created(
             NodeId {
                 level: 0,
@@ -405,7 +399,9 @@ mod tests {
         let mut c = CompactRange::new();
         let mut nodes = HashMap::new();
         for l in leaves {
-            nodes.extend(c.append(*l));
+            c.append_with(*l, |id, hash| {
+                nodes.insert(id, hash);
+            });
         }
         (c, nodes)
     }

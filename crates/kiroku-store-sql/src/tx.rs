@@ -855,7 +855,11 @@ fn audit_statements(
         let leaf = leaf_hash(doc.as_bytes());
         // A leaf is the event row's `leaf_hash`; it joins the stored nodes
         // only when its event is archived.
-        nodes.extend(edge.append(leaf).into_iter().filter(|(id, _)| id.level > 0));
+        edge.append_with(leaf, |id, hash| {
+            if id.level > 0 {
+                nodes.push((id, hash));
+            }
+        });
         event_rows.push(vec![
             Bind::Int(event.seq),
             Bind::Text(event.id.to_string()),
