@@ -159,9 +159,6 @@ impl App {
         if size == 0 || latest.first().is_some_and(|h| h.head.tree_size >= size) {
             return Ok(None);
         }
-        // A signed head leaves the process (witness, webhook): the events it
-        // covers must be durable first.
-        self.store.sync().await?;
         let root = self.root(size).await?;
         let head = key.sign(TreeHead::new(size, &root, self.now()));
         // Another node may have signed this size first; theirs stands.

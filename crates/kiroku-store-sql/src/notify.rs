@@ -100,7 +100,7 @@ impl SqlStore {
         drop(conn);
         // A hold is what keeps a second worker from sending the same
         // message: it must outlast a power cut, as it does a crash.
-        kiroku_store::Store::sync(self).await?;
+        self.sync_log().await?;
         Ok(held)
     }
 

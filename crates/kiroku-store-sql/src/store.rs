@@ -286,6 +286,15 @@ impl SqlStore {
         }
     }
 
+    /// Returns once every commit visible before the call is durable (on
+    /// SQLite, by a sync of its log), for writes made outside a `Tx`.
+    pub(crate) async fn sync_log(&self) -> Result<()> {
+        match &self.wal {
+            Some(wal) => wal.sync().await,
+            None => Ok(()),
+        }
+    }
+
     /// Log syncs done so far (SQLite).
     pub fn log_syncs(&self) -> u64 {
         self.wal.as_ref().map_or(0, |w| w.syncs())
@@ -764,7 +773,9 @@ impl Store for SqlStore {
         .await
         .map_err(map_err)?;
         drop(conn);
-        self.sync().await?;
+        // A stored head goes to witnesses next: it, and the events it
+        // covers (earlier in the log), must be durable first.
+        self.sync_log().await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -1018,12 +1029,5 @@ impl Store for SqlStore {
             .await
             .map_err(map_err)?;
         Ok(())
-    }
-
-    async fn sync(&self) -> Result<()> {
-        match &self.wal {
-            Some(wal) => wal.sync().await,
-            None => Ok(()),
-        }
     }
 }

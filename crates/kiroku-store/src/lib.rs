@@ -264,13 +264,6 @@ pub trait Store: Send + Sync + 'static {
     /// Records that a token was used. Bookkeeping rather than a change, so it
     /// bypasses the audit log; callers throttle it.
     async fn touch_token(&self, id: Uuid, at: jiff::Timestamp) -> Result<()>;
-
-    /// Returns once every commit visible before the call is durable: for
-    /// what leaves the process on the strength of a read (a signed tree
-    /// head, for one), so that it never outlives the data it vouches for.
-    async fn sync(&self) -> Result<()> {
-        Ok(())
-    }
 }
 
 #[async_trait]
