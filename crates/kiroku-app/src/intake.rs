@@ -129,6 +129,16 @@ fn fail_batch(jobs: Vec<Job>, e: &AppError) {
     }
 }
 
+/// The group a routing decision puts a new alert of `service` in, with how
+/// far back its window reaches from `now`.
+fn alert_group(service: Uuid, decision: &Decision, now: Timestamp) -> Option<AlertGroup> {
+    decision.group.as_ref().map(|(key, window)| AlertGroup {
+        service,
+        key: key.clone(),
+        since: now - *window,
+    })
+}
+
 /// An incident title from an alert summary: one line, within the limit.
 fn title_of(summary: &str, service: &Service) -> String {
     let line: String = summary
@@ -350,13 +360,7 @@ impl App {
                     continue;
                 }
                 let decision = routed.router.decide(event, &self.config.rules);
-                if let Some((group, window)) = &decision.group {
-                    groups.insert(AlertGroup {
-                        service: routed.service.id,
-                        key: group.clone(),
-                        since: now - *window,
-                    });
-                }
+                groups.extend(alert_group(routed.service.id, &decision, now));
                 if let Some(key) = key {
                     batch.decided.entry(key).or_insert(decision);
                 }
@@ -497,16 +501,11 @@ impl App {
         if alert.quiet.is_some() {
             return Ok(alert);
         }
-        let joined = match &decision.group {
-            Some((group, window)) => {
-                alert.grouping_key = Some(group.clone());
-                let wanted = AlertGroup {
-                    service: service.id,
-                    key: group.clone(),
-                    since: now - *window,
-                };
+        let joined = match alert_group(service.id, &decision, now) {
+            Some(wanted) => {
+                alert.grouping_key = Some(wanted.key.clone());
                 match (
-                    batch.groups.get(&(service.id, group.clone())),
+                    batch.groups.get(&(service.id, wanted.key.clone())),
                     batch.grouped.get(&wanted),
                 ) {
                     (Some(id), _) => Some(*id),
