@@ -46,6 +46,31 @@ pub struct NodeId {
     pub index: u64,
 }
 
+impl NodeId {
+    /// The node's place in the order a growing tree makes its nodes: the
+    /// number of leaves up to its last one, then its level, as
+    /// `(end << 6) | level`. Each append makes its leaf and then the
+    /// subtrees it completes, bottom up, so the order only ever grows, and
+    /// a table keyed by it is only ever appended to. `None` for a node
+    /// past the first 2^57 leaves, whose order would not fit in an `i64`.
+    pub fn append_order(self) -> Option<u64> {
+        let width = 1u64.checked_shl(u32::from(self.level))?;
+        let end = self.index.checked_add(1)?.checked_mul(width)?;
+        (end < 1 << 57).then_some((end << 6) | u64::from(self.level))
+    }
+
+    /// The node at `order`; `None` for a number no node has.
+    pub fn from_append_order(order: u64) -> Option<NodeId> {
+        let level = (order & 63) as u8;
+        let end = order >> 6;
+        let index = end >> level;
+        (index >= 1 && index << level == end).then(|| NodeId {
+            level,
+            index: index - 1,
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProofError {
     #[error("leaf {index} is not in a tree of size {size}")]
@@ -609,6 +634,50 @@ mod tests {
         assert_eq!(resumed, c);
     }
 
+    #[test]
+    fn a_node_past_the_orders_range_has_none() {
+        let last = NodeId {
+            level: 0,
+            index: (1 << 57) - 2,
+        };
+        assert_eq!(last.append_order(), Some(((1 << 57) - 1) << 6));
+        for id in [
+            NodeId {
+                level: 0,
+                index: (1 << 57) - 1,
+            },
+            NodeId {
+                level: 0,
+                index: u64::MAX,
+            },
+            NodeId {
+                level: 57,
+                index: 0,
+            },
+            NodeId {
+                level: 64,
+                index: 0,
+            },
+            NodeId {
+                level: 3,
+                index: u64::MAX / 4,
+            },
+        ] {
+            assert_eq!(id.append_order(), None, "{id:?}");
+        }
+    }
+
+    #[test]
+    fn a_number_no_node_has_is_refused() {
+        // End 0, and an end that is not a multiple of the level's width.
+        assert_eq!(NodeId::from_append_order(0), None);
+        assert_eq!(NodeId::from_append_order((3 << 6) | 1), None);
+        assert_eq!(
+            NodeId::from_append_order((4 << 6) | 2),
+            Some(NodeId { level: 2, index: 0 })
+        );
+    }
+
     proptest! {
         /// For every size and leaf, the proof built from stored nodes
         /// verifies against the root, and proofs between any two sizes
@@ -629,6 +698,20 @@ mod tests {
             prop_assert!(verify_consistency(first, n, &first_root, &r, &cp).is_ok());
             let needed = nodes_needed(|g| { let _ = inclusion_proof(index, n, g); });
             prop_assert!(needed.iter().all(|id| nodes.contains_key(id)));
+        }
+
+        /// Nodes are made in the order of their `append_order`, and each
+        /// order names its node alone.
+        #[test]
+        fn nodes_are_made_in_append_order(n in 1u64..600, level in 0u8..40, index in 0u64..(1 << 16)) {
+            let mut made = Vec::new();
+            let mut c = CompactRange::new();
+            for i in 0..n {
+                c.append_with(leaf_hash(&i.to_le_bytes()), |id, _| made.push(id.append_order().unwrap()));
+            }
+            prop_assert!(made.windows(2).all(|w| w[0] < w[1]));
+            let id = NodeId { level, index };
+            prop_assert_eq!(id.append_order().and_then(NodeId::from_append_order), Some(id));
         }
 
         #[test]

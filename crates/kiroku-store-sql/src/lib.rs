@@ -49,6 +49,18 @@ impl Dialect {
         }
     }
 
+    /// How an append's multi-row inserts begin. On SQLite, a statement
+    /// that could fail after writing some of its rows keeps a journal of
+    /// every page it touches so as to undo only itself; failing one of
+    /// these fails the whole transaction anyway, so SQLite is told to roll
+    /// that back instead, and keeps no such journal.
+    fn bulk_insert(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "INSERT OR ROLLBACK INTO",
+            Dialect::Postgres => "INSERT INTO",
+        }
+    }
+
     /// The `n`th (1-based) bound parameter of a statement built in bind
     /// order. SQLite gets anonymous `?`: looking up a named parameter is
     /// linear in the number of parameters there, which makes a multi-row

@@ -193,6 +193,8 @@ pub(crate) fn page(limit: i64) -> i64 {
 /// Reads tree nodes by id, in chunks that stay within every backend's limit
 /// on bound parameters. A leaf (level 0) is its event's `leaf_hash` while
 /// the event is in the database, and a stored node once it is archived.
+/// Stored nodes are keyed by [`NodeId::append_order`]; a leaf's order is
+/// its event's `seq` << 6.
 pub(crate) async fn fetch_nodes(
     conn: &mut sqlx::AnyConnection,
     dialect: Dialect,
@@ -207,33 +209,34 @@ pub(crate) async fn fetch_nodes(
             .map(|id| f.placeholder(Bind::Int(id.index as i64 + 1)))
             .collect();
         let sql = format!(
-            "SELECT 0, seq - 1, leaf_hash FROM audit_events WHERE seq IN ({})",
+            "SELECT seq * 64, leaf_hash FROM audit_events WHERE seq IN ({})",
             seqs.join(", ")
         );
         read_nodes(&mut *conn, &sql, &f.binds, &mut out).await?;
     }
     // Every other node, and the leaves of archived events.
-    let stored: Vec<&NodeId> = ids.iter().filter(|id| !out.contains_key(id)).collect();
+    // A node past the orders' range is in no tree; it is simply not found.
+    let stored: Vec<u64> = ids
+        .iter()
+        .filter(|id| !out.contains_key(id))
+        .filter_map(|id| id.append_order())
+        .collect();
     for chunk in stored.chunks(500) {
         let mut f = Filter::for_dialect(dialect);
-        let pairs: Vec<String> = chunk
+        let orders: Vec<String> = chunk
             .iter()
-            .map(|id| {
-                let l = f.placeholder(Bind::Int(i64::from(id.level)));
-                let i = f.placeholder(Bind::Int(id.index as i64));
-                format!("({l}, {i})")
-            })
+            .map(|order| f.placeholder(Bind::Int(*order as i64)))
             .collect();
         let sql = format!(
-            "SELECT level, idx, hash FROM audit_nodes WHERE (level, idx) IN ({})",
-            pairs.join(", ")
+            "SELECT pos, hash FROM audit_nodes WHERE pos IN ({})",
+            orders.join(", ")
         );
         read_nodes(&mut *conn, &sql, &f.binds, &mut out).await?;
     }
     Ok(out)
 }
 
-/// Adds the `(level, idx, hash)` rows `sql` selects to `out`.
+/// Adds the `(append order, hash)` rows `sql` selects to `out`.
 async fn read_nodes(
     conn: &mut sqlx::AnyConnection,
     sql: &str,
@@ -245,18 +248,13 @@ async fn read_nodes(
         .await
         .map_err(map_err)?;
     for row in rows {
-        let (level, idx, hash): (i64, i64, String) =
-            sqlx::FromRow::from_row(&row).map_err(map_err)?;
-        let hash = from_hex(&hash).ok_or_else(|| {
-            StoreError::Corrupt(format!("audit node ({level}, {idx}) is not a hash"))
-        })?;
-        out.insert(
-            NodeId {
-                level: level as u8,
-                index: idx as u64,
-            },
-            hash,
-        );
+        let (pos, hash): (i64, String) = sqlx::FromRow::from_row(&row).map_err(map_err)?;
+        let node = u64::try_from(pos)
+            .ok()
+            .and_then(NodeId::from_append_order)
+            .zip(from_hex(&hash))
+            .ok_or_else(|| StoreError::Corrupt(format!("audit node {pos} is not a node's hash")))?;
+        out.insert(node.0, node.1);
     }
     Ok(())
 }
@@ -651,22 +649,24 @@ impl Store for SqlStore {
         up_to: i64,
         limit: i64,
     ) -> Result<Vec<(i64, Hash)>> {
+        // A leaf's append order is its event's seq << 6; the interior
+        // nodes between two leaves are skipped by their level bits.
         let rows: Vec<(i64, String)> = sqlx::query_as(
-            "SELECT idx, hash FROM audit_nodes WHERE level = 0 AND idx >= $1 AND idx < $2
-             ORDER BY idx LIMIT $3",
+            "SELECT pos / 64, hash FROM audit_nodes WHERE pos > $1 AND pos <= $2
+             AND pos % 64 = 0 ORDER BY pos LIMIT $3",
         )
-        .bind(after_seq)
-        .bind(up_to)
+        .bind(after_seq.saturating_mul(64))
+        .bind(up_to.saturating_mul(64))
         .bind(limit.clamp(1, 100_000))
         .fetch_all(&self.read)
         .await
         .map_err(map_err)?;
         rows.into_iter()
-            .map(|(idx, hash)| {
+            .map(|(seq, hash)| {
                 let leaf = from_hex(&hash).ok_or_else(|| {
-                    StoreError::Corrupt(format!("the leaf of event {} is not a hash", idx + 1))
+                    StoreError::Corrupt(format!("the leaf of event {seq} is not a hash"))
                 })?;
-                Ok((idx + 1, leaf))
+                Ok((seq, leaf))
             })
             .collect()
     }

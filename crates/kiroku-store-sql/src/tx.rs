@@ -551,11 +551,12 @@ impl Tx for SqlTx {
         .await
         .map_err(map_err)
         .map_err(duplicate("archive"))?;
-        // The leaves stay, as level-0 nodes (logs written before leaves
-        // lived only in their events already hold them).
+        // The leaves stay, as stored nodes keyed by their append order,
+        // seq << 6 (logs written before leaves lived only in their events
+        // already hold them).
         sqlx::query(
-            "INSERT INTO audit_nodes (level, idx, hash)
-             SELECT 0, seq - 1, leaf_hash FROM audit_events WHERE seq >= $1 AND seq <= $2
+            "INSERT INTO audit_nodes (pos, hash)
+             SELECT seq * 64, leaf_hash FROM audit_events WHERE seq >= $1 AND seq <= $2
              ON CONFLICT DO NOTHING",
         )
         .bind(a.from_seq)
@@ -885,24 +886,26 @@ fn audit_statements(
     let node_rows = nodes
         .iter()
         .map(|(id, hash)| {
-            vec![
-                Bind::Int(i64::from(id.level)),
-                Bind::Int(id.index as i64),
-                Bind::Text(hex(hash)),
-            ]
+            let order = id.append_order().ok_or_else(|| {
+                StoreError::Backend("the audit log is at its largest size".into())
+            })?;
+            Ok(vec![Bind::Int(order as i64), Bind::Text(hex(hash))])
         })
-        .collect();
+        .collect::<Result<_>>()?;
     let mut statements = multi_insert(
         dialect,
-        "INSERT INTO audit_nodes (level, idx, hash)",
+        &format!("{} audit_nodes (pos, hash)", dialect.bulk_insert()),
         node_rows,
-        300,
+        500,
         "",
     );
     statements.extend(multi_insert(
         dialect,
-        "INSERT INTO audit_events (seq, id, time, action, outcome, actor_id, actor_name,
+        &format!(
+            "{} audit_events (seq, id, time, action, outcome, actor_id, actor_name,
             actor_role, source_ip, target_kind, target_id, leaf_hash, doc)",
+            dialect.bulk_insert()
+        ),
         event_rows,
         AUDIT_PIPELINE_CHUNK,
         "",

@@ -55,6 +55,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "incident_times",
         sql: include_str!("../migrations/0007_incident_times.sql"),
     },
+    Migration {
+        version: 8,
+        name: "audit_append_order",
+        sql: include_str!("../migrations/0008_audit_append_order.sql"),
+    },
 ];
 
 pub struct Options {
