@@ -645,7 +645,7 @@ async fn append_from_writers(
                         })
                         .collect();
                     let mut tx = store.begin().await?;
-                    tx.append_audit_batch(&events).await?;
+                    tx.append_audit_batch(events).await?;
                     tx.commit().await?;
                 }
             })

@@ -816,7 +816,7 @@ impl App {
             .collect();
         let appended = async {
             let mut tx = self.begin().await?;
-            let seqs = tx.append_audit_batch(&events).await?;
+            let seqs = tx.append_audit_batch(events).await?;
             tx.commit().await?;
             Ok::<_, AppError>(seqs)
         }

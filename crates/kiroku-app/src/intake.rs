@@ -327,7 +327,8 @@ impl App {
         }
         // The audit append reads the tree's head; the inserts after it need
         // no answer, so a backend may send them together with the commit.
-        tx.append_audit_batch(&batch.audit).await?;
+        tx.append_audit_batch(std::mem::take(&mut batch.audit))
+            .await?;
         let changed: Vec<Alert> = batch
             .changed
             .iter()

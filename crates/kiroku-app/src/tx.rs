@@ -81,15 +81,15 @@ impl Tx for AppTx {
             _ => self.inner.append_audit(event).await,
         }
     }
-    async fn append_audit_batch(&mut self, events: &[AuditEvent]) -> StoreResult<Vec<i64>> {
-        self.observe(events);
+    async fn append_audit_batch(&mut self, events: Vec<AuditEvent>) -> StoreResult<Vec<i64>> {
+        self.observe(&events);
         match &mut self.seal {
             Some(keys) if events.iter().any(|e| keys.applies_to(&e.target.kind)) => {
                 let mut sealed = Vec::with_capacity(events.len());
-                for e in events {
+                for e in &events {
                     sealed.push(keys.seal(&mut *self.inner, e).await?);
                 }
-                self.inner.append_audit_batch(&sealed).await
+                self.inner.append_audit_batch(sealed).await
             }
             _ => self.inner.append_audit_batch(events).await,
         }

@@ -420,11 +420,11 @@ impl Tx for SqlTx {
     }
 
     async fn append_audit(&mut self, event: &AuditEvent) -> Result<i64> {
-        let seqs = self.append_audit_batch(std::slice::from_ref(event)).await?;
+        let seqs = self.append_audit_batch(vec![event.clone()]).await?;
         Ok(seqs[0])
     }
 
-    async fn append_audit_batch(&mut self, events: &[AuditEvent]) -> Result<Vec<i64>> {
+    async fn append_audit_batch(&mut self, events: Vec<AuditEvent>) -> Result<Vec<i64>> {
         self.flush().await?;
         if events.is_empty() {
             return Ok(Vec::new());
@@ -441,7 +441,7 @@ impl Tx for SqlTx {
         let mut edge = self.edge(first as u64 - 1).await?;
         let dialect = self.dialect;
         if events.len() <= AUDIT_PIPELINE_CHUNK {
-            let statements = audit_statements(dialect, events.iter().cloned(), first, &mut edge)?;
+            let statements = audit_statements(dialect, events.into_iter(), first, &mut edge)?;
             self.edge = Some(edge);
             self.write(statements).await?;
         } else {
@@ -450,7 +450,6 @@ impl Tx for SqlTx {
             // so that both cores work. The last chunk is kept for `write`,
             // which on SQLite sends it with COMMIT.
             let (send, mut received) = tokio::sync::mpsc::channel(2);
-            let events = events.to_vec();
             let produce = tokio::task::spawn_blocking(move || {
                 let mut seq = first;
                 let mut events = events.into_iter();

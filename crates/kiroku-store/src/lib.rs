@@ -300,8 +300,9 @@ pub trait Tx: Send {
     /// sequence number.
     async fn append_audit(&mut self, event: &AuditEvent) -> Result<i64>;
     /// Appends several events in one go (batches from other applications,
-    /// group commit); returns their sequence numbers in order.
-    async fn append_audit_batch(&mut self, events: &[AuditEvent]) -> Result<Vec<i64>>;
+    /// group commit); returns their sequence numbers in order. Taken by
+    /// value: a large batch moves to the thread that hashes it.
+    async fn append_audit_batch(&mut self, events: Vec<AuditEvent>) -> Result<Vec<i64>>;
     async fn insert_audit_key(
         &mut self,
         key_id: &str,

@@ -607,7 +607,7 @@ async fn proofs_from_kept_upper_nodes_verify() {
     let n = 5_000u64;
     let events: Vec<AuditEvent> = (0..n).map(|i| event(&format!("e{i}"))).collect();
     let mut tx = store.begin().await.unwrap();
-    tx.append_audit_batch(&events).await.unwrap();
+    tx.append_audit_batch(events).await.unwrap();
     tx.commit().await.unwrap();
     let mut range = CompactRange::new();
     for raw in store.audit_raw(0, n as i64).await.unwrap() {
@@ -667,7 +667,7 @@ async fn batched_appends_keep_the_tree_whole(store: Arc<dyn Store>) {
     let mut tx = store.begin().await.unwrap();
     assert_eq!(tx.append_audit(&event("first")).await.unwrap(), 1);
     let batch: Vec<AuditEvent> = (0..250).map(|i| event(&format!("b{i}"))).collect();
-    let seqs = tx.append_audit_batch(&batch).await.unwrap();
+    let seqs = tx.append_audit_batch(batch.clone()).await.unwrap();
     assert_eq!(seqs, (2..=251).collect::<Vec<_>>());
     assert_eq!(tx.append_audit(&event("last")).await.unwrap(), 252);
     tx.commit().await.unwrap();
@@ -678,7 +678,7 @@ async fn batched_appends_keep_the_tree_whole(store: Arc<dyn Store>) {
     let mut refused: Vec<AuditEvent> = (0..400).map(|i| event(&format!("x{i}"))).collect();
     refused[200].id = batch[0].id;
     let mut tx = store.begin().await.unwrap();
-    let failed = match tx.append_audit_batch(&refused).await {
+    let failed = match tx.append_audit_batch(refused).await {
         Err(_) => {
             drop(tx);
             true
