@@ -733,9 +733,16 @@ fn failed(e: kiroku_app::AppError) -> anyhow::Error {
     }
 }
 
+/// Prints `v` as JSON. A reader that has gone (`| head`) is not an error
+/// of ours: the rest is not wanted, and the exit status still says how the
+/// command went.
 fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
-    Ok(())
+    use std::io::Write;
+    let text = serde_json::to_string_pretty(v)?;
+    match writeln!(std::io::stdout().lock(), "{text}") {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
 }
 
 async fn user(cmd: UserCommand) -> anyhow::Result<()> {

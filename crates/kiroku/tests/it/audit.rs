@@ -156,6 +156,20 @@ async fn tamper_cases(backend: &str) {
     assert_eq!(json["summary"]["events"], 13);
     assert_eq!(json["summary"]["heads_checked"], 6);
     assert_eq!(json["summary"]["witnessed_checked"], 6);
+    // Its reader gone before it prints (`| head`): still its own verdict,
+    // and no panic.
+    let mut child = Command::new(BIN)
+        .args(["audit", "verify", "--json"])
+        .args(&t.args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
 
     // One field of one event changed.
     let (t, _w) = fresh().await.unwrap();
