@@ -249,12 +249,12 @@ async fn read_nodes(
         .map_err(map_err)?;
     for row in rows {
         let (pos, hash): (i64, String) = sqlx::FromRow::from_row(&row).map_err(map_err)?;
-        let node = u64::try_from(pos)
+        let (node, hash) = u64::try_from(pos)
             .ok()
             .and_then(NodeId::from_append_order)
             .zip(from_hex(&hash))
             .ok_or_else(|| StoreError::Corrupt(format!("audit node {pos} is not a node's hash")))?;
-        out.insert(node.0, node.1);
+        out.insert(node, hash);
     }
     Ok(())
 }
