@@ -191,7 +191,7 @@ impl App {
             nodes.extend(read);
         }
         if let Some(missing) = ids.iter().find(|id| !nodes.contains_key(id)) {
-            return Err(AppError::Internal(format!(
+            return Err(AppError::Damaged(format!(
                 "audit tree node {missing:?} is missing"
             )));
         }
@@ -581,7 +581,7 @@ impl App {
         let expected_rows = (archive.to_seq - archive.from_seq + 1) as u64;
         if removed != expected_rows {
             // Rolled back on drop: an archive must cover rows that exist.
-            return Err(AppError::Internal(format!(
+            return Err(AppError::Damaged(format!(
                 "events {}..={}: {removed} rows found, {expected_rows} expected",
                 archive.from_seq, archive.to_seq
             )));

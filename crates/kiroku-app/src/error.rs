@@ -69,6 +69,11 @@ pub enum AppError {
     /// This installation lacks what the request needs (fonts for PDF).
     #[error("{message}")]
     NotConfigured { code: &'static str, message: String },
+    /// Stored data is not what Kiroku wrote (an audit node missing, a
+    /// document that does not decode): the database was changed behind
+    /// its back. The detail is logged, not answered.
+    #[error("stored data is damaged; `kiroku audit verify` names what is wrong")]
+    Damaged(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -87,6 +92,7 @@ impl From<StoreError> for AppError {
             StoreError::Duplicate(what) => {
                 AppError::Internal(format!("unexpected duplicate {what}"))
             }
+            StoreError::Corrupt(m) => AppError::Damaged(m),
             other => AppError::Internal(other.to_string()),
         }
     }
@@ -127,7 +133,7 @@ impl AppError {
             AppError::Locked { .. } => ErrorKind::TooManyAttempts,
             AppError::Unavailable(_) => ErrorKind::Unavailable,
             AppError::DiskFull(_) => ErrorKind::InsufficientStorage,
-            AppError::Internal(_) => ErrorKind::Internal,
+            AppError::Damaged(_) | AppError::Internal(_) => ErrorKind::Internal,
         }
     }
 
@@ -144,6 +150,7 @@ impl AppError {
             AppError::Locked { .. } => "too_many_attempts",
             AppError::Unavailable(_) => "unavailable",
             AppError::DiskFull(_) => "disk_full",
+            AppError::Damaged(_) => "data_damaged",
             AppError::Internal(_) => "internal",
             AppError::Refused { code, .. } | AppError::NotConfigured { code, .. } => code,
         }

@@ -125,7 +125,10 @@ pub(crate) fn error_page(c: Chrome, e: AppError) -> Response {
         AppError::NotFound { .. } => (StatusCode::NOT_FOUND, c.w.not_found.to_string()),
         AppError::VersionConflict { .. } => (StatusCode::CONFLICT, c.w.stale.to_string()),
         AppError::Unauthenticated { .. } => return Redirect::to("/login").into_response(),
-        AppError::Internal(_) | AppError::Unavailable(_) | AppError::DiskFull(_) => {
+        AppError::Damaged(_)
+        | AppError::Internal(_)
+        | AppError::Unavailable(_)
+        | AppError::DiskFull(_) => {
             tracing::error!(error = %e, detail = ?e, "page failed");
             (StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
         }

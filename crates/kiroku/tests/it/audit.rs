@@ -493,6 +493,40 @@ mod over_http {
         let summary = t.verified().await;
         assert_eq!(summary.heads_checked, 2);
     }
+    /// A log changed behind Kiroku's back answers 500 `data_damaged`,
+    /// pointing at `kiroku audit verify`, rather than a bare internal error.
+    #[tokio::test]
+    async fn a_proof_over_a_damaged_log_says_so() {
+        let t = TestApp::sqlite().await;
+        for i in 0..3 {
+            t.declare(&t.responder, &format!("d{i}"), "P2").await;
+        }
+        let size = t.audit().await.len();
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::AnyPool::connect(&t.store.url()).await.unwrap();
+        // Event 2's row gone: the proof of event 1 needs its leaf.
+        sqlx::raw_sql("DELETE FROM audit_events WHERE seq = 2")
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        let (s, body) = t
+            .get(
+                &t.auditor,
+                &format!("/api/v1/audit/proofs/inclusion?seq=1&tree_size={size}"),
+            )
+            .await;
+        assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+        assert_eq!(body["code"], "data_damaged", "{body}");
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("kiroku audit verify"),
+            "{body}"
+        );
+    }
+
     #[tokio::test]
     async fn proof_requests_out_of_range_or_unauthorised_are_refused() {
         let t = TestApp::sqlite().await;

@@ -26,6 +26,15 @@ impl TestStore {
     pub fn postgres_url(&self) -> Option<&str> {
         self._db.as_ref().map(|d| d.url.as_str())
     }
+
+    /// The database's URL, to change it behind the store's back.
+    pub fn url(&self) -> String {
+        match (&self._dir, &self._db) {
+            (Some(dir), _) => format!("sqlite://{}", dir.path().join("kiroku.db").display()),
+            (None, Some(db)) => db.url.clone(),
+            (None, None) => unreachable!("a test store lives in a directory or a database"),
+        }
+    }
 }
 
 pub async fn sqlite() -> TestStore {
