@@ -56,8 +56,9 @@ pub(crate) enum Bind {
     Null,
 }
 
-/// Binds by reference: an owned `String` would be copied once more on its
-/// way to the driver, and bulk appends bind thousands per statement.
+/// Binds by reference, so that a caller's statements stay its own. sqlx's
+/// `Any` copies each text once either way: an owned `String` as it is
+/// bound, a borrowed one on its way to SQLite's thread.
 pub(crate) fn bind_all<'q>(
     mut q: Query<'q, sqlx::Any, AnyArguments<'q>>,
     binds: &'q [Bind],

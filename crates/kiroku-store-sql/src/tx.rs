@@ -469,7 +469,8 @@ impl Tx for SqlTx {
                 if last {
                     kept = statements;
                 } else {
-                    execute_now(&mut self.tx, dialect, statements).await?;
+                    self.write(statements).await?;
+                    self.flush().await?;
                 }
             }
             let edge = produce
@@ -845,8 +846,7 @@ fn audit_statements(
 ) -> Result<Vec<Statement>> {
     let mut nodes = Vec::with_capacity(AUDIT_PIPELINE_CHUNK * 2);
     let mut event_rows = Vec::with_capacity(AUDIT_PIPELINE_CHUNK);
-    // Each event is a copy of the caller's that takes its number; its
-    // fields then move into the binds.
+    // Each event takes its number; its fields then move into the binds.
     let text = |v: Option<String>| v.map_or(Bind::Null, Bind::Text);
     for (seq, mut event) in (first..).zip(events) {
         event.seq = seq;
@@ -910,16 +910,4 @@ fn audit_statements(
         "",
     ));
     Ok(statements)
-}
-
-/// Sends `statements` at once, in one round trip where the backend allows.
-async fn execute_now(
-    conn: &mut WriteTx,
-    dialect: Dialect,
-    statements: Vec<Statement>,
-) -> Result<()> {
-    match dialect {
-        Dialect::Sqlite => execute_joined(conn, statements).await,
-        Dialect::Postgres => execute_each(conn, statements).await,
-    }
 }

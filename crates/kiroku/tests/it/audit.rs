@@ -88,8 +88,13 @@ async fn populate(t: &Target, seed: [u8; 32], witness: &Path, title: &str) {
 }
 
 async fn sql(t: &Target, statements: &[&str]) {
+    sql_on(&t.url, statements).await;
+}
+
+/// Runs `statements` on the database at `url`, behind its store's back.
+async fn sql_on(url: &str, statements: &[&str]) {
     sqlx::any::install_default_drivers();
-    let pool = AnyPool::connect(&t.url).await.unwrap();
+    let pool = AnyPool::connect(url).await.unwrap();
     for s in statements {
         sqlx::raw_sql(s)
             .execute(&pool)
@@ -261,8 +266,9 @@ async fn tampering_is_caught_on_postgres() {
 
 /// Every inclusion proof of the log at its current size, as JSON.
 async fn all_proofs(t: &Target) -> Vec<serde_json::Value> {
-    let app = App::new(open(t).await, support::config());
-    let size = 13;
+    let store = open(t).await;
+    let size = store.audit_size().await.unwrap();
+    let app = App::new(store, support::config());
     let mut proofs = Vec::new();
     for seq in 1..=size {
         let p = app
@@ -285,7 +291,6 @@ async fn an_older_log_is_migrated(backend: &str) {
     let w = tempfile::tempdir().unwrap();
     populate(&t, [3; 32], w.path(), "before").await;
     let before = all_proofs(&t).await;
-    let level_of = |pos: &str| format!("({pos} & 63)");
     let shift = if backend == "postgres" {
         "::integer"
     } else {
@@ -297,8 +302,7 @@ async fn an_older_log_is_migrated(backend: &str) {
             .to_string(),
         format!(
             "INSERT INTO audit_nodes_older (level, idx, hash)
-             SELECT {level}, ((pos >> 6) >> {level}{shift}) - 1, hash FROM audit_nodes",
-            level = level_of("pos")
+             SELECT pos & 63, ((pos >> 6) >> (pos & 63){shift}) - 1, hash FROM audit_nodes"
         ),
         "INSERT INTO audit_nodes_older (level, idx, hash)
              SELECT 0, seq - 1, leaf_hash FROM audit_events"
@@ -502,14 +506,8 @@ mod over_http {
             t.declare(&t.responder, &format!("d{i}"), "P2").await;
         }
         let size = t.audit().await.len();
-        sqlx::any::install_default_drivers();
-        let pool = sqlx::AnyPool::connect(&t.store.url()).await.unwrap();
         // Event 2's row gone: the proof of event 1 needs its leaf.
-        sqlx::raw_sql("DELETE FROM audit_events WHERE seq = 2")
-            .execute(&pool)
-            .await
-            .unwrap();
-        pool.close().await;
+        super::sql_on(&t.store.url(), &["DELETE FROM audit_events WHERE seq = 2"]).await;
         let (s, body) = t
             .get(
                 &t.auditor,
