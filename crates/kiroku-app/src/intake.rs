@@ -99,10 +99,11 @@ struct Batch {
     /// Open incidents of the groups the batch's new alerts route to, as
     /// stored before the batch.
     grouped: HashMap<AlertGroup, Option<Uuid>>,
-    /// Routing decisions made while finding those groups, by (integration,
-    /// dedup key) of the first trigger that opens each: taken, not made
-    /// again, when that alert opens.
-    decided: HashMap<(Uuid, String), Decision>,
+    /// Routing decisions made while finding those groups, by the trigger's
+    /// place in the batch: taken, not made again, if it opens an alert.
+    decided: HashMap<usize, Decision>,
+    /// The place in the batch of the event being applied.
+    event_no: usize,
     incidents: HashMap<Uuid, Incident>,
     /// Alerts that joined an open incident, by incident: one timeline
     /// entry each per batch, however many joined.
@@ -281,15 +282,15 @@ impl App {
             .collect::<HashSet<_>>()
             .into_iter()
             .collect();
+        let groups = self.groups_of(jobs, &mut batch, now);
         let mut tx = self.begin().await?;
-        for alert in tx.open_alerts(&keys).await? {
+        let (open, found) = tx.open_alerts_and_groups(&keys, &groups).await?;
+        for alert in open {
             batch
                 .open
                 .insert((alert.integration_id, alert.dedup_key.clone()), alert.id);
             batch.alerts.insert(alert.id, alert);
         }
-        let groups = self.groups_of(jobs, &mut batch, now);
-        let found = tx.group_incidents(&groups).await?;
         batch.grouped = groups.into_iter().zip(found).collect();
         let mut results = Vec::with_capacity(jobs.len());
         for job in jobs {
@@ -304,6 +305,7 @@ impl App {
                     self.apply_event(&mut tx, &mut batch, &caller, &job.integration, event, now)
                         .await?,
                 );
+                batch.event_no += 1;
             }
             // One audit event per request, listing what each of its events
             // did: a group of 10,000 alerts is one delivery, not 10,000.
@@ -344,28 +346,23 @@ impl App {
         Ok((results, durable))
     }
 
-    /// The alert groups that the batch's new alerts route to, so that
-    /// their open incidents are read in one round trip.
+    /// The alert groups that the batch's triggers route to, so that their
+    /// open incidents are read with the open alerts, before it is known
+    /// which triggers repeat an open alert. Each decision is kept for its
+    /// event, should that event open an alert.
     fn groups_of(&self, jobs: &[Job], batch: &mut Batch, now: Timestamp) -> Vec<AlertGroup> {
         let mut groups = HashSet::new();
-        for job in jobs {
+        let events = jobs.iter().flat_map(|job| {
             let routed = &batch.routers[&job.integration.service_id];
-            for event in &job.events {
-                let key = event
-                    .dedup_key
-                    .as_ref()
-                    .map(|k| (job.integration.id, k.clone()));
-                let opens = event.action == AlertAction::Trigger
-                    && key.as_ref().is_none_or(|k| !batch.open.contains_key(k));
-                if !opens {
-                    continue;
-                }
-                let decision = routed.router.decide(event, &self.config.rules);
-                groups.extend(alert_group(routed.service.id, &decision, now));
-                if let Some(key) = key {
-                    batch.decided.entry(key).or_insert(decision);
-                }
+            job.events.iter().map(move |event| (routed, event))
+        });
+        for (n, (routed, event)) in events.enumerate() {
+            if event.action != AlertAction::Trigger {
+                continue;
             }
+            let decision = routed.router.decide(event, &self.config.rules);
+            groups.extend(alert_group(routed.service.id, &decision, now));
+            batch.decided.insert(n, decision);
         }
         groups.into_iter().collect()
     }
@@ -488,7 +485,7 @@ impl App {
         let (service, router) = (&routed.service, &routed.router);
         let decision = batch
             .decided
-            .remove(&(integration.id, key.clone()))
+            .remove(&batch.event_no)
             .unwrap_or_else(|| router.decide(event, rules));
         let mut alert = Alert::open(Uuid::now_v7(), integration.id, service.id, key, event, now);
         alert.rule = decision.rule;
@@ -514,7 +511,12 @@ impl App {
                     // resolved by an earlier alert of the batch since.
                     (None, Some(stored)) => stored
                         .filter(|id| batch.incidents.get(id).is_none_or(|i| i.status.is_open())),
-                    (None, None) => tx.group_incidents(&[wanted]).await?.pop().flatten(),
+                    (None, None) => tx
+                        .open_alerts_and_groups(&[], &[wanted])
+                        .await?
+                        .1
+                        .pop()
+                        .flatten(),
                 }
             }
             None => None,

@@ -242,17 +242,18 @@ impl Tx for AppTx {
     async fn update_integration(&mut self, i: &Integration) -> StoreResult<()> {
         self.inner.update_integration(i).await
     }
-    async fn open_alerts(&mut self, keys: &[(Uuid, String)]) -> StoreResult<Vec<Alert>> {
-        self.inner.open_alerts(keys).await
+    async fn open_alerts_and_groups(
+        &mut self,
+        keys: &[(Uuid, String)],
+        groups: &[AlertGroup],
+    ) -> StoreResult<(Vec<Alert>, Vec<Option<Uuid>>)> {
+        self.inner.open_alerts_and_groups(keys, groups).await
     }
     async fn save_alerts(&mut self, alerts: &[Alert]) -> StoreResult<()> {
         self.inner.save_alerts(alerts).await
     }
     async fn open_alerts_of_incident(&mut self, incident: Uuid) -> StoreResult<Vec<Uuid>> {
         self.inner.open_alerts_of_incident(incident).await
-    }
-    async fn group_incidents(&mut self, groups: &[AlertGroup]) -> StoreResult<Vec<Option<Uuid>>> {
-        self.inner.group_incidents(groups).await
     }
     async fn insert_service_change(&mut self, c: &ChangeRecord) -> StoreResult<()> {
         self.inner.insert_service_change(c).await

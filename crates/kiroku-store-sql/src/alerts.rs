@@ -5,9 +5,9 @@ use kiroku_store::{AlertGroup, AlertQuery, ChangeRecord, Result, StoreError};
 use sqlx::AnyConnection;
 use uuid::Uuid;
 
-use crate::convert::{micros, to_doc};
+use crate::convert::{from_doc, micros, to_doc};
 use crate::escalation::Versioned;
-use crate::store::{Bind, Filter, SqlStore, Statement, bind_all, decode_docs, multi_insert, page};
+use crate::store::{Bind, Filter, SqlStore, Statement, multi_insert, page};
 use crate::{Dialect, map_err};
 
 /// Rows per multi-row statement: 10 binds each stays far below every
@@ -90,44 +90,6 @@ pub(crate) async fn save_integration(
     Ok(())
 }
 
-pub(crate) async fn open_alerts(
-    conn: &mut AnyConnection,
-    dialect: Dialect,
-    keys: &[(Uuid, String)],
-) -> Result<Vec<Alert>> {
-    let lock = dialect.for_update();
-    // One equality on the integration and a plain IN list of keys per
-    // statement: both planners use the open-alert index for that, where a
-    // row-value IN list can fall back to scanning.
-    let mut by_integration: std::collections::BTreeMap<Uuid, Vec<&str>> = Default::default();
-    for (integration, key) in keys {
-        by_integration.entry(*integration).or_default().push(key);
-    }
-    let mut out = Vec::new();
-    for (integration, keys) in by_integration {
-        for chunk in keys.chunks(ROWS_PER_STATEMENT * 4) {
-            let mut f = Filter::for_dialect(dialect);
-            f.eq("integration_id", Bind::Text(integration.to_string()));
-            f.any_of("dedup_key", chunk.iter().map(|k| k.to_string()).collect());
-            let sql = format!(
-                "SELECT doc FROM alerts{} AND status <> 'resolved'{lock}",
-                f.where_sql()
-            );
-            let rows = bind_all(sqlx::query(&sql), &f.binds)
-                .fetch_all(&mut *conn)
-                .await
-                .map_err(map_err)?;
-            let rows: Vec<(String,)> = rows
-                .iter()
-                .map(sqlx::FromRow::from_row)
-                .collect::<std::result::Result<_, _>>()
-                .map_err(map_err)?;
-            out.extend(decode_docs::<Alert>(rows)?);
-        }
-    }
-    Ok(out)
-}
-
 /// The upserts that store `alerts`.
 pub(crate) fn save_alerts(dialect: Dialect, alerts: &[Alert]) -> Result<Vec<Statement>> {
     let rows = alerts
@@ -181,46 +143,85 @@ pub(crate) async fn open_alerts_of_incident(
 /// well below SQLite's limit of 500 terms.
 const GROUPS_PER_STATEMENT: usize = 100;
 
-pub(crate) async fn group_incidents(
-    conn: &mut AnyConnection,
+/// What intake reads before it applies a batch: the open alerts among
+/// `(integration, dedup key)` pairs, held against concurrent writers, and
+/// for each group the incident that its latest alert first seen at or
+/// after its `since` belongs to, if that incident is still open. Every
+/// statement yields `(n, text)` rows, so that one round trip can carry
+/// them all: an open alert's document where n is -1, else the incident of
+/// group number n ([`intake_found`] sorts them out).
+pub(crate) fn intake_reads(
     dialect: Dialect,
+    keys: &[(Uuid, String)],
     groups: &[AlertGroup],
-) -> Result<Vec<Option<Uuid>>> {
-    let mut found = vec![None; groups.len()];
+) -> Vec<Statement> {
+    let lock = dialect.for_update();
+    let mut reads = Vec::new();
+    // One equality on the integration and a plain IN list of keys per
+    // statement: both planners use the open-alert index for that, where a
+    // row-value IN list can fall back to scanning.
+    let mut by_integration: std::collections::BTreeMap<Uuid, Vec<&str>> = Default::default();
+    for (integration, key) in keys {
+        by_integration.entry(*integration).or_default().push(key);
+    }
+    for (integration, keys) in by_integration {
+        for chunk in keys.chunks(ROWS_PER_STATEMENT * 4) {
+            let mut f = Filter::for_dialect(dialect);
+            f.eq("integration_id", Bind::Text(integration.to_string()));
+            f.any_of("dedup_key", chunk.iter().map(|k| k.to_string()).collect());
+            let sql = format!(
+                "SELECT -1 AS n, doc FROM alerts{} AND status <> 'resolved'{lock}",
+                f.where_sql()
+            );
+            reads.push((sql, f.binds));
+        }
+    }
     for (chunk_no, chunk) in groups.chunks(GROUPS_PER_STATEMENT).enumerate() {
         let mut f = Filter::for_dialect(dialect);
         let terms: Vec<String> = chunk
             .iter()
             .enumerate()
             .map(|(i, g)| {
+                let n = chunk_no * GROUPS_PER_STATEMENT + i;
                 let service = f.placeholder(Bind::Text(g.service.to_string()));
                 let key = f.placeholder(Bind::Text(g.key.clone()));
                 let since = f.placeholder(Bind::Int(micros(g.since)));
                 format!(
-                    "SELECT {i} AS n, incident_id FROM (
+                    "SELECT {n} AS n, incident_id AS doc FROM (
                        SELECT a.incident_id FROM alerts a JOIN incidents i ON i.id = a.incident_id
                        WHERE a.service_id = {service} AND a.group_key = {key}
                          AND a.first_seen_at >= {since}
                          AND i.status NOT IN ('resolved', 'closed')
-                       ORDER BY a.first_seen_at DESC LIMIT 1) AS g{i}"
+                       ORDER BY a.first_seen_at DESC LIMIT 1) AS g{n}"
                 )
             })
             .collect();
-        let rows: Vec<(i64, String)> = bind_all(sqlx::query(&terms.join(" UNION ALL ")), &f.binds)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(map_err)?
-            .iter()
-            .map(sqlx::FromRow::from_row)
-            .collect::<std::result::Result<_, _>>()
-            .map_err(map_err)?;
-        for (i, id) in rows {
-            let id = Uuid::parse_str(&id)
-                .map_err(|_| StoreError::Corrupt(format!("incident id {id:?}")))?;
-            found[chunk_no * GROUPS_PER_STATEMENT + i as usize] = Some(id);
-        }
+        reads.push((terms.join(" UNION ALL "), f.binds));
     }
-    Ok(found)
+    reads
+}
+
+/// The open alerts, and each of `groups` groups' open incident, from the
+/// rows of [`intake_reads`].
+pub(crate) fn intake_found(
+    rows: Vec<(i64, String)>,
+    groups: usize,
+) -> Result<(Vec<Alert>, Vec<Option<Uuid>>)> {
+    let mut alerts = Vec::new();
+    let mut found = vec![None; groups];
+    for (n, text) in rows {
+        if n < 0 {
+            alerts.push(from_doc(&text)?);
+            continue;
+        }
+        let id = Uuid::parse_str(&text)
+            .map_err(|_| StoreError::Corrupt(format!("incident id {text:?}")))?;
+        let slot = found
+            .get_mut(n as usize)
+            .ok_or_else(|| StoreError::Corrupt(format!("alert group number {n}")))?;
+        *slot = Some(id);
+    }
+    Ok((alerts, found))
 }
 
 pub(crate) async fn insert_service_change(

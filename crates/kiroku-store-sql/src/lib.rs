@@ -42,7 +42,7 @@ impl Dialect {
         }
     }
 
-    fn begin_statement(self) -> &'static str {
+    pub(crate) fn begin_statement(self) -> &'static str {
         match self {
             Dialect::Sqlite => "BEGIN IMMEDIATE",
             Dialect::Postgres => "BEGIN",

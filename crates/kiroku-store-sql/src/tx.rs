@@ -14,6 +14,8 @@ use kiroku_store::{
     FrozenPostmortem, IncidentKey, ObligationRecord, PostmortemRecord, Result, SessionRecord,
     StoreError, ThrottleRecord, TokenRecord, Tx, UserRecord, Work,
 };
+use sqlx::any::AnyRow;
+use sqlx::{Column, Row};
 use uuid::Uuid;
 
 use kiroku_audit::merkle::{hex, leaf_hash, peaks_of};
@@ -22,16 +24,25 @@ use kiroku_audit::{CompactRange, canonical_event};
 use crate::convert::{from_doc, from_micros, micros, opt_micros, search_text, to_doc};
 use crate::escalation::{self, Versioned};
 use crate::reports;
-use crate::store::{Bind, Statement, multi_insert};
+use crate::store::{Bind, Statement, bind_all, multi_insert};
 use crate::wal::WalSync;
-use crate::writer::{WriteTx, execute_each, execute_joined};
+use crate::writer::{WriteTx, execute_each, fetch_joined};
 use crate::{Dialect, alerts, map_err, notify};
+
+/// The column that names the audit log's size read with `BEGIN`.
+const HEAD_SIZE: &str = "audit_head_size";
 
 /// The tree's right edge after the last commit, shared by transactions.
 pub(crate) type SharedEdge = Arc<Mutex<Option<CompactRange>>>;
 
 pub struct SqlTx {
     tx: WriteTx,
+    /// `BEGIN` was sent. On SQLite it goes with the first statements.
+    begun: bool,
+    /// The audit log's size as this transaction leaves it, where it was
+    /// read with `BEGIN` (SQLite): appends then need no round trip of
+    /// their own. The write lock, held from `BEGIN`, keeps it current.
+    head: Option<i64>,
     dialect: Dialect,
     audited: bool,
     /// The tree's right edge after this transaction's appends.
@@ -49,12 +60,15 @@ pub struct SqlTx {
 impl SqlTx {
     pub(crate) fn new(
         tx: WriteTx,
+        begun: bool,
         dialect: Dialect,
         edge: SharedEdge,
         wal: Option<Arc<WalSync>>,
     ) -> Self {
         SqlTx {
             tx,
+            begun,
+            head: None,
             dialect,
             audited: false,
             edge: None,
@@ -86,7 +100,68 @@ impl SqlTx {
 
     /// Sends the kept inserts, if any.
     async fn flush(&mut self) -> Result<()> {
-        execute_joined(&mut self.tx, std::mem::take(&mut self.deferred)).await
+        self.send(Vec::new()).await.map(drop)
+    }
+
+    /// `BEGIN` with a read of the audit log's size, unless sent already.
+    fn opening(&mut self) -> Vec<Statement> {
+        if std::mem::replace(&mut self.begun, true) {
+            return Vec::new();
+        }
+        vec![
+            (self.dialect.begin_statement().into(), Vec::new()),
+            (
+                format!("SELECT size AS {HEAD_SIZE} FROM audit_head WHERE id = 1"),
+                Vec::new(),
+            ),
+        ]
+    }
+
+    /// Sends `BEGIN` if it is still to go, the kept inserts and `reads` in
+    /// one round trip, and returns the rows of `reads`.
+    async fn send(&mut self, reads: Vec<Statement>) -> Result<Vec<AnyRow>> {
+        let opening = self.opening();
+        let reads_head = !opening.is_empty();
+        if opening.is_empty() && self.deferred.is_empty() && reads.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut statements = opening;
+        statements.append(&mut self.deferred);
+        statements.extend(reads);
+        let mut rows = fetch_joined(&mut self.tx, statements).await?;
+        if reads_head {
+            let head = rows
+                .first()
+                .filter(|row| row.columns().first().is_some_and(|c| c.name() == HEAD_SIZE))
+                .ok_or_else(|| StoreError::Corrupt("the audit log's head row is missing".into()))?;
+            self.head = Some(head.try_get(0).map_err(map_err)?);
+            rows.remove(0);
+        }
+        Ok(rows)
+    }
+
+    /// Runs `reads`, each yielding `(n, text)` rows, after the kept
+    /// inserts: on SQLite all in one round trip.
+    async fn fetch_after_kept(&mut self, reads: Vec<Statement>) -> Result<Vec<(i64, String)>> {
+        let rows = match self.dialect {
+            Dialect::Sqlite => self.send(reads).await?,
+            Dialect::Postgres => {
+                let mut rows = Vec::new();
+                for (sql, binds) in reads {
+                    rows.extend(
+                        bind_all(sqlx::query(&sql), &binds)
+                            .fetch_all(&mut *self.tx)
+                            .await
+                            .map_err(map_err)?,
+                    );
+                }
+                rows
+            }
+        };
+        rows.iter()
+            .map(sqlx::FromRow::from_row)
+            .collect::<std::result::Result<_, _>>()
+            .map_err(map_err)
     }
 
     /// The right edge of the tree of `size` leaves: as this transaction or
@@ -105,6 +180,7 @@ impl SqlTx {
         if let Some(edge) = committed {
             return Ok(edge);
         }
+        self.flush().await?;
         let ids = peaks_of(size);
         let found = crate::store::fetch_nodes(&mut self.tx, self.dialect, &ids).await?;
         let peaks = ids
@@ -425,18 +501,37 @@ impl Tx for SqlTx {
     }
 
     async fn append_audit_batch(&mut self, events: Vec<AuditEvent>) -> Result<Vec<i64>> {
-        self.flush().await?;
         if events.is_empty() {
             return Ok(Vec::new());
         }
         // The head row serialises appends: the sequence is gap-free and in
         // commit order, as the Merkle tree over it requires.
-        let (last,): (i64,) =
-            sqlx::query_as("UPDATE audit_head SET size = size + $1 WHERE id = 1 RETURNING size")
-                .bind(events.len() as i64)
+        let added = events.len() as i64;
+        if !self.begun {
+            self.flush().await?;
+        }
+        let last = match self.head {
+            Some(size) => {
+                self.write(vec![(
+                    "UPDATE audit_head SET size = size + ? WHERE id = 1".into(),
+                    vec![Bind::Int(added)],
+                )])
+                .await?;
+                self.head = Some(size + added);
+                size + added
+            }
+            None => {
+                self.flush().await?;
+                let (last,): (i64,) = sqlx::query_as(
+                    "UPDATE audit_head SET size = size + $1 WHERE id = 1 RETURNING size",
+                )
+                .bind(added)
                 .fetch_one(&mut *self.tx)
                 .await
                 .map_err(map_err)?;
+                last
+            }
+        };
         let first = last - events.len() as i64 + 1;
         let mut edge = self.edge(first as u64 - 1).await?;
         let dialect = self.dialect;
@@ -634,9 +729,14 @@ impl Tx for SqlTx {
         alerts::save_integration(&mut self.tx, integration, false).await
     }
 
-    async fn open_alerts(&mut self, keys: &[(Uuid, String)]) -> Result<Vec<Alert>> {
-        self.flush().await?;
-        alerts::open_alerts(&mut self.tx, self.dialect, keys).await
+    async fn open_alerts_and_groups(
+        &mut self,
+        keys: &[(Uuid, String)],
+        groups: &[AlertGroup],
+    ) -> Result<(Vec<Alert>, Vec<Option<Uuid>>)> {
+        let reads = alerts::intake_reads(self.dialect, keys, groups);
+        let rows = self.fetch_after_kept(reads).await?;
+        alerts::intake_found(rows, groups.len())
     }
 
     async fn insert_channel(&mut self, c: &Channel) -> Result<()> {
@@ -700,14 +800,6 @@ impl Tx for SqlTx {
     async fn open_alerts_of_incident(&mut self, incident: Uuid) -> Result<Vec<Uuid>> {
         self.flush().await?;
         alerts::open_alerts_of_incident(&mut self.tx, incident).await
-    }
-
-    async fn group_incidents(&mut self, groups: &[AlertGroup]) -> Result<Vec<Option<Uuid>>> {
-        if groups.is_empty() {
-            return Ok(Vec::new());
-        }
-        self.flush().await?;
-        alerts::group_incidents(&mut self.tx, self.dialect, groups).await
     }
 
     async fn insert_policy(&mut self, p: &Policy) -> Result<()> {
@@ -816,7 +908,9 @@ impl Tx for SqlTx {
             }
         }
         // On SQLite the kept inserts and the commit go in one round trip.
-        self.tx.commit_with(self.deferred).await?;
+        let mut statements = self.opening();
+        statements.append(&mut self.deferred);
+        self.tx.commit_with(statements).await?;
         if let Some(edge) = self.edge {
             *self
                 .committed_edge

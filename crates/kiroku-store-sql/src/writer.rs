@@ -10,6 +10,7 @@ use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
 use kiroku_store::Result;
+use sqlx::any::AnyRow;
 use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, AnyPool, Transaction};
 use tokio::sync::{Mutex, OwnedMutexGuard};
@@ -59,21 +60,36 @@ impl Writer {
     /// Begins a write transaction: `BEGIN IMMEDIATE` on SQLite, so that it
     /// holds the database's write lock from the start.
     pub async fn begin(&self) -> Result<WriteTx> {
+        let (mut tx, begun) = self.begin_later().await?;
+        if !begun {
+            execute_joined(
+                &mut tx,
+                vec![(Dialect::Sqlite.begin_statement().into(), Vec::new())],
+            )
+            .await?;
+        }
+        Ok(tx)
+    }
+
+    /// A write transaction that on SQLite only holds the writer, and
+    /// whether it has begun: if not, the caller sends SQLite's `BEGIN`
+    /// ahead of its first statements, which saves a round trip.
+    pub(crate) async fn begin_later(&self) -> Result<(WriteTx, bool)> {
         Ok(match self {
-            Writer::Pool(pool, dialect) => WriteTx::Pooled(
-                pool.begin_with(dialect.begin_statement())
-                    .await
-                    .map_err(map_err)?,
+            Writer::Pool(pool, dialect) => (
+                WriteTx::Pooled(
+                    pool.begin_with(dialect.begin_statement())
+                        .await
+                        .map_err(map_err)?,
+                ),
+                true,
             ),
             Writer::Sole(sole) => {
                 let mut sole = hold(sole).await;
-                let w = sole.writer();
-                sqlx::query(Dialect::Sqlite.begin_statement())
-                    .execute(&mut w.conn)
-                    .await
-                    .map_err(map_err)?;
-                w.open = true;
-                WriteTx::Sole(sole)
+                // Dropped from here on, it rolls back, whether or not
+                // `BEGIN` was sent.
+                sole.writer().open = true;
+                (WriteTx::Sole(sole), false)
             }
         })
     }
@@ -163,17 +179,24 @@ pub(crate) async fn execute_joined(
     conn: &mut AnyConnection,
     statements: Vec<Statement>,
 ) -> Result<()> {
+    fetch_joined(conn, statements).await.map(drop)
+}
+
+/// [`execute_joined`], returning the rows of every statement in order.
+pub(crate) async fn fetch_joined(
+    conn: &mut AnyConnection,
+    statements: Vec<Statement>,
+) -> Result<Vec<AnyRow>> {
     if statements.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let (sqls, binds): (Vec<String>, Vec<Vec<Bind>>) = statements.into_iter().unzip();
     let sql = sqls.join(";\n");
     let binds: Vec<Bind> = binds.into_iter().flatten().collect();
     bind_all(sqlx::query(&sql), &binds)
-        .execute(conn)
+        .fetch_all(conn)
         .await
-        .map_err(map_err)?;
-    Ok(())
+        .map_err(map_err)
 }
 
 macro_rules! deref_to_connection {

@@ -5,6 +5,7 @@
 
 mod checkpoint;
 mod scan;
+mod vfs;
 
 use std::path::Path;
 use std::time::Duration;
@@ -87,7 +88,7 @@ fn url(path: &Path, mode: &str) -> String {
             _ => p.push(c),
         }
     }
-    format!("sqlite://{p}?mode={mode}")
+    format!("sqlite://{p}?mode={mode}&vfs={}", vfs::NAME)
 }
 
 /// `synchronous = NORMAL`: commits do not sync the log under the write
@@ -117,6 +118,7 @@ const READER_PRAGMAS: &str = "PRAGMA busy_timeout = 10000; PRAGMA query_only = O
 /// kiroku-store-sql's `writer.rs`).
 pub async fn writer(path: &Path) -> Result<Writer, StoreError> {
     install_drivers();
+    vfs::register().map_err(StoreError::Backend)?;
     let mut conn = AnyConnection::connect(&url(path, "rwc"))
         .await
         .map_err(map_err)?;

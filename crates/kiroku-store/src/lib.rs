@@ -359,17 +359,21 @@ pub trait Tx: Send {
     async fn update_service(&mut self, service: &Service, expected_version: i64) -> Result<()>;
     async fn insert_integration(&mut self, integration: &Integration) -> Result<()>;
     async fn update_integration(&mut self, integration: &Integration) -> Result<()>;
-    /// The open alerts among `(integration, dedup key)` pairs, held against
-    /// concurrent writers.
-    async fn open_alerts(&mut self, keys: &[(Uuid, String)]) -> Result<Vec<Alert>>;
+    /// What an intake batch reads before it applies, in one round trip
+    /// where the backend allows: the open alerts among `(integration,
+    /// dedup key)` pairs, held against concurrent writers; and for each
+    /// group, in order, the incident that the group's latest alert first
+    /// seen at or after its `since` belongs to, if that incident is still
+    /// open.
+    async fn open_alerts_and_groups(
+        &mut self,
+        keys: &[(Uuid, String)],
+        groups: &[AlertGroup],
+    ) -> Result<(Vec<Alert>, Vec<Option<Uuid>>)>;
     /// Inserts or replaces alerts, many per statement.
     async fn save_alerts(&mut self, alerts: &[Alert]) -> Result<()>;
     /// The ids of an incident's alerts still open.
     async fn open_alerts_of_incident(&mut self, incident: Uuid) -> Result<Vec<Uuid>>;
-    /// For each group, in order: the incident that the group's latest alert
-    /// first seen at or after its `since` belongs to, if that incident is
-    /// still open. One round trip for a whole batch's groups.
-    async fn group_incidents(&mut self, groups: &[AlertGroup]) -> Result<Vec<Option<Uuid>>>;
     async fn insert_service_change(&mut self, change: &ChangeRecord) -> Result<()>;
 
     /// Call with the incident locked, so saves of one postmortem queue.

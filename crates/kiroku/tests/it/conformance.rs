@@ -705,6 +705,58 @@ async fn batched_appends_keep_the_tree_whole(store: Arc<dyn Store>) {
     assert_eq!(summary.events, 253);
 }
 
+/// Two processes on one SQLite file (a server and a CLI command) append to
+/// one log in turn: each transaction reads the log's size with its
+/// `BEGIN`, so neither takes a number the other took, whatever it saw
+/// last. One commit of 3,000 events writes several megabytes of log in
+/// one go; everything reads back after reopening and verifies.
+#[tokio::test]
+async fn sqlite_stores_on_one_file_append_in_turn() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("k.db");
+    let open = async || -> Arc<dyn Store> {
+        let store: Arc<dyn Store> = Arc::new(
+            kiroku_store_sqlite::open(&path, Default::default())
+                .await
+                .unwrap(),
+        );
+        store
+    };
+    let (server, cli) = (open().await, open().await);
+    let mut expected = 0;
+    for round in 0..6 {
+        let store = if round % 2 == 0 { &server } else { &cli };
+        let events: Vec<AuditEvent> = (0..(1 + round * 3))
+            .map(|i| event(&format!("r{round}e{i}")))
+            .collect();
+        let n = events.len() as i64;
+        let mut tx = store.begin().await.unwrap();
+        let seqs = tx.append_audit_batch(events).await.unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(seqs, (expected + 1..=expected + n).collect::<Vec<_>>());
+        expected += n;
+    }
+    let large: Vec<AuditEvent> = (0..3_000).map(|i| event(&format!("large{i}"))).collect();
+    let mut tx = cli.begin().await.unwrap();
+    tx.append_audit_batch(large).await.unwrap();
+    tx.commit().await.unwrap();
+    drop((server, cli));
+    let reopened = open().await;
+    let total = expected as u64 + 3_000;
+    assert_eq!(reopened.audit_size().await.unwrap(), total);
+    let summary = App::new(reopened, support::config())
+        .verify_audit(
+            Vec::new(),
+            |_| kiroku_app::ArchiveContents::LeavesOnly,
+            None,
+            |_, _| {},
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(summary.events, total);
+}
+
 /// A shipped migration edited after it was applied stops the store from
 /// opening, rather than being skipped.
 #[tokio::test]
