@@ -691,17 +691,7 @@ async fn batched_appends_keep_the_tree_whole(store: Arc<dyn Store>) {
     assert_eq!(tx.append_audit(&event("after")).await.unwrap(), 253);
     tx.commit().await.unwrap();
 
-    let app = App::new(store.clone(), support::config());
-    let summary = app
-        .verify_audit(
-            Vec::new(),
-            |_| kiroku_app::ArchiveContents::LeavesOnly,
-            None,
-            |_, _| {},
-        )
-        .await
-        .unwrap()
-        .unwrap();
+    let summary = support::verified(&App::new(store.clone(), support::config())).await;
     assert_eq!(summary.events, 253);
 }
 
@@ -744,16 +734,7 @@ async fn sqlite_stores_on_one_file_append_in_turn() {
     let reopened = open().await;
     let total = expected as u64 + 3_000;
     assert_eq!(reopened.audit_size().await.unwrap(), total);
-    let summary = App::new(reopened, support::config())
-        .verify_audit(
-            Vec::new(),
-            |_| kiroku_app::ArchiveContents::LeavesOnly,
-            None,
-            |_, _| {},
-        )
-        .await
-        .unwrap()
-        .unwrap();
+    let summary = support::verified(&App::new(reopened, support::config())).await;
     assert_eq!(summary.events, total);
 }
 

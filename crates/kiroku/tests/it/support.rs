@@ -356,16 +356,7 @@ impl TestApp {
     /// The audit log recomputed and checked against every signed head;
     /// the summary.
     pub async fn verified(&self) -> kiroku_audit::verify::Summary {
-        self.app
-            .verify_audit(
-                Vec::new(),
-                |_| kiroku_app::ArchiveContents::LeavesOnly,
-                None,
-                |_, _| {},
-            )
-            .await
-            .unwrap()
-            .unwrap_or_else(|f| panic!("the audit log does not verify: {f:?}"))
+        verified(&self.app).await
     }
 
     pub async fn assert_audit_verifies(&self) {
@@ -502,4 +493,18 @@ async fn made_user(app: &App, name: &str, role: Role) -> TestUser {
         token: token.secret,
         totp_uri: created.totp_uri,
     }
+}
+
+/// `app`'s audit log recomputed and checked against every signed head;
+/// the summary.
+pub async fn verified(app: &App) -> kiroku_audit::verify::Summary {
+    app.verify_audit(
+        Vec::new(),
+        |_| kiroku_app::ArchiveContents::LeavesOnly,
+        None,
+        |_, _| {},
+    )
+    .await
+    .unwrap()
+    .unwrap_or_else(|f| panic!("the audit log does not verify: {f:?}"))
 }
