@@ -75,7 +75,7 @@ pub async fn run(o: &Opts, work: &Scratch) -> anyhow::Result<()> {
         "while the volume is full Kiroku keeps running and refuses writes with 503 or 507 and a JSON code (no 500, no dropped connection); every write answered before, during and after is stored; once the filler is deleted writes are answered again; every answered incident was paged, none recorded sent twice; `PRAGMA integrity_check` says ok and `kiroku audit verify` passes.",
     );
     let mount = work.0.join("volume");
-    let volume = match Volume::mount(&mount, "64m") {
+    let volume = match Volume::mount(&mount, "256m") {
         Ok(v) => v,
         Err(why) => {
             r.line(&format!(
@@ -93,7 +93,7 @@ pub async fn run(o: &Opts, work: &Scratch) -> anyhow::Result<()> {
     let rig = Rig::new(o, &target, &server, &hook.url()).await?;
     let store = target_store(&target).await?;
     r.line(&format!(
-        "A 64 MiB tmpfs holds the data directory; a filler file takes all its free space for {} s while eight writers run, then is deleted.\n",
+        "A 256 MiB tmpfs holds the data directory; a filler file takes all its free space for {} s while eight writers run, then is deleted.\n",
         full_for.as_secs()
     ));
     r.line("| phase | seconds | alerts answered | incidents answered | audit events answered | refusals | no answer |");

@@ -663,6 +663,16 @@ async fn postgres_reconnect_keeps_everything() {
     .await;
 }
 
+/// Whether appending `events` in one transaction fails, at the append or
+/// at the commit; the transaction is gone either way.
+async fn is_refused(store: &Arc<dyn Store>, events: Vec<AuditEvent>) -> bool {
+    let mut tx = store.begin().await.unwrap();
+    match tx.append_audit_batch(events).await {
+        Err(_) => true,
+        Ok(_) => tx.commit().await.is_err(),
+    }
+}
+
 async fn batched_appends_keep_the_tree_whole(store: Arc<dyn Store>) {
     let mut tx = store.begin().await.unwrap();
     assert_eq!(tx.append_audit(&event("first")).await.unwrap(), 1);
@@ -677,15 +687,10 @@ async fn batched_appends_keep_the_tree_whole(store: Arc<dyn Store>) {
     // nothing behind, and the next append carries on from the same tree.
     let mut refused: Vec<AuditEvent> = (0..400).map(|i| event(&format!("x{i}"))).collect();
     refused[200].id = batch[0].id;
-    let mut tx = store.begin().await.unwrap();
-    let failed = match tx.append_audit_batch(refused).await {
-        Err(_) => {
-            drop(tx);
-            true
-        }
-        Ok(_) => tx.commit().await.is_err(),
-    };
-    assert!(failed, "an event id already in the log was taken again");
+    assert!(
+        is_refused(&store, refused).await,
+        "an event id already in the log was taken again"
+    );
     assert_eq!(store.audit_size().await.unwrap(), 252);
     let mut tx = store.begin().await.unwrap();
     assert_eq!(tx.append_audit(&event("after")).await.unwrap(), 253);
@@ -698,8 +703,11 @@ async fn batched_appends_keep_the_tree_whole(store: Arc<dyn Store>) {
 /// Two processes on one SQLite file (a server and a CLI command) append to
 /// one log in turn: each transaction reads the log's size with its
 /// `BEGIN`, so neither takes a number the other took, whatever it saw
-/// last. One commit of 3,000 events writes several megabytes of log in
-/// one go; everything reads back after reopening and verifies.
+/// last. Two transactions too large for SQLite's page cache write pages to
+/// the log before they end: one commits (SQLite rewrites frames and their
+/// checksums after its commit frame), the other is refused at its last
+/// event and leaves nothing behind. Everything reads back after reopening
+/// and verifies.
 #[tokio::test]
 async fn sqlite_stores_on_one_file_append_in_turn() {
     let dir = tempfile::tempdir().unwrap();
@@ -726,13 +734,28 @@ async fn sqlite_stores_on_one_file_append_in_turn() {
         assert_eq!(seqs, (expected + 1..=expected + n).collect::<Vec<_>>());
         expected += n;
     }
-    let large: Vec<AuditEvent> = (0..3_000).map(|i| event(&format!("large{i}"))).collect();
+    let large: Vec<AuditEvent> = (0..20_000).map(|i| event(&format!("large{i}"))).collect();
     let mut tx = cli.begin().await.unwrap();
-    tx.append_audit_batch(large).await.unwrap();
+    tx.append_audit_batch(large.clone()).await.unwrap();
     tx.commit().await.unwrap();
+    // What the refused one wrote must never land on what the other store
+    // commits next.
+    let mut spilled: Vec<AuditEvent> = (0..20_000).map(|i| event(&format!("s{i}"))).collect();
+    spilled[19_999].id = large[0].id;
+    assert!(
+        is_refused(&server, spilled).await,
+        "an event id already in the log was taken again"
+    );
+    for store in [&cli, &server] {
+        let mut tx = store.begin().await.unwrap();
+        tx.append_audit_batch((0..50).map(|i| event(&format!("after{i}"))).collect())
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
     drop((server, cli));
     let reopened = open().await;
-    let total = expected as u64 + 3_000;
+    let total = expected as u64 + 20_100;
     assert_eq!(reopened.audit_size().await.unwrap(), total);
     let summary = support::verified(&App::new(reopened, support::config())).await;
     assert_eq!(summary.events, total);
