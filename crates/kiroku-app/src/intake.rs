@@ -511,6 +511,8 @@ impl App {
                     // resolved by an earlier alert of the batch since.
                     (None, Some(stored)) => stored
                         .filter(|id| batch.incidents.get(id).is_none_or(|i| i.status.is_open())),
+                    // Not expected: every trigger's group is read with the
+                    // batch's open alerts.
                     (None, None) => tx
                         .open_alerts_and_groups(&[], &[wanted])
                         .await?

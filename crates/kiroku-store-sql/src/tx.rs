@@ -98,12 +98,14 @@ impl SqlTx {
         Ok(())
     }
 
-    /// Sends the kept inserts, if any.
+    /// Sends what is kept: `BEGIN` if it is still to go, and the inserts.
     async fn flush(&mut self) -> Result<()> {
         self.send(Vec::new()).await.map(drop)
     }
 
     /// `BEGIN` with a read of the audit log's size, unless sent already.
+    /// Counted as sent from here: should the round trip fail, the
+    /// transaction is over, and its caller drops it.
     fn opening(&mut self) -> Vec<Statement> {
         if std::mem::replace(&mut self.begun, true) {
             return Vec::new();
@@ -140,9 +142,9 @@ impl SqlTx {
         Ok(rows)
     }
 
-    /// Runs `reads`, each yielding `(n, text)` rows, after the kept
-    /// inserts: on SQLite all in one round trip.
-    async fn fetch_after_kept(&mut self, reads: Vec<Statement>) -> Result<Vec<(i64, String)>> {
+    /// Runs `reads`, each yielding `(n, text)` rows, after what is kept:
+    /// on SQLite all in one round trip, with `BEGIN` if it is still to go.
+    async fn read_numbered(&mut self, reads: Vec<Statement>) -> Result<Vec<(i64, String)>> {
         let rows = match self.dialect {
             Dialect::Sqlite => self.send(reads).await?,
             Dialect::Postgres => {
@@ -735,7 +737,7 @@ impl Tx for SqlTx {
         groups: &[AlertGroup],
     ) -> Result<(Vec<Alert>, Vec<Option<Uuid>>)> {
         let reads = alerts::intake_reads(self.dialect, keys, groups);
-        let rows = self.fetch_after_kept(reads).await?;
+        let rows = self.read_numbered(reads).await?;
         alerts::intake_found(rows, groups.len())
     }
 
