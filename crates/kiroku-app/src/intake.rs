@@ -499,30 +499,22 @@ impl App {
         if alert.quiet.is_some() {
             return Ok(alert);
         }
-        let joined = match alert_group(service.id, &decision, now) {
-            Some(wanted) => {
-                alert.grouping_key = Some(wanted.key.clone());
-                match (
-                    batch.groups.get(&(service.id, wanted.key.clone())),
-                    batch.grouped.get(&wanted),
-                ) {
-                    (Some(id), _) => Some(*id),
-                    // Read before the batch: its incident may have been
-                    // resolved by an earlier alert of the batch since.
-                    (None, Some(stored)) => stored
-                        .filter(|id| batch.incidents.get(id).is_none_or(|i| i.status.is_open())),
-                    // Not expected: every trigger's group is read with the
-                    // batch's open alerts.
-                    (None, None) => tx
-                        .open_alerts_and_groups(&[], &[wanted])
-                        .await?
-                        .1
-                        .pop()
-                        .flatten(),
+        let joined =
+            match alert_group(service.id, &decision, now) {
+                Some(wanted) => {
+                    alert.grouping_key = Some(wanted.key.clone());
+                    match batch.groups.get(&(service.id, wanted.key.clone())) {
+                        Some(id) => Some(*id),
+                        // Read with the batch's open alerts, as every trigger's
+                        // group is: its incident may have been resolved by an
+                        // earlier alert of the batch since.
+                        None => batch.grouped.get(&wanted).copied().flatten().filter(|id| {
+                            batch.incidents.get(id).is_none_or(|i| i.status.is_open())
+                        }),
+                    }
                 }
-            }
-            None => None,
-        };
+                None => None,
+            };
         let origin = json!({
             "alert_id": alert.id,
             "integration_id": integration.id,

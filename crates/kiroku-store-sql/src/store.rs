@@ -390,10 +390,9 @@ impl Store for SqlStore {
     }
 
     async fn begin(&self) -> Result<Box<dyn Tx>> {
-        let (tx, begun) = self.writer.begin_later().await?;
+        let tx = self.writer.begin_later().await?;
         Ok(Box::new(SqlTx::new(
             tx,
-            begun,
             self.dialect,
             self.edge.clone(),
             self.wal.clone(),

@@ -24,9 +24,9 @@ use kiroku_audit::{CompactRange, canonical_event};
 use crate::convert::{from_doc, from_micros, micros, opt_micros, search_text, to_doc};
 use crate::escalation::{self, Versioned};
 use crate::reports;
-use crate::store::{Bind, Statement, bind_all, multi_insert};
+use crate::store::{Bind, Statement, multi_insert};
 use crate::wal::WalSync;
-use crate::writer::{WriteTx, execute_each, fetch_joined};
+use crate::writer::{WriteTx, execute_each, fetch_each, fetch_joined};
 use crate::{Dialect, alerts, map_err, notify};
 
 /// The column that names the audit log's size read with `BEGIN`.
@@ -37,11 +37,10 @@ pub(crate) type SharedEdge = Arc<Mutex<Option<CompactRange>>>;
 
 pub struct SqlTx {
     tx: WriteTx,
-    /// `BEGIN` was sent. On SQLite it goes with the first statements.
-    begun: bool,
-    /// The audit log's size as this transaction leaves it, where it was
-    /// read with `BEGIN` (SQLite): appends then need no round trip of
-    /// their own. The write lock, held from `BEGIN`, keeps it current.
+    /// The audit log's size as this transaction leaves it, once read with
+    /// `BEGIN`, which on SQLite goes with the first statements: appends
+    /// then need no round trip of their own. The write lock, held from
+    /// `BEGIN`, keeps it current.
     head: Option<i64>,
     dialect: Dialect,
     audited: bool,
@@ -60,14 +59,12 @@ pub struct SqlTx {
 impl SqlTx {
     pub(crate) fn new(
         tx: WriteTx,
-        begun: bool,
         dialect: Dialect,
         edge: SharedEdge,
         wal: Option<Arc<WalSync>>,
     ) -> Self {
         SqlTx {
             tx,
-            begun,
             head: None,
             dialect,
             audited: false,
@@ -103,11 +100,14 @@ impl SqlTx {
         self.send(Vec::new()).await.map(drop)
     }
 
+    /// Whether `BEGIN` has gone: PostgreSQL's pool sends it at once.
+    fn begun(&self) -> bool {
+        self.dialect == Dialect::Postgres || self.head.is_some()
+    }
+
     /// `BEGIN` with a read of the audit log's size, unless sent already.
-    /// Counted as sent from here: should the round trip fail, the
-    /// transaction is over, and its caller drops it.
-    fn opening(&mut self) -> Vec<Statement> {
-        if std::mem::replace(&mut self.begun, true) {
+    fn opening(&self) -> Vec<Statement> {
+        if self.begun() {
             return Vec::new();
         }
         vec![
@@ -147,18 +147,7 @@ impl SqlTx {
     async fn read_numbered(&mut self, reads: Vec<Statement>) -> Result<Vec<(i64, String)>> {
         let rows = match self.dialect {
             Dialect::Sqlite => self.send(reads).await?,
-            Dialect::Postgres => {
-                let mut rows = Vec::new();
-                for (sql, binds) in reads {
-                    rows.extend(
-                        bind_all(sqlx::query(&sql), &binds)
-                            .fetch_all(&mut *self.tx)
-                            .await
-                            .map_err(map_err)?,
-                    );
-                }
-                rows
-            }
+            Dialect::Postgres => fetch_each(&mut self.tx, reads).await?,
         };
         rows.iter()
             .map(sqlx::FromRow::from_row)
@@ -509,7 +498,8 @@ impl Tx for SqlTx {
         // The head row serialises appends: the sequence is gap-free and in
         // commit order, as the Merkle tree over it requires.
         let added = events.len() as i64;
-        if !self.begun {
+        if !self.begun() {
+            // On SQLite, `BEGIN` reads the head.
             self.flush().await?;
         }
         let last = match self.head {
@@ -523,7 +513,6 @@ impl Tx for SqlTx {
                 size + added
             }
             None => {
-                self.flush().await?;
                 let (last,): (i64,) = sqlx::query_as(
                     "UPDATE audit_head SET size = size + $1 WHERE id = 1 RETURNING size",
                 )

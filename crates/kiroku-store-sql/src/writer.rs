@@ -60,8 +60,8 @@ impl Writer {
     /// Begins a write transaction: `BEGIN IMMEDIATE` on SQLite, so that it
     /// holds the database's write lock from the start.
     pub async fn begin(&self) -> Result<WriteTx> {
-        let (mut tx, begun) = self.begin_later().await?;
-        if !begun {
+        let mut tx = self.begin_later().await?;
+        if matches!(tx, WriteTx::Sole(_)) {
             execute_joined(
                 &mut tx,
                 vec![(Dialect::Sqlite.begin_statement().into(), Vec::new())],
@@ -71,25 +71,22 @@ impl Writer {
         Ok(tx)
     }
 
-    /// A write transaction that on SQLite only holds the writer, and
-    /// whether it has begun: if not, the caller sends SQLite's `BEGIN`
-    /// ahead of its first statements, which saves a round trip.
-    pub(crate) async fn begin_later(&self) -> Result<(WriteTx, bool)> {
+    /// A write transaction that on SQLite only holds the writer: the
+    /// caller sends SQLite's `BEGIN` ahead of its first statements, which
+    /// saves a round trip.
+    pub(crate) async fn begin_later(&self) -> Result<WriteTx> {
         Ok(match self {
-            Writer::Pool(pool, dialect) => (
-                WriteTx::Pooled(
-                    pool.begin_with(dialect.begin_statement())
-                        .await
-                        .map_err(map_err)?,
-                ),
-                true,
+            Writer::Pool(pool, dialect) => WriteTx::Pooled(
+                pool.begin_with(dialect.begin_statement())
+                    .await
+                    .map_err(map_err)?,
             ),
             Writer::Sole(sole) => {
                 let mut sole = hold(sole).await;
                 // Dropped from here on, it rolls back, whether or not
                 // `BEGIN` was sent.
                 sole.writer().open = true;
-                (WriteTx::Sole(sole), false)
+                WriteTx::Sole(sole)
             }
         })
     }
@@ -164,13 +161,24 @@ pub(crate) async fn execute_each(
     conn: &mut AnyConnection,
     statements: Vec<Statement>,
 ) -> Result<()> {
+    fetch_each(conn, statements).await.map(drop)
+}
+
+/// [`execute_each`], returning the rows of every statement in order.
+pub(crate) async fn fetch_each(
+    conn: &mut AnyConnection,
+    statements: Vec<Statement>,
+) -> Result<Vec<AnyRow>> {
+    let mut rows = Vec::new();
     for (sql, binds) in statements {
-        bind_all(sqlx::query(&sql), &binds)
-            .execute(&mut *conn)
-            .await
-            .map_err(map_err)?;
+        rows.extend(
+            bind_all(sqlx::query(&sql), &binds)
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(map_err)?,
+        );
     }
-    Ok(())
+    Ok(rows)
 }
 
 /// Runs `statements` as one multi-statement query (one round trip);

@@ -20,7 +20,7 @@
 //! see that moment the database file is wrapped too, and its log is found
 //! by the database name SQLite hands both (`sqlite3_filename_database`).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::ffi::{CStr, c_int, c_void};
 use std::sync::{Mutex, OnceLock};
 
@@ -88,11 +88,10 @@ unsafe impl Sync for Default {}
 static DEFAULT: OnceLock<Result<Default, c_int>> = OnceLock::new();
 
 /// Open database files by the address of their name.
-static DATABASES: Mutex<Option<HashMap<usize, usize>>> = Mutex::new(None);
+static DATABASES: Mutex<BTreeMap<usize, usize>> = Mutex::new(BTreeMap::new());
 
-fn databases<T>(f: impl FnOnce(&mut HashMap<usize, usize>) -> T) -> T {
-    let mut map = DATABASES.lock().unwrap_or_else(|e| e.into_inner());
-    f(map.get_or_insert_with(HashMap::new))
+fn databases<T>(f: impl FnOnce(&mut BTreeMap<usize, usize>) -> T) -> T {
+    f(&mut DATABASES.lock().unwrap_or_else(|e| e.into_inner()))
 }
 
 /// Registers the VFS, once per process; an error names SQLite's code.
