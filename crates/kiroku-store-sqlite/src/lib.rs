@@ -105,7 +105,7 @@ const PRAGMAS: &str = "PRAGMA page_size = 4096;
 
 /// The writer's own: statement journals stay in memory rather than in a
 /// temporary file created and deleted in every commit, and the writer
-/// checkpoints only once the log reaches 20 MiB (10,000 pages): the
+/// checkpoints only once the log reaches 40 MB (10,000 pages): the
 /// background thread (`checkpoint.rs`) copies it long before, off the
 /// write path.
 const WRITER_PRAGMAS: &str = "PRAGMA temp_store = MEMORY;
