@@ -799,9 +799,12 @@ impl App {
         let events = external_audit_events(events, &channel)?;
         let (reply, answer) = oneshot::channel();
         self.audit_ingest
-            .submit(IngestJob { events, reply }, answer, |batch| {
+            .submit(IngestJob { events, reply }, answer, || {
                 let app = self.clone();
-                async move { app.commit_ingested(batch).await }
+                move |batch| {
+                    let app = app.clone();
+                    async move { app.commit_ingested(batch).await }
+                }
             })
             .await
     }

@@ -1,12 +1,16 @@
-//! Group commit: concurrent requests queue their work and wait; whoever
-//! holds the leader lock takes everything queued so far (up to a size) and
-//! commits it in one transaction, so that a burst of requests pays for one
-//! fsync, not one each. Every request is answered only after its work is
-//! committed.
+//! Group commit: concurrent requests queue their work and wait; one
+//! committer task takes everything queued so far (up to a size) and
+//! commits it in one transaction, then the next batch, until the queue is
+//! empty, so that a burst of requests pays for one fsync, not one each.
+//! Every request is answered only after its work is committed.
+//!
+//! A request does nothing but queue its work, start the committer if none
+//! is running, and wait for its answer: it is woken once, when answered,
+//! rather than taking a turn at a leader's lock after every batch.
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 
@@ -17,10 +21,17 @@ pub(crate) trait Grouped: Send + 'static {
     fn weight(&self) -> usize;
 }
 
-/// The queue of work waiting for a commit, and the lock its leader holds.
+#[derive(Default)]
+struct Queue<J> {
+    jobs: VecDeque<J>,
+    /// Whether a committer task is running; it clears this itself, under
+    /// the same lock, when it finds the queue empty.
+    committing: bool,
+}
+
+/// The queue of work waiting for a commit.
 pub(crate) struct GroupCommit<J> {
-    pending: Mutex<VecDeque<J>>,
-    leader: tokio::sync::Mutex<()>,
+    queue: Mutex<Queue<J>>,
     /// The most weight one transaction takes; more waits for the next.
     max_weight: usize,
 }
@@ -28,61 +39,72 @@ pub(crate) struct GroupCommit<J> {
 impl<J: Grouped> GroupCommit<J> {
     pub(crate) fn new(max_weight: usize) -> Self {
         GroupCommit {
-            pending: Mutex::default(),
-            leader: tokio::sync::Mutex::new(()),
+            queue: Mutex::new(Queue {
+                jobs: VecDeque::new(),
+                committing: false,
+            }),
             max_weight,
         }
     }
 
-    /// Whole jobs, oldest first, up to the batch size (at least one job).
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue<J>> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whole jobs, oldest first, up to the batch size (at least one job);
+    /// none means the committer stops.
     fn take_batch(&self) -> Vec<J> {
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let mut queue = self.lock();
         let mut batch = Vec::new();
         let mut weight = 0;
-        while let Some(job) = pending.front() {
+        while let Some(job) = queue.jobs.front() {
             if !batch.is_empty() && weight + job.weight() > self.max_weight {
                 break;
             }
             weight += job.weight();
-            batch.extend(pending.pop_front());
+            batch.extend(queue.jobs.pop_front());
+        }
+        if batch.is_empty() {
+            queue.committing = false;
         }
         batch
     }
 
     /// Queues `job` and returns once a commit has answered it on `answer`.
-    /// `commit` takes a batch and must answer every job in it.
-    pub(crate) async fn submit<R, F>(
-        &self,
+    /// `committer` is called only when a committer task must start; the
+    /// function it returns takes a batch and must answer every job in it.
+    pub(crate) async fn submit<R, C, F>(
+        self: &Arc<Self>,
         job: J,
-        mut answer: oneshot::Receiver<Result<R>>,
-        commit: impl Fn(Vec<J>) -> F,
+        answer: oneshot::Receiver<Result<R>>,
+        committer: impl FnOnce() -> C,
     ) -> Result<R>
     where
+        C: Fn(Vec<J>) -> F + Send + 'static,
         F: Future<Output = ()> + Send + 'static,
     {
-        self.pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push_back(job);
-        let abandoned = || AppError::Internal("a grouped commit was abandoned".into());
-        loop {
-            let leader = self.leader.lock().await;
-            match answer.try_recv() {
-                Ok(result) => return result,
-                Err(oneshot::error::TryRecvError::Closed) => return Err(abandoned()),
-                Err(oneshot::error::TryRecvError::Empty) => {}
-            }
-            let batch = self.take_batch();
-            if batch.is_empty() {
-                // Our job is in a batch still committing.
-                drop(leader);
-                return answer.await.map_err(|_| abandoned())?;
-            }
-            // Spawned, so that a caller going away mid-commit cannot abandon
-            // the other callers' work with it.
-            let _ = tokio::spawn(commit(batch)).await;
-            drop(leader);
+        let start = {
+            let mut queue = self.lock();
+            queue.jobs.push_back(job);
+            !std::mem::replace(&mut queue.committing, true)
+        };
+        if start {
+            let (this, commit) = (self.clone(), committer());
+            tokio::spawn(async move {
+                loop {
+                    let batch = this.take_batch();
+                    if batch.is_empty() {
+                        return;
+                    }
+                    // A task of its own, so that a commit that panics drops
+                    // only its batch's answers and the committer goes on.
+                    let _ = tokio::spawn(commit(batch)).await;
+                }
+            });
         }
+        answer
+            .await
+            .map_err(|_| AppError::Internal("a grouped commit was abandoned".into()))?
     }
 }
 

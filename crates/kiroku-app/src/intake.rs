@@ -202,9 +202,12 @@ impl App {
             reply,
         };
         self.intake
-            .submit(job, answer, |batch| {
+            .submit(job, answer, || {
                 let app = self.clone();
-                async move { app.commit_batch(batch).await }
+                move |batch| {
+                    let app = app.clone();
+                    async move { app.commit_batch(batch).await }
+                }
             })
             .await
     }
