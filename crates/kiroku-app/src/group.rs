@@ -116,3 +116,79 @@ pub(crate) fn replicate(e: &AppError) -> AppError {
         other => AppError::Internal(other.to_string()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use tokio::sync::oneshot;
+
+    use super::*;
+
+    struct TestJob {
+        weight: usize,
+        fail: bool,
+        reply: oneshot::Sender<Result<usize>>,
+    }
+
+    impl Grouped for TestJob {
+        fn weight(&self) -> usize {
+            self.weight
+        }
+    }
+
+    const MAX_WEIGHT: usize = 10;
+
+    /// Answers each job with its batch's weight, slowly enough that jobs
+    /// pile up; panics on a batch holding a failing job.
+    async fn commit(batch: Vec<TestJob>) {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        assert!(!batch.iter().any(|job| job.fail), "a failing job");
+        let weight = batch.iter().map(|job| job.weight).sum();
+        for job in batch {
+            let _ = job.reply.send(Ok(weight));
+        }
+    }
+
+    async fn submit(group: &Arc<GroupCommit<TestJob>>, weight: usize, fail: bool) -> Result<usize> {
+        let (reply, answer) = oneshot::channel();
+        let job = TestJob {
+            weight,
+            fail,
+            reply,
+        };
+        group.submit(job, answer, || commit).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_job_is_answered_in_batches_within_the_weight() {
+        let group = Arc::new(GroupCommit::new(MAX_WEIGHT));
+        let waits: Vec<_> = (0..300)
+            .map(|n| {
+                let group = group.clone();
+                tokio::spawn(async move { submit(&group, 1 + n % 4, false).await })
+            })
+            .collect();
+        let mut shared = 0;
+        for wait in waits {
+            let weight = wait.await.unwrap().unwrap();
+            assert!(weight <= MAX_WEIGHT, "a batch of weight {weight}");
+            shared += usize::from(weight > 4);
+        }
+        assert!(shared > 0, "no job shared a commit");
+        // The committer stopped with the queue empty, and starts again.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!group.lock().committing);
+        let again = tokio::time::timeout(Duration::from_secs(10), submit(&group, 11, false));
+        assert_eq!(again.await.expect("no committer started").unwrap(), 11);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_commit_that_panics_fails_only_its_batch() {
+        let group = Arc::new(GroupCommit::new(MAX_WEIGHT));
+        let failed = submit(&group, 1, true).await;
+        assert!(matches!(failed, Err(AppError::Internal(_))), "{failed:?}");
+        assert_eq!(submit(&group, 3, false).await.unwrap(), 3);
+    }
+}
