@@ -21,7 +21,6 @@ pub(crate) trait Grouped: Send + 'static {
     fn weight(&self) -> usize;
 }
 
-#[derive(Default)]
 struct Queue<J> {
     jobs: VecDeque<J>,
     /// Whether a committer task is running; it clears this itself, under
