@@ -120,8 +120,13 @@ impl SqlTx {
     }
 
     /// Sends `BEGIN` if it is still to go, the kept inserts and `reads` in
-    /// one round trip, and returns the rows of `reads`.
+    /// one round trip, and returns the rows of `reads`. PostgreSQL, which
+    /// keeps nothing and has begun, prepares one statement per query: its
+    /// reads go one by one.
     async fn send(&mut self, reads: Vec<Statement>) -> Result<Vec<AnyRow>> {
+        if self.dialect == Dialect::Postgres {
+            return fetch_each(&mut self.tx, reads).await;
+        }
         let opening = self.opening();
         let reads_head = !opening.is_empty();
         if opening.is_empty() && self.deferred.is_empty() && reads.is_empty() {
@@ -145,11 +150,9 @@ impl SqlTx {
     /// Runs `reads`, each yielding `(n, text)` rows, after what is kept:
     /// on SQLite all in one round trip, with `BEGIN` if it is still to go.
     async fn read_numbered(&mut self, reads: Vec<Statement>) -> Result<Vec<(i64, String)>> {
-        let rows = match self.dialect {
-            Dialect::Sqlite => self.send(reads).await?,
-            Dialect::Postgres => fetch_each(&mut self.tx, reads).await?,
-        };
-        rows.iter()
+        self.send(reads)
+            .await?
+            .iter()
             .map(sqlx::FromRow::from_row)
             .collect::<std::result::Result<_, _>>()
             .map_err(map_err)
