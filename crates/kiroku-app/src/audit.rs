@@ -799,13 +799,12 @@ impl App {
         let events = external_audit_events(events, &channel)?;
         let (reply, answer) = oneshot::channel();
         self.audit_ingest
-            .submit(IngestJob { events, reply }, answer, || {
-                let app = self.clone();
-                move |batch| {
-                    let app = app.clone();
-                    async move { app.commit_ingested(batch).await }
-                }
-            })
+            .submit(
+                IngestJob { events, reply },
+                answer,
+                self,
+                |app, batch| async move { app.commit_ingested(batch).await },
+            )
             .await
     }
 

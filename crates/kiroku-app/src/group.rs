@@ -70,16 +70,17 @@ impl<J: Grouped> GroupCommit<J> {
     }
 
     /// Queues `job` and returns once a commit has answered it on `answer`.
-    /// `committer` is called only when a committer task must start; the
-    /// function it returns takes a batch and must answer every job in it.
-    pub(crate) async fn submit<R, C, F>(
+    /// `commit` takes a copy of `context` and a batch, and must answer
+    /// every job in the batch.
+    pub(crate) async fn submit<R, T, F>(
         self: &Arc<Self>,
         job: J,
         answer: oneshot::Receiver<Result<R>>,
-        committer: impl FnOnce() -> C,
+        context: &T,
+        commit: impl Fn(T, Vec<J>) -> F + Send + 'static,
     ) -> Result<R>
     where
-        C: Fn(Vec<J>) -> F + Send + 'static,
+        T: Clone + Send + 'static,
         F: Future<Output = ()> + Send + 'static,
     {
         let start = {
@@ -88,7 +89,7 @@ impl<J: Grouped> GroupCommit<J> {
             !std::mem::replace(&mut queue.committing, true)
         };
         if start {
-            let (this, commit) = (self.clone(), committer());
+            let (this, context) = (self.clone(), context.clone());
             tokio::spawn(async move {
                 loop {
                     let batch = this.take_batch();
@@ -97,7 +98,7 @@ impl<J: Grouped> GroupCommit<J> {
                     }
                     // A task of its own, so that a commit that panics drops
                     // only its batch's answers and the committer goes on.
-                    let _ = tokio::spawn(commit(batch)).await;
+                    let _ = tokio::spawn(commit(context.clone(), batch)).await;
                 }
             });
         }
@@ -157,7 +158,9 @@ mod tests {
             fail,
             reply,
         };
-        group.submit(job, answer, || commit).await
+        group
+            .submit(job, answer, &(), |(), batch| commit(batch))
+            .await
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

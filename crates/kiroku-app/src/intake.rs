@@ -202,12 +202,8 @@ impl App {
             reply,
         };
         self.intake
-            .submit(job, answer, || {
-                let app = self.clone();
-                move |batch| {
-                    let app = app.clone();
-                    async move { app.commit_batch(batch).await }
-                }
+            .submit(job, answer, self, |app, batch| async move {
+                app.commit_batch(batch).await
             })
             .await
     }
