@@ -115,6 +115,21 @@ struct Batch {
 }
 
 impl Batch {
+    /// The open incident a new alert of `group` joins: one this batch
+    /// opened for the group, else the one read with the batch's open
+    /// alerts, unless an earlier alert of the batch has resolved it since.
+    fn open_incident_of(&self, group: &AlertGroup) -> Option<Uuid> {
+        match self.groups.get(&(group.service, group.key.clone())) {
+            Some(id) => Some(*id),
+            None => self
+                .grouped
+                .get(group)
+                .copied()
+                .flatten()
+                .filter(|id| self.incidents.get(id).is_none_or(|i| i.status.is_open())),
+        }
+    }
+
     fn touch(&mut self, alert: Alert) {
         if self.changed_set.insert(alert.id) {
             self.changed.push(alert.id);
@@ -498,22 +513,10 @@ impl App {
         if alert.quiet.is_some() {
             return Ok(alert);
         }
-        let joined =
-            match alert_group(service.id, &decision, now) {
-                Some(wanted) => {
-                    alert.grouping_key = Some(wanted.key.clone());
-                    match batch.groups.get(&(service.id, wanted.key.clone())) {
-                        Some(id) => Some(*id),
-                        // Read with the batch's open alerts, as every trigger's
-                        // group is: its incident may have been resolved by an
-                        // earlier alert of the batch since.
-                        None => batch.grouped.get(&wanted).copied().flatten().filter(|id| {
-                            batch.incidents.get(id).is_none_or(|i| i.status.is_open())
-                        }),
-                    }
-                }
-                None => None,
-            };
+        let joined = alert_group(service.id, &decision, now).and_then(|wanted| {
+            alert.grouping_key = Some(wanted.key.clone());
+            batch.open_incident_of(&wanted)
+        });
         let origin = json!({
             "alert_id": alert.id,
             "integration_id": integration.id,
