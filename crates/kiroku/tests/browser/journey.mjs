@@ -69,8 +69,12 @@ try {
   await page.fill("#note-body", "接続プール枯渇を確認");
   await Promise.all([page.waitForURL(url), page.click("#note-save")]);
   check((await page.textContent("#timeline")).includes("接続プール枯渇を確認"), "note on the timeline");
-  const shown = await page.getAttribute("#timeline time", "data-localised");
-  check(shown === "1", "times shown in the reader's zone");
+  // The page's script localises times once it runs, and again in each
+  // timeline it fetches: wait for it rather than race it.
+  const shown = await page
+    .waitForSelector('#timeline time[data-localised="1"]', { timeout: 5000 })
+    .then(() => true, () => false);
+  check(shown, "times shown in the reader's zone");
   await Promise.all([page.waitForURL(url), page.click("button[data-action=resolve]")]);
   check((await page.textContent("#incident-status")) === "resolved", "resolved");
   await page.screenshot({ path: `${shots}/incident.png`, fullPage: true });
