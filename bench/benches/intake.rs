@@ -89,6 +89,27 @@ impl Peer {
     }
 }
 
+/// Alerts in each run of a shape; every shape runs four times.
+fn alerts_per_run(o: &Opts) -> usize {
+    if o.quick { 6_000 } else { 30_000 }
+}
+
+/// Alerts stored, in all, before resident memory is read the second time:
+/// it must not grow with what is stored.
+fn soak_alerts(o: &Opts) -> usize {
+    if o.quick { 200_000 } else { 1_000_000 }
+}
+
+/// Sends alerts in batches of 100 until `soak_alerts` are stored, the
+/// first `stored` already being so.
+async fn soak(o: &Opts, peer: Peer, stored: usize) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let make: Arc<dyn Fn(usize) -> reqwest::RequestBuilder + Send + Sync> =
+        Arc::new(move |i| peer.request(&client, stored, 100, i));
+    load(8, soak_alerts(o).saturating_sub(stored) / 100, make).await?;
+    Ok(())
+}
+
 /// Runs every shape three times against `peer`; returns one row per shape.
 async fn drive(o: &Opts, peer: &Peer) -> anyhow::Result<Vec<(Summary, bool)>> {
     let client = reqwest::Client::builder()
@@ -98,8 +119,7 @@ async fn drive(o: &Opts, peer: &Peer) -> anyhow::Result<Vec<(Summary, bool)>> {
     let mut base = 0;
     let mut rows = Vec::new();
     for (_, concurrency, per_request) in SHAPES {
-        let alerts_per_run = if o.quick { 6_000 } else { 30_000 };
-        let requests = alerts_per_run / per_request;
+        let requests = alerts_per_run(o) / per_request;
         let mut runs = Vec::new();
         for run in 0..4 {
             let (client, peer) = (client.clone(), peer.clone());
@@ -287,9 +307,10 @@ pub async fn intake_bench(
     for target in targets {
         let server = Server::start(&o.kiroku, target).await?;
         let url = kiroku_integration(o, target, &server).await?;
-        let rows = drive(o, &Peer::Kiroku { url }).await?;
-        let rss = server.rss_mib();
-        let stored = SHAPES.len() * 4 * if o.quick { 6_000 } else { 30_000 };
+        let rows = drive(o, &Peer::Kiroku { url: url.clone() }).await?;
+        let (stored, rss) = (SHAPES.len() * 4 * alerts_per_run(o), server.rss_mib());
+        soak(o, Peer::Kiroku { url }, stored).await?;
+        let soaked_rss = server.rss_mib();
         for (i, ((shape, concurrency, per_request), (m, noisy))) in
             SHAPES.iter().zip(&rows).enumerate()
         {
@@ -314,12 +335,16 @@ pub async fn intake_bench(
             );
         }
         r.line(&format!(
-            "| RSS after {stored} alerts stored, {} | {rss:.1} MiB | | | |",
+            "| RSS after {stored} / {} alerts stored, {} | {rss:.1} / {soaked_rss:.1} MiB | | | |",
+            soak_alerts(o),
             target.name()
         ));
         r.json.insert(
             format!("intake_rss_mib_{}", target.name().to_lowercase()),
-            json!({ "rss_mib": rss, "alerts": stored }),
+            json!({
+                "rss_mib": soaked_rss, "alerts": soak_alerts(o),
+                "rss_mib_before": rss, "alerts_before": stored,
+            }),
         );
         server.stop();
     }
