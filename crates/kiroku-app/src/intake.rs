@@ -352,10 +352,12 @@ impl App {
             .collect();
         tx.save_alerts(&changed).await?;
         tx.enqueue(&batch.outbox).await?;
-        for (incident_id, joined) in batch.joined {
-            tx.append_timeline(&joined_entry(incident_id, joined, now))
-                .await?;
-        }
+        let joined: Vec<TimelineEntry> = batch
+            .joined
+            .into_iter()
+            .map(|(incident_id, alerts)| joined_entry(incident_id, alerts, now))
+            .collect();
+        tx.append_timeline_entries(&joined).await?;
         let durable = tx.commit_visible().await?;
         Ok((results, durable))
     }

@@ -106,8 +106,8 @@ impl Tx for AppTx {
     async fn update_incident(&mut self, i: &Incident, expected_version: i64) -> StoreResult<()> {
         self.inner.update_incident(i, expected_version).await
     }
-    async fn append_timeline(&mut self, e: &TimelineEntry) -> StoreResult<()> {
-        self.inner.append_timeline(e).await
+    async fn append_timeline_entries(&mut self, entries: &[TimelineEntry]) -> StoreResult<()> {
+        self.inner.append_timeline_entries(entries).await
     }
     async fn insert_user(&mut self, u: &UserRecord) -> StoreResult<()> {
         self.inner.insert_user(u).await

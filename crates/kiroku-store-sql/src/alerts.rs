@@ -7,12 +7,8 @@ use uuid::Uuid;
 
 use crate::convert::{from_doc, micros, to_doc};
 use crate::escalation::Versioned;
-use crate::store::{Bind, Filter, SqlStore, Statement, multi_insert, page};
+use crate::store::{Bind, Filter, ROWS_PER_STATEMENT, SqlStore, Statement, multi_insert, page};
 use crate::{Dialect, map_err};
-
-/// Rows per multi-row statement: 10 binds each stays far below every
-/// backend's limit on bound parameters.
-const ROWS_PER_STATEMENT: usize = 200;
 
 impl SqlStore {
     pub(crate) async fn alerts_matching(&self, q: &AlertQuery) -> Result<Vec<Alert>> {

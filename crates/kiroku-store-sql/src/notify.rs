@@ -5,11 +5,10 @@ use kiroku_domain::notify::Channel;
 use kiroku_store::{DeliveryRecord, DeliveryStatus, Result};
 
 use crate::convert::{micros, to_doc};
-use crate::store::{Bind, Filter, SqlStore, Statement, decode_docs, multi_insert};
+use crate::store::{
+    Bind, Filter, ROWS_PER_STATEMENT, SqlStore, Statement, decode_docs, multi_insert,
+};
 use crate::{Dialect, map_err};
-
-/// 9 binds a row.
-const ROWS_PER_STATEMENT: usize = 200;
 
 impl Dialect {
     /// Rows another transaction holds are passed over, not waited for, so

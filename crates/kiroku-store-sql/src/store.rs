@@ -155,6 +155,10 @@ impl Filter {
 /// A statement and its parameters, in placeholder order.
 pub(crate) type Statement = (String, Vec<Bind>);
 
+/// Rows per multi-row insert: with at most 10 binds a row, far below every
+/// backend's limit on bound parameters.
+pub(crate) const ROWS_PER_STATEMENT: usize = 200;
+
 /// `INSERT … VALUES (…), (…) …tail` statements of at most `per_statement`
 /// rows each: one round trip per chunk rather than per row, within every
 /// backend's limit on bound parameters.

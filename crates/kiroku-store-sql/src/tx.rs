@@ -24,7 +24,7 @@ use kiroku_audit::{CompactRange, canonical_event};
 use crate::convert::{from_doc, from_micros, micros, opt_micros, search_text, to_doc};
 use crate::escalation::{self, Versioned};
 use crate::reports;
-use crate::store::{Bind, Statement, multi_insert};
+use crate::store::{Bind, ROWS_PER_STATEMENT, Statement, multi_insert};
 use crate::wal::WalSync;
 use crate::writer::{WriteTx, execute_each, fetch_each, fetch_joined};
 use crate::{Dialect, alerts, map_err, notify};
@@ -332,18 +332,23 @@ impl Tx for SqlTx {
         })
     }
 
-    async fn append_timeline(&mut self, e: &TimelineEntry) -> Result<()> {
-        let row = vec![
-            Bind::Text(e.id.to_string()),
-            Bind::Text(e.incident_id.to_string()),
-            Bind::Int(micros(e.at)),
-            Bind::Text(to_doc(e)?),
-        ];
+    async fn append_timeline_entries(&mut self, entries: &[TimelineEntry]) -> Result<()> {
+        let rows = entries
+            .iter()
+            .map(|e| {
+                Ok(vec![
+                    Bind::Text(e.id.to_string()),
+                    Bind::Text(e.incident_id.to_string()),
+                    Bind::Int(micros(e.at)),
+                    Bind::Text(to_doc(e)?),
+                ])
+            })
+            .collect::<Result<Vec<_>>>()?;
         let statements = multi_insert(
             self.dialect,
             "INSERT INTO timeline (id, incident_id, at, doc)",
-            vec![row],
-            1,
+            rows,
+            ROWS_PER_STATEMENT,
             "",
         );
         self.write(statements).await
@@ -697,7 +702,7 @@ impl Tx for SqlTx {
             self.dialect,
             "INSERT INTO outbox (id, topic, idempotency_key, created_at, doc)",
             rows,
-            200,
+            ROWS_PER_STATEMENT,
             "",
         );
         self.write(statements).await

@@ -276,7 +276,12 @@ pub trait Tx: Send {
     async fn incident_for_update(&mut self, key: &IncidentKey) -> Result<Option<Incident>>;
     /// Replaces the incident if the stored version is `expected_version`.
     async fn update_incident(&mut self, incident: &Incident, expected_version: i64) -> Result<()>;
-    async fn append_timeline(&mut self, entry: &TimelineEntry) -> Result<()>;
+    /// Appends entries to their incidents' timelines, many per statement.
+    async fn append_timeline_entries(&mut self, entries: &[TimelineEntry]) -> Result<()>;
+    async fn append_timeline(&mut self, entry: &TimelineEntry) -> Result<()> {
+        self.append_timeline_entries(std::slice::from_ref(entry))
+            .await
+    }
 
     async fn insert_user(&mut self, user: &UserRecord) -> Result<()>;
     async fn update_user(&mut self, user: &UserRecord) -> Result<()>;

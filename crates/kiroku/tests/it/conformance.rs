@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use jiff::{SignedDuration, Timestamp};
 use kiroku_app::{App, Caller, DeclareIncident, ListIncidents, NewUser, UpdateIncident};
-use kiroku_domain::{Actor, AuditEvent, Operation, Role, Source, Target, Transition};
+use kiroku_domain::{
+    Actor, AuditEvent, Operation, Role, Source, Target, TimelineEntry, TimelineKind, Transition,
+};
 use kiroku_store::{IncidentKey, IncidentQuery, Store, StoreError};
 
 use crate::support::{self, PASSWORD};
@@ -46,6 +48,7 @@ conformance!(
     failures_count_within_a_window,
     batched_appends_keep_the_tree_whole,
     timelines_read_together_match_each_read_alone,
+    timeline_entries_appended_together_land_on_their_own_incidents,
 );
 
 async fn app(store: Arc<dyn Store>) -> (App, Caller) {
@@ -816,4 +819,55 @@ async fn timelines_read_together_match_each_read_alone(store: Arc<dyn Store>) {
         assert_eq!(together[&id], store.timeline(id).await.unwrap());
         assert!(!together[&id].is_empty());
     }
+}
+
+/// Entries for several incidents appended in one call, more than one
+/// statement's worth, each land on their own incident's timeline, in order.
+async fn timeline_entries_appended_together_land_on_their_own_incidents(store: Arc<dyn Store>) {
+    let (app, caller) = app(store.clone()).await;
+    let mut ids = Vec::new();
+    for title in ["a", "b"] {
+        let i = app
+            .declare_incident(&caller, declare(title, "P2", "database"))
+            .await
+            .unwrap();
+        ids.push(i.id);
+    }
+    let before: Vec<usize> = timeline_lengths(&store, &ids).await;
+    let at = Timestamp::now();
+    let entries: Vec<TimelineEntry> = (0..250)
+        .map(|n| TimelineEntry {
+            id: uuid::Uuid::now_v7(),
+            incident_id: ids[n % 2],
+            at: at + SignedDuration::from_micros(n as i64),
+            kind: TimelineKind::Alert,
+            actor: None,
+            body: format!("entry {n}"),
+            data: serde_json::json!({ "n": n }),
+        })
+        .collect();
+    let mut tx = store.begin().await.unwrap();
+    tx.append_timeline_entries(&entries).await.unwrap();
+    tx.append_audit(&event("test_timeline")).await.unwrap();
+    tx.commit().await.unwrap();
+    for (k, id) in ids.iter().enumerate() {
+        let timeline = store.timeline(*id).await.unwrap();
+        let added: Vec<&str> = timeline[before[k]..]
+            .iter()
+            .map(|e| e.body.as_str())
+            .collect();
+        let expected: Vec<String> = (0..250)
+            .filter(|n| n % 2 == k)
+            .map(|n| format!("entry {n}"))
+            .collect();
+        assert_eq!(added, expected);
+    }
+}
+
+async fn timeline_lengths(store: &Arc<dyn Store>, ids: &[uuid::Uuid]) -> Vec<usize> {
+    let mut lens = Vec::new();
+    for id in ids {
+        lens.push(store.timeline(*id).await.unwrap().len());
+    }
+    lens
 }
