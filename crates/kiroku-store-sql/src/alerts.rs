@@ -135,50 +135,51 @@ pub(crate) async fn open_alerts_of_incident(
         .collect()
 }
 
-/// Groups per statement: three binds each, and one compound term each,
-/// well below SQLite's limit of 500 terms.
-const GROUPS_PER_STATEMENT: usize = 100;
+/// Compound terms per statement, well below SQLite's limit of 500.
+const TERMS_PER_STATEMENT: usize = 100;
 
-/// What intake reads before it applies a batch: the open alerts among
-/// `(integration, dedup key)` pairs, held against concurrent writers, and
-/// for each group the incident that its latest alert first seen at or
-/// after its `since` belongs to, if that incident is still open. Every
-/// statement yields `(n, text)` rows, so that one round trip can carry
-/// them all: an open alert's document where n is -1, else the incident of
-/// group number n ([`intake_found`] sorts them out).
-pub(crate) fn intake_reads(
-    dialect: Dialect,
-    keys: &[(Uuid, String)],
-    groups: &[AlertGroup],
-) -> Vec<Statement> {
-    let lock = dialect.for_update();
-    let mut reads = Vec::new();
-    // One equality on the integration and a plain IN list of keys per
-    // statement: both planners use the open-alert index for that, where a
-    // row-value IN list can fall back to scanning.
-    let mut by_integration: std::collections::BTreeMap<Uuid, Vec<&str>> = Default::default();
-    for (integration, key) in keys {
-        by_integration.entry(*integration).or_default().push(key);
-    }
-    for (integration, keys) in by_integration {
-        for chunk in keys.chunks(ROWS_PER_STATEMENT * 4) {
-            let mut f = Filter::for_dialect(dialect);
-            f.eq("integration_id", Bind::Text(integration.to_string()));
-            f.any_of("dedup_key", chunk.iter().map(|k| k.to_string()).collect());
-            let sql = format!(
-                "SELECT -1 AS n, doc FROM alerts{} AND status <> 'resolved'{lock}",
-                f.where_sql()
-            );
-            reads.push((sql, f.binds));
+/// Bound values per statement, well below every backend's limit.
+const BINDS_PER_STATEMENT: usize = 8_000;
+
+/// Dedup keys per open-alert term.
+const KEYS_PER_TERM: usize = 800;
+
+/// One compound term of intake's read: one integration's open alerts
+/// among some keys, or one group's open incident (by the group's number).
+enum IntakeTerm<'a> {
+    Open(Uuid, &'a [&'a str]),
+    Group(usize, &'a AlertGroup),
+}
+
+impl IntakeTerm<'_> {
+    fn binds(&self) -> usize {
+        match self {
+            IntakeTerm::Open(_, keys) => 1 + keys.len(),
+            IntakeTerm::Group(..) => 3,
         }
     }
-    for (chunk_no, chunk) in groups.chunks(GROUPS_PER_STATEMENT).enumerate() {
-        let mut f = Filter::for_dialect(dialect);
-        let terms: Vec<String> = chunk
-            .iter()
-            .enumerate()
-            .map(|(i, g)| {
-                let n = chunk_no * GROUPS_PER_STATEMENT + i;
+
+    /// The term, its subquery named `t{k}`, its values bound in `f`.
+    fn sql(&self, f: &mut Filter, k: usize, lock: &str) -> String {
+        match self {
+            // One equality on the integration and a plain IN list of keys:
+            // both planners use the open-alert index for that, where a
+            // row-value IN list can fall back to scanning.
+            IntakeTerm::Open(integration, keys) => {
+                let integration = f.placeholder(Bind::Text(integration.to_string()));
+                let keys: Vec<String> = keys
+                    .iter()
+                    .map(|key| f.placeholder(Bind::Text(key.to_string())))
+                    .collect();
+                format!(
+                    "SELECT n, doc FROM (
+                       SELECT -1 AS n, doc FROM alerts
+                       WHERE integration_id = {integration} AND dedup_key IN ({})
+                         AND status <> 'resolved'{lock}) AS t{k}",
+                    keys.join(", ")
+                )
+            }
+            IntakeTerm::Group(n, g) => {
                 let service = f.placeholder(Bind::Text(g.service.to_string()));
                 let key = f.placeholder(Bind::Text(g.key.clone()));
                 let since = f.placeholder(Bind::Int(micros(g.since)));
@@ -188,11 +189,59 @@ pub(crate) fn intake_reads(
                        WHERE a.service_id = {service} AND a.group_key = {key}
                          AND a.first_seen_at >= {since}
                          AND i.status NOT IN ('resolved', 'closed')
-                       ORDER BY a.first_seen_at DESC LIMIT 1) AS g{n}"
+                       ORDER BY a.first_seen_at DESC LIMIT 1) AS t{k}"
                 )
-            })
-            .collect();
-        reads.push((terms.join(" UNION ALL "), f.binds));
+            }
+        }
+    }
+}
+
+/// What intake reads before it applies a batch: the open alerts among
+/// `(integration, dedup key)` pairs, held against concurrent writers, and
+/// for each group the incident that its latest alert first seen at or
+/// after its `since` belongs to, if that incident is still open. Every
+/// term yields `(n, text)` rows, so that the terms join with `UNION ALL`
+/// into as few statements as the limits allow (one for any batch of
+/// fewer than 100 groups): an open alert's document where n is -1, else
+/// the incident of group number n ([`intake_found`] sorts them out). On
+/// PostgreSQL, which takes a statement per round trip, that is one round
+/// trip where each part was one.
+pub(crate) fn intake_reads(
+    dialect: Dialect,
+    keys: &[(Uuid, String)],
+    groups: &[AlertGroup],
+) -> Vec<Statement> {
+    let lock = dialect.for_update();
+    let mut by_integration: std::collections::BTreeMap<Uuid, Vec<&str>> = Default::default();
+    for (integration, key) in keys {
+        by_integration.entry(*integration).or_default().push(key);
+    }
+    let mut terms: Vec<IntakeTerm> = by_integration
+        .iter()
+        .flat_map(|(integration, keys)| {
+            keys.chunks(KEYS_PER_TERM)
+                .map(|chunk| IntakeTerm::Open(*integration, chunk))
+        })
+        .collect();
+    terms.extend(
+        groups
+            .iter()
+            .enumerate()
+            .map(|(n, g)| IntakeTerm::Group(n, g)),
+    );
+    let mut reads = Vec::new();
+    let mut terms = terms.into_iter().peekable();
+    while terms.peek().is_some() {
+        let mut f = Filter::for_dialect(dialect);
+        let mut parts = Vec::new();
+        while let Some(term) = terms.next_if(|t| {
+            parts.is_empty()
+                || (parts.len() < TERMS_PER_STATEMENT
+                    && f.binds.len() + t.binds() <= BINDS_PER_STATEMENT)
+        }) {
+            parts.push(term.sql(&mut f, parts.len(), lock));
+        }
+        reads.push((parts.join(" UNION ALL "), f.binds));
     }
     reads
 }

@@ -5,11 +5,14 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use jiff::{SignedDuration, Timestamp};
-use kiroku_app::{App, Caller, DeclareIncident, ListIncidents, NewUser, UpdateIncident};
+use kiroku_app::{
+    App, Caller, DeclareIncident, ListIncidents, NewIntegration, NewUser, UpdateIncident,
+};
+use kiroku_domain::alert::generic;
 use kiroku_domain::{
     Actor, AuditEvent, Operation, Role, Source, Target, TimelineEntry, TimelineKind, Transition,
 };
-use kiroku_store::{IncidentKey, IncidentQuery, Store, StoreError};
+use kiroku_store::{AlertGroup, IncidentKey, IncidentQuery, Store, StoreError};
 
 use crate::support::{self, PASSWORD};
 
@@ -49,6 +52,7 @@ conformance!(
     batched_appends_keep_the_tree_whole,
     timelines_read_together_match_each_read_alone,
     timeline_entries_appended_together_land_on_their_own_incidents,
+    intake_reads_many_keys_and_groups,
 );
 
 async fn app(store: Arc<dyn Store>) -> (App, Caller) {
@@ -870,4 +874,69 @@ async fn timeline_lengths(store: &Arc<dyn Store>, ids: &[uuid::Uuid]) -> Vec<usi
         lens.push(store.timeline(*id).await.unwrap().len());
     }
     lens
+}
+
+/// Intake's read before a batch, with more keys and groups than one
+/// statement takes: every open alert asked for is found once, and every
+/// group gets its answer in its own place.
+async fn intake_reads_many_keys_and_groups(store: Arc<dyn Store>) {
+    let (app, admin) = app(store.clone()).await;
+    let integration = app
+        .create_integration(
+            &admin,
+            NewIntegration {
+                service: "reads".into(),
+                kind: "generic".into(),
+                name: None,
+                rate_limit_per_second: None,
+            },
+        )
+        .await
+        .unwrap();
+    let routing = serde_json::from_value(serde_json::json!({
+        "grouping": { "mode": "labels", "labels": ["team"], "window_minutes": 60 }
+    }))
+    .unwrap();
+    app.set_routing(&admin, "reads", routing, None)
+        .await
+        .unwrap();
+    let body = serde_json::json!({ "events": (0..3).map(|n| serde_json::json!({
+        "summary": format!("open {n}"), "source": "host", "severity": "warning",
+        "dedup_key": format!("k-{n}"), "labels": { "team": "db" },
+    })).collect::<Vec<_>>() });
+    let events = generic::parse(body.to_string().as_bytes()).unwrap();
+    app.ingest_alerts(&integration, Source::system(), events)
+        .await
+        .unwrap();
+    let mut keys: Vec<(uuid::Uuid, String)> = (0..2_000)
+        .map(|n| (integration.id, format!("k-{n}")))
+        .collect();
+    let elsewhere = uuid::Uuid::now_v7();
+    keys.extend((0..300).map(|n| (elsewhere, format!("k-{n}"))));
+    let mut tx = store.begin().await.unwrap();
+    let (opened, _) = tx.open_alerts_and_groups(&keys[..1], &[]).await.unwrap();
+    let (group_key, incident) = (
+        opened[0].grouping_key.clone().unwrap(),
+        opened[0].incident_id.unwrap(),
+    );
+    // The one group that has an open incident sits past the first
+    // statement's hundred terms.
+    let groups: Vec<AlertGroup> = (0..250)
+        .map(|n| AlertGroup {
+            service: integration.service_id,
+            key: if n == 200 {
+                group_key.clone()
+            } else {
+                format!("g-{n}")
+            },
+            since: Timestamp::UNIX_EPOCH,
+        })
+        .collect();
+    let (open, found) = tx.open_alerts_and_groups(&keys, &groups).await.unwrap();
+    let mut open: Vec<String> = open.into_iter().map(|a| a.dedup_key).collect();
+    open.sort();
+    assert_eq!(open, ["k-0", "k-1", "k-2"]);
+    let mut expected = vec![None; 250];
+    expected[200] = Some(incident);
+    assert_eq!(found, expected);
 }
