@@ -147,17 +147,6 @@ impl SqlTx {
         Ok(rows)
     }
 
-    /// Runs `reads`, each yielding `(n, text)` rows, after what is kept:
-    /// on SQLite all in one round trip, with `BEGIN` if it is still to go.
-    async fn read_numbered(&mut self, reads: Vec<Statement>) -> Result<Vec<(i64, String)>> {
-        self.send(reads)
-            .await?
-            .iter()
-            .map(sqlx::FromRow::from_row)
-            .collect::<std::result::Result<_, _>>()
-            .map_err(map_err)
-    }
-
     /// The right edge of the tree of `size` leaves: as this transaction or
     /// the last commit left it when the size says it is current (the head
     /// row lock makes the size name one tree), else from its stored peaks.
@@ -734,7 +723,14 @@ impl Tx for SqlTx {
         groups: &[AlertGroup],
     ) -> Result<(Vec<Alert>, Vec<Option<Uuid>>)> {
         let reads = alerts::intake_reads(self.dialect, keys, groups);
-        let rows = self.read_numbered(reads).await?;
+        // Every term of the reads yields `(n, text)` rows.
+        let rows = self
+            .send(reads)
+            .await?
+            .iter()
+            .map(sqlx::FromRow::from_row)
+            .collect::<std::result::Result<_, _>>()
+            .map_err(map_err)?;
         alerts::intake_found(rows, groups.len())
     }
 
