@@ -225,8 +225,8 @@ impl App {
 
     /// Applies and commits a batch, and returns as soon as the next batch
     /// may begin; its callers are answered once the commit is durable.
-    async fn commit_batch(&self, jobs: Vec<Job>) {
-        match self.apply_batch(&jobs).await {
+    async fn commit_batch(&self, mut jobs: Vec<Job>) {
+        match self.apply_batch(&mut jobs).await {
             Ok((results, durable)) => {
                 tokio::spawn(async move {
                     match durable.wait().await {
@@ -277,10 +277,12 @@ impl App {
             .remove(&id);
     }
 
-    async fn apply_batch(&self, jobs: &[Job]) -> Result<(Vec<Vec<Accepted>>, Durable)> {
+    /// Takes the jobs' events: a new alert keeps its trigger's words
+    /// without copying them.
+    async fn apply_batch(&self, jobs: &mut [Job]) -> Result<(Vec<Vec<Accepted>>, Durable)> {
         let now = self.now();
         let mut batch = Batch::default();
-        for job in jobs {
+        for job in jobs.iter() {
             let id = job.integration.service_id;
             if let std::collections::hash_map::Entry::Vacant(slot) = batch.routers.entry(id) {
                 slot.insert(self.routed_service(id).await?);
@@ -307,14 +309,15 @@ impl App {
         }
         batch.grouped = groups.into_iter().zip(found).collect();
         let mut results = Vec::with_capacity(jobs.len());
-        for job in jobs {
+        for job in jobs.iter_mut() {
             let caller = Caller::integration(
                 job.integration.id,
                 &job.integration.name,
                 job.source.clone(),
             );
-            let mut accepted = Vec::with_capacity(job.events.len());
-            for event in &job.events {
+            let events = std::mem::take(&mut job.events);
+            let mut accepted = Vec::with_capacity(events.len());
+            for event in events {
                 accepted.push(
                     self.apply_event(&mut tx, &mut batch, &caller, &job.integration, event, now)
                         .await?,
@@ -348,7 +351,7 @@ impl App {
         let changed: Vec<Alert> = batch
             .changed
             .iter()
-            .filter_map(|id| batch.alerts.get(id).cloned())
+            .filter_map(|id| batch.alerts.remove(id))
             .collect();
         tx.save_alerts(&changed).await?;
         tx.enqueue(&batch.outbox).await?;
@@ -389,18 +392,19 @@ impl App {
         batch: &mut Batch,
         caller: &Caller,
         integration: &Integration,
-        event: &AlertEvent,
+        mut event: AlertEvent,
         now: Timestamp,
     ) -> Result<Accepted> {
-        let key = match &event.dedup_key {
-            Some(k) => k.clone(),
+        let action = event.action;
+        let key = match event.dedup_key.take() {
+            Some(k) => k,
             None => Uuid::now_v7().simple().to_string(),
         };
         let open = batch.open.get(&(integration.id, key.clone())).copied();
-        let (effect, alert) = match (event.action, open) {
+        let (effect, alert) = match (action, open) {
             (AlertAction::Trigger, Some(id)) => {
                 let mut alert = batch.alerts[&id].clone();
-                alert.repeat(event, now);
+                alert.repeat(&event, now);
                 (Effect::Repeated, Some(alert))
             }
             (AlertAction::Trigger, None) => {
@@ -452,7 +456,7 @@ impl App {
         // What the request's audit event says of this event: enough to find
         // the alert and see what changed; the alert row holds the rest.
         let mut entry = json!({
-            "action": event.action,
+            "action": action,
             "dedup_key": key,
             "effect": effect,
         });
@@ -493,7 +497,7 @@ impl App {
         caller: &Caller,
         integration: &Integration,
         key: String,
-        event: &AlertEvent,
+        event: AlertEvent,
         now: Timestamp,
     ) -> Result<Alert> {
         let rules = &self.config.rules;
@@ -502,7 +506,8 @@ impl App {
         let decision = batch
             .decided
             .remove(&batch.event_no)
-            .unwrap_or_else(|| router.decide(event, rules));
+            .unwrap_or_else(|| router.decide(&event, rules));
+        let occurred_at = event.occurred_at;
         let mut alert = Alert::open(Uuid::now_v7(), integration.id, service.id, key, event, now);
         alert.rule = decision.rule;
         alert.quiet = if decision.suppress {
@@ -539,9 +544,7 @@ impl App {
                     severity: decision.severity.clone(),
                     affected_services: vec![service.name.clone()],
                     // A sender's clock far ahead of ours is not a fact to keep.
-                    occurred_at: event
-                        .occurred_at
-                        .filter(|t| *t <= now + SignedDuration::from_mins(5)),
+                    occurred_at: occurred_at.filter(|t| *t <= now + SignedDuration::from_mins(5)),
                     detected_at: Some(now),
                     ..IncidentDraft::default()
                 }

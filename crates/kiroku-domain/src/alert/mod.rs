@@ -266,13 +266,13 @@ pub struct Alert {
 }
 
 impl Alert {
-    /// The alert a first trigger opens.
+    /// The alert a first trigger opens, taking the trigger's words.
     pub fn open(
         id: Uuid,
         integration_id: Uuid,
         service_id: Uuid,
         dedup_key: String,
-        event: &AlertEvent,
+        event: AlertEvent,
         now: Timestamp,
     ) -> Alert {
         Alert {
@@ -281,14 +281,14 @@ impl Alert {
             service_id,
             dedup_key,
             status: AlertStatus::Triggered,
-            summary: event.summary.clone(),
-            source: event.source.clone(),
+            summary: event.summary,
+            source: event.source,
             severity: event.severity,
             level: event.severity.level(),
-            labels: event.labels.clone(),
-            details: event.details.clone(),
-            links: event.links.clone(),
-            group_key: event.group_key.clone(),
+            labels: event.labels,
+            details: event.details,
+            links: event.links,
+            group_key: event.group_key,
             grouping_key: None,
             count: 1,
             first_seen_at: now,
