@@ -1,5 +1,6 @@
 //! The route table: every route with its access rule and audit action.
-//! A route that is served but missing here is refused (`no_access_rule`).
+//! A route that is served but missing here is refused (`no_access_rule`);
+//! a method that a listed path does not serve answers 405.
 
 use axum::http::Method;
 
@@ -376,9 +377,26 @@ pub const PAGES: &[RouteRule] = &[
     rule("GET", "/assets/app.js", P, "page_read"),
 ];
 
-pub fn route_rule(method: &Method, path: &str) -> Option<&'static RouteRule> {
+/// How a path is reached by whichever methods it serves: `None` for a path
+/// not in the table.
+pub fn path_access(path: &str) -> Option<Access> {
     ROUTES
         .iter()
         .chain(PAGES)
-        .find(|r| r.path == path && r.method == method.as_str())
+        .find(|r| r.path == path)
+        .map(|r| r.access)
+}
+
+/// The rule for `method` on `path`; `HEAD` is `GET`'s, as the router
+/// serves it.
+pub fn route_rule(method: &Method, path: &str) -> Option<&'static RouteRule> {
+    let method = if method == Method::HEAD {
+        "GET"
+    } else {
+        method.as_str()
+    };
+    ROUTES
+        .iter()
+        .chain(PAGES)
+        .find(|r| r.path == path && r.method == method)
 }

@@ -120,6 +120,51 @@ fn every_served_route_has_an_access_rule() {
     assert!(unseen.is_empty(), "the scan missed {unseen:?}");
 }
 
+#[tokio::test]
+async fn a_method_a_path_does_not_serve_answers_405_and_head_is_get() {
+    let t = TestApp::sqlite().await;
+    let refused = |e: &&Value| e["error_code"] == "method_not_allowed";
+    // An intake path: refused with the methods it takes, logged but not
+    // audited, like every refusal a monitoring system gets.
+    let res = t.http.get(t.url("/v2/enqueue")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(res.headers()["allow"], "POST");
+    let body: Value = res.json().await.unwrap();
+    assert_refusal(&body, "method_not_allowed", "GET /v2/enqueue");
+    assert_eq!(t.audit().await.iter().filter(refused).count(), 0);
+
+    // An API path: refused before any credential is looked at, and
+    // audited as a refused request, not as an authorisation failure.
+    for user in [Some(&t.admin), None] {
+        let (status, body) = t
+            .call(user, Method::DELETE, "/api/v1/incidents", None)
+            .await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{body}");
+        assert_refusal(&body, "method_not_allowed", "DELETE /api/v1/incidents");
+    }
+    let audit = t.audit().await;
+    let audited: Vec<_> = audit.iter().filter(refused).collect();
+    assert_eq!(audited.len(), 2, "{audited:?}");
+    assert!(
+        audited.iter().all(|e| e["action"] == "request"),
+        "{audited:?}"
+    );
+
+    // HEAD is GET's: served to whom GET is, refused to anyone else.
+    let head = |token: Option<&str>| {
+        let mut req = t.http.head(t.url("/api/v1/incidents"));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        req.send()
+    };
+    assert_eq!(
+        head(Some(&t.viewer.token)).await.unwrap().status(),
+        StatusCode::OK
+    );
+    assert_eq!(head(None).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+}
+
 /// A session that ran out an hour ago; its secret.
 async fn expired_session(t: &TestApp, user: &str) -> String {
     let user = t.store.store.user_by_name(user).await.unwrap().unwrap();
