@@ -124,36 +124,36 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
         .map(|p| p.as_str().to_string());
     let method = req.method().clone();
     let rule = route.as_deref().and_then(|r| route_rule(&method, r));
-    // How the path is reached by the methods it does serve.
-    let listed = route.as_deref().and_then(path_access);
     let path: String = req.uri().path().chars().take(256).collect();
 
     let mut caller = Caller::anonymous(src);
     let response = match (&route, rule) {
-        // Every served route has a rule (a test holds it), so a listed path
-        // without one for this method was asked with the wrong method; the
-        // router adds the Allow header.
-        (Some(r), None) if listed.is_some() => {
-            let refused = ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                format!("{method} is not served here; the Allow header lists what is"),
-            )
-            .into_response();
-            // A monitoring system's refusals are logged, not audited.
-            if listed == Some(Access::RoutingKey) {
-                tracing::info!(%method, route = %r, "intake request with a method not served");
-                return refused;
-            }
-            refused
-        }
         // Unknown paths answer 404 from the fallback, which does not pass here.
-        (Some(_), None) => ApiError::new(
-            StatusCode::FORBIDDEN,
-            "no_access_rule",
-            "this route has no access rule; it is refused until it has one",
-        )
-        .into_response(),
+        (Some(r), None) => match path_access(r) {
+            // Every served route has a rule (a test holds it), so a listed
+            // path without one for this method was asked with the wrong
+            // method; the router adds the Allow header.
+            Some(access) => {
+                let refused = ApiError::new(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    format!("{method} is not served here; the Allow header lists what is"),
+                )
+                .into_response();
+                // A monitoring system's refusals are logged, not audited.
+                if access == Access::RoutingKey {
+                    tracing::info!(%method, route = %r, "intake request with a method not served");
+                    return refused;
+                }
+                refused
+            }
+            None => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "no_access_rule",
+                "this route has no access rule; it is refused until it has one",
+            )
+            .into_response(),
+        },
         // Monitoring systems authenticate by routing key in the handler.
         (_, Some(r)) if r.access == Access::RoutingKey => {
             return if has_nul(req.uri()) {
