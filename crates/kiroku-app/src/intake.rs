@@ -8,15 +8,14 @@ use std::sync::{Arc, Mutex};
 
 use std::time::{Duration, Instant};
 
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use kiroku_domain::alert::routing::{Decision, Router};
 use kiroku_domain::alert::{
     Alert, AlertAction, AlertEvent, ChangeEvent, Integration, Quiet, Service,
 };
-use kiroku_domain::incident::IncidentDraft;
 use kiroku_domain::{
     AuditEvent, Incident, Operation, OutboxMessage, Source, Status, Target, TimelineEntry,
-    TimelineKind, Transition, validate,
+    TimelineKind, Transition,
 };
 use kiroku_store::{AlertGroup, ChangeRecord, Durable, IncidentKey, Tx};
 use serde::Serialize;
@@ -153,21 +152,6 @@ fn alert_group(service: Uuid, decision: &Decision, now: Timestamp) -> Option<Ale
         key: key.clone(),
         since: now - *window,
     })
-}
-
-/// An incident title from an alert summary: one line, within the limit.
-fn title_of(summary: &str, service: &Service) -> String {
-    let line: String = summary
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(validate::TITLE_MAX)
-        .collect();
-    let line = line.trim();
-    if line.is_empty() {
-        format!("Alert on {}", service.name)
-    } else {
-        line.to_string()
-    }
 }
 
 /// The most alerts one "alerts joined" entry lists by id.
@@ -537,18 +521,15 @@ impl App {
                 id
             }
             None => {
-                let draft = IncidentDraft {
-                    title: title_of(&alert.summary, service),
-                    summary: format!("{}\n\nsource: {}", alert.summary, alert.source),
-                    category: decision.category.clone(),
-                    severity: decision.severity.clone(),
-                    affected_services: vec![service.name.clone()],
-                    // A sender's clock far ahead of ours is not a fact to keep.
-                    occurred_at: occurred_at.filter(|t| *t <= now + SignedDuration::from_mins(5)),
-                    detected_at: Some(now),
-                    ..IncidentDraft::default()
-                }
-                .validated(rules, now)?;
+                let draft = alert
+                    .incident_draft(
+                        occurred_at,
+                        &service.name,
+                        decision.category.clone(),
+                        decision.severity.clone(),
+                        now,
+                    )
+                    .validated(rules, now)?;
                 let incident = self
                     .declare_in(tx, caller, draft, now, origin.clone())
                     .await?;

@@ -220,7 +220,7 @@ pub struct Rules {
 }
 
 /// Clocks drift; a time this far ahead of ours is still accepted.
-const CLOCK_SKEW: SignedDuration = SignedDuration::from_mins(5);
+pub(crate) const CLOCK_SKEW: SignedDuration = SignedDuration::from_mins(5);
 
 fn check_category(rules: &Rules, key: &str) -> Result<String, ValidationError> {
     match rules.catalog.get(key) {

@@ -22,7 +22,8 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::ValidationError;
+use crate::incident::{CLOCK_SKEW, IncidentDraft};
+use crate::{ValidationError, validate};
 
 /// The most events one request may carry (an Alertmanager group can be large).
 pub const EVENTS_PER_REQUEST_MAX: usize = 10_000;
@@ -301,6 +302,44 @@ impl Alert {
         }
     }
 
+    /// The incident this alert opens when it joins none, on the service
+    /// named `service`: titled by the alert's summary, which with its
+    /// source is the incident's summary. `occurred_at` is when the sender
+    /// says it happened: ahead of `now` by no more than clocks drift, it
+    /// reads as `now`; further ahead, it is not a fact to keep. Whatever the
+    /// alert holds within the intake limits, the draft validates, so one
+    /// sender's alert cannot fail the commit it shares with others.
+    pub fn incident_draft(
+        &self,
+        occurred_at: Option<Timestamp>,
+        service: &str,
+        category: String,
+        severity: String,
+        now: Timestamp,
+    ) -> IncidentDraft {
+        IncidentDraft {
+            title: title_of(&self.summary, service),
+            summary: format!("{}\n\nsource: {}", self.summary, self.source)
+                .chars()
+                .map(|c| {
+                    if c.is_control() && !matches!(c, '\n' | '\r' | '\t') {
+                        ' '
+                    } else {
+                        c
+                    }
+                })
+                .collect(),
+            category,
+            severity,
+            affected_services: vec![service.to_string()],
+            occurred_at: occurred_at
+                .filter(|t| *t <= now + CLOCK_SKEW)
+                .map(|t| t.min(now)),
+            detected_at: Some(now),
+            ..IncidentDraft::default()
+        }
+    }
+
     pub fn is_open(&self) -> bool {
         self.status != AlertStatus::Resolved
     }
@@ -337,5 +376,111 @@ impl Alert {
         self.resolved_at = Some(now);
         self.last_seen_at = now;
         true
+    }
+}
+
+/// An incident title from an alert summary: one line, within the limit.
+fn title_of(summary: &str, service: &str) -> String {
+    let line: String = summary
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(validate::TITLE_MAX)
+        .collect();
+    let line = line.trim();
+    if line.is_empty() {
+        format!("Alert on {service}")
+    } else {
+        line.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use jiff::SignedDuration;
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::incident::Rules;
+    use crate::{BusinessHours, Catalog, SeverityScheme};
+
+    fn rules() -> Rules {
+        Rules {
+            catalog: Catalog::default(),
+            severities: SeverityScheme::preset("p1-p4").unwrap(),
+            business_hours: BusinessHours::weekdays(jiff::tz::TimeZone::UTC),
+        }
+    }
+
+    fn alert(summary: String, source: String) -> Alert {
+        let event = AlertEvent {
+            action: AlertAction::Trigger,
+            dedup_key: None,
+            summary,
+            source,
+            severity: AlertSeverity::Critical,
+            occurred_at: None,
+            labels: BTreeMap::new(),
+            details: serde_json::Value::Null,
+            links: Vec::new(),
+            group_key: None,
+        };
+        let id = Uuid::nil();
+        Alert::open(id, id, id, "k".into(), event, Timestamp::UNIX_EPOCH)
+    }
+
+    fn text(max: usize) -> impl Strategy<Value = String> {
+        proptest::collection::vec(any::<char>(), 0..=max).prop_map(String::from_iter)
+    }
+
+    /// When the sender says it happened, against what the incident records.
+    #[test]
+    fn a_sender_clock_ahead_reads_as_now_and_far_ahead_is_dropped() {
+        let now: Timestamp = "2026-12-06T18:00:00Z".parse().unwrap();
+        let occurred = |ahead: i64| {
+            alert("disk full".into(), "db-1".into())
+                .incident_draft(
+                    Some(now + SignedDuration::from_secs(ahead)),
+                    "db",
+                    "other".into(),
+                    "P1".into(),
+                    now,
+                )
+                .occurred_at
+        };
+        assert_eq!(occurred(-60), Some(now - SignedDuration::from_mins(1)));
+        assert_eq!(occurred(30), Some(now));
+        assert_eq!(occurred(300), Some(now));
+        assert_eq!(occurred(301), None);
+    }
+
+    proptest! {
+        /// Whatever an alert holds within the intake limits, and whatever
+        /// time its sender gives, the incident it opens is valid: a refused
+        /// draft would fail every request sharing its commit.
+        #[test]
+        fn every_alert_makes_a_valid_incident_draft(
+            summary in text(SUMMARY_MAX),
+            source in text(SOURCE_MAX),
+            service in "[a-z][a-z0-9-]{0,62}",
+            // Seconds ahead of now: anywhere in two centuries, or near the
+            // clock-skew bound.
+            ahead in proptest::option::of(prop_oneof![
+                -3_000_000_000i64..3_000_000_000,
+                -600i64..600,
+            ]),
+        ) {
+            let rules = rules();
+            let now: Timestamp = "2026-12-06T18:00:00Z".parse().unwrap();
+            let category = rules.catalog.keys()[0].to_string();
+            let severity = rules.severities.keys()[0].to_string();
+            let draft = alert(summary, source).incident_draft(
+                ahead.map(|s| now + SignedDuration::from_secs(s)),
+                &service,
+                category,
+                severity,
+                now,
+            );
+            prop_assert!(draft.validated(&rules, now).is_ok());
+        }
     }
 }

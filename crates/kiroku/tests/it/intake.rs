@@ -518,6 +518,59 @@ on_both_backends!(
     concurrent_story,
 );
 
+/// Senders' clocks run ahead of ours. A time a little ahead reads as now,
+/// one far ahead is dropped, and neither fails the senders whose alerts
+/// share its commit.
+#[tokio::test]
+async fn a_sender_clock_ahead_of_ours_fails_nobody() {
+    let t = TestApp::sqlite().await;
+    let (key, _) = integration(&t, "generic", "skew").await;
+    let (status, body) = t
+        .call(
+            Some(&t.admin),
+            reqwest::Method::PUT,
+            "/api/v1/services/skew/routing",
+            Some(json!({"grouping": {"mode": "per_alert"}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let url = t.url(&format!("/api/v1/integrations/{key}/generic"));
+    let now = jiff::Timestamp::now();
+    let at = |secs: i64| (now + jiff::SignedDuration::from_secs(secs)).to_string();
+    let mut sent = vec![
+        ("ahead-30s".to_string(), Some(at(30))),
+        ("ahead-1h".to_string(), Some(at(3600))),
+        ("past".to_string(), Some("2026-01-01T00:00:00Z".to_string())),
+    ];
+    sent.extend((0..30).map(|i| (format!("plain-{i}"), None)));
+    let tasks: Vec<_> = sent
+        .iter()
+        .map(|(dedup, timestamp)| {
+            let mut body = json!({"summary": dedup, "source": "h", "dedup_key": dedup});
+            if let Some(ts) = timestamp {
+                body["timestamp"] = json!(ts);
+            }
+            let (http, url) = (t.http.clone(), url.clone());
+            tokio::spawn(async move {
+                let res = http.post(&url).json(&body).send().await.unwrap();
+                (res.status(), res.json::<Value>().await.unwrap())
+            })
+        })
+        .collect();
+    let mut incidents = std::collections::HashMap::new();
+    for ((dedup, _), task) in sent.iter().zip(tasks) {
+        let (status, body) = task.await.unwrap();
+        assert_eq!(status, StatusCode::ACCEPTED, "{dedup}: {body}");
+        incidents.insert(dedup.clone(), body["results"][0]["incident_id"].clone());
+    }
+    let ahead = incident(&t, &incidents["ahead-30s"]).await;
+    assert_eq!(ahead["occurred_at"], ahead["detected_at"], "{ahead}");
+    let far = incident(&t, &incidents["ahead-1h"]).await;
+    assert_eq!(far["occurred_at"], Value::Null, "{far}");
+    let past = incident(&t, &incidents["past"]).await;
+    assert_eq!(past["occurred_at"], "2026-01-01T00:00:00Z", "{past}");
+}
+
 async fn send_raw(
     t: &TestApp,
     path: &str,
