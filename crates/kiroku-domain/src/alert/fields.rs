@@ -229,7 +229,7 @@ pub(super) fn labels(
 pub(super) fn time(field: &str, value: &Value, problems: &mut Problems) -> Option<Timestamp> {
     let parsed = match value {
         Value::Null => return None,
-        Value::String(s) => s.parse::<Timestamp>().ok(),
+        Value::String(s) if has_four_digit_year(s) => s.parse::<Timestamp>().ok(),
         _ => None,
     };
     if parsed.is_none() {
@@ -240,6 +240,13 @@ pub(super) fn time(field: &str, value: &Value, problems: &mut Problems) -> Optio
         ));
     }
     parsed
+}
+
+/// RFC 3339's year is four digits: the signed years of ISO 8601's expanded
+/// form, which the timestamp parser also reads, are refused.
+fn has_four_digit_year(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() > 4 && b[..4].iter().all(u8::is_ascii_digit) && b[4] == b'-'
 }
 
 /// `[{"href": …, "text": …}]`: each `href` an http or https URL, each
@@ -447,6 +454,8 @@ mod tests {
             "yesterday",
             "2026-11-21T09:00:00",
             "2026-13-01T00:00:00Z",
+            "-000001-01-01T00:00:00Z",
+            "+002026-11-21T00:00:00Z",
             "",
         ] {
             assert_eq!(read(bad, &mut problems), None, "{bad}");
@@ -457,7 +466,7 @@ mod tests {
                 .iter()
                 .all(|p| p.code == "invalid_time" && p.field == "t")
         );
-        assert_eq!(problems.len(), 5);
+        assert_eq!(problems.len(), 7);
     }
 
     #[test]
