@@ -273,11 +273,14 @@ fn api_error(e: ApiError) -> Response {
 }
 
 fn unknown_key() -> Response {
-    api_error(ApiError::new(
-        StatusCode::NOT_FOUND,
-        "unknown_routing_key",
-        "no integration has this routing key",
-    ))
+    api_error(
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_routing_key",
+            "no integration has this routing key",
+        )
+        .field("key"),
+    )
 }
 
 fn throttled(retry_after: u64) -> Response {

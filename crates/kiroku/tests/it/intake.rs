@@ -727,8 +727,12 @@ async fn webhook_bad_input_and_huge_groups() {
     )
     .await;
     assert_eq!(
-        (status, body["code"].as_str()),
-        (StatusCode::NOT_FOUND, Some("unknown_routing_key"))
+        (status, body["code"].as_str(), body["field"].as_str()),
+        (
+            StatusCode::NOT_FOUND,
+            Some("unknown_routing_key"),
+            Some("key")
+        )
     );
     for (raw, code) in [
         (b"<xml/>".to_vec(), "invalid_json"),
