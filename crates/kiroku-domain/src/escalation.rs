@@ -573,15 +573,10 @@ fn minutes_after(t: Timestamp, minutes: u32) -> Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{BusinessHours, Catalog, SeverityScheme};
     use proptest::prelude::*;
 
     fn rules() -> Rules {
-        Rules {
-            catalog: Catalog::default(),
-            severities: SeverityScheme::preset("p0-p3").unwrap(),
-            business_hours: BusinessHours::weekdays(jiff::tz::TimeZone::UTC),
-        }
+        Rules::for_tests("p0-p3", jiff::tz::TimeZone::UTC)
     }
 
     fn user(n: u128) -> PageTarget {

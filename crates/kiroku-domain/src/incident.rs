@@ -219,6 +219,19 @@ pub struct Rules {
     pub business_hours: BusinessHours,
 }
 
+#[cfg(test)]
+impl Rules {
+    /// The default catalog, severity `preset` and weekday business hours in
+    /// `tz`: what the domain's tests decide against.
+    pub(crate) fn for_tests(preset: &str, tz: jiff::tz::TimeZone) -> Rules {
+        Rules {
+            catalog: Catalog::default(),
+            severities: SeverityScheme::preset(preset).unwrap(),
+            business_hours: BusinessHours::weekdays(tz),
+        }
+    }
+}
+
 /// Clocks drift; a time this far ahead of ours is still accepted.
 pub(crate) const CLOCK_SKEW: SignedDuration = SignedDuration::from_mins(5);
 
@@ -549,11 +562,7 @@ mod tests {
     use jiff::tz::TimeZone;
 
     fn rules() -> Rules {
-        Rules {
-            catalog: Catalog::default(),
-            severities: SeverityScheme::preset("p0-p3").unwrap(),
-            business_hours: BusinessHours::weekdays(TimeZone::get("Asia/Tokyo").unwrap()),
-        }
+        Rules::for_tests("p0-p3", TimeZone::get("Asia/Tokyo").unwrap())
     }
 
     fn now() -> Timestamp {

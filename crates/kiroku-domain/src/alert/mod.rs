@@ -401,14 +401,9 @@ mod tests {
 
     use super::*;
     use crate::incident::Rules;
-    use crate::{BusinessHours, Catalog, SeverityScheme};
 
     fn rules() -> Rules {
-        Rules {
-            catalog: Catalog::default(),
-            severities: SeverityScheme::preset("p1-p4").unwrap(),
-            business_hours: BusinessHours::weekdays(jiff::tz::TimeZone::UTC),
-        }
+        Rules::for_tests("p1-p4", jiff::tz::TimeZone::UTC)
     }
 
     fn alert(summary: String, source: String) -> Alert {

@@ -419,15 +419,10 @@ impl MaintenanceWindow {
 mod tests {
     use super::*;
     use crate::alert::AlertAction;
-    use crate::{BusinessHours, Catalog, SeverityScheme};
     use proptest::prelude::*;
 
     fn rules() -> Rules {
-        Rules {
-            catalog: Catalog::default(),
-            severities: SeverityScheme::preset("p1-p4").unwrap(),
-            business_hours: BusinessHours::weekdays(jiff::tz::TimeZone::UTC),
-        }
+        Rules::for_tests("p1-p4", jiff::tz::TimeZone::UTC)
     }
 
     fn event(severity: AlertSeverity, labels: &[(&str, &str)]) -> AlertEvent {
