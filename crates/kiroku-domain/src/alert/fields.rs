@@ -18,6 +18,9 @@ use crate::ValidationError;
 /// fields or a map, so that no single field's type can fail it.
 pub(super) fn body<T: DeserializeOwned>(body: &[u8]) -> Result<T, Problems> {
     let invalid = |message: String| vec![ValidationError::new("body", "invalid_json", message)];
+    // Some senders (Windows tools writing "UTF-8 with BOM") lead with a
+    // byte order mark, which RFC 8259 lets a parser ignore.
+    let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
     let value: Value =
         serde_json::from_slice(body).map_err(|e| invalid(format!("is not valid JSON: {e}")))?;
     if !value.is_object() {
@@ -592,6 +595,20 @@ mod tests {
         let deep_object = format!("{}{}", "{\"a\":".repeat(100_000), "}".repeat(100_000));
         assert_eq!(
             body_map(deep_object.as_bytes()).unwrap_err()[0].code,
+            "invalid_json"
+        );
+    }
+
+    #[test]
+    fn a_leading_byte_order_mark_is_ignored_and_only_there() {
+        let read = body_map(b"\xEF\xBB\xBF{\"a\": 1}").unwrap();
+        assert_eq!(read["a"], 1);
+        assert_eq!(
+            body_map(b"{\"a\": 1}\xEF\xBB\xBF").unwrap_err()[0].code,
+            "invalid_json"
+        );
+        assert_eq!(
+            body_map(b"\xEF\xBB\xBF\xEF\xBB\xBF{}").unwrap_err()[0].code,
             "invalid_json"
         );
     }
