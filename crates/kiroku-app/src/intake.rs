@@ -53,6 +53,10 @@ pub struct Accepted {
 
 pub(crate) struct Job {
     integration: Integration,
+    /// Its service's routing, looked up before the job joins a batch: a
+    /// service whose stored routing no longer compiles fails its own
+    /// senders, not the others sharing the commit.
+    routed: Arc<RoutedService>,
     source: Source,
     events: Vec<AlertEvent>,
     reply: oneshot::Sender<Result<Vec<Accepted>>>,
@@ -193,9 +197,11 @@ impl App {
         if events.is_empty() {
             return Ok(Vec::new());
         }
+        let routed = self.routed_service(integration.service_id).await?;
         let (reply, answer) = oneshot::channel();
         let job = Job {
             integration: integration.clone(),
+            routed,
             source,
             events,
             reply,
@@ -267,10 +273,10 @@ impl App {
         let now = self.now();
         let mut batch = Batch::default();
         for job in jobs.iter() {
-            let id = job.integration.service_id;
-            if let std::collections::hash_map::Entry::Vacant(slot) = batch.routers.entry(id) {
-                slot.insert(self.routed_service(id).await?);
-            }
+            batch
+                .routers
+                .entry(job.integration.service_id)
+                .or_insert_with(|| job.routed.clone());
         }
         let keys: Vec<(Uuid, String)> = jobs
             .iter()

@@ -518,6 +518,58 @@ on_both_backends!(
     concurrent_story,
 );
 
+/// A service whose stored routing no longer compiles (its category since
+/// taken out of the configuration, say) fails its own senders only, not
+/// those of other services whose requests share a commit with theirs.
+#[tokio::test]
+async fn a_routing_that_no_longer_compiles_fails_its_own_senders_only() {
+    let t = TestApp::sqlite().await;
+    let (broken, _) = integration(&t, "generic", "broken").await;
+    let (fine, _) = integration(&t, "generic", "fine").await;
+    let store = &t.store.store;
+    let mut service = store.service("broken").await.unwrap().unwrap();
+    let version = service.version;
+    service.routing.category = "retired-category".into();
+    service.version += 1;
+    let mut tx = store.begin().await.unwrap();
+    tx.update_service(&service, version).await.unwrap();
+    tx.append_audit(&kiroku_domain::AuditEvent::success(
+        jiff::Timestamp::now(),
+        &kiroku_domain::Actor::system(),
+        &kiroku_domain::Source::system(),
+        kiroku_domain::Operation::Update,
+        "service_routing_update",
+        kiroku_domain::Target::new("service", Some(service.id.to_string())),
+    ))
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+
+    let tasks: Vec<_> = (0..40)
+        .map(|i| {
+            let key = if i % 2 == 0 { &broken } else { &fine };
+            let url = t.url(&format!("/api/v1/integrations/{key}/generic"));
+            let body = json!({"summary": format!("alert {i}"), "source": "h", "dedup_key": format!("k{i}")});
+            let http = t.http.clone();
+            tokio::spawn(async move {
+                let res = http.post(&url).json(&body).send().await.unwrap();
+                (res.status(), res.json::<Value>().await.unwrap())
+            })
+        })
+        .collect();
+    for (i, task) in tasks.into_iter().enumerate() {
+        let (status, body) = task.await.unwrap();
+        if i % 2 == 0 {
+            assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+            assert_eq!(body["code"], "internal", "{body}");
+        } else {
+            assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        }
+    }
+    assert_eq!(alerts(&t, "?service=fine&limit=200").await.len(), 20);
+    assert!(alerts(&t, "?service=broken&limit=200").await.is_empty());
+}
+
 /// Senders' clocks run ahead of ours. A time a little ahead reads as now,
 /// one far ahead is dropped, and neither fails the senders whose alerts
 /// share its commit.
