@@ -234,29 +234,46 @@ impl App {
     }
 
     /// A service and its compiled routing, read at most once a second.
+    /// When a second has passed, the first request to see it reads the
+    /// routing again; the others meanwhile keep the one they have, rather
+    /// than every waiting request reading it at once.
     async fn routed_service(&self, id: Uuid) -> Result<Arc<RoutedService>> {
         if let Some((at, routed)) = self
             .routings
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&id)
-            && at.elapsed() < ROUTING_TTL
+            .get_mut(&id)
         {
-            return Ok(routed.clone());
+            if at.elapsed() < ROUTING_TTL {
+                return Ok(routed.clone());
+            }
+            *at = Instant::now();
         }
-        let service = self
-            .store
-            .service(&id.to_string())
-            .await?
-            .ok_or(AppError::NotFound { what: "service" })?;
-        let router = Router::new(service.routing.clone(), &self.config.rules)
-            .map_err(|e| AppError::Internal(format!("stored routing of {}: {e}", service.name)))?;
-        let routed = Arc::new(RoutedService { service, router });
-        self.routings
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, (Instant::now(), routed.clone()));
-        Ok(routed)
+        let read = async {
+            let service = self
+                .store
+                .service(&id.to_string())
+                .await?
+                .ok_or(AppError::NotFound { what: "service" })?;
+            let router = Router::new(service.routing.clone(), &self.config.rules).map_err(|e| {
+                AppError::Internal(format!("stored routing of {}: {e}", service.name))
+            })?;
+            Ok(Arc::new(RoutedService { service, router }))
+        };
+        match read.await {
+            Ok(routed) => {
+                self.routings
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(id, (Instant::now(), routed.clone()));
+                Ok(routed)
+            }
+            // What no longer reads or compiles is not used again.
+            Err(e) => {
+                self.forget_routing(id);
+                Err(e)
+            }
+        }
     }
 
     /// Forgets a service's compiled routing after a local change.

@@ -518,18 +518,13 @@ on_both_backends!(
     concurrent_story,
 );
 
-/// A service whose stored routing no longer compiles (its category since
-/// taken out of the configuration, say) fails its own senders only, not
-/// those of other services whose requests share a commit with theirs.
-#[tokio::test]
-async fn a_routing_that_no_longer_compiles_fails_its_own_senders_only() {
-    let t = TestApp::sqlite().await;
-    let (broken, _) = integration(&t, "generic", "broken").await;
-    let (fine, _) = integration(&t, "generic", "fine").await;
+/// Writes a routing category straight into the store, as another node or
+/// a configuration change since would leave it.
+async fn store_routing_category(t: &TestApp, service: &str, category: &str) {
     let store = &t.store.store;
-    let mut service = store.service("broken").await.unwrap().unwrap();
+    let mut service = store.service(service).await.unwrap().unwrap();
     let version = service.version;
-    service.routing.category = "retired-category".into();
+    service.routing.category = category.into();
     service.version += 1;
     let mut tx = store.begin().await.unwrap();
     tx.update_service(&service, version).await.unwrap();
@@ -544,6 +539,18 @@ async fn a_routing_that_no_longer_compiles_fails_its_own_senders_only() {
     .await
     .unwrap();
     tx.commit().await.unwrap();
+}
+
+/// A service whose stored routing no longer compiles (its category since
+/// taken out of the configuration, say) fails its own senders only, not
+/// those of other services whose requests share a commit with theirs. A
+/// routing changed behind this node's back is read again within a second.
+#[tokio::test]
+async fn a_routing_that_no_longer_compiles_fails_its_own_senders_only() {
+    let t = TestApp::sqlite().await;
+    let (broken, _) = integration(&t, "generic", "broken").await;
+    let (fine, _) = integration(&t, "generic", "fine").await;
+    store_routing_category(&t, "broken", "retired-category").await;
 
     let tasks: Vec<_> = (0..40)
         .map(|i| {
@@ -568,6 +575,20 @@ async fn a_routing_that_no_longer_compiles_fails_its_own_senders_only() {
     }
     assert_eq!(alerts(&t, "?service=fine&limit=200").await.len(), 20);
     assert!(alerts(&t, "?service=broken&limit=200").await.is_empty());
+
+    // A routing that failed is not kept: repaired, it works at once.
+    let path = format!("/api/v1/integrations/{broken}/generic");
+    let alert = |n: &str| json!({"summary": n, "source": "h", "dedup_key": n});
+    store_routing_category(&t, "broken", "server_failure").await;
+    assert_eq!(send(&t, &path, &alert("a")).await.0, StatusCode::ACCEPTED);
+    // A good routing is kept for a second, then read again.
+    store_routing_category(&t, "broken", "retired-category").await;
+    assert_eq!(send(&t, &path, &alert("b")).await.0, StatusCode::ACCEPTED);
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    for n in ["c", "d"] {
+        let (status, body) = send(&t, &path, &alert(n)).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{n}: {body}");
+    }
 }
 
 /// Senders' clocks run ahead of ours. A time a little ahead reads as now,
