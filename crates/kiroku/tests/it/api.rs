@@ -590,10 +590,7 @@ async fn expired_tokens_are_refused() {
     };
     let mut tx = t.store.store.begin().await.unwrap();
     tx.insert_token(&record).await.unwrap();
-    tx.append_audit(&kiroku_domain::AuditEvent::success(
-        now,
-        &kiroku_domain::Actor::system(),
-        &kiroku_domain::Source::system(),
+    tx.append_audit(&crate::support::system_event(
         kiroku_domain::Operation::Create,
         "authn_token_created",
         kiroku_domain::Target::new("token", Some(record.id.to_string())),

@@ -10,7 +10,7 @@ use kiroku_app::{
 };
 use kiroku_domain::alert::generic;
 use kiroku_domain::{
-    Actor, AuditEvent, Operation, Role, Source, Target, TimelineEntry, TimelineKind, Transition,
+    AuditEvent, Operation, Role, Source, Target, TimelineEntry, TimelineKind, Transition,
 };
 use kiroku_store::{AlertGroup, IncidentKey, IncidentQuery, Store, StoreError};
 
@@ -112,14 +112,7 @@ async fn numbers_are_unique_and_gap_free_under_50_concurrent_declarations(store:
 }
 
 fn event(action: &str) -> AuditEvent {
-    AuditEvent::success(
-        Timestamp::now(),
-        &Actor::system(),
-        &Source::system(),
-        Operation::Execute,
-        action,
-        Target::new("test", None),
-    )
+    crate::support::system_event(Operation::Execute, action, Target::new("test", None))
 }
 
 async fn a_transaction_without_an_audit_event_does_not_commit(store: Arc<dyn Store>) {

@@ -955,10 +955,7 @@ async fn bad_policies_schedules_and_contact_methods_are_refused_with_the_field()
     maker.disabled = true;
     let mut tx = store.begin().await.unwrap();
     tx.update_user(&maker).await.unwrap();
-    tx.append_audit(&kiroku_domain::AuditEvent::success(
-        jiff::Timestamp::now(),
-        &kiroku_domain::Actor::system(),
-        &kiroku_domain::Source::system(),
+    tx.append_audit(&crate::support::system_event(
         kiroku_domain::Operation::Update,
         "user_disable",
         kiroku_domain::Target::new("user", Some(maker.id.to_string())),

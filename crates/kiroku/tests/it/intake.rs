@@ -528,10 +528,7 @@ async fn store_routing_category(t: &TestApp, service: &str, category: &str) {
     service.version += 1;
     let mut tx = store.begin().await.unwrap();
     tx.update_service(&service, version).await.unwrap();
-    tx.append_audit(&kiroku_domain::AuditEvent::success(
-        jiff::Timestamp::now(),
-        &kiroku_domain::Actor::system(),
-        &kiroku_domain::Source::system(),
+    tx.append_audit(&crate::support::system_event(
         kiroku_domain::Operation::Update,
         "service_routing_update",
         kiroku_domain::Target::new("service", Some(service.id.to_string())),

@@ -179,10 +179,7 @@ async fn expired_session(t: &TestApp, user: &str) -> String {
     })
     .await
     .unwrap();
-    tx.append_audit(&kiroku_domain::AuditEvent::success(
-        now,
-        &kiroku_domain::Actor::system(),
-        &kiroku_domain::Source::system(),
+    tx.append_audit(&crate::support::system_event(
         kiroku_domain::Operation::Create,
         "authn_login_success",
         kiroku_domain::Target::new("session", None),

@@ -422,6 +422,23 @@ impl Drop for TestApp {
 }
 
 /// The current TOTP code for a secret.
+/// An audit event by the system, for a test that writes to the store
+/// behind the app's back: no transaction commits without one.
+pub fn system_event(
+    operation: kiroku_domain::Operation,
+    action: &str,
+    target: kiroku_domain::Target,
+) -> kiroku_domain::AuditEvent {
+    kiroku_domain::AuditEvent::success(
+        jiff::Timestamp::now(),
+        &kiroku_domain::Actor::system(),
+        &kiroku_domain::Source::system(),
+        operation,
+        action,
+        target,
+    )
+}
+
 pub fn totp_now(secret: &str) -> String {
     kiroku_app::totp_code(secret, jiff::Timestamp::now().as_second() as u64).unwrap()
 }
