@@ -90,7 +90,6 @@ pub(crate) type RoutingCache = Mutex<HashMap<Uuid, (Instant, Arc<RoutedService>)
 /// same batch see earlier ones before anything is written.
 #[derive(Default)]
 struct Batch {
-    routers: HashMap<Uuid, Arc<RoutedService>>,
     alerts: HashMap<Uuid, Alert>,
     /// Open alerts by (integration, dedup key).
     open: HashMap<(Uuid, String), Uuid>,
@@ -289,12 +288,6 @@ impl App {
     async fn apply_batch(&self, jobs: &mut [Job]) -> Result<(Vec<Vec<Accepted>>, Durable)> {
         let now = self.now();
         let mut batch = Batch::default();
-        for job in jobs.iter() {
-            batch
-                .routers
-                .entry(job.integration.service_id)
-                .or_insert_with(|| job.routed.clone());
-        }
         let keys: Vec<(Uuid, String)> = jobs
             .iter()
             .flat_map(|j| {
@@ -323,10 +316,11 @@ impl App {
                 job.source.clone(),
             );
             let events = std::mem::take(&mut job.events);
+            let job = &*job;
             let mut accepted = Vec::with_capacity(events.len());
             for event in events {
                 accepted.push(
-                    self.apply_event(&mut tx, &mut batch, &caller, &job.integration, event, now)
+                    self.apply_event(&mut tx, &mut batch, &caller, job, event, now)
                         .await?,
                 );
                 batch.event_no += 1;
@@ -378,10 +372,9 @@ impl App {
     /// event, should that event open an alert.
     fn groups_of(&self, jobs: &[Job], batch: &mut Batch, now: Timestamp) -> Vec<AlertGroup> {
         let mut groups = HashSet::new();
-        let events = jobs.iter().flat_map(|job| {
-            let routed = &batch.routers[&job.integration.service_id];
-            job.events.iter().map(move |event| (routed, event))
-        });
+        let events = jobs
+            .iter()
+            .flat_map(|job| job.events.iter().map(move |event| (&job.routed, event)));
         for (n, (routed, event)) in events.enumerate() {
             if event.action != AlertAction::Trigger {
                 continue;
@@ -398,10 +391,11 @@ impl App {
         tx: &mut Box<dyn Tx>,
         batch: &mut Batch,
         caller: &Caller,
-        integration: &Integration,
+        job: &Job,
         mut event: AlertEvent,
         now: Timestamp,
     ) -> Result<Accepted> {
+        let integration = &job.integration;
         let action = event.action;
         let key = match event.dedup_key.take() {
             Some(k) => k,
@@ -416,7 +410,7 @@ impl App {
             }
             (AlertAction::Trigger, None) => {
                 let alert = self
-                    .open_alert(tx, batch, caller, integration, key.clone(), event, now)
+                    .open_alert(tx, batch, caller, job, key.clone(), event, now)
                     .await?;
                 batch.open.insert((integration.id, key.clone()), alert.id);
                 (Effect::Opened, Some(alert))
@@ -447,9 +441,8 @@ impl App {
                 let alert_id = alert.id;
                 let incident = alert.incident_id;
                 batch.touch(alert);
-                let service = &batch.routers[&integration.service_id].service;
                 if let Some(incident) = incident
-                    && service.routing.auto_resolve
+                    && job.routed.service.routing.auto_resolve
                     && self.all_resolved(tx, batch, incident).await?
                 {
                     self.follow_incident(tx, batch, caller, incident, Transition::Resolve, now)
@@ -502,14 +495,14 @@ impl App {
         tx: &mut Box<dyn Tx>,
         batch: &mut Batch,
         caller: &Caller,
-        integration: &Integration,
+        job: &Job,
         key: String,
         event: AlertEvent,
         now: Timestamp,
     ) -> Result<Alert> {
         let rules = &self.config.rules;
-        let routed = batch.routers[&integration.service_id].clone();
-        let (service, router) = (&routed.service, &routed.router);
+        let integration = &job.integration;
+        let (service, router) = (&job.routed.service, &job.routed.router);
         let decision = batch
             .decided
             .remove(&batch.event_no)
@@ -540,7 +533,7 @@ impl App {
         });
         let incident_id = match joined {
             Some(id) => {
-                batch.joined.entry(id).or_default().push(origin.clone());
+                batch.joined.entry(id).or_default().push(origin);
                 id
             }
             None => {
@@ -553,9 +546,7 @@ impl App {
                         now,
                     )
                     .validated(rules, now)?;
-                let incident = self
-                    .declare_in(tx, caller, draft, now, origin.clone())
-                    .await?;
+                let incident = self.declare_in(tx, caller, draft, now, origin).await?;
                 let id = incident.id;
                 batch.incidents.insert(id, incident);
                 id
