@@ -264,6 +264,17 @@ async fn read_nodes(
     Ok(())
 }
 
+/// Rows read as tuples of their columns.
+pub(crate) fn from_rows<T>(rows: &[sqlx::any::AnyRow]) -> Result<Vec<T>>
+where
+    T: for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow>,
+{
+    rows.iter()
+        .map(sqlx::FromRow::from_row)
+        .collect::<std::result::Result<_, _>>()
+        .map_err(map_err)
+}
+
 pub(crate) fn decode_docs<T: serde::de::DeserializeOwned>(rows: Vec<(String,)>) -> Result<Vec<T>> {
     rows.iter().map(|(d,)| from_doc(d)).collect()
 }
@@ -378,12 +389,7 @@ impl SqlStore {
             .fetch_all(&self.read)
             .await
             .map_err(map_err)?;
-        let rows: Vec<(String,)> = rows
-            .iter()
-            .map(sqlx::FromRow::from_row)
-            .collect::<std::result::Result<_, _>>()
-            .map_err(map_err)?;
-        decode_docs(rows)
+        decode_docs(from_rows(&rows)?)
     }
 }
 

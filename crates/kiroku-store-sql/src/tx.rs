@@ -24,7 +24,7 @@ use kiroku_audit::{CompactRange, canonical_event};
 use crate::convert::{from_doc, from_micros, micros, opt_micros, search_text, to_doc};
 use crate::escalation::{self, Versioned};
 use crate::reports;
-use crate::store::{Bind, ROWS_PER_STATEMENT, Statement, multi_insert};
+use crate::store::{Bind, ROWS_PER_STATEMENT, Statement, from_rows, multi_insert};
 use crate::wal::WalSync;
 use crate::writer::{WriteTx, execute_each, fetch_each, fetch_joined};
 use crate::{Dialect, alerts, map_err, notify};
@@ -724,13 +724,7 @@ impl Tx for SqlTx {
     ) -> Result<(Vec<Alert>, Vec<Option<Uuid>>)> {
         let reads = alerts::intake_reads(self.dialect, keys, groups);
         // Every term of the reads yields `(n, text)` rows.
-        let rows = self
-            .send(reads)
-            .await?
-            .iter()
-            .map(sqlx::FromRow::from_row)
-            .collect::<std::result::Result<_, _>>()
-            .map_err(map_err)?;
+        let rows = from_rows(&self.send(reads).await?)?;
         alerts::intake_found(rows, groups.len())
     }
 
