@@ -54,6 +54,12 @@ pub fn line(
     Ok(v.to_string())
 }
 
+/// Whether [`text`] refuses `c`: a control character other than a line
+/// break or a tab.
+pub fn refused_in_text(c: char) -> bool {
+    c.is_control() && !matches!(c, '\n' | '\r' | '\t')
+}
+
 /// A multi-line text: line breaks and tabs allowed, other control characters not.
 pub fn text(
     field: &str,
@@ -72,9 +78,7 @@ pub fn text(
             format!("must be at most {max} characters"),
         ));
     }
-    if v.chars()
-        .any(|c| c.is_control() && c != '\n' && c != '\r' && c != '\t')
-    {
+    if v.chars().any(refused_in_text) {
         return Err(ValidationError::new(
             field,
             "invalid_characters",

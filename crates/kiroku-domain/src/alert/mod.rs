@@ -321,13 +321,7 @@ impl Alert {
             title: title_of(&self.summary, service),
             summary: format!("{}\n\nsource: {}", self.summary, self.source)
                 .chars()
-                .map(|c| {
-                    if c.is_control() && !matches!(c, '\n' | '\r' | '\t') {
-                        ' '
-                    } else {
-                        c
-                    }
-                })
+                .map(|c| if validate::refused_in_text(c) { ' ' } else { c })
                 .collect(),
             category,
             severity,
