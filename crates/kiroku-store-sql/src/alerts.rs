@@ -144,18 +144,22 @@ const BINDS_PER_STATEMENT: usize = 8_000;
 /// Dedup keys per open-alert term.
 const KEYS_PER_TERM: usize = 800;
 
+/// Groups per group term (four values each).
+const GROUPS_PER_TERM: usize = 500;
+
 /// One compound term of intake's read: one integration's open alerts
-/// among some keys, or one group's open incident (by the group's number).
+/// among some keys, or some groups' open incidents, each group with its
+/// number.
 enum IntakeTerm<'a> {
     Open(Uuid, &'a [&'a str]),
-    Group(usize, &'a AlertGroup),
+    Groups(&'a [(usize, &'a AlertGroup)]),
 }
 
 impl IntakeTerm<'_> {
     fn binds(&self) -> usize {
         match self {
             IntakeTerm::Open(_, keys) => 1 + keys.len(),
-            IntakeTerm::Group(..) => 3,
+            IntakeTerm::Groups(groups) => 4 * groups.len(),
         }
     }
 
@@ -179,17 +183,34 @@ impl IntakeTerm<'_> {
                     keys.join(", ")
                 )
             }
-            IntakeTerm::Group(n, g) => {
-                let service = f.placeholder(Bind::Text(g.service.to_string()));
-                let key = f.placeholder(Bind::Text(g.key.clone()));
-                let since = f.placeholder(Bind::Int(micros(g.since)));
+            // The groups are a list of values, each looked up by the same
+            // subquery: the text grows by a few characters per group, so
+            // that a read of many groups stays short enough to be kept
+            // prepared.
+            IntakeTerm::Groups(groups) => {
+                let rows: Vec<String> = groups
+                    .iter()
+                    .map(|(n, g)| {
+                        format!(
+                            "({}, {}, {}, {})",
+                            f.placeholder(Bind::Int(*n as i64)),
+                            f.placeholder(Bind::Text(g.service.to_string())),
+                            f.placeholder(Bind::Text(g.key.clone())),
+                            f.placeholder(Bind::Int(micros(g.since)))
+                        )
+                    })
+                    .collect();
                 format!(
-                    "SELECT {n} AS n, incident_id AS doc FROM (
-                       SELECT a.incident_id FROM alerts a JOIN incidents i ON i.id = a.incident_id
-                       WHERE a.service_id = {service} AND a.group_key = {key}
-                         AND a.first_seen_at >= {since}
-                         AND i.status NOT IN ('resolved', 'closed')
-                       ORDER BY a.first_seen_at DESC LIMIT 1) AS t{k}"
+                    "SELECT n, doc FROM (
+                       SELECT g.column1 AS n, COALESCE((
+                         SELECT a.incident_id FROM alerts a
+                         JOIN incidents i ON i.id = a.incident_id
+                         WHERE a.service_id = g.column2 AND a.group_key = g.column3
+                           AND a.first_seen_at >= g.column4
+                           AND i.status NOT IN ('resolved', 'closed')
+                         ORDER BY a.first_seen_at DESC LIMIT 1), '') AS doc
+                       FROM (VALUES {}) AS g) AS t{k}",
+                    rows.join(", ")
                 )
             }
         }
@@ -202,10 +223,11 @@ impl IntakeTerm<'_> {
 /// after its `since` belongs to, if that incident is still open. Every
 /// term yields `(n, text)` rows, so that the terms join with `UNION ALL`
 /// into as few statements as the limits allow (one for any batch of
-/// fewer than 100 groups): an open alert's document where n is -1, else
-/// the incident of group number n ([`intake_found`] sorts them out). On
-/// PostgreSQL, which takes a statement per round trip, that is one round
-/// trip where each part was one.
+/// fewer than 100 integrations): an open alert's document where n is -1,
+/// else the incident of group number n, empty if it has none
+/// ([`intake_found`] sorts them out).
+/// On PostgreSQL, which takes a statement per round trip, that is one
+/// round trip where each part was one.
 pub(crate) fn intake_reads(
     dialect: Dialect,
     keys: &[(Uuid, String)],
@@ -216,21 +238,20 @@ pub(crate) fn intake_reads(
     for (integration, key) in keys {
         by_integration.entry(*integration).or_default().push(key);
     }
-    let mut terms: Vec<IntakeTerm> = by_integration
+    for keys in by_integration.values_mut() {
+        pad_to_shape(keys, KEYS_PER_TERM);
+    }
+    let mut numbered: Vec<(usize, &AlertGroup)> = groups.iter().enumerate().collect();
+    pad_to_shape(&mut numbered, GROUPS_PER_TERM);
+    let terms = by_integration
         .iter()
         .flat_map(|(integration, keys)| {
             keys.chunks(KEYS_PER_TERM)
                 .map(|chunk| IntakeTerm::Open(*integration, chunk))
         })
-        .collect();
-    terms.extend(
-        groups
-            .iter()
-            .enumerate()
-            .map(|(n, g)| IntakeTerm::Group(n, g)),
-    );
+        .chain(numbered.chunks(GROUPS_PER_TERM).map(IntakeTerm::Groups));
     let mut reads = Vec::new();
-    let mut terms = terms.into_iter().peekable();
+    let mut terms = terms.peekable();
     while terms.peek().is_some() {
         let mut f = Filter::for_dialect(dialect);
         let mut parts = Vec::new();
@@ -246,6 +267,21 @@ pub(crate) fn intake_reads(
     reads
 }
 
+/// Repeats the last of `items` until their count is a power of two, or
+/// a multiple of `chunk` past it: the read's text then takes one of a few
+/// shapes, which the statement caches keep prepared, where a text for
+/// every count would be parsed afresh. A key met twice in an `IN` list, or
+/// a group looked up twice under its number, changes no answer.
+fn pad_to_shape<T: Copy>(items: &mut Vec<T>, chunk: usize) {
+    let Some(&last) = items.last() else { return };
+    let shape = if items.len() < chunk {
+        items.len().next_power_of_two().min(chunk)
+    } else {
+        items.len().next_multiple_of(chunk)
+    };
+    items.resize(shape, last);
+}
+
 /// The open alerts, and each of `groups` groups' open incident, from the
 /// rows of [`intake_reads`].
 pub(crate) fn intake_found(
@@ -257,6 +293,10 @@ pub(crate) fn intake_found(
     for (n, text) in rows {
         if n < 0 {
             alerts.push(from_doc(&text)?);
+            continue;
+        }
+        // A group without an open incident.
+        if text.is_empty() {
             continue;
         }
         let id = Uuid::parse_str(&text)

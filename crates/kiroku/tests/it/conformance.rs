@@ -862,9 +862,10 @@ async fn timeline_entries_appended_together_land_on_their_own_incidents(store: A
     }
 }
 
-/// Intake's read before a batch, with more keys and groups than one
-/// statement takes: every open alert asked for is found once, and every
-/// group gets its answer in its own place.
+/// Intake's read before a batch, small and with more keys and groups than
+/// one term takes: every open alert asked for is found once, although the
+/// read repeats the last key to round the count up, and every group gets
+/// its answer in its own place, the repeated last one too.
 async fn intake_reads_many_keys_and_groups(store: Arc<dyn Store>) {
     let (app, admin) = app(store.clone()).await;
     let integration = app
@@ -894,35 +895,43 @@ async fn intake_reads_many_keys_and_groups(store: Arc<dyn Store>) {
     app.ingest_alerts(&integration, Source::system(), events)
         .await
         .unwrap();
-    let mut keys: Vec<(uuid::Uuid, String)> = (0..2_000)
+    // The open keys come last, so that the last one is the repeated one.
+    let mut keys: Vec<(uuid::Uuid, String)> = (3..2_000)
+        .chain(0..3)
         .map(|n| (integration.id, format!("k-{n}")))
         .collect();
     let elsewhere = uuid::Uuid::now_v7();
     keys.extend((0..300).map(|n| (elsewhere, format!("k-{n}"))));
+    let one_open = &keys[1_999..2_000];
     let mut tx = store.begin().await.unwrap();
-    let (opened, _) = tx.open_alerts_and_groups(&keys[..1], &[]).await.unwrap();
+    let (opened, _) = tx.open_alerts_and_groups(one_open, &[]).await.unwrap();
     let (group_key, incident) = (
         opened[0].grouping_key.clone().unwrap(),
         opened[0].incident_id.unwrap(),
     );
-    // The one group that has an open incident sits past the first
-    // statement's hundred terms.
-    let groups: Vec<AlertGroup> = (0..250)
-        .map(|n| AlertGroup {
-            service: integration.service_id,
-            key: if n == 200 {
-                group_key.clone()
-            } else {
-                format!("g-{n}")
-            },
-            since: Timestamp::UNIX_EPOCH,
-        })
-        .collect();
+    let group = |n: usize, open: bool| AlertGroup {
+        service: integration.service_id,
+        key: if open {
+            group_key.clone()
+        } else {
+            format!("g-{n}")
+        },
+        since: Timestamp::UNIX_EPOCH + SignedDuration::from_secs(n as i64),
+    };
+    // Small: three groups, read as four.
+    let groups: Vec<AlertGroup> = (0..3).map(|n| group(n, n == 2)).collect();
+    let (open, found) = tx.open_alerts_and_groups(one_open, &groups).await.unwrap();
+    assert_eq!(open.len(), 1);
+    assert_eq!(found, [None, None, Some(incident)]);
+    // Large: one group with an open incident sits past the first term's
+    // 500 groups, another is the last.
+    let groups: Vec<AlertGroup> = (0..600).map(|n| group(n, n == 550 || n == 599)).collect();
     let (open, found) = tx.open_alerts_and_groups(&keys, &groups).await.unwrap();
     let mut open: Vec<String> = open.into_iter().map(|a| a.dedup_key).collect();
     open.sort();
     assert_eq!(open, ["k-0", "k-1", "k-2"]);
-    let mut expected = vec![None; 250];
-    expected[200] = Some(incident);
+    let mut expected = vec![None; 600];
+    expected[550] = Some(incident);
+    expected[599] = Some(incident);
     assert_eq!(found, expected);
 }
