@@ -8,7 +8,10 @@
 //! the log itself after it has let go of the lock and before it reports
 //! anything as done. Syncs are shared: one that starts after a commit
 //! covers it and every commit before it, so a burst of commits pays for
-//! one or two syncs while the next transactions already run.
+//! one or two syncs while the next transactions already run. Two may be
+//! under way at once: a commit that lands while a sync runs starts the
+//! next one then, rather than waiting for the first to end and then for
+//! all of the second, and the disk takes both together.
 //!
 //! A checkpoint syncs the log before copying it into the database and the
 //! database afterwards (SQLite's rule under `NORMAL`), so frames a
@@ -22,11 +25,18 @@ use std::sync::{Arc, Mutex};
 use kiroku_store::{Result, StoreError};
 use tokio::sync::watch;
 
-/// Sync requests so far, and whether a sync is under way.
+/// The most syncs under way at once. Two let a commit's wait be about one
+/// sync instead of one and a half: single alerts at concurrency 8 gained
+/// about 9 %; four gained no more.
+const SYNCS_IN_FLIGHT: usize = 2;
+
+/// Sync requests so far, the syncs under way, and the last request a
+/// sync under way covers.
 #[derive(Default)]
 struct Requests {
     made: u64,
-    syncing: bool,
+    syncing: usize,
+    begun: u64,
 }
 
 pub struct WalSync {
@@ -70,10 +80,11 @@ impl WalSync {
             }
             let target = {
                 let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-                if state.syncing {
+                if state.begun >= ticket || state.syncing >= SYNCS_IN_FLIGHT {
                     None
                 } else {
-                    state.syncing = true;
+                    state.syncing += 1;
+                    state.begun = state.made;
                     Some(state.made)
                 }
             };
@@ -87,8 +98,8 @@ impl WalSync {
                         .map_err(|e| StoreError::Backend(format!("log sync: {e}")))??;
                 }
                 None => {
-                    // A sync under way may not cover this request: wait for
-                    // it, then look again.
+                    // A sync under way covers this request, or two are under
+                    // way already: wait for one to end, then look again.
                     let _ = synced.changed().await;
                 }
             }
@@ -98,7 +109,15 @@ impl WalSync {
     async fn sync_through(&self, target: u64) -> Result<()> {
         let wal = self.wal.clone();
         let done = tokio::task::spawn_blocking(move || sync_file(&wal)).await;
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).syncing = false;
+        {
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            state.syncing -= 1;
+            // What a failed sync was to cover is no longer under way: its
+            // waiters begin another rather than wait for it.
+            if !matches!(done, Ok(Ok(()))) {
+                state.begun = *self.synced.borrow();
+            }
+        }
         let result = match done {
             Ok(Ok(())) => {
                 self.syncs.fetch_add(1, Ordering::Relaxed);

@@ -557,6 +557,41 @@ async fn log_syncs_are_shared_and_never_early() {
     assert_eq!(wal.syncs(), shared + 1);
 }
 
+/// A sync that fails fails the requests waiting on it, however many syncs
+/// were under way, no request is left waiting for a sync that will not
+/// come, and the next request after a repair is synced.
+#[tokio::test]
+async fn failed_log_syncs_fail_every_waiting_request() {
+    let dir = tempfile::tempdir().unwrap();
+    // The log's folder is a file: opening the log fails, not as "missing".
+    let not_a_folder = dir.path().join("file");
+    std::fs::write(&not_a_folder, b"").unwrap();
+    let wal = kiroku_store_sql::WalSync::new(&not_a_folder.join("k.db"));
+    let waits: Vec<_> = (0..64)
+        .map(|_| {
+            let wal = wal.clone();
+            tokio::spawn(async move { wal.sync().await })
+        })
+        .collect();
+    for w in waits {
+        let answer = tokio::time::timeout(std::time::Duration::from_secs(10), w)
+            .await
+            .expect("a request was left waiting")
+            .unwrap();
+        assert!(
+            matches!(answer, Err(StoreError::Unavailable(_))),
+            "{answer:?}"
+        );
+    }
+    assert_eq!(wal.syncs(), 0);
+    // Once the log can be reached, the next request is synced.
+    std::fs::remove_file(&not_a_folder).unwrap();
+    std::fs::create_dir(&not_a_folder).unwrap();
+    std::fs::write(not_a_folder.join("k.db-wal"), b"log").unwrap();
+    wal.sync().await.unwrap();
+    assert_eq!(wal.syncs(), 1);
+}
+
 /// Commits reach the database file without the writer checkpointing: the
 /// background thread copies the log. The file is read as if the log did
 /// not exist (`immutable`), so only what was copied is seen.
