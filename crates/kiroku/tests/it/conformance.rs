@@ -534,6 +534,19 @@ async fn sqlite_commit_is_synced_after_the_write_lock_is_released() {
     assert_eq!(store.audit_size().await.unwrap(), 2);
 }
 
+/// `n` requests for a sync of `wal`'s log, made at once.
+fn sync_requests(
+    wal: &Arc<kiroku_store_sql::WalSync>,
+    n: usize,
+) -> Vec<tokio::task::JoinHandle<kiroku_store::Result<()>>> {
+    (0..n)
+        .map(|_| {
+            let wal = wal.clone();
+            tokio::spawn(async move { wal.sync().await })
+        })
+        .collect()
+}
+
 /// Concurrent requests share syncs, and a request made after a sync ended
 /// gets a sync of its own (what it wrote may have come after that one).
 #[tokio::test]
@@ -542,12 +555,7 @@ async fn log_syncs_are_shared_and_never_early() {
     let db = dir.path().join("k.db");
     std::fs::write(dir.path().join("k.db-wal"), b"log").unwrap();
     let wal = kiroku_store_sql::WalSync::new(&db);
-    let waits: Vec<_> = (0..64)
-        .map(|_| {
-            let wal = wal.clone();
-            tokio::spawn(async move { wal.sync().await })
-        })
-        .collect();
+    let waits = sync_requests(&wal, 64);
     for w in waits {
         w.await.unwrap().unwrap();
     }
@@ -567,12 +575,7 @@ async fn failed_log_syncs_fail_every_waiting_request() {
     let not_a_folder = dir.path().join("file");
     std::fs::write(&not_a_folder, b"").unwrap();
     let wal = kiroku_store_sql::WalSync::new(&not_a_folder.join("k.db"));
-    let waits: Vec<_> = (0..64)
-        .map(|_| {
-            let wal = wal.clone();
-            tokio::spawn(async move { wal.sync().await })
-        })
-        .collect();
+    let waits = sync_requests(&wal, 64);
     for w in waits {
         let answer = tokio::time::timeout(std::time::Duration::from_secs(10), w)
             .await
