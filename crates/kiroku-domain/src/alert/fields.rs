@@ -232,17 +232,35 @@ pub(super) fn labels(
 pub(super) fn time(field: &str, value: &Value, problems: &mut Problems) -> Option<Timestamp> {
     let parsed = match value {
         Value::Null => return None,
-        Value::String(s) if has_four_digit_year(s) => s.parse::<Timestamp>().ok(),
-        _ => None,
+        Value::String(s) if has_four_digit_year(s) => {
+            s.parse::<Timestamp>().map_err(|_| s.as_str())
+        }
+        _ => Err(""),
     };
-    if parsed.is_none() {
-        problems.push(ValidationError::new(
-            field,
-            "invalid_time",
-            "must be an RFC 3339 time with an offset, such as 2026-11-21T09:00:00+09:00",
-        ));
+    match parsed {
+        Ok(t) => Some(t),
+        Err(text) => {
+            let message = if past_the_latest_time(text) {
+                format!(
+                    "must be no later than {}, the latest time Kiroku stores",
+                    Timestamp::from_second(Timestamp::MAX.as_second()).unwrap_or(Timestamp::MAX)
+                )
+            } else {
+                "must be an RFC 3339 time with an offset, such as 2026-11-21T09:00:00+09:00"
+                    .to_string()
+            };
+            problems.push(ValidationError::new(field, "invalid_time", message));
+            None
+        }
     }
-    parsed
+}
+
+/// A time written as RFC 3339 asks, with an offset, that still does not
+/// read as a timestamp: it lies past the last one there is (early in
+/// 9999-12-30), since a four-digit year cannot lie before the first.
+fn past_the_latest_time(text: &str) -> bool {
+    jiff::fmt::temporal::Pieces::parse(text)
+        .is_ok_and(|p| p.offset().is_some() && p.time().is_some())
 }
 
 /// RFC 3339's year is four digits: the signed years of ISO 8601's expanded
@@ -470,6 +488,20 @@ mod tests {
                 .all(|p| p.code == "invalid_time" && p.field == "t")
         );
         assert_eq!(problems.len(), 7);
+        assert!(problems.iter().all(|p| p.message.contains("RFC 3339")));
+        // Well formed, but past the last time there is: said so.
+        let mut problems = Problems::new();
+        assert!(read("9999-12-30T21:59:59Z", &mut problems).is_some());
+        assert_eq!(read("9999-12-31T23:59:59Z", &mut problems), None);
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].code, "invalid_time");
+        assert!(
+            problems[0]
+                .message
+                .contains("no later than 9999-12-30T22:00:00Z"),
+            "{}",
+            problems[0].message
+        );
     }
 
     #[test]
