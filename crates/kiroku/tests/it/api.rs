@@ -590,14 +590,13 @@ async fn expired_tokens_are_refused() {
     };
     let mut tx = t.store.store.begin().await.unwrap();
     tx.insert_token(&record).await.unwrap();
-    tx.append_audit(&crate::support::system_event(
+    crate::support::commit_as_system(
+        tx,
         kiroku_domain::Operation::Create,
         "authn_token_created",
         kiroku_domain::Target::new("token", Some(record.id.to_string())),
-    ))
-    .await
-    .unwrap();
-    tx.commit().await.unwrap();
+    )
+    .await;
     let old = TestUser {
         name: "viewer".into(),
         token: secret.into(),

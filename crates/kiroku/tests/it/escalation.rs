@@ -955,14 +955,13 @@ async fn bad_policies_schedules_and_contact_methods_are_refused_with_the_field()
     maker.disabled = true;
     let mut tx = store.begin().await.unwrap();
     tx.update_user(&maker).await.unwrap();
-    tx.append_audit(&crate::support::system_event(
+    crate::support::commit_as_system(
+        tx,
         kiroku_domain::Operation::Update,
         "user_disable",
         kiroku_domain::Target::new("user", Some(maker.id.to_string())),
-    ))
-    .await
-    .unwrap();
-    tx.commit().await.unwrap();
+    )
+    .await;
     let res = t.http.get(&feed).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
 }

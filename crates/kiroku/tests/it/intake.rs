@@ -26,6 +26,26 @@ async fn send(t: &TestApp, path: &str, body: &Value) -> (StatusCode, Value) {
         .await
 }
 
+/// Sends every `(path, body)` at once, as concurrent senders do, so that
+/// they share commits; the answers come back in the same order.
+async fn send_at_once(t: &TestApp, requests: Vec<(String, Value)>) -> Vec<(StatusCode, Value)> {
+    let tasks: Vec<_> = requests
+        .into_iter()
+        .map(|(path, body)| {
+            let (http, url) = (t.http.clone(), t.url(&path));
+            tokio::spawn(async move {
+                let res = http.post(&url).json(&body).send().await.unwrap();
+                (res.status(), res.json::<Value>().await.unwrap())
+            })
+        })
+        .collect();
+    let mut answers = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        answers.push(task.await.unwrap());
+    }
+    answers
+}
+
 fn pd_trigger(key: &str, dedup: Option<&str>, summary: &str) -> Value {
     // As in PagerDuty's documentation of the Events API v2.
     let mut e = json!({
@@ -453,17 +473,15 @@ async fn grafana_generic_maintenance_story(t: &TestApp) {
 /// and the audit tree intact.
 async fn concurrent_story(t: &TestApp) {
     let (key, _) = integration(t, "generic", "load").await;
-    let url = t.url(&format!("/api/v1/integrations/{key}/generic"));
-    let mut tasks = Vec::new();
-    for i in 0..200 {
-        let (http, url) = (t.http.clone(), url.clone());
-        tasks.push(tokio::spawn(async move {
+    let path = format!("/api/v1/integrations/{key}/generic");
+    let requests = (0..200)
+        .map(|i| {
             let body = json!({"summary": format!("alert {i}"), "source": "load", "dedup_key": format!("k{}", i % 50)});
-            http.post(&url).json(&body).send().await.unwrap().status()
-        }));
-    }
-    for task in tasks {
-        assert_eq!(task.await.unwrap(), StatusCode::ACCEPTED);
+            (path.clone(), body)
+        })
+        .collect();
+    for (status, body) in send_at_once(t, requests).await {
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     }
     let mut total = 0;
     let mut cursor = String::new();
@@ -528,14 +546,13 @@ async fn store_routing_category(t: &TestApp, service: &str, category: &str) {
     service.version += 1;
     let mut tx = store.begin().await.unwrap();
     tx.update_service(&service, version).await.unwrap();
-    tx.append_audit(&crate::support::system_event(
+    crate::support::commit_as_system(
+        tx,
         kiroku_domain::Operation::Update,
         "service_routing_update",
         kiroku_domain::Target::new("service", Some(service.id.to_string())),
-    ))
-    .await
-    .unwrap();
-    tx.commit().await.unwrap();
+    )
+    .await;
 }
 
 /// A service whose stored routing no longer compiles (its category since
@@ -549,20 +566,14 @@ async fn a_routing_that_no_longer_compiles_fails_its_own_senders_only() {
     let (fine, _) = integration(&t, "generic", "fine").await;
     store_routing_category(&t, "broken", "retired-category").await;
 
-    let tasks: Vec<_> = (0..40)
+    let requests = (0..40)
         .map(|i| {
             let key = if i % 2 == 0 { &broken } else { &fine };
-            let url = t.url(&format!("/api/v1/integrations/{key}/generic"));
             let body = json!({"summary": format!("alert {i}"), "source": "h", "dedup_key": format!("k{i}")});
-            let http = t.http.clone();
-            tokio::spawn(async move {
-                let res = http.post(&url).json(&body).send().await.unwrap();
-                (res.status(), res.json::<Value>().await.unwrap())
-            })
+            (format!("/api/v1/integrations/{key}/generic"), body)
         })
         .collect();
-    for (i, task) in tasks.into_iter().enumerate() {
-        let (status, body) = task.await.unwrap();
+    for (i, (status, body)) in send_at_once(&t, requests).await.into_iter().enumerate() {
         if i % 2 == 0 {
             assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
             assert_eq!(body["code"], "internal", "{body}");
@@ -604,7 +615,7 @@ async fn a_sender_clock_ahead_of_ours_fails_nobody() {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let url = t.url(&format!("/api/v1/integrations/{key}/generic"));
+    let path = format!("/api/v1/integrations/{key}/generic");
     let now = jiff::Timestamp::now();
     let at = |secs: i64| (now + jiff::SignedDuration::from_secs(secs)).to_string();
     let mut sent = vec![
@@ -613,23 +624,18 @@ async fn a_sender_clock_ahead_of_ours_fails_nobody() {
         ("past".to_string(), Some("2026-01-01T00:00:00Z".to_string())),
     ];
     sent.extend((0..30).map(|i| (format!("plain-{i}"), None)));
-    let tasks: Vec<_> = sent
+    let requests = sent
         .iter()
         .map(|(dedup, timestamp)| {
             let mut body = json!({"summary": dedup, "source": "h", "dedup_key": dedup});
             if let Some(ts) = timestamp {
                 body["timestamp"] = json!(ts);
             }
-            let (http, url) = (t.http.clone(), url.clone());
-            tokio::spawn(async move {
-                let res = http.post(&url).json(&body).send().await.unwrap();
-                (res.status(), res.json::<Value>().await.unwrap())
-            })
+            (path.clone(), body)
         })
         .collect();
     let mut incidents = std::collections::HashMap::new();
-    for ((dedup, _), task) in sent.iter().zip(tasks) {
-        let (status, body) = task.await.unwrap();
+    for ((dedup, _), (status, body)) in sent.iter().zip(send_at_once(&t, requests).await) {
         assert_eq!(status, StatusCode::ACCEPTED, "{dedup}: {body}");
         incidents.insert(dedup.clone(), body["results"][0]["incident_id"].clone());
     }

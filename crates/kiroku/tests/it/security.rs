@@ -179,14 +179,13 @@ async fn expired_session(t: &TestApp, user: &str) -> String {
     })
     .await
     .unwrap();
-    tx.append_audit(&crate::support::system_event(
+    crate::support::commit_as_system(
+        tx,
         kiroku_domain::Operation::Create,
         "authn_login_success",
         kiroku_domain::Target::new("session", None),
-    ))
-    .await
-    .unwrap();
-    tx.commit().await.unwrap();
+    )
+    .await;
     secret.into()
 }
 

@@ -439,6 +439,20 @@ pub fn system_event(
     )
 }
 
+/// Commits `tx`, written behind the app's back, with the system audit
+/// event that every change carries.
+pub async fn commit_as_system(
+    mut tx: Box<dyn kiroku_store::Tx>,
+    operation: kiroku_domain::Operation,
+    action: &str,
+    target: kiroku_domain::Target,
+) {
+    tx.append_audit(&system_event(operation, action, target))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+}
+
 pub fn totp_now(secret: &str) -> String {
     kiroku_app::totp_code(secret, jiff::Timestamp::now().as_second() as u64).unwrap()
 }
