@@ -230,29 +230,24 @@ pub(super) fn labels(
 /// A time as RFC 3339 writes it (`2026-11-21T09:00:00+09:00`); ISO 8601's
 /// offsets without a colon (`+0000`, as in PagerDuty's examples) are read too.
 pub(super) fn time(field: &str, value: &Value, problems: &mut Problems) -> Option<Timestamp> {
-    let parsed = match value {
+    let text = match value {
         Value::Null => return None,
-        Value::String(s) if has_four_digit_year(s) => {
-            s.parse::<Timestamp>().map_err(|_| s.as_str())
-        }
-        _ => Err(""),
+        Value::String(s) if has_four_digit_year(s) => s.as_str(),
+        _ => "",
     };
-    match parsed {
-        Ok(t) => Some(t),
-        Err(text) => {
-            let message = if past_the_latest_time(text) {
-                format!(
-                    "must be no later than {}, the latest time Kiroku stores",
-                    Timestamp::from_second(Timestamp::MAX.as_second()).unwrap_or(Timestamp::MAX)
-                )
-            } else {
-                "must be an RFC 3339 time with an offset, such as 2026-11-21T09:00:00+09:00"
-                    .to_string()
-            };
-            problems.push(ValidationError::new(field, "invalid_time", message));
-            None
-        }
+    if let Ok(t) = text.parse::<Timestamp>() {
+        return Some(t);
     }
+    let message = if past_the_latest_time(text) {
+        format!(
+            "must be no later than {}, the latest time Kiroku stores",
+            Timestamp::from_second(Timestamp::MAX.as_second()).unwrap_or(Timestamp::MAX)
+        )
+    } else {
+        "must be an RFC 3339 time with an offset, such as 2026-11-21T09:00:00+09:00".to_string()
+    };
+    problems.push(ValidationError::new(field, "invalid_time", message));
+    None
 }
 
 /// A time written as RFC 3339 asks, with an offset, that still does not
