@@ -26,6 +26,10 @@ use uuid::Uuid;
 use crate::group::{GroupCommit, Grouped, replicate};
 use crate::{App, AppError, Caller, Result};
 
+mod journaled;
+
+use journaled::journal_request;
+
 /// The most events one transaction takes; more wait for the next.
 const BATCH_EVENTS_MAX: usize = 2_000;
 
@@ -41,6 +45,8 @@ pub enum Effect {
     Resolved,
     /// No open alert has that key, or it was already in that state.
     Ignored,
+    /// Synced to the intake journal; committed to the database behind it.
+    Journaled,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -140,6 +146,11 @@ impl Batch {
     }
 }
 
+/// The key a trigger without one gets.
+fn fresh_key() -> String {
+    Uuid::now_v7().simple().to_string()
+}
+
 fn fail_batch(jobs: Vec<Job>, e: &AppError) {
     tracing::warn!(error = %e, "alert batch failed");
     for job in jobs {
@@ -197,6 +208,9 @@ impl App {
             return Ok(Vec::new());
         }
         let routed = self.routed_service(integration.service_id).await?;
+        if let Some(journal) = &self.intake_journal {
+            return journal_request(journal, integration, source, events).await;
+        }
         let (reply, answer) = oneshot::channel();
         let job = Job {
             integration: integration.clone(),
@@ -215,7 +229,7 @@ impl App {
     /// Applies and commits a batch, and returns as soon as the next batch
     /// may begin; its callers are answered once the commit is durable.
     async fn commit_batch(&self, mut jobs: Vec<Job>) {
-        match self.apply_batch(&mut jobs).await {
+        match self.apply_batch(&mut jobs, None).await {
             Ok((results, durable)) => {
                 tokio::spawn(async move {
                     match durable.wait().await {
@@ -284,8 +298,13 @@ impl App {
     }
 
     /// Takes the jobs' events: a new alert keeps its trigger's words
-    /// without copying them.
-    async fn apply_batch(&self, jobs: &mut [Job]) -> Result<(Vec<Vec<Accepted>>, Durable)> {
+    /// without copying them. `journaled` names the last journal record the
+    /// jobs come from, marked applied in the same transaction.
+    async fn apply_batch(
+        &self,
+        jobs: &mut [Job],
+        journaled: Option<(Uuid, u64)>,
+    ) -> Result<(Vec<Vec<Accepted>>, Durable)> {
         let now = self.now();
         let mut batch = Batch::default();
         let keys: Vec<(Uuid, String)> = jobs
@@ -362,6 +381,9 @@ impl App {
             .map(|(incident_id, alerts)| joined_entry(incident_id, alerts, now))
             .collect();
         tx.append_timeline_entries(&joined).await?;
+        if let Some((journal, seq)) = journaled {
+            tx.mark_intake_journal_applied(journal, seq).await?;
+        }
         let durable = tx.commit_visible().await?;
         Ok((results, durable))
     }
@@ -397,10 +419,7 @@ impl App {
     ) -> Result<Accepted> {
         let integration = &job.integration;
         let action = event.action;
-        let key = match event.dedup_key.take() {
-            Some(k) => k,
-            None => Uuid::now_v7().simple().to_string(),
-        };
+        let key = event.dedup_key.take().unwrap_or_else(fresh_key);
         let open = batch.open.get(&(integration.id, key.clone())).copied();
         let (effect, alert) = match (action, open) {
             (AlertAction::Trigger, Some(id)) => {

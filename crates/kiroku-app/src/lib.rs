@@ -15,6 +15,7 @@ mod escalation;
 mod group;
 mod incidents;
 mod intake;
+mod journal;
 mod links;
 mod notify;
 mod oncall;
@@ -71,6 +72,9 @@ pub struct App {
     signer: Option<Arc<TreeSigner>>,
     sealer: Option<Arc<Sealer>>,
     intake: Arc<group::GroupCommit<intake::Job>>,
+    /// When set, intake answers once a request is in this journal, and
+    /// commits it behind.
+    intake_journal: Option<Arc<journal::Journal>>,
     audit_ingest: Arc<group::GroupCommit<audit::IngestJob>>,
     routings: Arc<intake::RoutingCache>,
     upper_nodes: Arc<audit::UpperNodes>,
@@ -102,6 +106,7 @@ impl App {
             signer: None,
             sealer: None,
             intake: Arc::new(intake::group_commit()),
+            intake_journal: None,
             audit_ingest: Arc::new(audit::ingest_group_commit()),
             routings: Arc::default(),
             upper_nodes: Arc::default(),

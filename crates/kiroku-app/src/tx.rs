@@ -258,6 +258,9 @@ impl Tx for AppTx {
     async fn insert_service_change(&mut self, c: &ChangeRecord) -> StoreResult<()> {
         self.inner.insert_service_change(c).await
     }
+    async fn mark_intake_journal_applied(&mut self, journal: Uuid, seq: u64) -> StoreResult<()> {
+        self.inner.mark_intake_journal_applied(journal, seq).await
+    }
     async fn postmortem_for_update(
         &mut self,
         incident: Uuid,

@@ -720,6 +720,16 @@ impl Store for SqlStore {
         Ok(size as u64)
     }
 
+    async fn intake_journal_applied(&self, journal: Uuid) -> Result<u64> {
+        let seq: Option<(i64,)> =
+            sqlx::query_as("SELECT applied_seq FROM intake_journals WHERE id = $1")
+                .bind(journal.to_string())
+                .fetch_optional(&self.read)
+                .await
+                .map_err(map_err)?;
+        Ok(seq.map_or(0, |(s,)| s as u64))
+    }
+
     async fn audit_nodes(&self, ids: &[NodeId]) -> Result<HashMap<NodeId, Hash>> {
         let mut conn = self.read.acquire().await.map_err(map_err)?;
         fetch_nodes(&mut conn, self.dialect, ids).await

@@ -834,6 +834,21 @@ impl Tx for SqlTx {
         alerts::insert_service_change(&mut self.tx, change).await
     }
 
+    async fn mark_intake_journal_applied(&mut self, journal: Uuid, seq: u64) -> Result<()> {
+        let statement = (
+            "INSERT INTO intake_journals (id, applied_seq) VALUES ($1, $2)
+                ON CONFLICT (id) DO UPDATE SET applied_seq = excluded.applied_seq"
+                .to_string(),
+            vec![
+                Bind::Text(journal.to_string()),
+                // Records are numbered from 1, one node's at a time: far
+                // below i64's range.
+                Bind::Int(seq as i64),
+            ],
+        );
+        self.write(vec![statement]).await
+    }
+
     async fn postmortem_for_update(&mut self, incident: Uuid) -> Result<Option<PostmortemRecord>> {
         self.flush().await?;
         reports::postmortem_for_update(&mut self.tx, self.dialect, incident).await

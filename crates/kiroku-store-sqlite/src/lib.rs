@@ -61,6 +61,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "audit_append_order",
         sql: include_str!("../migrations/0008_audit_append_order.sql"),
     },
+    Migration {
+        version: 9,
+        name: "intake_journals",
+        sql: include_str!("../migrations/0009_intake_journals.sql"),
+    },
 ];
 
 pub struct Options {

@@ -144,6 +144,9 @@ pub trait Store: Send + Sync + 'static {
     async fn audit_archives(&self) -> Result<Vec<ArchiveRecord>>;
     /// How many events the log says it holds.
     async fn audit_size(&self) -> Result<u64>;
+    /// The last record of intake journal `journal` whose events are
+    /// committed; 0 when none is.
+    async fn intake_journal_applied(&self, journal: Uuid) -> Result<u64>;
     /// Stored subtree hashes; absent ids are absent from the map.
     async fn audit_nodes(&self, ids: &[NodeId]) -> Result<HashMap<NodeId, Hash>>;
     /// Signed tree heads, largest first, below `below_size` when given.
@@ -380,6 +383,9 @@ pub trait Tx: Send {
     /// The ids of an incident's alerts still open.
     async fn open_alerts_of_incident(&mut self, incident: Uuid) -> Result<Vec<Uuid>>;
     async fn insert_service_change(&mut self, change: &ChangeRecord) -> Result<()>;
+    /// Records that intake journal `journal` is applied up to record `seq`,
+    /// with the changes those records made.
+    async fn mark_intake_journal_applied(&mut self, journal: Uuid, seq: u64) -> Result<()>;
 
     /// Call with the incident locked, so saves of one postmortem queue.
     async fn postmortem_for_update(&mut self, incident: Uuid) -> Result<Option<PostmortemRecord>>;

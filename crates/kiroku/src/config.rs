@@ -48,6 +48,10 @@ pub struct ServeArgs {
     /// Severity preset: p0-p3 or p1-p4.
     #[arg(long, env = "KIROKU_SEVERITY_SCHEME", value_name = "PRESET")]
     pub severity_scheme: Option<String>,
+    /// Answer intake once a request is synced to DATA_DIR/intake.journal,
+    /// and commit it to the database behind (see docs/intake.md).
+    #[arg(long, env = "KIROKU_INTAKE_JOURNAL")]
+    pub intake_journal: bool,
 }
 
 /// The configuration file's shape; every key optional.
@@ -73,6 +77,16 @@ pub struct FileConfig {
     pub detection: DetectionRules,
     #[serde(default)]
     pub reports: ReportsFile,
+    #[serde(default)]
+    pub intake: IntakeFile,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntakeFile {
+    /// Answer once a request is synced to the intake journal, and commit
+    /// it to the database behind (default false).
+    pub journal: Option<bool>,
 }
 
 /// Postmortems and reports.
@@ -148,11 +162,7 @@ pub struct AuditSettings {
 }
 
 pub fn audit_settings(args: &StoreArgs, file: &FileConfig) -> anyhow::Result<AuditSettings> {
-    let dir = args
-        .data_dir
-        .clone()
-        .or_else(|| file.data_dir.clone())
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+    let dir = data_dir(args, file);
     let ms = file.audit.head_interval_ms.unwrap_or(1000);
     if !(10..=3_600_000).contains(&ms) {
         bail!("audit.head_interval_ms must be between 10 and 3600000, not {ms}");
@@ -363,6 +373,8 @@ pub struct Settings {
     pub sms: Option<crate::notify::SmsSettings>,
     pub link_key_file: PathBuf,
     pub report_font: Option<PathBuf>,
+    /// Where intake's journal is, when intake answers from it.
+    pub intake_journal: Option<PathBuf>,
 }
 
 /// The font PDF reports are set in: the configured file, or the first of
@@ -392,12 +404,15 @@ pub fn parse_file(text: &str) -> anyhow::Result<FileConfig> {
     Ok(toml::from_str(text)?)
 }
 
-pub fn store_target(args: &StoreArgs, file: &FileConfig) -> anyhow::Result<StoreTarget> {
-    let dir = args
-        .data_dir
+fn data_dir(args: &StoreArgs, file: &FileConfig) -> PathBuf {
+    args.data_dir
         .clone()
         .or_else(|| file.data_dir.clone())
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR))
+}
+
+pub fn store_target(args: &StoreArgs, file: &FileConfig) -> anyhow::Result<StoreTarget> {
+    let dir = data_dir(args, file);
     let url = args
         .database_url
         .clone()
@@ -578,14 +593,13 @@ impl Settings {
             smtp: smtp_settings(file)?,
             sms: sms_settings(file)?,
             report_font: file.reports.font.clone(),
-            link_key_file: file.notify.link_key_file.clone().unwrap_or_else(|| {
-                args.store
-                    .data_dir
-                    .clone()
-                    .or_else(|| file.data_dir.clone())
-                    .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR))
-                    .join("link.key")
-            }),
+            link_key_file: file
+                .notify
+                .link_key_file
+                .clone()
+                .unwrap_or_else(|| data_dir(&args.store, file).join("link.key")),
+            intake_journal: (args.intake_journal || file.intake.journal.unwrap_or(false))
+                .then(|| data_dir(&args.store, file).join("intake.journal")),
             detection: {
                 file.detection
                     .validate()

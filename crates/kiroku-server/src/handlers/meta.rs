@@ -14,7 +14,11 @@ pub const OPENAPI: &str = include_str!("../../openapi.json");
 pub async fn health(State(s): State<AppState>) -> Response {
     match s.app.store().ping().await {
         Ok(()) => {
-            Json(json!({ "status": "ok", "backend": s.app.store().backend() })).into_response()
+            let mut body = json!({ "status": "ok", "backend": s.app.store().backend() });
+            if let Some(backlog) = s.app.intake_backlog() {
+                body["intake_journal_backlog_bytes"] = json!(backlog);
+            }
+            Json(body).into_response()
         }
         Err(e) => {
             tracing::error!(error = %e, "health check failed");

@@ -404,6 +404,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut app = App::new(store.clone(), settings.app.clone())
         .with_sealer(settings.audit.sealer()?)
         .with_detection(settings.detection.clone());
+    if let Some(path) = &settings.intake_journal {
+        app = app
+            .with_intake_journal(path)
+            .await
+            .with_context(|| format!("cannot use the intake journal {}", path.display()))?;
+    }
     match crate::config::report_fonts(settings.report_font.as_deref()) {
         Ok(fonts) => app = app.with_report_fonts(fonts),
         // PDF reports are refused with a clear error; the rest works.
@@ -469,6 +475,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(a) = archiving {
         a.abort();
     }
+    app.close_intake_journal().await;
     app.record_system_event("sys_shutdown", detail).await?;
     sign_head(&app).await;
     tracing::info!("stopped");

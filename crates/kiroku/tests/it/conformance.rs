@@ -53,6 +53,7 @@ conformance!(
     timelines_read_together_match_each_read_alone,
     timeline_entries_appended_together_land_on_their_own_incidents,
     intake_reads_many_keys_and_groups,
+    the_intake_journal_is_applied_once_across_restarts,
 );
 
 async fn app(store: Arc<dyn Store>) -> (App, Caller) {
@@ -972,4 +973,166 @@ async fn intake_reads_many_keys_and_groups(store: Arc<dyn Store>) {
     expected[550] = Some(incident);
     expected[599] = Some(incident);
     assert_eq!(found, expected);
+}
+
+/// The intake journal's file, written here from its documented format:
+/// a 32-byte header, then records of length, number, checksum, payload.
+fn journal_file(id: uuid::Uuid, records: &[(u64, Vec<u8>)]) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    let mut out = b"kiroku-intake-j1".to_vec();
+    out.extend_from_slice(id.as_bytes());
+    for (seq, payload) in records {
+        let check = Sha256::new()
+            .chain_update(seq.to_le_bytes())
+            .chain_update(payload)
+            .finalize();
+        out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        out.extend_from_slice(&seq.to_le_bytes());
+        out.extend_from_slice(&check[..8]);
+        out.extend_from_slice(payload);
+    }
+    out
+}
+
+/// Waits until the journal's mark in the database reaches `seq`.
+async fn journal_applied(store: &Arc<dyn Store>, journal: uuid::Uuid, seq: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let applied = store.intake_journal_applied(journal).await.unwrap();
+        if applied >= seq {
+            assert_eq!(applied, seq, "applied past the last record");
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "journal applied only to {applied}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// What a crash leaves in the journal is applied on start: each intact
+/// record once, a record that cannot be applied dropped with an audit
+/// event, a torn tail cut off; a second start applies nothing again, and
+/// new requests carry on the numbering.
+async fn the_intake_journal_is_applied_once_across_restarts(store: Arc<dyn Store>) {
+    let (app, admin) = app(store.clone()).await;
+    let integration = app
+        .create_integration(
+            &admin,
+            NewIntegration {
+                service: "journaled".into(),
+                kind: "generic".into(),
+                name: None,
+                rate_limit_per_second: None,
+            },
+        )
+        .await
+        .unwrap();
+    let request = |keys: &[&str]| {
+        let body = serde_json::json!({ "events": keys.iter().map(|k| serde_json::json!({
+            "summary": format!("disk full on {k}"), "source": k, "severity": "critical", "dedup_key": k,
+        })).collect::<Vec<_>>() });
+        let events = generic::parse(body.to_string().as_bytes()).unwrap();
+        let mut integration = serde_json::to_value(&integration).unwrap();
+        integration["key"] = "".into();
+        serde_json::to_vec(&serde_json::json!({
+            "integration": integration, "source": Source::system(), "events": events,
+        }))
+        .unwrap()
+    };
+    let journal = uuid::Uuid::now_v7();
+    let mut bytes = journal_file(
+        journal,
+        &[
+            (1, request(&["db-1", "db-2"])),
+            (2, br#"{"not": "a request"}"#.to_vec()),
+            (3, request(&["db-1", "db-3"])),
+        ],
+    );
+    let whole = bytes.len();
+    let torn = journal_file(journal, &[(4, request(&["never-answered"]))]);
+    bytes.extend_from_slice(&torn[32..torn.len() - 5]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("intake.journal");
+    std::fs::write(&path, &bytes).unwrap();
+
+    let first = App::new(store.clone(), support::config())
+        .with_intake_journal(&path)
+        .await
+        .unwrap();
+    journal_applied(&store, journal, 3).await;
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), whole as u64);
+    let expected = vec![
+        ("db-1".to_string(), 2),
+        ("db-2".into(), 1),
+        ("db-3".into(), 1),
+    ];
+    assert_eq!(
+        open_counts(
+            &store,
+            integration.id,
+            &["db-1", "db-2", "db-3", "never-answered"]
+        )
+        .await,
+        expected
+    );
+    let dropped = store
+        .audit_events(&kiroku_store::AuditQuery {
+            target_kind: Some("intake_journal".into()),
+            outcome: Some("failure".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(dropped.len(), 1, "{dropped:?}");
+    assert_eq!(
+        dropped[0].target.id.as_deref(),
+        Some(journal.to_string().as_str())
+    );
+    assert_eq!(dropped[0].after.as_ref().unwrap()["seq"], 2);
+    first.close_intake_journal().await;
+
+    let second = App::new(store.clone(), support::config())
+        .with_intake_journal(&path)
+        .await
+        .unwrap();
+    let accepted = second
+        .ingest_alerts(
+            &integration,
+            Source::system(),
+            generic::parse(br#"{"summary": "disk full", "source": "db-4"}"#).unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(accepted[0].effect, kiroku_app::Effect::Journaled);
+    assert_eq!(accepted[0].alert_id, None);
+    journal_applied(&store, journal, 4).await;
+    assert_eq!(
+        open_counts(&store, integration.id, &["db-1", "db-2", "db-3"]).await,
+        expected
+    );
+    let key = accepted[0].dedup_key.as_str();
+    assert_eq!(
+        open_counts(&store, integration.id, &[key]).await,
+        vec![(key.to_string(), 1)]
+    );
+}
+
+/// The open alerts among `keys` of `integration`, with their counts.
+async fn open_counts(
+    store: &Arc<dyn Store>,
+    integration: uuid::Uuid,
+    keys: &[&str],
+) -> Vec<(String, i64)> {
+    let keys: Vec<_> = keys.iter().map(|k| (integration, k.to_string())).collect();
+    let mut tx = store.begin().await.unwrap();
+    let (open, _) = tx.open_alerts_and_groups(&keys, &[]).await.unwrap();
+    let mut counts: Vec<_> = open
+        .iter()
+        .map(|a| (a.dedup_key.clone(), a.count))
+        .collect();
+    counts.sort();
+    counts
 }

@@ -162,6 +162,8 @@ struct Extras {
     detection: Option<DetectionRules>,
     links: bool,
     sms: Option<kiroku::notify::SmsSettings>,
+    /// Intake answers from a journal in this directory.
+    journal: Option<tempfile::TempDir>,
 }
 
 /// A real Kiroku server on a loopback port.
@@ -175,6 +177,7 @@ pub struct TestApp {
     pub viewer: TestUser,
     pub auditor: TestUser,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    _journal_dir: Option<tempfile::TempDir>,
 }
 
 impl TestApp {
@@ -188,6 +191,21 @@ impl TestApp {
 
     pub async fn with_config(store: TestStore, config: Config) -> TestApp {
         Self::build(store, config, Extras::default()).await
+    }
+
+    /// A server whose intake answers from its journal, as
+    /// `kiroku serve --intake-journal` does.
+    pub async fn journaled(store: TestStore) -> TestApp {
+        let journal = Some(tempfile::tempdir().unwrap());
+        Self::build(
+            store,
+            config(),
+            Extras {
+                journal,
+                ..Extras::default()
+            },
+        )
+        .await
     }
 
     /// A server that runs detection under `rules`, as `kiroku serve` does.
@@ -246,6 +264,12 @@ impl TestApp {
         if let Ok(fonts) = kiroku::config::report_fonts(None) {
             app = app.with_report_fonts(fonts);
         }
+        if let Some(dir) = &extras.journal {
+            app = app
+                .with_intake_journal(&dir.path().join("intake.journal"))
+                .await
+                .unwrap();
+        }
         if let Some(rules) = extras.detection {
             app = app.with_detection(rules);
             tokio::spawn(app.clone().run_detection());
@@ -295,6 +319,7 @@ impl TestApp {
             viewer: users.next().unwrap(),
             auditor: users.next().unwrap(),
             shutdown: Some(tx),
+            _journal_dir: extras.journal,
         }
     }
 

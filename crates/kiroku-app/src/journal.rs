@@ -1,0 +1,704 @@
+//! The intake journal's file: numbered, checksummed records appended in
+//! groups, each group made durable by one `fdatasync` shared by every
+//! request in it. An append returns only once its record is synced; the
+//! applier (`intake/journaled.rs`) reads the synced records behind the
+//! writer and marks how far it has committed them, and how far the
+//! database has made those commits durable. A journal drained that far is
+//! cut back to its header, so the file holds only what the database might
+//! still lose.
+//!
+//! Written by hand: what is needed is one append-only file with a group
+//! sync and a torn tail cut off on open. The write-ahead-log crates bring
+//! their own threads, segment layouts and recovery rules on top of that.
+//!
+//! File: a 32-byte header (`MAGIC`, then the journal's id), then records:
+//! payload length (u32 LE), number (u64 LE), the first 8 bytes of
+//! SHA-256(number ‖ payload), payload. Numbers rise by one per record and
+//! carry on across truncation; the database keeps the last one applied.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use sha2::{Digest, Sha256};
+use tokio::sync::{Notify, mpsc, oneshot};
+use uuid::Uuid;
+
+const MAGIC: &[u8; 16] = b"kiroku-intake-j1";
+const HEADER_LEN: u64 = 32;
+const RECORD_HEAD_LEN: usize = 4 + 8 + 8;
+/// Far above the largest request intake takes (the webhooks' 16 MiB).
+const RECORD_MAX: usize = 64 << 20;
+/// A drained journal at least this long is cut back to its header.
+const TRUNCATE_AT: u64 = 16 << 20;
+/// How far the applier may fall behind before appends are refused.
+const BACKLOG_MAX: u64 = 1 << 30;
+/// The most one group writes before its sync.
+const GROUP_BYTES_MAX: usize = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum JournalError {
+    #[error("intake journal {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("intake journal {0} is not an intake journal")]
+    Foreign(PathBuf),
+    #[error(
+        "intake journal {0} is in use by another Kiroku process; give each node a data directory of its own"
+    )]
+    InUse(PathBuf),
+    #[error("intake journal {path}: record {seq} is damaged")]
+    Damaged { path: PathBuf, seq: u64 },
+    #[error(
+        "intake journal {path}: record {seq} is damaged, with {bytes} bytes after it, more than \
+         a crash leaves unsynced; move the file aside to start without them"
+    )]
+    DamagedMidway { path: PathBuf, seq: u64, bytes: u64 },
+    #[error("the intake journal is {0} bytes behind; try again shortly")]
+    Backlog(u64),
+    #[error("the intake journal cannot be written since an earlier failure: {0}")]
+    Broken(String),
+    #[error("the intake journal is closed: Kiroku is stopping")]
+    Closed,
+}
+
+/// One synced record.
+pub(crate) struct Record {
+    pub(crate) seq: u64,
+    pub(crate) payload: Vec<u8>,
+    /// Where the next record starts.
+    pub(crate) end: u64,
+}
+
+struct State {
+    /// Where the synced records end.
+    durable_end: u64,
+    /// Where the records the applier has committed end; it reads on from
+    /// here.
+    applied_end: u64,
+    /// Where the records whose commits the database has synced end: the
+    /// journal is cut back only once this reaches `durable_end`.
+    kept_end: u64,
+    broken: Option<String>,
+    closed: bool,
+}
+
+struct Append {
+    payload: Vec<u8>,
+    reply: oneshot::Sender<Result<u64, JournalError>>,
+}
+
+pub(crate) struct Journal {
+    id: Uuid,
+    path: PathBuf,
+    state: Mutex<State>,
+    /// Woken when synced records are added; one waiter, the applier.
+    grown: Notify,
+    reader: Mutex<File>,
+    /// Taken on close, which ends the writer once it has written what was
+    /// queued.
+    appends: Mutex<Option<mpsc::UnboundedSender<Append>>>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// An opened journal file, its torn tail cut off, not yet written to.
+pub(crate) struct JournalFile {
+    id: Uuid,
+    path: PathBuf,
+    file: File,
+    end: u64,
+    last_seq: u64,
+}
+
+impl JournalFile {
+    pub(crate) fn open(path: &Path) -> Result<JournalFile, JournalError> {
+        let io = |source| JournalError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(path)
+            .map_err(io)?;
+        // Held for as long as the file is open: two writers would
+        // interleave their records.
+        file.try_lock().map_err(|e| match e {
+            std::fs::TryLockError::WouldBlock => JournalError::InUse(path.to_owned()),
+            std::fs::TryLockError::Error(e) => io(e),
+        })?;
+        let len = file.metadata().map_err(io)?.len();
+        let id = if len < HEADER_LEN {
+            // New, or cut short while its header was written: nothing in it
+            // was ever acknowledged.
+            let id = Uuid::now_v7();
+            file.set_len(0).map_err(io)?;
+            let mut header = MAGIC.to_vec();
+            header.extend_from_slice(id.as_bytes());
+            file.write_all(&header).map_err(io)?;
+            file.sync_all().map_err(io)?;
+            sync_parent(path).map_err(io)?;
+            id
+        } else {
+            let mut header = [0u8; HEADER_LEN as usize];
+            file.seek(SeekFrom::Start(0)).map_err(io)?;
+            file.read_exact(&mut header).map_err(io)?;
+            if &header[..16] != MAGIC {
+                return Err(JournalError::Foreign(path.to_owned()));
+            }
+            Uuid::from_slice(&header[16..]).map_err(|_| JournalError::Foreign(path.to_owned()))?
+        };
+        let (end, last_seq) = scan(&file, path)?;
+        let torn = file.metadata().map_err(io)?.len() - end;
+        if torn > (GROUP_BYTES_MAX + RECORD_MAX + RECORD_HEAD_LEN) as u64 {
+            return Err(JournalError::DamagedMidway {
+                path: path.to_owned(),
+                seq: last_seq + 1,
+                bytes: torn,
+            });
+        }
+        if torn > 0 {
+            // The last group, cut short by a crash: never synced, so never
+            // answered.
+            tracing::warn!(
+                bytes = torn,
+                "intake journal: cutting off a torn last group"
+            );
+            file.set_len(end).map_err(io)?;
+            file.sync_data().map_err(io)?;
+        }
+        Ok(JournalFile {
+            id,
+            path: path.to_owned(),
+            file,
+            end,
+            last_seq,
+        })
+    }
+
+    pub(crate) fn id(&self) -> Uuid {
+        self.id
+    }
+
+    /// Starts the writer; `applied` is the last record the database holds
+    /// as applied, so that numbering carries on past it after a truncation.
+    pub(crate) fn start(self, applied: u64) -> Result<Arc<Journal>, JournalError> {
+        let reader = File::open(&self.path).map_err(|source| JournalError::Io {
+            path: self.path.clone(),
+            source,
+        })?;
+        let (appends, queue) = mpsc::unbounded_channel();
+        let journal = Arc::new(Journal {
+            id: self.id,
+            path: self.path,
+            state: Mutex::new(State {
+                durable_end: self.end,
+                applied_end: HEADER_LEN,
+                kept_end: HEADER_LEN,
+                broken: None,
+                closed: false,
+            }),
+            grown: Notify::new(),
+            reader: Mutex::new(reader),
+            appends: Mutex::new(Some(appends)),
+            writer: Mutex::new(None),
+        });
+        let next_seq = self.last_seq.max(applied) + 1;
+        let writer = journal.clone();
+        let thread = std::thread::Builder::new()
+            .name("intake-journal".into())
+            .spawn(move || write_groups(writer, self.file, next_seq, queue))
+            .map_err(|source| JournalError::Io {
+                path: journal.path.clone(),
+                source,
+            })?;
+        *journal.writer.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread);
+        Ok(journal)
+    }
+}
+
+/// Where the whole, intact records end, and the last one's number.
+fn scan(file: &File, path: &Path) -> Result<(u64, u64), JournalError> {
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    reader
+        .seek(SeekFrom::Start(HEADER_LEN))
+        .map_err(|source| JournalError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+    let (mut end, mut last_seq) = (HEADER_LEN, 0);
+    while let Ok(Some((seq, payload))) = read_record(&mut reader) {
+        last_seq = seq;
+        end += (RECORD_HEAD_LEN + payload.len()) as u64;
+    }
+    Ok((end, last_seq))
+}
+
+fn checksum(seq: u64, payload: &[u8]) -> [u8; 8] {
+    let digest = Sha256::new()
+        .chain_update(seq.to_le_bytes())
+        .chain_update(payload)
+        .finalize();
+    let mut check = [0; 8];
+    check.copy_from_slice(&digest[..8]);
+    check
+}
+
+fn encode(seq: u64, payload: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(&checksum(seq, payload));
+    out.extend_from_slice(payload);
+}
+
+/// The next record, `None` at a clean end, an error for a torn or damaged
+/// one.
+fn read_record(reader: &mut impl Read) -> io::Result<Option<(u64, Vec<u8>)>> {
+    let mut head = [0u8; RECORD_HEAD_LEN];
+    match reader.read_exact(&mut head) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_le_bytes(head[..4].try_into().expect("4 bytes")) as usize;
+    let seq = u64::from_le_bytes(head[4..12].try_into().expect("8 bytes"));
+    if len > RECORD_MAX {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "record too long",
+        ));
+    }
+    let mut payload = vec![0; len];
+    reader.read_exact(&mut payload)?;
+    if checksum(seq, &payload) != head[12..] {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "bad checksum"));
+    }
+    Ok(Some((seq, payload)))
+}
+
+#[cfg(unix)]
+fn sync_parent(path: &Path) -> io::Result<()> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    File::open(parent)?.sync_all()
+}
+
+#[cfg(not(unix))]
+fn sync_parent(_path: &Path) -> io::Result<()> {
+    Ok(())
+}
+
+impl Journal {
+    pub(crate) fn id(&self) -> Uuid {
+        self.id
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Appends `payload` and returns its number once it is synced.
+    pub(crate) async fn append(&self, payload: Vec<u8>) -> Result<u64, JournalError> {
+        let (reply, answer) = oneshot::channel();
+        self.appends
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .ok_or(JournalError::Closed)?
+            .send(Append { payload, reply })
+            .map_err(|_| JournalError::Closed)?;
+        answer.await.map_err(|_| JournalError::Closed)?
+    }
+
+    /// Takes no more appends, and returns once those queued are written
+    /// and the file is let go; the reader stops. What is not yet applied
+    /// is applied when the journal is next opened.
+    pub(crate) async fn close(&self) {
+        drop(
+            self.appends
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(),
+        );
+        let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(writer) = writer {
+            let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+        }
+        self.lock().closed = true;
+        self.grown.notify_one();
+    }
+
+    /// The synced records after the applied ones, at least one and about
+    /// `max_bytes` in all; waits while there are none.
+    pub(crate) async fn read(
+        self: &Arc<Self>,
+        max_bytes: usize,
+    ) -> Result<Vec<Record>, JournalError> {
+        let (start, end) = loop {
+            let (start, end) = {
+                let s = self.lock();
+                if s.closed {
+                    return Err(JournalError::Closed);
+                }
+                (s.applied_end, s.durable_end)
+            };
+            if end > start {
+                break (start, end);
+            }
+            self.grown.notified().await;
+        };
+        let journal = self.clone();
+        tokio::task::spawn_blocking(move || journal.read_range(start, end, max_bytes))
+            .await
+            .map_err(|e| JournalError::Broken(e.to_string()))?
+    }
+
+    fn read_range(
+        &self,
+        start: u64,
+        end: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<Record>, JournalError> {
+        let mut file = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+        let io = |source| JournalError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        file.seek(SeekFrom::Start(start)).map_err(io)?;
+        let mut reader = BufReader::with_capacity(1 << 20, &mut *file).take(end - start);
+        let mut records = Vec::new();
+        let mut at = start;
+        while at < end && (at - start) < max_bytes as u64 {
+            let damaged = || JournalError::Damaged {
+                path: self.path.clone(),
+                seq: records.last().map_or(0, |r: &Record| r.seq + 1),
+            };
+            let (seq, payload) = read_record(&mut reader)
+                .map_err(|_| damaged())?
+                .ok_or_else(damaged)?;
+            at += (RECORD_HEAD_LEN + payload.len()) as u64;
+            records.push(Record {
+                seq,
+                payload,
+                end: at,
+            });
+        }
+        Ok(records)
+    }
+
+    /// Notes that the records up to `end` are committed to the database.
+    pub(crate) fn applied(&self, end: u64) {
+        self.lock().applied_end = end;
+    }
+
+    /// Notes that the database has synced its commits of the records up
+    /// to `end`.
+    pub(crate) fn kept(&self, end: u64) {
+        self.lock().kept_end = end;
+    }
+
+    /// How many bytes of synced records are yet to be committed.
+    pub(crate) fn backlog(&self) -> u64 {
+        let s = self.lock();
+        s.durable_end - s.applied_end
+    }
+}
+
+/// The writer, on a thread of its own so that a group costs no hand-off
+/// beyond the one to it and the answers: takes every append queued so far,
+/// writes them as one group, syncs once, then answers them all.
+fn write_groups(
+    journal: Arc<Journal>,
+    mut file: File,
+    mut next_seq: u64,
+    mut queue: mpsc::UnboundedReceiver<Append>,
+) {
+    while let Some(first) = queue.blocking_recv() {
+        let mut bytes = first.payload.len();
+        let mut group = vec![first];
+        while bytes < GROUP_BYTES_MAX {
+            match queue.try_recv() {
+                Ok(append) => {
+                    bytes += append.payload.len();
+                    group.push(append);
+                }
+                Err(_) => break,
+            }
+        }
+        if let Err(refusal) = journal.admit() {
+            for append in group {
+                let _ = append.reply.send(Err(refusal.clone_for_reply()));
+            }
+            continue;
+        }
+        let mut out = Vec::with_capacity(bytes + group.len() * RECORD_HEAD_LEN);
+        let first_seq = next_seq;
+        for append in &group {
+            encode(next_seq, &append.payload, &mut out);
+            next_seq += 1;
+        }
+        match file.write_all(&out).and_then(|()| file.sync_data()) {
+            Ok(()) => {
+                journal.lock().durable_end += out.len() as u64;
+                journal.grown.notify_one();
+                for (n, append) in group.into_iter().enumerate() {
+                    let _ = append.reply.send(Ok(first_seq + n as u64));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "intake journal write failed");
+                next_seq = first_seq;
+                journal.cut_back(&file);
+                for append in group {
+                    let _ = append.reply.send(Err(JournalError::Io {
+                        path: journal.path.clone(),
+                        source: io::Error::new(e.kind(), e.to_string()),
+                    }));
+                }
+            }
+        }
+    }
+}
+
+impl JournalError {
+    /// The same refusal for each append of a group.
+    fn clone_for_reply(&self) -> JournalError {
+        match self {
+            JournalError::Backlog(b) => JournalError::Backlog(*b),
+            other => JournalError::Broken(other.to_string()),
+        }
+    }
+}
+
+impl Journal {
+    /// Refuses a group while the journal is broken or too far behind;
+    /// cuts a drained journal back to its header first.
+    fn admit(&self) -> Result<(), JournalError> {
+        let mut s = self.lock();
+        if let Some(why) = &s.broken {
+            return Err(JournalError::Broken(why.clone()));
+        }
+        let backlog = s.durable_end - s.applied_end;
+        if backlog > BACKLOG_MAX {
+            return Err(JournalError::Backlog(backlog));
+        }
+        if s.kept_end == s.durable_end && s.durable_end >= TRUNCATE_AT {
+            // Everything synced is applied and kept, and only this thread
+            // adds records; the applier reads nothing while the lock is
+            // held.
+            let truncated = OpenOptions::new()
+                .write(true)
+                .open(&self.path)
+                .and_then(|file| {
+                    file.set_len(HEADER_LEN)?;
+                    file.sync_data()
+                });
+            match truncated {
+                Ok(()) => {
+                    s.durable_end = HEADER_LEN;
+                    s.applied_end = HEADER_LEN;
+                    s.kept_end = HEADER_LEN;
+                }
+                Err(e) => tracing::warn!(error = %e, "intake journal not cut back"),
+            }
+        }
+        Ok(())
+    }
+
+    /// After a failed group: cuts off whatever of it reached the file, so
+    /// that the next group follows the last synced record. If that fails
+    /// too, no more appends are taken.
+    fn cut_back(&self, file: &File) {
+        let mut s = self.lock();
+        if let Err(e) = file.set_len(s.durable_end).and_then(|()| file.sync_data()) {
+            s.broken = Some(e.to_string());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A journal's path in a fresh directory, removed with it.
+    fn scratch() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("intake.journal");
+        (dir, path)
+    }
+
+    async fn read_all(journal: &Arc<Journal>) -> Vec<(u64, Vec<u8>)> {
+        let records = journal.read(usize::MAX).await.unwrap();
+        if let Some(last) = records.last() {
+            journal.applied(last.end);
+            journal.kept(last.end);
+        }
+        records.into_iter().map(|r| (r.seq, r.payload)).collect()
+    }
+
+    #[tokio::test]
+    async fn concurrent_appends_are_numbered_once_and_read_back_in_order() {
+        let (_dir, path) = scratch();
+        let journal = JournalFile::open(&path).unwrap().start(0).unwrap();
+        let appends: Vec<_> = (0..50u8)
+            .map(|n| {
+                let journal = journal.clone();
+                tokio::spawn(async move { (journal.append(vec![n; n as usize]).await.unwrap(), n) })
+            })
+            .collect();
+        let mut numbered = Vec::new();
+        for a in appends {
+            numbered.push(a.await.unwrap());
+        }
+        numbered.sort();
+        assert_eq!(
+            numbered.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+            (1..=50).collect::<Vec<_>>()
+        );
+        let read = read_all(&journal).await;
+        let expected: Vec<(u64, Vec<u8>)> = numbered
+            .iter()
+            .map(|(seq, n)| (*seq, vec![*n; *n as usize]))
+            .collect();
+        assert_eq!(read, expected);
+        assert_eq!(journal.backlog(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_reopened_journal_keeps_its_id_records_and_numbering_and_loses_its_torn_tail() {
+        let (_dir, path) = scratch();
+        let first = JournalFile::open(&path).unwrap();
+        let id = first.id();
+        let journal = first.start(0).unwrap();
+        journal.append(b"one".to_vec()).await.unwrap();
+        journal.append(b"two".to_vec()).await.unwrap();
+        journal.close().await;
+        assert!(matches!(
+            journal.append(Vec::new()).await,
+            Err(JournalError::Closed)
+        ));
+        let whole = std::fs::metadata(&path).unwrap().len();
+        // A group a crash cut short: half of a record's bytes.
+        let mut torn = Vec::new();
+        encode(3, b"three, never answered", &mut torn);
+        torn.truncate(torn.len() / 2);
+        OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(&torn)
+            .unwrap();
+
+        let again = JournalFile::open(&path).unwrap();
+        assert_eq!(again.id(), id);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            whole,
+            "torn tail cut off"
+        );
+        let journal = again.start(1).unwrap();
+        assert_eq!(journal.append(b"three".to_vec()).await.unwrap(), 3);
+        assert_eq!(
+            read_all(&journal).await,
+            vec![
+                (1, b"one".to_vec()),
+                (2, b"two".to_vec()),
+                (3, b"three".to_vec())
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_drained_journal_is_cut_back_and_numbering_carries_on_past_what_was_applied() {
+        let (_dir, path) = scratch();
+        let journal = JournalFile::open(&path).unwrap().start(0).unwrap();
+        let big = vec![7u8; (TRUNCATE_AT / 2) as usize];
+        for _ in 0..2 {
+            journal.append(big.clone()).await.unwrap();
+        }
+        assert_eq!(read_all(&journal).await.len(), 2);
+        // The next group finds everything applied and the file long.
+        assert_eq!(journal.append(b"after".to_vec()).await.unwrap(), 3);
+        let len = std::fs::metadata(&path).unwrap().len();
+        assert_eq!(len, HEADER_LEN + (RECORD_HEAD_LEN + 5) as u64);
+        assert_eq!(read_all(&journal).await, vec![(3, b"after".to_vec())]);
+
+        // Cut back once more, then reopened: only the database knows the
+        // number reached, and the journal starts after it.
+        for _ in 0..2 {
+            journal.append(big.clone()).await.unwrap();
+        }
+        read_all(&journal).await;
+        journal.append(Vec::new()).await.unwrap();
+        read_all(&journal).await;
+        journal.close().await;
+        let reopened = JournalFile::open(&path).unwrap();
+        assert_eq!(reopened.last_seq, 6);
+        let journal = reopened.start(6).unwrap();
+        assert_eq!(journal.append(b"next".to_vec()).await.unwrap(), 7);
+    }
+
+    #[test]
+    fn a_journal_in_use_is_refused() {
+        let (_dir, path) = scratch();
+        let open = JournalFile::open(&path).unwrap();
+        assert!(matches!(
+            JournalFile::open(&path),
+            Err(JournalError::InUse(_))
+        ));
+        drop(open);
+        JournalFile::open(&path).unwrap();
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_journal_is_refused_untouched() {
+        let (_dir, path) = scratch();
+        let text = b"SQLite format 3\0 and a good deal more than a header";
+        std::fs::write(&path, text).unwrap();
+        assert!(matches!(
+            JournalFile::open(&path),
+            Err(JournalError::Foreign(_))
+        ));
+        assert_eq!(std::fs::read(&path).unwrap(), text);
+    }
+
+    #[test]
+    fn damage_further_back_than_a_torn_group_is_refused_untouched() {
+        let (_dir, path) = scratch();
+        drop(JournalFile::open(&path).unwrap());
+        let mut bytes = std::fs::read(&path).unwrap();
+        let damaged_at = bytes.len();
+        let big = vec![1u8; 1 << 20];
+        for seq in 1..=80 {
+            encode(seq, &big, &mut bytes);
+        }
+        bytes[damaged_at + RECORD_HEAD_LEN] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(matches!(
+            JournalFile::open(&path),
+            Err(JournalError::DamagedMidway { seq: 1, .. })
+        ));
+        assert_eq!(std::fs::read(&path).unwrap(), bytes);
+    }
+
+    #[test]
+    fn a_damaged_record_in_the_last_group_ends_the_journal() {
+        let (_dir, path) = scratch();
+        drop(JournalFile::open(&path).unwrap());
+        let mut bytes = std::fs::read(&path).unwrap();
+        encode(1, b"kept", &mut bytes);
+        let damaged_at = bytes.len();
+        encode(2, b"flipped", &mut bytes);
+        encode(3, b"after it", &mut bytes);
+        bytes[damaged_at + RECORD_HEAD_LEN] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        let reopened = JournalFile::open(&path).unwrap();
+        assert_eq!((reopened.end, reopened.last_seq), (damaged_at as u64, 1));
+    }
+}
