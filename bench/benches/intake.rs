@@ -1,7 +1,10 @@
 //! Alert intake side by side with Prometheus Alertmanager, in one run on
 //! the same machine: single alerts at concurrency 8 and 64, and batches of
-//! 100. Kiroku commits every alert (with its audit event) before it
-//! answers; Alertmanager keeps alerts in memory.
+//! 100. Kiroku runs twice: committing every alert (with its audit event)
+//! to the database before it answers, then with `--intake-journal`,
+//! answering once the request is synced to its journal and committing
+//! behind; for the latter the rate until everything is committed is
+//! measured too. Alertmanager keeps alerts in memory.
 //!
 //! Every alert has labels of its own (a new fingerprint, a new dedup key).
 //! Kiroku's service groups alerts by `alertname` (ten names) into open
@@ -152,6 +155,34 @@ async fn drive(o: &Opts, peer: &Peer) -> anyhow::Result<Vec<(Summary, bool)>> {
     Ok(rows)
 }
 
+/// Alerts a server holds once `drive` (and, with the journal,
+/// `until_committed`) has run.
+fn server_alerts(o: &Opts, journal: bool) -> usize {
+    alerts_driven(o) + if journal { committed_alerts(o) } else { 0 }
+}
+
+fn committed_alerts(o: &Opts) -> usize {
+    alerts_per_run(o, 100)
+}
+
+/// Batches of 100 at concurrency 8, timed from the first request until
+/// the journal holds nothing uncommitted: the rate the database keeps up
+/// with, which a journal can outrun only for a while. Starts once what
+/// earlier runs left is committed.
+async fn until_committed(o: &Opts, server: &Server, url: &str) -> anyhow::Result<f64> {
+    server.journal_committed().await?;
+    let client = reqwest::Client::new();
+    let peer = Peer::Kiroku { url: url.into() };
+    let base = alerts_driven(o);
+    let alerts = committed_alerts(o);
+    let t0 = Instant::now();
+    let make: Arc<dyn Fn(usize) -> reqwest::RequestBuilder + Send + Sync> =
+        Arc::new(move |i| peer.request(&client, base, 100, i));
+    load(8, alerts / 100, make).await?;
+    server.journal_committed().await?;
+    Ok(alerts as f64 / t0.elapsed().as_secs_f64())
+}
+
 fn peer_clone(p: &Peer) -> Peer {
     match p {
         Peer::Kiroku { url } => Peer::Kiroku { url: url.clone() },
@@ -267,9 +298,11 @@ async fn kiroku_integration(o: &Opts, target: &Target, server: &Server) -> anyho
     Ok(format!("{}/api/v1/integrations/{key}/generic", server.url))
 }
 
+/// `targets` and `journal_targets` are alike but fresh, for the two modes.
 pub async fn intake_bench(
     o: &Opts,
     targets: &[Target],
+    journal_targets: &[Target],
     work: &Path,
     r: &mut Report,
 ) -> anyhow::Result<()> {
@@ -315,11 +348,33 @@ pub async fn intake_bench(
             );
         }
     }
-    for target in targets {
-        let server = Server::start(&o.kiroku, target).await?;
+    let modes = targets.iter().zip(journal_targets);
+    for (target, journal) in modes.flat_map(|(t, j)| [(t, false), (j, true)]) {
+        let (mode, extra): (&str, &[&str]) = if journal {
+            (", journal", &["--intake-journal"])
+        } else {
+            ("", &[])
+        };
+        let name = format!("{}{mode}", target.name());
+        let key = format!(
+            "{}{}",
+            target.name().to_lowercase(),
+            if journal { "_journal" } else { "" }
+        );
+        let server = Server::start_with(&o.kiroku, target, extra).await?;
         let url = kiroku_integration(o, target, &server).await?;
         let rows = drive(o, &Peer::Kiroku { url: url.clone() }).await?;
-        let (stored, rss) = (alerts_driven(o), server.rss_mib());
+        if journal {
+            let committed = until_committed(o, &server, &url).await?;
+            r.line(&format!(
+                "| intake, batches of 100, concurrency 8, Kiroku {name}, until all are committed | {committed:.0} alerts/s |"
+            ));
+            r.json.insert(
+                format!("intake_{key}_committed_b100"),
+                json!({ "alerts_per_sec": committed }),
+            );
+        }
+        let (stored, rss) = (server_alerts(o, journal), server.rss_mib());
         soak(o, Peer::Kiroku { url }, stored).await?;
         let soaked_rss = server.rss_mib();
         for (i, ((shape, concurrency, per_request), (m, noisy))) in
@@ -330,15 +385,11 @@ pub async fn intake_bench(
                 .map(|am| format!(" ({:.2}× Alertmanager)", m.per_sec / am[i].0.per_sec))
                 .unwrap_or_default();
             r.line(&format!(
-                "| intake, {shape}, Kiroku {}{ratio} | {} |",
-                target.name(),
+                "| intake, {shape}, Kiroku {name}{ratio} | {} |",
                 fmt(m, *noisy)
             ));
             r.json.insert(
-                format!(
-                    "intake_{}_c{concurrency}_b{per_request}",
-                    target.name().to_lowercase()
-                ),
+                format!("intake_{key}_c{concurrency}_b{per_request}"),
                 json!({
                     "alerts_per_sec": m.per_sec, "p50_ms": m.p50, "p99_ms": m.p99, "requests": m.n, "noisy": noisy,
                     "ratio_to_alertmanager": am_rows.as_ref().map(|am| m.per_sec / am[i].0.per_sec),
@@ -346,12 +397,11 @@ pub async fn intake_bench(
             );
         }
         r.line(&format!(
-            "| RSS after {stored} / {} alerts stored, {} | {rss:.1} / {soaked_rss:.1} MiB | | | |",
+            "| RSS after {stored} / {} alerts stored, {name} | {rss:.1} / {soaked_rss:.1} MiB | | | |",
             soak_alerts(o),
-            target.name()
         ));
         r.json.insert(
-            format!("intake_rss_mib_{}", target.name().to_lowercase()),
+            format!("intake_rss_mib_{key}"),
             json!({
                 "rss_mib": soaked_rss, "alerts": soak_alerts(o),
                 "rss_mib_before": rss, "alerts_before": stored,

@@ -35,6 +35,8 @@ struct Opts {
     rounds: Option<usize>,
     /// The fault scenarios' random seed, to replay a run.
     seed: Option<u64>,
+    /// kill9 with intake answering from its journal.
+    intake_journal: bool,
 }
 
 impl Opts {
@@ -47,6 +49,7 @@ fn opts() -> anyhow::Result<Opts> {
     let mut args = std::env::args().skip(1);
     let (mut kiroku, mut out, mut quick, mut only) = (None, None, false, None);
     let (mut audit_events, mut fault, mut rounds, mut seed) = (None, None, None, None);
+    let mut intake_journal = false;
     let number = |flag: &str, v: Option<String>| -> anyhow::Result<u64> {
         v.and_then(|n| n.parse().ok())
             .with_context(|| format!("{flag} takes a number"))
@@ -61,10 +64,11 @@ fn opts() -> anyhow::Result<Opts> {
             "--fault" => fault = args.next(),
             "--rounds" => rounds = Some(number(&a, args.next())? as usize),
             "--seed" => seed = Some(number(&a, args.next())?),
+            "--intake-journal" => intake_journal = true,
             // cargo bench passes this to every harness-less bench.
             "--bench" => {}
             other => bail!(
-                "unknown argument {other}; use --kiroku PATH --out DIR [--quick] [--only SECTION] [--audit-events N] [--fault NAME [--rounds N] [--seed N]]"
+                "unknown argument {other}; use --kiroku PATH --out DIR [--quick] [--only SECTION] [--audit-events N] [--fault NAME [--rounds N] [--seed N] [--intake-journal]]"
             ),
         }
     }
@@ -77,6 +81,7 @@ fn opts() -> anyhow::Result<Opts> {
         fault,
         rounds,
         seed,
+        intake_journal,
         pg_url: std::env::var("KIROKU_BENCH_DATABASE_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into()),
     })
@@ -274,6 +279,24 @@ impl Server {
                     .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
             })
             .map_or(f64::NAN, |kb| kb / 1024.0)
+    }
+
+    /// Returns once intake's journal holds nothing uncommitted.
+    async fn journal_committed(&self) -> anyhow::Result<()> {
+        let client = reqwest::Client::new();
+        loop {
+            let h: serde_json::Value = client
+                .get(format!("{}/healthz", self.url))
+                .send()
+                .await?
+                .json()
+                .await?;
+            match h["intake_journal_backlog_bytes"].as_u64() {
+                Some(0) => return Ok(()),
+                Some(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+                None => bail!("no intake journal backlog in /healthz: {h}"),
+            }
+        }
     }
 
     /// SIGKILL: no shutdown work, as in a crash.
@@ -900,22 +923,23 @@ async fn main() -> anyhow::Result<()> {
             false
         }
     };
-    // SQLite in a fresh directory, and PostgreSQL in a fresh database, for
-    // each section that runs.
-    let targets = |section: &'static str| {
+    // SQLite in a fresh directory, and PostgreSQL in a fresh database, named
+    // `store`, for each section that runs.
+    let targets_named = |section: &'static str, store: &'static str| {
         let (work, admin) = (work.clone(), o.pg_url.clone());
         let runs = o.runs(section);
         async move {
             let mut out = Vec::new();
             if runs {
-                out.push(Target::Sqlite(work.join(format!("{section}-sqlite"))));
+                out.push(Target::Sqlite(work.join(format!("{store}-sqlite"))));
                 if pg {
-                    out.push(Target::Postgres(pg_database(&admin, section).await?));
+                    out.push(Target::Postgres(pg_database(&admin, store).await?));
                 }
             }
             anyhow::Ok(out)
         }
     };
+    let targets = |section: &'static str| targets_named(section, section);
     for t in &targets("create").await? {
         create_bench(&o, t, &mut r).await?;
     }
@@ -957,7 +981,8 @@ async fn main() -> anyhow::Result<()> {
     }
     let intake_targets = targets("intake").await?;
     if !intake_targets.is_empty() {
-        intake::intake_bench(&o, &intake_targets, &work, &mut r).await?;
+        let journal_targets = targets_named("intake", "intake_journal").await?;
+        intake::intake_bench(&o, &intake_targets, &journal_targets, &work, &mut r).await?;
     }
     let paging_targets = targets("paging").await?;
     if !paging_targets.is_empty() {

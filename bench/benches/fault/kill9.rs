@@ -1,7 +1,9 @@
 //! kill -9 at random moments while intake, declarations (which page) and
 //! other applications' audit events run, on SQLite and on PostgreSQL;
 //! after each kill a restart on the same data, and every answered write
-//! must be there and the audit log must verify.
+//! must be there and the audit log must verify. With `--intake-journal`,
+//! intake answers from its journal, and each restart's check waits until
+//! the journal is applied.
 
 use std::time::Duration;
 
@@ -23,6 +25,11 @@ pub async fn run(o: &Opts, work: &Scratch, seed: u64) -> anyhow::Result<()> {
         "Seed {seed} (`--seed {seed}` replays the kill moments); {rounds} rounds per backend, each kill 0.2–3 s into the load."
     ));
     r.json.insert("seed".into(), json!(seed));
+    if o.intake_journal {
+        r.line("Intake answers once a request is synced to its journal (`--intake-journal`).");
+    }
+    r.json
+        .insert("intake_journal".into(), json!(o.intake_journal));
     let mut rng = Rng(seed);
     let mut problems = Vec::new();
     problems.extend(on(o, work, &work.sqlite("kill9"), rounds, &mut rng, &mut r).await?);
@@ -30,7 +37,12 @@ pub async fn run(o: &Opts, work: &Scratch, seed: u64) -> anyhow::Result<()> {
         problems.extend(on(o, work, &pg.target, rounds, &mut rng, &mut r).await?);
         pg.drop_database().await?;
     }
-    finish(o, r, "kill9", &problems)
+    let name = if o.intake_journal {
+        "kill9-journal"
+    } else {
+        "kill9"
+    };
+    finish(o, r, name, &problems)
 }
 
 async fn on(
@@ -43,7 +55,10 @@ async fn on(
 ) -> anyhow::Result<Vec<String>> {
     let name = target.name();
     let config = work.short_holds()?;
-    let extra = ["--config", config.as_str()];
+    let mut extra = vec!["--config", config.as_str()];
+    if o.intake_journal {
+        extra.push("--intake-journal");
+    }
     let serve = || Server::start_with(&o.kiroku, target, &extra);
     let receiver = Receiver::default();
     let hook = receiver.up(None).await?;
@@ -61,6 +76,9 @@ async fn on(
     for round in 1..=rounds {
         let server = serve().await?;
         // The previous round's writes, after its kill and this restart.
+        if o.intake_journal {
+            server.journal_committed().await?;
+        }
         problems.extend(missing(store.as_ref(), &rig, &last).await?);
         let senders = Senders::start(&server.url, &rig, &format!("r{round}"));
         let after = rng.between(200, 3000);
@@ -88,6 +106,9 @@ async fn on(
         all.merge(last.clone());
     }
     let server = serve().await?;
+    if o.intake_journal {
+        server.journal_committed().await?;
+    }
     let pages = writes_and_pages(
         store.as_ref(),
         &receiver,

@@ -621,6 +621,19 @@ struct Pages {
 /// Waits up to `within` until no delivery is pending, then checks each
 /// answered incident was paged, that the audit log records no idempotency
 /// key sent twice, and that the receiver saw exactly the recorded keys.
+/// The server's own record of each delivery sent, its audit event, by
+/// idempotency key.
+async fn recorded_sent(store: &dyn Store) -> anyhow::Result<BTreeMap<String, usize>> {
+    let mut recorded: BTreeMap<String, usize> = BTreeMap::new();
+    for e in audit_events_of(store, "notification_sent").await? {
+        let key = e.after.as_ref().and_then(|a| a["idempotency_key"].as_str());
+        *recorded
+            .entry(key.unwrap_or("(none)").to_string())
+            .or_default() += 1;
+    }
+    Ok(recorded)
+}
+
 async fn settled_pages(
     store: &dyn Store,
     receiver: &Receiver,
@@ -630,13 +643,25 @@ async fn settled_pages(
 ) -> anyhow::Result<(Pages, Vec<String>)> {
     let deadline = Instant::now() + within;
     let mut problems = Vec::new();
-    while !store
-        .deliveries(Some(DeliveryStatus::Pending), 1)
-        .await?
-        .is_empty()
-    {
+    // Settled: nothing pending, and every answered incident paged (an
+    // escalation a killed process held is stepped once its hold lapses).
+    loop {
+        let pending = !store
+            .deliveries(Some(DeliveryStatus::Pending), 1)
+            .await?
+            .is_empty();
+        let paged = recorded_sent(store).await?;
+        if !pending
+            && incidents
+                .iter()
+                .all(|id| paged.contains_key(&rig.page_key(*id)))
+        {
+            break;
+        }
         if Instant::now() > deadline {
-            problems.push(format!("deliveries still pending after {within:?}"));
+            if pending {
+                problems.push(format!("deliveries still pending after {within:?}"));
+            }
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -650,14 +675,7 @@ async fn settled_pages(
             d.last_error
         ));
     }
-    // The server's own record of each delivery sent: its audit event.
-    let mut recorded: BTreeMap<String, usize> = BTreeMap::new();
-    for e in audit_events_of(store, "notification_sent").await? {
-        let key = e.after.as_ref().and_then(|a| a["idempotency_key"].as_str());
-        *recorded
-            .entry(key.unwrap_or("(none)").to_string())
-            .or_default() += 1;
-    }
+    let recorded = recorded_sent(store).await?;
     let sent: usize = recorded.values().sum();
     for (key, n) in &recorded {
         if *n > 1 {
