@@ -37,8 +37,9 @@ const BACKLOG_MAX: u64 = 1 << 30;
 /// The most one group writes before its sync.
 const GROUP_BYTES_MAX: usize = 1 << 20;
 
+/// Why the intake journal cannot be opened, or a request not appended.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum JournalError {
+pub enum JournalError {
     #[error("intake journal {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
     #[error("intake journal {0} is not an intake journal")]
@@ -60,6 +61,8 @@ pub(crate) enum JournalError {
     Broken(String),
     #[error("the intake journal is closed: Kiroku is stopping")]
     Closed,
+    #[error("intake journal: cannot read how far it is applied: {0}")]
+    Store(#[from] kiroku_store::StoreError),
 }
 
 /// One synced record.

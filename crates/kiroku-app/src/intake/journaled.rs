@@ -114,7 +114,7 @@ impl App {
     /// what an earlier run synced but did not commit, then each request
     /// as it is synced. From then on intake answers once a request is in
     /// the journal.
-    pub async fn with_intake_journal(mut self, path: &Path) -> Result<App> {
+    pub async fn with_intake_journal(mut self, path: &Path) -> Result<App, JournalError> {
         let file = JournalFile::open(path)?;
         let applied = self.store.intake_journal_applied(file.id()).await?;
         let journal = file.start(applied)?;
