@@ -91,22 +91,54 @@ pub(super) async fn journal_request(
     Ok(accepted)
 }
 
-/// Runs of records of at most `APPLY_EVENTS_MAX` events (a larger record
-/// alone), each committed in one transaction.
-fn batches<'a>(records: &'a [(&'a Record, usize)]) -> Vec<&'a [(&'a Record, usize)]> {
-    let mut runs = Vec::new();
-    let (mut start, mut events) = (0, 0);
-    for (n, (_, count)) in records.iter().enumerate() {
-        if n > start && events + count > APPLY_EVENTS_MAX {
-            runs.push(&records[start..n]);
-            (start, events) = (n, 0);
+/// A synced record and its request, decoded once; a record that does not
+/// decode is dropped with an audit event when its turn comes.
+type Decoded<'a> = (&'a Record, Result<Request>);
+
+fn decode(record: &Record) -> Result<Request> {
+    serde_json::from_slice(&record.payload)
+        .map_err(|e| AppError::Damaged(format!("intake journal record {}: {e}", record.seq)))
+}
+
+/// How many events a decoded record carries, at least 1.
+fn events_in((record, request): &Decoded<'_>) -> usize {
+    match request {
+        Ok(r) => r.events.len().max(1),
+        Err(_) => event_count(record),
+    }
+}
+
+/// Splits `records` into runs of at most `APPLY_EVENTS_MAX` events (a
+/// larger record alone), each committed in one transaction.
+fn runs(records: Vec<Decoded<'_>>) -> Vec<Vec<Decoded<'_>>> {
+    let mut runs: Vec<Vec<Decoded<'_>>> = Vec::new();
+    let mut events = 0;
+    for decoded in records {
+        let count = events_in(&decoded);
+        match runs.last_mut() {
+            Some(run) if events + count <= APPLY_EVENTS_MAX => run.push(decoded),
+            _ => {
+                runs.push(vec![decoded]);
+                events = 0;
+            }
         }
         events += count;
     }
-    if start < records.len() {
-        runs.push(&records[start..]);
-    }
     runs
+}
+
+/// Waits that double from `RETRY_FIRST` up to `RETRY_MAX`.
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Self {
+        Backoff(RETRY_FIRST)
+    }
+
+    async fn wait(&mut self) {
+        tokio::time::sleep(self.0).await;
+        self.0 = (self.0 * 2).min(RETRY_MAX);
+    }
 }
 
 impl App {
@@ -162,18 +194,15 @@ impl App {
                     continue;
                 }
             };
-            // Event counts, read from each record's events array length
-            // when it decodes; one that does not is applied alone, and
-            // dropped with an audit event.
-            let fresh: Vec<(&Record, usize)> = records
+            let fresh: Vec<Decoded<'_>> = records
                 .iter()
                 .filter(|r| r.seq > applied)
-                .map(|r| (r, event_count(r)))
+                .map(|r| (r, decode(r)))
                 .collect();
+            let events: usize = fresh.iter().map(events_in).sum();
             let mut committed = Durable::now();
-            for run in batches(&fresh) {
-                let run: Vec<&Record> = run.iter().map(|(r, _)| *r).collect();
-                committed = self.apply_records(journal.id(), &run).await;
+            for run in runs(fresh) {
+                committed = self.apply_run(journal.id(), run).await;
             }
             if let Some(last) = records.last() {
                 journal.applied(last.end);
@@ -186,50 +215,73 @@ impl App {
             }
             // Caught up: let requests gather into a larger batch, which
             // costs the database far less per alert than a few at a time.
-            if fresh.iter().map(|(_, n)| n).sum::<usize>() < APPLY_EVENTS_MAX / 2 {
+            if events < APPLY_EVENTS_MAX / 2 {
                 tokio::time::sleep(GATHER).await;
             }
         }
     }
 
-    /// Commits `records` in one transaction; if that fails for a reason
-    /// other than the database being away, one by one, dropping (with an
-    /// audit event) any that fails alone. Returns the wait for the last
-    /// commit's sync.
-    async fn apply_records(&self, journal: Uuid, records: &[&Record]) -> Durable {
-        let e = match self.commit_records_retrying(journal, records).await {
-            Ok(committed) => return committed,
+    /// Commits a run in one transaction; if one of its records does not
+    /// decode, or the commit fails for a reason other than the database
+    /// being away, record by record, dropping (with an audit event) any
+    /// that fails alone. Returns the wait for the last commit's sync.
+    async fn apply_run(&self, journal: Uuid, run: Vec<Decoded<'_>>) -> Durable {
+        let records: Vec<&Record> = run.iter().map(|(r, _)| *r).collect();
+        let requests: Result<Vec<Request>> = run.into_iter().map(|(_, r)| r).collect();
+        let e = match requests {
+            Ok(requests) => match self.commit_retrying(journal, &records, requests).await {
+                Ok(committed) => return committed,
+                Err(e) => e,
+            },
             Err(e) => e,
         };
-        if let [record] = records {
+        if let [record] = records[..] {
             self.drop_record(journal, record, &e).await;
             return Durable::now();
         }
         tracing::warn!(error = %e, "intake journal batch failed; applying its records one by one");
         let mut committed = Durable::now();
         for record in records {
-            match self.commit_records_retrying(journal, &[*record]).await {
-                Ok(c) => committed = c,
+            let alone = match decode(record) {
+                Ok(request) => {
+                    self.commit_retrying(journal, &[record], vec![request])
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            committed = match alone {
+                Ok(c) => c,
                 Err(e) => {
                     self.drop_record(journal, record, &e).await;
-                    committed = Durable::now();
+                    Durable::now()
                 }
-            }
+            };
         }
         committed
     }
 
-    /// Retries while the database is away; a commit that did land, though
-    /// its answer was lost, is not made twice.
-    async fn commit_records_retrying(&self, journal: Uuid, records: &[&Record]) -> Result<Durable> {
+    /// Commits `requests`, the requests of `records`, retrying while the
+    /// database is away (each retry decodes them again: a failed commit
+    /// has taken their events); a commit that did land, though its answer
+    /// was lost, is not made twice.
+    async fn commit_retrying(
+        &self,
+        journal: Uuid,
+        records: &[&Record],
+        requests: Vec<Request>,
+    ) -> Result<Durable> {
         let last = records.last().map_or(0, |r| r.seq);
-        let mut wait = RETRY_FIRST;
+        let mut requests = Some(requests);
+        let mut backoff = Backoff::new();
         loop {
-            match self.commit_records(journal, records).await {
+            let requests = match requests.take() {
+                Some(requests) => requests,
+                None => records.iter().map(|r| decode(r)).collect::<Result<_>>()?,
+            };
+            match self.commit_requests(journal, last, requests).await {
                 Err(e @ (AppError::Unavailable(_) | AppError::DiskFull(_))) => {
                     tracing::warn!(error = %e, "intake journal waits for the database");
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(RETRY_MAX);
+                    backoff.wait().await;
                     // Landed after all: only PostgreSQL's commit can land
                     // unanswered, and it is durable once it has.
                     if matches!(self.store.intake_journal_applied(journal).await, Ok(s) if s >= last)
@@ -242,12 +294,15 @@ impl App {
         }
     }
 
-    async fn commit_records(&self, journal: Uuid, records: &[&Record]) -> Result<Durable> {
-        let mut jobs = Vec::with_capacity(records.len());
-        for record in records {
-            let request: Request = serde_json::from_slice(&record.payload).map_err(|e| {
-                AppError::Damaged(format!("intake journal record {}: {e}", record.seq))
-            })?;
+    /// One transaction for `requests`, marking record `last` applied.
+    async fn commit_requests(
+        &self,
+        journal: Uuid,
+        last: u64,
+        requests: Vec<Request>,
+    ) -> Result<Durable> {
+        let mut jobs = Vec::with_capacity(requests.len());
+        for request in requests {
             let routed = self.routed_service(request.integration.service_id).await?;
             // The sender was answered when the record was synced.
             let (reply, _) = oneshot::channel();
@@ -259,7 +314,6 @@ impl App {
                 reply,
             });
         }
-        let last = records.last().map_or(0, |r| r.seq);
         let (_, committed) = self.apply_batch(&mut jobs, Some((journal, last))).await?;
         Ok(committed)
     }
@@ -285,7 +339,7 @@ impl App {
             })),
         )
         .failure(error.code());
-        let mut wait = RETRY_FIRST;
+        let mut backoff = Backoff::new();
         loop {
             let attempt = async {
                 let mut tx = self.begin().await?;
@@ -298,8 +352,7 @@ impl App {
                 Ok(()) => return,
                 Err(e) => {
                     tracing::warn!(error = %e, "intake journal cannot record a dropped record yet");
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(RETRY_MAX);
+                    backoff.wait().await;
                 }
             }
         }
@@ -319,7 +372,8 @@ async fn keep(journal: &Journal, unkept: Option<(Durable, u64)>) {
     }
 }
 
-/// How many events a record holds; 1 for one that does not decode.
+/// How many events a record that does not decode as a request holds, read
+/// from its `events` array alone; 1 when even that does not decode.
 fn event_count(record: &Record) -> usize {
     #[derive(Deserialize)]
     struct Events {
