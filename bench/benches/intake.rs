@@ -3,8 +3,9 @@
 //! 100. Kiroku runs twice: committing every alert (with its audit event)
 //! to the database before it answers, then with `--intake-journal`,
 //! answering once the request is synced to its journal and committing
-//! behind; for the latter the rate until everything is committed is
-//! measured too. Alertmanager keeps alerts in memory.
+//! behind. In each mode a storm of batches is timed until everything is
+//! committed, while a person declares incidents. Alertmanager keeps
+//! alerts in memory.
 //!
 //! Every alert has labels of its own (a new fingerprint, a new dedup key).
 //! Kiroku's service groups alerts by `alertname` (ten names) into open
@@ -13,12 +14,13 @@
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
-use super::{Opts, Report, Server, Summary, Target, bootstrap_as, fmt, load, median};
+use super::{Opts, Report, Server, Summary, Target, bootstrap_as, fmt, load, median, summarise};
 
 /// A load shape: name, concurrency, alerts per request.
 const SHAPES: [(&str, usize, usize); 3] = [
@@ -155,32 +157,84 @@ async fn drive(o: &Opts, peer: &Peer) -> anyhow::Result<Vec<(Summary, bool)>> {
     Ok(rows)
 }
 
-/// Alerts a server holds once `drive` (and, with the journal,
-/// `until_committed`) has run.
-fn server_alerts(o: &Opts, journal: bool) -> usize {
-    alerts_driven(o) + if journal { committed_alerts(o) } else { 0 }
+/// Alerts a server holds once `drive` and `storm` have run.
+fn server_alerts(o: &Opts) -> usize {
+    alerts_driven(o) + storm_alerts(o)
 }
 
-fn committed_alerts(o: &Opts) -> usize {
+fn storm_alerts(o: &Opts) -> usize {
     alerts_per_run(o, 100)
 }
 
+/// What a storm showed: the rate alerts were committed at, and how long
+/// a person's declarations took meanwhile.
+struct Storm {
+    committed_per_sec: f64,
+    declarations: Summary,
+}
+
 /// Batches of 100 at concurrency 8, timed from the first request until
-/// the journal holds nothing uncommitted: the rate the database keeps up
-/// with, which a journal can outrun only for a while. Starts once what
-/// earlier runs left is committed.
-async fn until_committed(o: &Opts, server: &Server, url: &str) -> anyhow::Result<f64> {
-    server.journal_committed().await?;
+/// every alert is committed (with the journal, until it holds nothing
+/// uncommitted: the rate the database keeps up with, which a journal can
+/// outrun only for a while), while one person declares incidents one
+/// after another. With the journal, starts once what earlier runs left is
+/// committed.
+async fn storm(
+    o: &Opts,
+    server: &Server,
+    url: &str,
+    token: &str,
+    journal: bool,
+) -> anyhow::Result<Storm> {
+    if journal {
+        server.journal_committed().await?;
+    }
     let client = reqwest::Client::new();
+    let done = Arc::new(AtomicBool::new(false));
+    let declarer = {
+        let (client, done) = (client.clone(), done.clone());
+        let (url, token) = (
+            format!("{}/api/v1/incidents", server.url),
+            token.to_string(),
+        );
+        tokio::spawn(async move {
+            let (t0, mut lat) = (Instant::now(), Vec::new());
+            while !done.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                client
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .json(&json!({
+                        "title": format!("declared in a storm {}", lat.len()),
+                        "category": "database",
+                        "severity": "P1",
+                    }))
+                    .send()
+                    .await?
+                    .error_for_status()?;
+                lat.push(t.elapsed());
+            }
+            anyhow::Ok(summarise(lat, t0.elapsed()))
+        })
+    };
     let peer = Peer::Kiroku { url: url.into() };
     let base = alerts_driven(o);
-    let alerts = committed_alerts(o);
+    let alerts = storm_alerts(o);
     let t0 = Instant::now();
     let make: Arc<dyn Fn(usize) -> reqwest::RequestBuilder + Send + Sync> =
         Arc::new(move |i| peer.request(&client, base, 100, i));
-    load(8, alerts / 100, make).await?;
-    server.journal_committed().await?;
-    Ok(alerts as f64 / t0.elapsed().as_secs_f64())
+    let sent = load(8, alerts / 100, make).await;
+    if journal && sent.is_ok() {
+        server.journal_committed().await?;
+    }
+    let committed_per_sec = alerts as f64 / t0.elapsed().as_secs_f64();
+    done.store(true, Ordering::Relaxed);
+    let declarations = declarer.await??;
+    sent?;
+    Ok(Storm {
+        committed_per_sec,
+        declarations,
+    })
 }
 
 fn peer_clone(p: &Peer) -> Peer {
@@ -274,8 +328,12 @@ impl Alertmanager {
 }
 
 /// A generic integration on a service that groups by alertname; returns
-/// its intake URL.
-async fn kiroku_integration(o: &Opts, target: &Target, server: &Server) -> anyhow::Result<String> {
+/// its intake URL and an admin's token.
+async fn kiroku_integration(
+    o: &Opts,
+    target: &Target,
+    server: &Server,
+) -> anyhow::Result<(String, String)> {
     let token = bootstrap_as(&o.kiroku, target, "intake-admin", "admin")?;
     let client = reqwest::Client::new();
     let created: Value = client
@@ -295,7 +353,8 @@ async fn kiroku_integration(o: &Opts, target: &Target, server: &Server) -> anyho
         .await?
         .error_for_status()?;
     let key = created["key"].as_str().context("no key")?;
-    Ok(format!("{}/api/v1/integrations/{key}/generic", server.url))
+    let url = format!("{}/api/v1/integrations/{key}/generic", server.url);
+    Ok((url, token))
 }
 
 /// `targets` and `journal_targets` are alike but fresh, for the two modes.
@@ -362,19 +421,29 @@ pub async fn intake_bench(
             if journal { "_journal" } else { "" }
         );
         let server = Server::start_with(&o.kiroku, target, extra).await?;
-        let url = kiroku_integration(o, target, &server).await?;
+        let (url, token) = kiroku_integration(o, target, &server).await?;
         let rows = drive(o, &Peer::Kiroku { url: url.clone() }).await?;
-        if journal {
-            let committed = until_committed(o, &server, &url).await?;
-            r.line(&format!(
-                "| intake, batches of 100, concurrency 8, Kiroku {name}, until all are committed | {committed:.0} alerts/s |"
-            ));
-            r.json.insert(
-                format!("intake_{key}_committed_b100"),
-                json!({ "alerts_per_sec": committed }),
-            );
-        }
-        let (stored, rss) = (server_alerts(o, journal), server.rss_mib());
+        let storm = storm(o, &server, &url, &token, journal).await?;
+        let d = &storm.declarations;
+        r.line(&format!(
+            "| intake, batches of 100, concurrency 8, Kiroku {name}, until all are committed | {:.0} alerts/s |",
+            storm.committed_per_sec
+        ));
+        r.line(&format!(
+            "| declare an incident meanwhile, one after another, Kiroku {name} | {} | {:.2} ms | {:.2} ms | {} |",
+            format_args!("{:.0}/s", d.per_sec),
+            d.p50,
+            d.p99,
+            d.n
+        ));
+        r.json.insert(
+            format!("intake_{key}_committed_b100"),
+            json!({
+                "alerts_per_sec": storm.committed_per_sec,
+                "declarations": { "per_sec": d.per_sec, "p50_ms": d.p50, "p99_ms": d.p99, "n": d.n },
+            }),
+        );
+        let (stored, rss) = (server_alerts(o), server.rss_mib());
         soak(o, Peer::Kiroku { url }, stored).await?;
         let soaked_rss = server.rss_mib();
         for (i, ((shape, concurrency, per_request), (m, noisy))) in

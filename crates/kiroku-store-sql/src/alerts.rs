@@ -282,6 +282,47 @@ pub(crate) fn intake_reads(
     reads
 }
 
+/// PostgreSQL's advisory locks that make intake's read and its writes one
+/// step for each integration and each grouped service, across nodes: two
+/// nodes that both read no open alert for a key would both open one, and
+/// the second would fail its whole batch on the open-alert index; two
+/// that both read no open incident for a group would open one each. The
+/// locks are taken in key order, so that two batches never wait on each
+/// other, and held until commit; the read that follows, a statement of its
+/// own, sees what the last holder committed. `None` on SQLite, whose one
+/// writer already makes every transaction one step.
+pub(crate) fn intake_locks(
+    dialect: Dialect,
+    keys: &[(Uuid, String)],
+    groups: &[AlertGroup],
+) -> Option<Statement> {
+    if dialect != Dialect::Postgres {
+        return None;
+    }
+    // A UUID's last 8 bytes are random in every version Kiroku makes.
+    let lock_key = |id: &Uuid| i64::from_be_bytes(id.as_bytes()[8..].try_into().expect("8 bytes"));
+    let locks: std::collections::BTreeSet<i64> = keys
+        .iter()
+        .map(|(integration, _)| lock_key(integration))
+        .chain(groups.iter().map(|g| lock_key(&g.service)))
+        .collect();
+    if locks.is_empty() {
+        return None;
+    }
+    let mut f = Filter::for_dialect(dialect);
+    let rows: Vec<String> = locks
+        .into_iter()
+        .map(|k| f.placeholder(Bind::Int(k)))
+        .collect();
+    // The lock in `FROM`, so that no row carries its `void`; a values
+    // list is scanned in order, so the locks are taken in that order.
+    let sql = format!(
+        "SELECT k FROM (VALUES ({})) AS v(k), LATERAL pg_advisory_xact_lock(k)",
+        rows.join("), (")
+    );
+    Some((sql, f.binds))
+}
+
 /// Repeats the last of `items` until their count is a power of two, or
 /// a multiple of `chunk` past it: the read's text then takes one of a few
 /// shapes, which the statement caches keep prepared, where a text for

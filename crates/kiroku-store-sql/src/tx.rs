@@ -722,6 +722,9 @@ impl Tx for SqlTx {
         keys: &[(Uuid, String)],
         groups: &[AlertGroup],
     ) -> Result<(Vec<Alert>, Vec<Option<Uuid>>)> {
+        if let Some(locks) = alerts::intake_locks(self.dialect, keys, groups) {
+            execute_each(&mut self.tx, vec![locks]).await?;
+        }
         let reads = alerts::intake_reads(self.dialect, keys, groups);
         // Every term of the reads yields `(n, text)` rows.
         let rows = from_rows(&self.send(reads).await?)?;

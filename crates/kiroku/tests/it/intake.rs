@@ -1158,3 +1158,78 @@ async fn journaled_intake_answers_once_synced_and_commits_behind() {
     assert!(health["intake_journal_backlog_bytes"].is_u64(), "{health}");
     t.assert_audit_verifies().await;
 }
+
+/// Two nodes on one PostgreSQL database take the same alerts at once, as
+/// behind a load balancer, from two integrations of one service grouping
+/// by a label: every request is answered 202, each (integration, dedup
+/// key) has one open alert counting every trigger, and each group one
+/// incident, whichever node saw its first alert.
+#[tokio::test]
+async fn two_nodes_take_the_same_alerts_at_once() {
+    let Some(store) = support::postgres().await else {
+        return;
+    };
+    let url = store.postgres_url().unwrap().to_string();
+    let t = TestApp::on(store).await;
+    let (first, _) = integration(&t, "generic", "pair").await;
+    let (second, _) = integration(&t, "generic", "pair").await;
+    let (status, _) = t
+        .call(
+            Some(&t.admin),
+            reqwest::Method::PUT,
+            "/api/v1/services/pair/routing",
+            Some(json!({"grouping": {"mode": "labels", "labels": ["cluster"], "window_minutes": 60}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let other = kiroku_app::App::new(
+        std::sync::Arc::new(
+            kiroku_store_postgres::connect(&url, Default::default())
+                .await
+                .unwrap(),
+        ),
+        support::config(),
+    );
+    let other = support::serve_loopback(kiroku_server::router(other, Default::default())).await;
+
+    // Each key is sent four times at once: to each node, from each
+    // integration.
+    let tasks: Vec<_> = (0..400)
+        .map(|i| {
+            let key = if i / 2 % 2 == 0 { &first } else { &second };
+            let path = format!("/api/v1/integrations/{key}/generic");
+            let url = if i % 2 == 0 {
+                t.url(&path)
+            } else {
+                format!("http://{other}{path}")
+            };
+            let body = json!({
+                "summary": format!("alert {}", i / 4),
+                "source": "pair",
+                "dedup_key": format!("k{}", i / 4),
+                "labels": {"cluster": format!("c{}", i / 4 % 4)},
+            });
+            let http = t.http.clone();
+            tokio::spawn(async move {
+                let res = http.post(&url).json(&body).send().await.unwrap();
+                (res.status(), res.text().await.unwrap())
+            })
+        })
+        .collect();
+    for task in tasks {
+        let (status, body) = task.await.unwrap();
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    }
+    let found = alerts(&t, "?service=pair&limit=200").await;
+    assert_eq!(found.len(), 200, "one open alert per integration and key");
+    assert!(
+        found.iter().all(|a| a["count"] == 2),
+        "every trigger counted once"
+    );
+    let incidents: std::collections::HashSet<&str> = found
+        .iter()
+        .map(|a| a["incident_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(incidents.len(), 4, "one incident per cluster");
+    t.assert_audit_verifies().await;
+}
