@@ -57,7 +57,9 @@ pub use reports::{
     breach_register_csv,
 };
 pub use seal::{SealMode, SealRule, Sealer};
-pub use services::{AlertList, ListAlerts, NewIntegration, NewMaintenanceWindow, NewService};
+pub use services::{
+    AlertList, IntegrationChange, ListAlerts, NewIntegration, NewMaintenanceWindow, NewService,
+};
 pub use status::{Component, ComponentState, PublicIncident, PublicUpdate, StatusView};
 pub use users::{
     CreatedUser, IssuedSession, IssuedToken, LoginRequest, NewUser, TokenView, UserView,

@@ -30,6 +30,19 @@ pub struct NewService {
     pub routing: Option<Routing>,
 }
 
+/// What an admin may change of an integration; what is absent stays.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntegrationChange {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub rate_limit_per_second: Option<u32>,
+    /// A disabled integration's routing key is refused as unknown.
+    #[serde(default)]
+    pub disabled: Option<bool>,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewIntegration {
@@ -334,18 +347,13 @@ impl App {
                 "must be one of: pagerduty, alertmanager, grafana, generic",
             )
         })?;
-        let rate = input
-            .rate_limit_per_second
-            .unwrap_or(DEFAULT_RATE_LIMIT_PER_SECOND);
-        if !(1..=RATE_LIMIT_PER_SECOND_MAX).contains(&rate) {
-            return Err(AppError::invalid(
-                "rate_limit_per_second",
-                "out_of_range",
-                format!("must be between 1 and {RATE_LIMIT_PER_SECOND_MAX}"),
-            ));
-        }
+        let rate = checked_rate(
+            input
+                .rate_limit_per_second
+                .unwrap_or(DEFAULT_RATE_LIMIT_PER_SECOND),
+        )?;
         let name = match &input.name {
-            Some(n) => validate::line("name", n, validate::SHORT_MAX, true)?,
+            Some(n) => integration_name(n)?,
             None => kind.as_str().to_string(),
         };
         let service_key = validate::line("service", &input.service, validate::SHORT_MAX, true)?;
@@ -392,15 +400,92 @@ impl App {
                     "integration_create",
                     Target::new("integration", Some(integration.id.to_string())),
                 )
-                .with_change(
-                    None,
-                    Some(json!({
-                        "service_id": service.id,
-                        "type": kind,
-                        "name": integration.name,
-                        "rate_limit_per_second": rate,
-                    })),
-                ),
+                .with_change(None, Some(integration_settings(&integration))),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(integration)
+    }
+
+    /// One integration; its key only for those who may manage it.
+    pub async fn integration(&self, caller: &Caller, id: Uuid) -> Result<Integration> {
+        caller.require(Permission::IncidentRead)?;
+        let mut integration = self
+            .store
+            .integration(id)
+            .await?
+            .ok_or(AppError::NotFound {
+                what: "integration",
+            })?;
+        if caller.require(Permission::ServiceManage).is_err() {
+            integration.key.clear();
+        }
+        Ok(integration)
+    }
+
+    /// Renames an integration, changes its rate limit, or disables it
+    /// (its routing key then refused as unknown) or enables it again.
+    pub async fn update_integration(
+        &self,
+        caller: &Caller,
+        id: Uuid,
+        change: IntegrationChange,
+    ) -> Result<Integration> {
+        caller.require(Permission::ServiceManage)?;
+        let name = change.name.as_deref().map(integration_name).transpose()?;
+        let rate = change.rate_limit_per_second.map(checked_rate).transpose()?;
+        self.change_integration(caller, id, "integration_update", |i| {
+            if let Some(name) = name {
+                i.name = name;
+            }
+            if let Some(rate) = rate {
+                i.rate_limit_per_second = rate;
+            }
+            if let Some(disabled) = change.disabled {
+                i.disabled = disabled;
+            }
+        })
+        .await
+    }
+
+    /// Gives an integration a new routing key; the old one is refused from
+    /// then on (by other nodes once their 5 s cache of keys has passed).
+    pub async fn rotate_integration_key(&self, caller: &Caller, id: Uuid) -> Result<Integration> {
+        caller.require(Permission::ServiceManage)?;
+        let key = new_routing_key()?;
+        self.change_integration(caller, id, "integration_key_rotate", |i| i.key = key)
+            .await
+    }
+
+    /// Changes an integration under its row lock, with an audit event
+    /// holding its settings before and after, never its key.
+    async fn change_integration(
+        &self,
+        caller: &Caller,
+        id: Uuid,
+        action: &str,
+        change: impl FnOnce(&mut Integration),
+    ) -> Result<Integration> {
+        let now = self.now();
+        let mut tx = self.begin().await?;
+        let mut integration = tx
+            .integration_for_update(id)
+            .await?
+            .ok_or(AppError::NotFound {
+                what: "integration",
+            })?;
+        let before = integration_settings(&integration);
+        change(&mut integration);
+        tx.update_integration(&integration).await?;
+        tx.append_audit(
+            &caller
+                .event(
+                    now,
+                    Operation::Update,
+                    action,
+                    Target::new("integration", Some(id.to_string())),
+                )
+                .with_change(Some(before), Some(integration_settings(&integration))),
         )
         .await?;
         tx.commit().await?;
@@ -487,4 +572,31 @@ impl App {
         let service = self.service_by_key(key).await?;
         Ok(self.store.service_changes(service.id, PAGE_MAX).await?)
     }
+}
+
+/// What the audit log keeps of an integration: everything but the key,
+/// which is a credential of sorts.
+fn integration_settings(i: &Integration) -> serde_json::Value {
+    json!({
+        "service_id": i.service_id,
+        "type": i.kind,
+        "name": i.name,
+        "rate_limit_per_second": i.rate_limit_per_second,
+        "disabled": i.disabled,
+    })
+}
+
+fn integration_name(name: &str) -> Result<String> {
+    Ok(validate::line("name", name, validate::SHORT_MAX, true)?)
+}
+
+fn checked_rate(rate: u32) -> Result<u32> {
+    if !(1..=RATE_LIMIT_PER_SECOND_MAX).contains(&rate) {
+        return Err(AppError::invalid(
+            "rate_limit_per_second",
+            "out_of_range",
+            format!("must be between 1 and {RATE_LIMIT_PER_SECOND_MAX}"),
+        ));
+    }
+    Ok(rate)
 }

@@ -242,6 +242,9 @@ impl Tx for AppTx {
     async fn update_integration(&mut self, i: &Integration) -> StoreResult<()> {
         self.inner.update_integration(i).await
     }
+    async fn integration_for_update(&mut self, id: Uuid) -> StoreResult<Option<Integration>> {
+        self.inner.integration_for_update(id).await
+    }
     async fn open_alerts_and_groups(
         &mut self,
         keys: &[(Uuid, String)],

@@ -205,6 +205,16 @@ pub fn router(app: App, http: HttpConfig) -> Router {
             "/api/v1/integrations",
             get(sv::list_integrations).post(sv::create_integration),
         )
+        // `{key}` is the integration's id here, and its routing key on
+        // the intake paths below: one segment, one name.
+        .route(
+            "/api/v1/integrations/{key}",
+            get(sv::show_integration).patch(sv::update_integration),
+        )
+        .route(
+            "/api/v1/integrations/{key}/rotate-key",
+            post(sv::rotate_integration_key),
+        )
         .route(
             "/api/v1/escalation-policies",
             get(o::list_policies).post(o::create_policy),

@@ -86,6 +86,23 @@ pub(crate) async fn save_integration(
     Ok(())
 }
 
+pub(crate) async fn integration_for_update(
+    conn: &mut AnyConnection,
+    dialect: Dialect,
+    id: Uuid,
+) -> Result<Option<Integration>> {
+    let sql = format!(
+        "SELECT doc FROM integrations WHERE id = $1{}",
+        dialect.for_update()
+    );
+    let row: Option<(String,)> = sqlx::query_as(&sql)
+        .bind(id.to_string())
+        .fetch_optional(conn)
+        .await
+        .map_err(map_err)?;
+    row.map(|(doc,)| from_doc(&doc)).transpose()
+}
+
 /// The upserts that store `alerts`.
 pub(crate) fn save_alerts(dialect: Dialect, alerts: &[Alert]) -> Result<Vec<Statement>> {
     let rows = alerts

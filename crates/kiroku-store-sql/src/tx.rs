@@ -717,6 +717,11 @@ impl Tx for SqlTx {
         alerts::save_integration(&mut self.tx, integration, false).await
     }
 
+    async fn integration_for_update(&mut self, id: Uuid) -> Result<Option<Integration>> {
+        self.flush().await?;
+        alerts::integration_for_update(&mut self.tx, self.dialect, id).await
+    }
+
     async fn open_alerts_and_groups(
         &mut self,
         keys: &[(Uuid, String)],

@@ -367,6 +367,8 @@ pub trait Tx: Send {
     async fn update_service(&mut self, service: &Service, expected_version: i64) -> Result<()>;
     async fn insert_integration(&mut self, integration: &Integration) -> Result<()>;
     async fn update_integration(&mut self, integration: &Integration) -> Result<()>;
+    /// The integration, locked for the rest of the transaction.
+    async fn integration_for_update(&mut self, id: Uuid) -> Result<Option<Integration>>;
     /// What an intake batch reads before it applies, in one round trip
     /// where the backend allows: the open alerts among `(integration,
     /// dedup key)` pairs, held against concurrent writers; and for each

@@ -70,6 +70,12 @@ impl IntakeState {
         }
     }
 
+    /// Forgets every remembered routing key, after an integration changed
+    /// on this node.
+    pub fn forget_keys(&self) {
+        self.keys.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
     async fn integration(&self, s: &AppState, key: &str) -> Result<Option<Integration>, AppError> {
         if let Some((found, at)) = self.keys.lock().unwrap_or_else(|e| e.into_inner()).get(key)
             && at.elapsed() < KEY_CACHE_TTL

@@ -4,7 +4,9 @@ use axum::Json;
 use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use kiroku_app::{Caller, ListAlerts, NewIntegration, NewMaintenanceWindow, NewService};
+use kiroku_app::{
+    Caller, IntegrationChange, ListAlerts, NewIntegration, NewMaintenanceWindow, NewService,
+};
 use kiroku_domain::alert::routing::Routing;
 use serde::Deserialize;
 use serde_json::json;
@@ -111,6 +113,40 @@ pub async fn create_integration(
 ) -> ApiResult<Response> {
     let integration = s.app.create_integration(&caller, body).await?;
     Ok((StatusCode::CREATED, Json(integration)).into_response())
+}
+
+pub async fn show_integration(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let id = uuid_param("id", &id)?;
+    Ok(Json(s.app.integration(&caller, id).await?).into_response())
+}
+
+pub async fn update_integration(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    ApiJson(change): ApiJson<IntegrationChange>,
+) -> ApiResult<Response> {
+    let id = uuid_param("id", &id)?;
+    let integration = s.app.update_integration(&caller, id, change).await?;
+    // This node refuses a disabled integration's key at once.
+    s.intake.forget_keys();
+    Ok(Json(integration).into_response())
+}
+
+pub async fn rotate_integration_key(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let id = uuid_param("id", &id)?;
+    let integration = s.app.rotate_integration_key(&caller, id).await?;
+    // This node refuses the old key at once.
+    s.intake.forget_keys();
+    Ok(Json(integration).into_response())
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -2,9 +2,10 @@
 //! alert intake.
 
 use clap::Subcommand;
+use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::{ClientArgs, client, cut, print_items, print_json, query, text, time};
+use super::{ClientArgs, client, cut, print_items, print_json, query, seg, text, time};
 
 #[derive(Debug, Subcommand)]
 pub enum IntegrationCommand {
@@ -31,6 +32,31 @@ pub enum IntegrationCommand {
         client: ClientArgs,
         #[arg(long)]
         service: Option<String>,
+    },
+    /// Rename an integration, change its rate limit, or disable it (its
+    /// routing key then refused) or enable it again.
+    Update {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The integration's id (`kiroku integration list` shows it).
+        id: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// Requests accepted per second before 429.
+        #[arg(long)]
+        rate_limit: Option<u32>,
+        #[arg(long, conflicts_with = "enable")]
+        disable: bool,
+        #[arg(long)]
+        enable: bool,
+    },
+    /// Give an integration a new routing key, for one that has leaked; the
+    /// old key is refused from then on. Prints the new key and URL.
+    RotateKey {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The integration's id (`kiroku integration list` shows it).
+        id: String,
     },
 }
 
@@ -62,6 +88,30 @@ fn intake_url(server: &str, i: &Value) -> String {
     }
 }
 
+fn integration_path(id: &str) -> String {
+    format!("/api/v1/integrations/{}", seg(id))
+}
+
+/// What `create`, `update` and `rotate-key` print: the integration, its
+/// routing key and where to send alerts.
+fn print_integration(a: &ClientArgs, server: &str, what: &str, i: &Value) -> anyhow::Result<()> {
+    if a.json {
+        return print_json(i);
+    }
+    println!(
+        "{what} {} integration {}",
+        text(&i["kind"]),
+        text(&i["name"])
+    );
+    println!("id:          {}", text(&i["id"]));
+    println!("routing key: {}", text(&i["key"]));
+    println!("url:         {}", intake_url(server, i));
+    if i["disabled"] == true {
+        println!("disabled: its routing key is refused until it is enabled again");
+    }
+    Ok(())
+}
+
 pub async fn integration(cmd: IntegrationCommand) -> anyhow::Result<()> {
     match cmd {
         IntegrationCommand::Create {
@@ -77,17 +127,32 @@ pub async fn integration(cmd: IntegrationCommand) -> anyhow::Result<()> {
                 "rate_limit_per_second": rate_limit,
             });
             let i = c.post("/api/v1/integrations", &body).await?;
-            if a.json {
-                return print_json(&i);
-            }
-            println!(
-                "created {} integration {}",
-                text(&i["kind"]),
-                text(&i["name"])
-            );
-            println!("routing key: {}", text(&i["key"]));
-            println!("url:         {}", intake_url(&c.server, &i));
-            Ok(())
+            print_integration(&a, &c.server, "created", &i)
+        }
+        IntegrationCommand::Update {
+            client: a,
+            id,
+            name,
+            rate_limit,
+            disable,
+            enable,
+        } => {
+            let c = client(&a)?;
+            let body = json!({
+                "name": name,
+                "rate_limit_per_second": rate_limit,
+                "disabled": (disable || enable).then_some(disable),
+            });
+            let (i, _) = c
+                .send(Method::PATCH, &integration_path(&id), Some(&body))
+                .await?;
+            print_integration(&a, &c.server, "updated", &i)
+        }
+        IntegrationCommand::RotateKey { client: a, id } => {
+            let c = client(&a)?;
+            let path = format!("{}/rotate-key", integration_path(&id));
+            let i = c.post(&path, &json!({})).await?;
+            print_integration(&a, &c.server, "new routing key for", &i)
         }
         IntegrationCommand::List { client: a, service } => {
             let c = client(&a)?;
@@ -100,8 +165,9 @@ pub async fn integration(cmd: IntegrationCommand) -> anyhow::Result<()> {
             if a.json {
                 return print_json(&list);
             }
-            print_items(&list, &["NAME", "TYPE", "SERVICE", "URL"], |i| {
+            print_items(&list, &["ID", "NAME", "TYPE", "SERVICE", "URL"], |i| {
                 vec![
+                    text(&i["id"]),
                     text(&i["name"]),
                     text(&i["kind"]),
                     text(&i["service_id"]),

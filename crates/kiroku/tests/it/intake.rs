@@ -1233,3 +1233,203 @@ async fn two_nodes_take_the_same_alerts_at_once() {
     assert_eq!(incidents.len(), 4, "one incident per cluster");
     t.assert_audit_verifies().await;
 }
+
+/// An admin renames an integration, lowers its rate limit, disables and
+/// enables it, and rotates a leaked routing key: each takes effect on the
+/// next request, the audit log records each change and never a key, and
+/// nobody else may do any of it.
+#[tokio::test]
+async fn an_integration_is_throttled_disabled_and_its_key_rotated() {
+    let t = TestApp::sqlite().await;
+    let (old_key, id) = integration(&t, "generic", "leaky").await;
+    let path = |key: &str| format!("/api/v1/integrations/{key}/generic");
+    let alert = json!({"summary": "disk full", "source": "db-1", "dedup_key": "disk"});
+    let item = format!("/api/v1/integrations/{id}");
+    assert_eq!(
+        send(&t, &path(&old_key), &alert).await.0,
+        StatusCode::ACCEPTED
+    );
+
+    // Rotation: the old key is refused at once, the new one taken.
+    let rotate = format!("{item}/rotate-key");
+    let (status, rotated) = t.post(&t.admin, &rotate, json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{rotated}");
+    let new_key = rotated["key"].as_str().unwrap().to_string();
+    assert_eq!(new_key.len(), 32);
+    assert_ne!(new_key, old_key);
+    let (status, body) = send(&t, &path(&old_key), &alert).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(body["code"], "unknown_routing_key");
+    let (status, body) = send(&t, &path(&new_key), &alert).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["results"][0]["effect"], "repeated", "the same alert");
+
+    // Disabled, the key is refused as unknown; enabled, taken again.
+    let (status, body) = patch(&t, Some(&t.admin), &item, json!({"disabled": true})).await;
+    assert_eq!(
+        (status, body["disabled"].as_bool()),
+        (StatusCode::OK, Some(true))
+    );
+    assert_eq!(
+        send(&t, &path(&new_key), &alert).await.0,
+        StatusCode::NOT_FOUND
+    );
+    let (status, body) = patch(
+        &t,
+        Some(&t.admin),
+        &item,
+        json!({"disabled": false, "name": "監視 db"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["name"], "監視 db");
+    assert_eq!(body["key"], new_key.as_str(), "the key stays");
+    assert_eq!(
+        send(&t, &path(&new_key), &alert).await.0,
+        StatusCode::ACCEPTED
+    );
+
+    // A lower rate limit holds from the next request: 1 a second, bursts of 2.
+    let (status, _) = patch(
+        &t,
+        Some(&t.admin),
+        &item,
+        json!({"rate_limit_per_second": 1}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(send(&t, &path(&new_key), &alert).await.0);
+    }
+    assert!(
+        statuses.contains(&StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+
+    // Read back: the key only for admins.
+    let (status, read) = t.get(&t.viewer, &item).await;
+    assert_eq!((status, read["key"].as_str()), (StatusCode::OK, Some("")));
+    assert_eq!(read["rate_limit_per_second"], 1);
+    let (_, read) = t.get(&t.admin, &item).await;
+    assert_eq!(read["key"], new_key.as_str());
+
+    // Nobody else may change it; bad input names its field.
+    for user in [&t.viewer, &t.responder, &t.auditor] {
+        let (status, _) = patch(&t, Some(user), &item, json!({"disabled": true})).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        let (status, _) = t.post(user, &rotate, json!({})).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+    }
+    let (status, _) = patch(&t, None, &item, json!({"disabled": true})).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = t.call(None, reqwest::Method::POST, &rotate, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let bad = [
+        (
+            json!({"rate_limit_per_second": 0}),
+            "rate_limit_per_second",
+            "out_of_range",
+        ),
+        (
+            json!({"rate_limit_per_second": -5}),
+            "rate_limit_per_second",
+            "invalid_type",
+        ),
+        (json!({"name": ""}), "name", "required"),
+        (json!({"name": "x".repeat(10_000)}), "name", "too_long"),
+        (
+            json!({"key": "0123456789abcdef0123456789abcdef"}),
+            "key",
+            "unknown_field",
+        ),
+        (json!({"disabled": "yes"}), "disabled", "invalid_type"),
+    ];
+    for (body, field, code) in bad {
+        let (status, res) = patch(&t, Some(&t.admin), &item, body.clone()).await;
+        assert!(status.is_client_error(), "{body}: {status} {res}");
+        assert_eq!(
+            (res["field"].as_str(), res["code"].as_str()),
+            (Some(field), Some(code)),
+            "{body}: {res}"
+        );
+    }
+    let res = t
+        .http
+        .patch(t.url(&item))
+        .bearer_auth(&t.admin.token)
+        .header("content-type", "application/json")
+        .body("{\"disabled\": tru")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    let unknown = format!("/api/v1/integrations/{}", uuid::Uuid::now_v7());
+    let (status, res) = t
+        .call(
+            Some(&t.admin),
+            reqwest::Method::PATCH,
+            &unknown,
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(
+        (status, res["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
+    let (status, res) = t
+        .post(
+            &t.admin,
+            "/api/v1/integrations/not-a-uuid/rotate-key",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        (status, res["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("id"))
+    );
+    // Still as the admin left it.
+    let (_, read) = t.get(&t.admin, &item).await;
+    assert_eq!(
+        (read["name"].as_str(), read["disabled"].as_bool()),
+        (Some("監視 db"), Some(false))
+    );
+
+    // Audited, with the settings before and after, never a key.
+    let audit = t.audit().await;
+    let text = serde_json::to_string(&audit).unwrap();
+    assert!(
+        !text.contains(&old_key) && !text.contains(&new_key),
+        "a key in the audit log"
+    );
+    let actions: Vec<&str> = audit
+        .iter()
+        .filter(|e| e["outcome"] == "success")
+        .filter_map(|e| e["action"].as_str())
+        .filter(|a| a.starts_with("integration_"))
+        .collect();
+    assert_eq!(
+        actions
+            .iter()
+            .filter(|a| **a == "integration_update")
+            .count(),
+        3,
+        "{actions:?}"
+    );
+    assert!(actions.contains(&"integration_key_rotate"), "{actions:?}");
+    let disabled = audit
+        .iter()
+        .find(|e| e["action"] == "integration_update" && e["after"]["disabled"] == true)
+        .expect("the disabling is audited");
+    assert_eq!(disabled["before"]["disabled"], false);
+    t.assert_audit_verifies().await;
+}
+
+async fn patch(
+    t: &TestApp,
+    user: Option<&support::TestUser>,
+    path: &str,
+    body: Value,
+) -> (StatusCode, Value) {
+    t.call(user, reqwest::Method::PATCH, path, Some(body)).await
+}

@@ -1,5 +1,6 @@
 //! The real binary taking alerts: `kiroku integration create` prints what
-//! to configure, and a kill -9 during intake loses no answered alert.
+//! to configure, `rotate-key` and `update` replace or refuse a key, and a
+//! kill -9 during intake loses no answered alert.
 
 use std::collections::BTreeSet;
 
@@ -41,13 +42,90 @@ fn create_integration(server: &Server, token: &str, kind: &str) -> (String, Stri
         &[("KIROKU_SERVER", &server.url), ("KIROKU_TOKEN", token)],
         None,
     ));
-    let field = |name: &str| {
-        out.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .map(|v| v.trim().to_string())
-            .unwrap_or_else(|| panic!("no {name} in {out}"))
-    };
-    (field("routing key:"), field("url:"))
+    (printed(&out, "routing key:"), printed(&out, "url:"))
+}
+
+/// The value after `name` on its line of `out`.
+fn printed(out: &str, name: &str) -> String {
+    out.lines()
+        .find_map(|l| l.strip_prefix(name))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_else(|| panic!("no {name} in {out}"))
+}
+
+/// `kiroku integration rotate-key` prints a new key, which is taken while
+/// the old one is refused; `kiroku integration update --disable` refuses
+/// the key until `--enable`; a mistake says what is wrong.
+#[test]
+fn a_leaked_routing_key_is_rotated_from_the_cli() {
+    on_sqlite(|store_args| {
+        let token = admin_token(store_args);
+        let server = Server::start(store_args);
+        let (_, old_url) = create_integration(&server, &token, "generic");
+        let env = [
+            ("KIROKU_SERVER", server.url.as_str()),
+            ("KIROKU_TOKEN", token.as_str()),
+        ];
+        let listed = ok(&kiroku(&["integration", "list"], &env, None));
+        let id = listed
+            .lines()
+            .find(|l| l.contains(&old_url))
+            .and_then(|l| l.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no id in {listed}"))
+            .to_string();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let http = reqwest::Client::new();
+        let send = |url: &str| {
+            let body = json!({"summary": "leak", "source": "cli", "dedup_key": "leak"});
+            rt.block_on(async { http.post(url).json(&body).send().await.unwrap().status() })
+        };
+        assert_eq!(send(&old_url), reqwest::StatusCode::ACCEPTED);
+
+        let rotated = ok(&kiroku(&["integration", "rotate-key", &id], &env, None));
+        let new_url = printed(&rotated, "url:");
+        assert_ne!(new_url, old_url);
+        assert_eq!(printed(&rotated, "id:"), id);
+        assert_eq!(send(&old_url), reqwest::StatusCode::NOT_FOUND);
+        assert_eq!(send(&new_url), reqwest::StatusCode::ACCEPTED);
+
+        let disabled = ok(&kiroku(
+            &["integration", "update", &id, "--disable"],
+            &env,
+            None,
+        ));
+        assert!(
+            disabled.contains("refused until it is enabled"),
+            "{disabled}"
+        );
+        assert_eq!(send(&new_url), reqwest::StatusCode::NOT_FOUND);
+        let update = [
+            "integration",
+            "update",
+            &id,
+            "--enable",
+            "--rate-limit",
+            "5",
+        ];
+        let enabled = ok(&kiroku(&update, &env, None));
+        assert!(!enabled.contains("refused"), "{enabled}");
+        assert_eq!(send(&new_url), reqwest::StatusCode::ACCEPTED);
+
+        let update = ["integration", "update", &id, "--rate-limit", "0"];
+        fails(
+            &kiroku(&update, &env, None),
+            "must be between 1 and 1000000",
+        );
+        let update = ["integration", "update", "not-an-id", "--disable"];
+        fails(&kiroku(&update, &env, None), "must be a UUID");
+        let both = kiroku(
+            &["integration", "update", &id, "--disable", "--enable"],
+            &env,
+            None,
+        );
+        assert!(!both.status.success());
+        assert!(String::from_utf8_lossy(&both.stderr).contains("cannot be used with"));
+        server.stop();
+    });
 }
 
 /// Three rounds of eight senders killed mid-flight, then every answered
