@@ -371,6 +371,7 @@ pub const PAGES: &[RouteRule] = &[
     rule("GET", "/audit", P, "audit_read"),
     rule("GET", "/integrations", P, "page_read"),
     rule("POST", "/integrations", P, "integration_create"),
+    rule("POST", "/integrations/{id}", P, "integration_update"),
     rule("GET", "/schedules", P, "page_read"),
     rule(
         "POST",

@@ -8,7 +8,7 @@ use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use jiff::{SignedDuration, Timestamp};
-use kiroku_app::{AppError, Caller, NewIntegration};
+use kiroku_app::{AppError, Caller, IntegrationChange, NewIntegration};
 use kiroku_domain::alert::IntegrationKind;
 use serde::Deserialize;
 
@@ -30,6 +30,8 @@ fn base_url(s: &AppState, headers: &HeaderMap) -> String {
 }
 
 struct IntegrationRow {
+    id: String,
+    disabled: bool,
     service: String,
     kind: &'static str,
     name: String,
@@ -44,7 +46,17 @@ struct IntegrationsPage {
     rows: Vec<IntegrationRow>,
     kinds: Vec<&'static str>,
     error: String,
+    /// A key to show once: just created, or issued in place of a leaked one.
     created_key: String,
+    rotated: bool,
+}
+
+/// What the integrations page shows besides the list.
+#[derive(Default)]
+struct Shown {
+    error: String,
+    created_key: String,
+    rotated: bool,
 }
 
 async fn integrations_page(
@@ -52,8 +64,7 @@ async fn integrations_page(
     caller: &Caller,
     headers: &HeaderMap,
     c: Chrome,
-    error: String,
-    created_key: String,
+    shown: Shown,
     status: StatusCode,
 ) -> Response {
     let base = base_url(s, headers);
@@ -81,6 +92,8 @@ async fn integrations_page(
                 other => format!("{base}/api/v1/integrations/{shown}/{}", other.as_str()),
             };
             IntegrationRow {
+                id: i.id.to_string(),
+                disabled: i.disabled,
                 service,
                 kind: i.kind.as_str(),
                 name: i.name,
@@ -95,8 +108,9 @@ async fn integrations_page(
             c,
             rows,
             kinds: vec!["pagerduty", "alertmanager", "grafana", "generic"],
-            error,
-            created_key,
+            error: shown.error,
+            created_key: shown.created_key,
+            rotated: shown.rotated,
         },
     )
 }
@@ -109,16 +123,7 @@ pub(crate) async fn integrations(
 ) -> Response {
     match signed_in(&caller, &headers, q.lang.as_deref(), "/integrations") {
         Ok(c) => {
-            integrations_page(
-                &s,
-                &caller,
-                &headers,
-                c,
-                String::new(),
-                String::new(),
-                StatusCode::OK,
-            )
-            .await
+            integrations_page(&s, &caller, &headers, c, Shown::default(), StatusCode::OK).await
         }
         Err(r) => *r,
     }
@@ -155,28 +160,93 @@ pub(crate) async fn create_integration(
         .await;
     match made {
         Ok(i) => {
-            integrations_page(
-                &s,
-                &caller,
-                &headers,
-                c,
-                String::new(),
-                i.key,
-                StatusCode::CREATED,
-            )
-            .await
+            let shown = Shown {
+                created_key: i.key,
+                ..Shown::default()
+            };
+            integrations_page(&s, &caller, &headers, c, shown, StatusCode::CREATED).await
         }
         Err(AppError::Invalid(v)) => {
-            integrations_page(
-                &s,
-                &caller,
-                &headers,
-                c,
-                v.to_string(),
-                String::new(),
-                StatusCode::UNPROCESSABLE_ENTITY,
-            )
-            .await
+            let shown = Shown {
+                error: v.to_string(),
+                ..Shown::default()
+            };
+            let status = StatusCode::UNPROCESSABLE_ENTITY;
+            integrations_page(&s, &caller, &headers, c, shown, status).await
+        }
+        Err(e) => error_page(c, e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct IntegrationAction {
+    action: String,
+}
+
+/// A new key for a leaked one, or the integration disabled or enabled.
+pub(crate) async fn change_integration(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let (c, f): (Chrome, IntegrationAction) =
+        match form_of(&caller, &headers, "/integrations", &body) {
+            Ok(v) => v,
+            Err(r) => return *r,
+        };
+    let Ok(id) = uuid::Uuid::parse_str(&id) else {
+        return error_page(
+            c,
+            AppError::NotFound {
+                what: "integration",
+            },
+        );
+    };
+    let set_disabled = |disabled| IntegrationChange {
+        disabled: Some(disabled),
+        ..IntegrationChange::default()
+    };
+    let changed = match f.action.as_str() {
+        "rotate" => s.app.rotate_integration_key(&caller, id).await,
+        "disable" => {
+            s.app
+                .update_integration(&caller, id, set_disabled(true))
+                .await
+        }
+        "enable" => {
+            s.app
+                .update_integration(&caller, id, set_disabled(false))
+                .await
+        }
+        _ => Err(AppError::Invalid(kiroku_domain::ValidationError::new(
+            "action",
+            "unknown_value",
+            "must be one of: rotate, disable, enable",
+        ))),
+    };
+    match changed {
+        Ok(i) => {
+            s.intake.forget_keys();
+            let shown = Shown {
+                rotated: f.action == "rotate",
+                created_key: if f.action == "rotate" {
+                    i.key
+                } else {
+                    String::new()
+                },
+                ..Shown::default()
+            };
+            integrations_page(&s, &caller, &headers, c, shown, StatusCode::OK).await
+        }
+        Err(AppError::Invalid(v)) => {
+            let shown = Shown {
+                error: v.to_string(),
+                ..Shown::default()
+            };
+            let status = StatusCode::UNPROCESSABLE_ENTITY;
+            integrations_page(&s, &caller, &headers, c, shown, status).await
         }
         Err(e) => error_page(c, e),
     }

@@ -228,6 +228,7 @@ pub(crate) fn routes() -> Router<AppState> {
             "/integrations",
             get(admin::integrations).post(admin::create_integration),
         )
+        .route("/integrations/{id}", post(admin::change_integration))
         .route("/schedules", get(admin::schedules))
         .route("/schedules/{name}/overrides", post(admin::add_override))
         .route("/users", get(admin::users).post(admin::create_user))

@@ -823,6 +823,18 @@ async fn webhook_bad_input_and_huge_groups() {
         assert_eq!(body["code"], code, "{body}");
         assert!(body["field"].is_string() && body["message"].is_string());
     }
+    // The content type is not what admits a body: `curl -d` declares a form.
+    for declared in ["text/plain", "application/x-www-form-urlencoded"] {
+        let res = t
+            .http
+            .post(t.url(&url))
+            .header("content-type", declared)
+            .body(serde_json::to_vec(&am_payload(vec![])).unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::ACCEPTED, "{declared}");
+    }
     // Labels in odd Unicode are kept exactly.
     let odd = json!({"alertname": "Odd", "instance": "\u{202e}evil\u{202c}", "emoji": "🔥🔥", "nul": "a\u{0}b", "日本語": "障害"});
     let (status, _) = send(

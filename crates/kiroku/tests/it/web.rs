@@ -630,6 +630,68 @@ async fn pages_work_and_refuse_what_they_must() {
         .await;
     assert_eq!(odd.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(odd.body.contains("id=\"integration-error\""));
+    // A leaked key is replaced from the page, and an integration disabled
+    // and enabled again; only by admins, and only with the page's token.
+    let between = |body: &str, from: &str, to: &str| {
+        let rest = &body[body.find(from).unwrap_or_else(|| panic!("no {from}")) + from.len()..];
+        rest[..rest.find(to).unwrap()].to_string()
+    };
+    let first_key = between(&created.body, "<code id=\"created-key\">", "<");
+    let id = between(&created.body, "<tr id=\"integration-", "\"");
+    let change = format!("/integrations/{id}");
+    let rotated = admin
+        .post(&change, &[("csrf", &acsrf), ("action", "rotate")])
+        .await;
+    assert_eq!(rotated.status, StatusCode::OK, "{}", rotated.body);
+    let second_key = between(&rotated.body, "<code id=\"created-key\">", "<");
+    assert_eq!(second_key.len(), 32);
+    assert_ne!(second_key, first_key);
+    let disabled = admin
+        .post(&change, &[("csrf", &acsrf), ("action", "disable")])
+        .await;
+    assert_eq!(disabled.status, StatusCode::OK);
+    assert!(
+        disabled.body.contains("class=\"disabled\"") && disabled.body.contains("value=\"enable\"")
+    );
+    let unknown_to_intake = t
+        .http
+        .post(t.url(&format!("/api/v1/integrations/{second_key}/alertmanager")))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown_to_intake.status(), StatusCode::NOT_FOUND);
+    let enabled = admin
+        .post(&change, &[("csrf", &acsrf), ("action", "enable")])
+        .await;
+    assert!(
+        !enabled.body.contains("class=\"disabled\""),
+        "{}",
+        enabled.body
+    );
+    let not_admin = b
+        .post(&change, &[("csrf", &csrf), ("action", "disable")])
+        .await;
+    assert_eq!(not_admin.status, StatusCode::FORBIDDEN);
+    let forged = admin.post(&change, &[("action", "rotate")]).await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    let odd = admin
+        .post(&change, &[("csrf", &acsrf), ("action", "delete")])
+        .await;
+    assert_eq!(odd.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(odd.body.contains("id=\"integration-error\""));
+    let nowhere = admin
+        .post(
+            "/integrations/not-an-id",
+            &[("csrf", &acsrf), ("action", "rotate")],
+        )
+        .await;
+    assert_eq!(nowhere.status, StatusCode::NOT_FOUND);
+    let (_, read) = t.get(&t.admin, &format!("/api/v1/integrations/{id}")).await;
+    assert_eq!(
+        (read["key"].as_str(), read["disabled"].as_bool()),
+        (Some(second_key.as_str()), Some(false))
+    );
     // The on-call calendar, and an override added from it.
     t.weekly_schedule().await;
     let calendar = admin.get("/schedules").await;
