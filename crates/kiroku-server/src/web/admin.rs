@@ -158,21 +158,32 @@ pub(crate) async fn create_integration(
             },
         )
         .await;
-    match made {
-        Ok(i) => {
-            let shown = Shown {
-                created_key: i.key,
-                ..Shown::default()
-            };
-            integrations_page(&s, &caller, &headers, c, shown, StatusCode::CREATED).await
-        }
+    let shown = made.map(|i| Shown {
+        created_key: i.key,
+        ..Shown::default()
+    });
+    integrations_answer(&s, &caller, &headers, c, shown, StatusCode::CREATED).await
+}
+
+/// The integrations page after a form: `shown` with `status`, the page
+/// with the form's mistake (422), or the error's own page.
+async fn integrations_answer(
+    s: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    c: Chrome,
+    shown: Result<Shown, AppError>,
+    status: StatusCode,
+) -> Response {
+    match shown {
+        Ok(shown) => integrations_page(s, caller, headers, c, shown, status).await,
         Err(AppError::Invalid(v)) => {
             let shown = Shown {
                 error: v.to_string(),
                 ..Shown::default()
             };
             let status = StatusCode::UNPROCESSABLE_ENTITY;
-            integrations_page(&s, &caller, &headers, c, shown, status).await
+            integrations_page(s, caller, headers, c, shown, status).await
         }
         Err(e) => error_page(c, e),
     }
@@ -226,30 +237,16 @@ pub(crate) async fn change_integration(
             "must be one of: rotate, disable, enable",
         ))),
     };
-    match changed {
-        Ok(i) => {
-            s.intake.forget_keys();
-            let shown = Shown {
-                rotated: f.action == "rotate",
-                created_key: if f.action == "rotate" {
-                    i.key
-                } else {
-                    String::new()
-                },
-                ..Shown::default()
-            };
-            integrations_page(&s, &caller, &headers, c, shown, StatusCode::OK).await
+    let rotated = f.action == "rotate";
+    let shown = changed.map(|i| {
+        s.intake.forget_keys();
+        Shown {
+            created_key: if rotated { i.key } else { String::new() },
+            rotated,
+            ..Shown::default()
         }
-        Err(AppError::Invalid(v)) => {
-            let shown = Shown {
-                error: v.to_string(),
-                ..Shown::default()
-            };
-            let status = StatusCode::UNPROCESSABLE_ENTITY;
-            integrations_page(&s, &caller, &headers, c, shown, status).await
-        }
-        Err(e) => error_page(c, e),
-    }
+    });
+    integrations_answer(&s, &caller, &headers, c, shown, StatusCode::OK).await
 }
 
 struct DayRow {
