@@ -168,7 +168,11 @@ pub async fn integration(cmd: IntegrationCommand) -> anyhow::Result<()> {
             print_items(&list, &["ID", "NAME", "TYPE", "SERVICE", "URL"], |i| {
                 vec![
                     text(&i["id"]),
-                    text(&i["name"]),
+                    if i["disabled"] == true {
+                        format!("{} (disabled)", text(&i["name"]))
+                    } else {
+                        text(&i["name"])
+                    },
                     text(&i["kind"]),
                     text(&i["service_id"]),
                     if text(&i["key"]).is_empty() {

@@ -98,6 +98,8 @@ fn a_leaked_routing_key_is_rotated_from_the_cli() {
             "{disabled}"
         );
         assert_eq!(send(&new_url), reqwest::StatusCode::NOT_FOUND);
+        let listed = ok(&kiroku(&["integration", "list"], &env, None));
+        assert!(listed.contains("generic (disabled)"), "{listed}");
         let update = [
             "integration",
             "update",
