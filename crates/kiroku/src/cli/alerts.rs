@@ -5,7 +5,7 @@ use clap::Subcommand;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::{ClientArgs, client, cut, print_items, print_json, query, seg, text, time};
+use super::{ClientArgs, client, cut, encode, print_items, print_json, query, text, time};
 
 #[derive(Debug, Subcommand)]
 pub enum IntegrationCommand {
@@ -89,7 +89,7 @@ fn intake_url(server: &str, i: &Value) -> String {
 }
 
 fn integration_path(id: &str) -> String {
-    format!("/api/v1/integrations/{}", seg(id))
+    format!("/api/v1/integrations/{}", encode(id))
 }
 
 /// What `create`, `update` and `rotate-key` print: the integration, its

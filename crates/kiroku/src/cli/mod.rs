@@ -914,19 +914,6 @@ fn client(args: &ClientArgs) -> anyhow::Result<Client> {
     Ok(Client::new(&server, token)?)
 }
 
-/// Path segment for an incident number or id.
-fn seg(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
-                c.to_string()
-            } else {
-                format!("%{:02X}", c as u32 & 0xff)
-            }
-        })
-        .collect()
-}
-
 fn query(pairs: &[(&str, Option<String>)]) -> String {
     let encoded: Vec<String> = pairs
         .iter()
@@ -939,6 +926,9 @@ fn query(pairs: &[(&str, Option<String>)]) -> String {
     }
 }
 
+/// Percent-encodes every byte but the unreserved ones: for a query value
+/// or a path segment (an incident number, a schedule's name in any
+/// script).
 fn encode(s: &str) -> String {
     s.bytes()
         .map(|b| {
@@ -1056,7 +1046,7 @@ async fn transition(name: &str, a: TransitionArgs) -> anyhow::Result<()> {
     };
     let i = c
         .post(
-            &format!("/api/v1/incidents/{}/{name}", seg(&a.incident)),
+            &format!("/api/v1/incidents/{}/{name}", encode(&a.incident)),
             &body,
         )
         .await?;
@@ -1156,10 +1146,10 @@ async fn incident(cmd: IncidentCommand) -> anyhow::Result<()> {
         } => {
             let c = client(&a)?;
             let i = c
-                .get(&format!("/api/v1/incidents/{}", seg(&incident)))
+                .get(&format!("/api/v1/incidents/{}", encode(&incident)))
                 .await?;
             let tl = c
-                .get(&format!("/api/v1/incidents/{}/timeline", seg(&incident)))
+                .get(&format!("/api/v1/incidents/{}/timeline", encode(&incident)))
                 .await?;
             if a.json {
                 return print_json(&json!({ "incident": i, "timeline": tl["items"] }));
@@ -1200,7 +1190,7 @@ async fn incident(cmd: IncidentCommand) -> anyhow::Result<()> {
             let c = client(&a)?;
             let e = c
                 .post(
-                    &format!("/api/v1/incidents/{}/notes", seg(&incident)),
+                    &format!("/api/v1/incidents/{}/notes", encode(&incident)),
                     &json!({ "body": body }),
                 )
                 .await?;
@@ -1249,7 +1239,7 @@ async fn incident(cmd: IncidentCommand) -> anyhow::Result<()> {
             let (i, _) = c
                 .send(
                     reqwest::Method::PATCH,
-                    &format!("/api/v1/incidents/{}", seg(&incident)),
+                    &format!("/api/v1/incidents/{}", encode(&incident)),
                     Some(&patch),
                 )
                 .await?;
@@ -1259,5 +1249,17 @@ async fn incident(cmd: IncidentCommand) -> anyhow::Result<()> {
             println!("impact recorded on {}", text(&i["number"]));
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::encode;
+
+    #[test]
+    fn path_segments_and_query_values_escape_each_utf8_byte() {
+        assert_eq!(encode("2026-0001"), "2026-0001");
+        assert_eq!(encode("一次 a/b?"), "%E4%B8%80%E6%AC%A1%20a%2Fb%3F");
+        assert_eq!(encode("é"), "%C3%A9");
     }
 }

@@ -4,7 +4,7 @@
 use clap::Args;
 use serde_json::json;
 
-use super::{ClientArgs, client, print_json, query, seg, text, time};
+use super::{ClientArgs, client, encode, print_json, query, text, time};
 
 #[derive(Debug, Args)]
 pub struct OncallArgs {
@@ -34,7 +34,7 @@ pub async fn oncall(a: OncallArgs) -> anyhow::Result<()> {
     let o = c
         .get(&format!(
             "/api/v1/schedules/{}/oncall{qs}",
-            seg(&a.schedule)
+            encode(&a.schedule)
         ))
         .await?;
     if a.client.json {
@@ -60,7 +60,7 @@ pub async fn escalate(a: EscalateArgs) -> anyhow::Result<()> {
     };
     let e = c
         .post(
-            &format!("/api/v1/incidents/{}/escalate", seg(&a.incident)),
+            &format!("/api/v1/incidents/{}/escalate", encode(&a.incident)),
             &body,
         )
         .await?;

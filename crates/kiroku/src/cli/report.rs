@@ -5,7 +5,7 @@ use std::io::Write;
 
 use clap::{Args, ValueEnum};
 
-use super::{ClientArgs, client, query, seg};
+use super::{ClientArgs, client, encode, query};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum ReportKind {
@@ -62,7 +62,7 @@ pub async fn report(a: ReportArgs) -> anyhow::Result<()> {
     let body = c
         .get_file(&format!(
             "/api/v1/incidents/{}/reports/{kind}.{format}{qs}",
-            seg(&a.incident)
+            encode(&a.incident)
         ))
         .await?;
     match a.output.as_deref() {
