@@ -317,9 +317,17 @@ impl App {
             .collect::<HashSet<_>>()
             .into_iter()
             .collect();
+        let integrations: Vec<Uuid> = jobs
+            .iter()
+            .map(|j| j.integration.id)
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
         let groups = self.groups_of(jobs, &mut batch, now);
         let mut tx = self.begin().await?;
-        let (open, found) = tx.open_alerts_and_groups(&keys, &groups).await?;
+        let (open, found) = tx
+            .open_alerts_and_groups(&integrations, &keys, &groups)
+            .await?;
         for alert in open {
             batch
                 .open

@@ -474,8 +474,12 @@ impl App {
             .ok_or(AppError::NotFound {
                 what: "integration",
             })?;
-        let before = integration_settings(&integration);
+        let (before, key) = (integration_settings(&integration), integration.key.clone());
         change(&mut integration);
+        // Nothing changed: nothing to write or audit, as with an incident.
+        if integration_settings(&integration) == before && integration.key == key {
+            return Ok(integration);
+        }
         tx.update_integration(&integration).await?;
         tx.append_audit(
             &caller

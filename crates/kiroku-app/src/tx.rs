@@ -247,10 +247,13 @@ impl Tx for AppTx {
     }
     async fn open_alerts_and_groups(
         &mut self,
+        integrations: &[Uuid],
         keys: &[(Uuid, String)],
         groups: &[AlertGroup],
     ) -> StoreResult<(Vec<Alert>, Vec<Option<Uuid>>)> {
-        self.inner.open_alerts_and_groups(keys, groups).await
+        self.inner
+            .open_alerts_and_groups(integrations, keys, groups)
+            .await
     }
     async fn save_alerts(&mut self, alerts: &[Alert]) -> StoreResult<()> {
         self.inner.save_alerts(alerts).await

@@ -8,6 +8,7 @@ use uuid::Uuid;
 use crate::convert::{from_doc, micros, to_doc};
 use crate::escalation::Versioned;
 use crate::store::{Bind, Filter, ROWS_PER_STATEMENT, SqlStore, Statement, multi_insert, page};
+use crate::writer::execute_each;
 use crate::{Dialect, map_err};
 
 impl SqlStore {
@@ -91,6 +92,9 @@ pub(crate) async fn integration_for_update(
     dialect: Dialect,
     id: Uuid,
 ) -> Result<Option<Integration>> {
+    if let Some(lock) = advisory_locks(dialect, [id]) {
+        execute_each(conn, vec![lock]).await?;
+    }
     let sql = format!(
         "SELECT doc FROM integrations WHERE id = $1{}",
         dialect.for_update()
@@ -299,30 +303,30 @@ pub(crate) fn intake_reads(
     reads
 }
 
-/// PostgreSQL's advisory locks that make intake's read and its writes one
-/// step for each integration and each grouped service, across nodes: two
-/// nodes that both read no open alert for a key would both open one, and
-/// the second would fail its whole batch on the open-alert index; two
-/// that both read no open incident for a group would open one each. The
-/// locks are taken in key order, so that two batches never wait on each
-/// other, and held until commit; the read that follows, a statement of its
-/// own, sees what the last holder committed. `None` on SQLite, whose one
-/// writer already makes every transaction one step.
-pub(crate) fn intake_locks(
+/// PostgreSQL's advisory locks, one for each of `ids` (integrations and
+/// services), which intake takes before it reads and an integration's
+/// change before it reads the row. Across nodes they make intake's read
+/// and its writes one step per integration and grouped service: two nodes
+/// that both read no open alert for a key would both open one, and the
+/// second would fail its whole batch on the open-alert index; two that
+/// both read no open incident for a group would open one each. And a key
+/// rotation, which takes the integration's row lock that the alerts'
+/// foreign key checks wait for, never holds it while a batch of that
+/// integration holds the audit log's head. The locks are taken in key
+/// order, so that no two transactions wait on each other, and held until
+/// commit; the read that follows, a statement of its own, sees what the
+/// last holder committed. `None` on SQLite, whose one writer already makes
+/// every transaction one step.
+pub(crate) fn advisory_locks(
     dialect: Dialect,
-    keys: &[(Uuid, String)],
-    groups: &[AlertGroup],
+    ids: impl IntoIterator<Item = Uuid>,
 ) -> Option<Statement> {
     if dialect != Dialect::Postgres {
         return None;
     }
     // A UUID's last 8 bytes are random in every version Kiroku makes.
-    let lock_key = |id: &Uuid| i64::from_be_bytes(id.as_bytes()[8..].try_into().expect("8 bytes"));
-    let locks: std::collections::BTreeSet<i64> = keys
-        .iter()
-        .map(|(integration, _)| lock_key(integration))
-        .chain(groups.iter().map(|g| lock_key(&g.service)))
-        .collect();
+    let lock_key = |id: Uuid| i64::from_be_bytes(id.as_bytes()[8..].try_into().expect("8 bytes"));
+    let locks: std::collections::BTreeSet<i64> = ids.into_iter().map(lock_key).collect();
     if locks.is_empty() {
         return None;
     }

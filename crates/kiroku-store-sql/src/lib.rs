@@ -35,10 +35,14 @@ pub enum Dialect {
 impl Dialect {
     /// Row lock for read-modify-write inside a transaction. SQLite needs none:
     /// its write transactions start `IMMEDIATE`, holding the database lock.
+    /// On PostgreSQL the lock that leaves the row's keys alone, which a
+    /// foreign key check does not wait for: intake inserting an alert of an
+    /// incident after it has taken the audit log's head must not wait for
+    /// someone who holds that incident and waits for the head.
     fn for_update(self) -> &'static str {
         match self {
             Dialect::Sqlite => "",
-            Dialect::Postgres => " FOR UPDATE",
+            Dialect::Postgres => " FOR NO KEY UPDATE",
         }
     }
 

@@ -724,10 +724,15 @@ impl Tx for SqlTx {
 
     async fn open_alerts_and_groups(
         &mut self,
+        integrations: &[Uuid],
         keys: &[(Uuid, String)],
         groups: &[AlertGroup],
     ) -> Result<(Vec<Alert>, Vec<Option<Uuid>>)> {
-        if let Some(locks) = alerts::intake_locks(self.dialect, keys, groups) {
+        let locked = integrations
+            .iter()
+            .copied()
+            .chain(groups.iter().map(|g| g.service));
+        if let Some(locks) = alerts::advisory_locks(self.dialect, locked) {
             execute_each(&mut self.tx, vec![locks]).await?;
         }
         let reads = alerts::intake_reads(self.dialect, keys, groups);

@@ -374,9 +374,12 @@ pub trait Tx: Send {
     /// dedup key)` pairs, held against concurrent writers; and for each
     /// group, in order, the incident that the group's latest alert first
     /// seen at or after its `since` belongs to, if that incident is still
-    /// open.
+    /// open. First it holds every one of the batch's `integrations`, and
+    /// the groups' services, against other nodes' intake and against
+    /// changes to the integrations.
     async fn open_alerts_and_groups(
         &mut self,
+        integrations: &[Uuid],
         keys: &[(Uuid, String)],
         groups: &[AlertGroup],
     ) -> Result<(Vec<Alert>, Vec<Option<Uuid>>)>;

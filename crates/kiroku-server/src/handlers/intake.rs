@@ -46,7 +46,16 @@ struct Bucket {
 #[derive(Default)]
 pub struct IntakeState {
     buckets: Mutex<HashMap<uuid::Uuid, Bucket>>,
-    keys: Mutex<HashMap<String, (Option<Integration>, Instant)>>,
+    keys: Mutex<KeyCache>,
+}
+
+/// Routing keys looked up, with when; `generation` counts the times it was
+/// forgotten, so that a lookup begun before an integration changed is not
+/// remembered after it.
+#[derive(Default)]
+struct KeyCache {
+    found: HashMap<String, (Option<Integration>, Instant)>,
+    generation: u64,
 }
 
 impl IntakeState {
@@ -73,23 +82,33 @@ impl IntakeState {
     /// Forgets every remembered routing key, after an integration changed
     /// on this node.
     pub fn forget_keys(&self) {
-        self.keys.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        keys.found.clear();
+        keys.generation += 1;
     }
 
     async fn integration(&self, s: &AppState, key: &str) -> Result<Option<Integration>, AppError> {
-        if let Some((found, at)) = self.keys.lock().unwrap_or_else(|e| e.into_inner()).get(key)
-            && at.elapsed() < KEY_CACHE_TTL
-        {
-            return Ok(found.clone());
-        }
+        let generation = {
+            let keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((found, at)) = keys.found.get(key)
+                && at.elapsed() < KEY_CACHE_TTL
+            {
+                return Ok(found.clone());
+            }
+            keys.generation
+        };
         let found = s.app.integration_by_key(key).await?;
         let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        if keys.generation != generation {
+            return Ok(found);
+        }
         // Unknown keys are remembered too, so guessing cannot load the database;
         // the cache is cleared rather than grown without bound.
-        if keys.len() > 10_000 {
-            keys.clear();
+        if keys.found.len() > 10_000 {
+            keys.found.clear();
         }
-        keys.insert(key.to_string(), (found.clone(), Instant::now()));
+        keys.found
+            .insert(key.to_string(), (found.clone(), Instant::now()));
         Ok(found)
     }
 }

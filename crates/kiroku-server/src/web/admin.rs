@@ -45,16 +45,14 @@ struct IntegrationsPage {
     c: Chrome,
     rows: Vec<IntegrationRow>,
     kinds: Vec<&'static str>,
-    error: String,
-    /// A key to show once: just created, or issued in place of a leaked one.
-    created_key: String,
-    rotated: bool,
+    shown: Shown,
 }
 
 /// What the integrations page shows besides the list.
 #[derive(Default)]
 struct Shown {
     error: String,
+    /// A key to show once: just created, or issued in place of a leaked one.
     created_key: String,
     rotated: bool,
 }
@@ -108,9 +106,7 @@ async fn integrations_page(
             c,
             rows,
             kinds: vec!["pagerduty", "alertmanager", "grafana", "generic"],
-            error: shown.error,
-            created_key: shown.created_key,
-            rotated: shown.rotated,
+            shown,
         },
     )
 }

@@ -35,6 +35,12 @@ pub enum IntegrationCommand {
     },
     /// Rename an integration, change its rate limit, or disable it (its
     /// routing key then refused) or enable it again.
+    #[command(group(
+        clap::ArgGroup::new("change")
+            .required(true)
+            .multiple(true)
+            .args(["name", "rate_limit", "disable", "enable"])
+    ))]
     Update {
         #[command(flatten)]
         client: ClientArgs,

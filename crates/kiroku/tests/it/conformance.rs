@@ -943,7 +943,10 @@ async fn intake_reads_many_keys_and_groups(store: Arc<dyn Store>) {
     keys.extend((0..300).map(|n| (elsewhere, format!("k-{n}"))));
     let one_open = &keys[1_999..2_000];
     let mut tx = store.begin().await.unwrap();
-    let (opened, _) = tx.open_alerts_and_groups(one_open, &[]).await.unwrap();
+    let (opened, _) = tx
+        .open_alerts_and_groups(&[integration.id], one_open, &[])
+        .await
+        .unwrap();
     let (group_key, incident) = (
         opened[0].grouping_key.clone().unwrap(),
         opened[0].incident_id.unwrap(),
@@ -959,13 +962,19 @@ async fn intake_reads_many_keys_and_groups(store: Arc<dyn Store>) {
     };
     // Small: three groups, read as four.
     let groups: Vec<AlertGroup> = (0..3).map(|n| group(n, n == 2)).collect();
-    let (open, found) = tx.open_alerts_and_groups(one_open, &groups).await.unwrap();
+    let (open, found) = tx
+        .open_alerts_and_groups(&[integration.id], one_open, &groups)
+        .await
+        .unwrap();
     assert_eq!(open.len(), 1);
     assert_eq!(found, [None, None, Some(incident)]);
     // Large: one group with an open incident sits past the first term's
     // 500 groups, another is the last.
     let groups: Vec<AlertGroup> = (0..600).map(|n| group(n, n == 550 || n == 599)).collect();
-    let (open, found) = tx.open_alerts_and_groups(&keys, &groups).await.unwrap();
+    let (open, found) = tx
+        .open_alerts_and_groups(&[integration.id, elsewhere], &keys, &groups)
+        .await
+        .unwrap();
     let mut open: Vec<String> = open.into_iter().map(|a| a.dedup_key).collect();
     open.sort();
     assert_eq!(open, ["k-0", "k-1", "k-2"]);
@@ -1128,7 +1137,10 @@ async fn open_counts(
 ) -> Vec<(String, i64)> {
     let keys: Vec<_> = keys.iter().map(|k| (integration, k.to_string())).collect();
     let mut tx = store.begin().await.unwrap();
-    let (open, _) = tx.open_alerts_and_groups(&keys, &[]).await.unwrap();
+    let (open, _) = tx
+        .open_alerts_and_groups(&[integration], &keys, &[])
+        .await
+        .unwrap();
     let mut counts: Vec<_> = open
         .iter()
         .map(|a| (a.dedup_key.clone(), a.count))

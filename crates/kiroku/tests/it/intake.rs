@@ -1400,6 +1400,18 @@ async fn an_integration_is_throttled_disabled_and_its_key_rotated() {
         (status, res["field"].as_str()),
         (StatusCode::BAD_REQUEST, Some("id"))
     );
+    // A change that changes nothing writes nothing.
+    let (status, _) = patch(&t, Some(&t.admin), &item, json!({"disabled": false})).await;
+    assert_eq!(status, StatusCode::OK);
+    // A routing key sent where the id belongs is refused, and the refusal's
+    // audit event names the route, not the key.
+    let mistaken = format!("/api/v1/integrations/{new_key}");
+    let (status, _) = patch(&t, Some(&t.admin), &mistaken, json!({"disabled": true})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = t.call(None, reqwest::Method::GET, &mistaken, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = send(&t, &mistaken, &alert).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
     // Still as the admin left it.
     let (_, read) = t.get(&t.admin, &item).await;
     assert_eq!(
@@ -1444,4 +1456,84 @@ async fn patch(
     body: Value,
 ) -> (StatusCode, Value) {
     t.call(user, reqwest::Method::PATCH, path, Some(body)).await
+}
+
+/// On PostgreSQL an admin renames, disables and rotates an integration's
+/// key, and a responder edits the incident its alerts join, while they
+/// pour in: nobody waits on anybody in a cycle, so no request fails for
+/// it (a deadlock would answer 503).
+#[tokio::test]
+async fn an_integration_changes_while_its_alerts_pour_in() {
+    let Some(store) = support::postgres().await else {
+        return;
+    };
+    let t = std::sync::Arc::new(TestApp::on(store).await);
+    let (key, id) = integration(&t, "generic", "busy").await;
+    let grouping =
+        json!({"grouping": {"mode": "labels", "labels": ["cluster"], "window_minutes": 60}});
+    let routing = "/api/v1/services/busy/routing";
+    let (status, _) = t
+        .call(
+            Some(&t.admin),
+            reqwest::Method::PUT,
+            routing,
+            Some(grouping),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let labelled = |dedup: String| json!({"summary": "busy", "source": "s", "dedup_key": dedup, "labels": {"cluster": "c1"}});
+    let path = format!("/api/v1/integrations/{key}/generic");
+    let (_, body) = send(&t, &path, &labelled("first".into())).await;
+    let incident = format!(
+        "/api/v1/incidents/{}",
+        body["results"][0]["incident_id"].as_str().unwrap()
+    );
+    let key = std::sync::Arc::new(std::sync::RwLock::new(key));
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let senders: Vec<_> = (0..8)
+        .map(|w| {
+            let (t, key, done) = (t.clone(), key.clone(), done.clone());
+            tokio::spawn(async move {
+                let mut statuses = std::collections::BTreeMap::new();
+                let mut n = 0;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    let key = key.read().unwrap().clone();
+                    let body = labelled(format!("{w}-{n}"));
+                    let (status, _) =
+                        send(&t, &format!("/api/v1/integrations/{key}/generic"), &body).await;
+                    *statuses.entry(status.as_u16()).or_insert(0) += 1;
+                    n += 1;
+                }
+                statuses
+            })
+        })
+        .collect();
+    let item = format!("/api/v1/integrations/{id}");
+    for round in 0..15 {
+        let (status, body) = t
+            .post(&t.admin, &format!("{item}/rotate-key"), json!({}))
+            .await;
+        assert_eq!(status, StatusCode::OK, "rotation {round}: {body}");
+        *key.write().unwrap() = body["key"].as_str().unwrap().to_string();
+        let change = json!({"name": format!("busy {round}"), "disabled": round % 3 == 0});
+        let (status, body) = patch(&t, Some(&t.admin), &item, change).await;
+        assert_eq!(status, StatusCode::OK, "change {round}: {body}");
+        let edit = json!({"title": format!("busy, edited {round}")});
+        let (status, body) = patch(&t, Some(&t.responder), &incident, edit).await;
+        assert_eq!(status, StatusCode::OK, "incident edit {round}: {body}");
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut answered = std::collections::BTreeMap::new();
+    for sender in senders {
+        for (status, count) in sender.await.unwrap() {
+            *answered.entry(status).or_insert(0) += count;
+        }
+    }
+    // 404: a key just replaced, or the integration disabled.
+    assert!(
+        answered.keys().all(|s| *s == 202 || *s == 404),
+        "{answered:?}"
+    );
+    assert!(answered.get(&202).copied().unwrap_or(0) > 0, "{answered:?}");
+    t.assert_audit_verifies().await;
 }

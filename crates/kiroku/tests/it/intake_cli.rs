@@ -117,6 +117,9 @@ fn a_leaked_routing_key_is_rotated_from_the_cli() {
             &kiroku(&update, &env, None),
             "must be between 1 and 1000000",
         );
+        let nothing = kiroku(&["integration", "update", &id], &env, None);
+        assert!(!nothing.status.success());
+        assert!(String::from_utf8_lossy(&nothing.stderr).contains("required"));
         let update = ["integration", "update", "not-an-id", "--disable"];
         fails(&kiroku(&update, &env, None), "must be a UUID");
         let both = kiroku(
