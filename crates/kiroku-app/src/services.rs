@@ -449,7 +449,7 @@ impl App {
     }
 
     /// Gives an integration a new routing key; the old one is refused from
-    /// then on (by other nodes once their 5 s cache of keys has passed).
+    /// then on, by every node (`integrations_changed`).
     pub async fn rotate_integration_key(&self, caller: &Caller, id: Uuid) -> Result<Integration> {
         caller.require(Permission::ServiceManage)?;
         let key = new_routing_key()?;
@@ -493,6 +493,9 @@ impl App {
         )
         .await?;
         tx.commit().await?;
+        // Other nodes hear of it through the commit's notice.
+        self.integrations_changed
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(integration)
     }
 

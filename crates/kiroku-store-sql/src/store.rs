@@ -1032,10 +1032,8 @@ impl Store for SqlStore {
                         on_work(work);
                     }
                 }
-                Ok(None) => {
-                    on_work(Work::Deliveries);
-                    on_work(Work::Escalations);
-                }
+                // Reconnected: whatever was announced meanwhile is unheard.
+                Ok(None) => Work::ALL.into_iter().for_each(&on_work),
                 Err(e) => return Err(map_err(e)),
             }
         }

@@ -713,6 +713,7 @@ impl Tx for SqlTx {
     }
 
     async fn update_integration(&mut self, integration: &Integration) -> Result<()> {
+        self.announce(Work::Integrations, true);
         self.flush().await?;
         alerts::save_integration(&mut self.tx, integration, false).await
     }

@@ -66,20 +66,24 @@ pub trait AuditScan: Send {
 pub enum Work {
     Deliveries,
     Escalations,
+    /// An integration changed: routing keys each node remembers are
+    /// forgotten, so that a replaced or disabled key is refused at once.
+    Integrations,
 }
 
 impl Work {
+    pub const ALL: [Work; 3] = [Work::Deliveries, Work::Escalations, Work::Integrations];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Work::Deliveries => "deliveries",
             Work::Escalations => "escalations",
+            Work::Integrations => "integrations",
         }
     }
 
     pub fn parse(s: &str) -> Option<Work> {
-        [Work::Deliveries, Work::Escalations]
-            .into_iter()
-            .find(|w| w.as_str() == s)
+        Work::ALL.into_iter().find(|w| w.as_str() == s)
     }
 }
 

@@ -49,13 +49,14 @@ pub struct IntakeState {
     keys: Mutex<KeyCache>,
 }
 
-/// Routing keys looked up, with when; `generation` counts the times it was
-/// forgotten, so that a lookup begun before an integration changed is not
-/// remembered after it.
+/// Routing keys looked up, with when, as of the app's count of
+/// integration changes (`App::integrations_changed`): when the count moves
+/// they are forgotten, and a lookup begun before it moved is not
+/// remembered after.
 #[derive(Default)]
 struct KeyCache {
     found: HashMap<String, (Option<Integration>, Instant)>,
-    generation: u64,
+    changes: u64,
 }
 
 impl IntakeState {
@@ -79,27 +80,23 @@ impl IntakeState {
         }
     }
 
-    /// Forgets every remembered routing key, after an integration changed
-    /// on this node.
-    pub fn forget_keys(&self) {
-        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
-        keys.found.clear();
-        keys.generation += 1;
-    }
-
     async fn integration(&self, s: &AppState, key: &str) -> Result<Option<Integration>, AppError> {
-        let generation = {
-            let keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        let changes = s.app.integrations_changed();
+        {
+            let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+            if keys.changes != changes {
+                keys.found.clear();
+                keys.changes = changes;
+            }
             if let Some((found, at)) = keys.found.get(key)
                 && at.elapsed() < KEY_CACHE_TTL
             {
                 return Ok(found.clone());
             }
-            keys.generation
-        };
+        }
         let found = s.app.integration_by_key(key).await?;
         let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
-        if keys.generation != generation {
+        if s.app.integrations_changed() != changes || keys.changes != changes {
             return Ok(found);
         }
         // Unknown keys are remembered too, so guessing cannot load the database;

@@ -132,8 +132,6 @@ pub async fn update_integration(
 ) -> ApiResult<Response> {
     let id = uuid_param("id", &id)?;
     let integration = s.app.update_integration(&caller, id, change).await?;
-    // This node refuses a disabled integration's key at once.
-    s.intake.forget_keys();
     Ok(Json(integration).into_response())
 }
 
@@ -144,8 +142,6 @@ pub async fn rotate_integration_key(
 ) -> ApiResult<Response> {
     let id = uuid_param("id", &id)?;
     let integration = s.app.rotate_integration_key(&caller, id).await?;
-    // This node refuses the old key at once.
-    s.intake.forget_keys();
     Ok(Json(integration).into_response())
 }
 

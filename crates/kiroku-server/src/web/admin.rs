@@ -234,13 +234,10 @@ pub(crate) async fn change_integration(
         ))),
     };
     let rotated = f.action == "rotate";
-    let shown = changed.map(|i| {
-        s.intake.forget_keys();
-        Shown {
-            created_key: if rotated { i.key } else { String::new() },
-            rotated,
-            ..Shown::default()
-        }
+    let shown = changed.map(|i| Shown {
+        created_key: if rotated { i.key } else { String::new() },
+        rotated,
+        ..Shown::default()
     });
     integrations_answer(&s, &caller, &headers, c, shown, StatusCode::OK).await
 }

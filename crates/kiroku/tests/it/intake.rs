@@ -1175,7 +1175,8 @@ async fn journaled_intake_answers_once_synced_and_commits_behind() {
 /// behind a load balancer, from two integrations of one service grouping
 /// by a label: every request is answered 202, each (integration, dedup
 /// key) has one open alert counting every trigger, and each group one
-/// incident, whichever node saw its first alert.
+/// incident, whichever node saw its first alert. A key replaced through
+/// one node is refused by the other at once.
 #[tokio::test]
 async fn two_nodes_take_the_same_alerts_at_once() {
     let Some(store) = support::postgres().await else {
@@ -1202,6 +1203,7 @@ async fn two_nodes_take_the_same_alerts_at_once() {
         ),
         support::config(),
     );
+    tokio::spawn(other.clone().watch_other_nodes());
     let other = support::serve_loopback(kiroku_server::router(other, Default::default())).await;
 
     // Each key is sent four times at once: to each node, from each
@@ -1243,6 +1245,38 @@ async fn two_nodes_take_the_same_alerts_at_once() {
         .map(|a| a["incident_id"].as_str().unwrap())
         .collect();
     assert_eq!(incidents.len(), 4, "one incident per cluster");
+
+    // A key replaced on one node is refused by the other at once, not
+    // once the other's 5 s memory of it has passed.
+    let old = format!("http://{other}/api/v1/integrations/{first}/generic");
+    let alert = json!({"summary": "late", "source": "pair", "dedup_key": "late"});
+    let res = t.http.post(&old).json(&alert).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let (_, listed) = t.get(&t.admin, "/api/v1/integrations?service=pair").await;
+    let id = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["key"] == first.as_str())
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let rotate = format!("/api/v1/integrations/{id}/rotate-key");
+    let (status, _) = t.post(&t.admin, &rotate, json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    let rotated_at = std::time::Instant::now();
+    loop {
+        let res = t.http.post(&old).json(&alert).send().await.unwrap();
+        if res.status() == StatusCode::NOT_FOUND {
+            break;
+        }
+        assert!(
+            rotated_at.elapsed() < std::time::Duration::from_secs(1),
+            "the other node still takes the replaced key"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     t.assert_audit_verifies().await;
 }
 
