@@ -618,9 +618,6 @@ struct Pages {
     recorded_twice: usize,
 }
 
-/// Waits up to `within` until no delivery is pending, then checks each
-/// answered incident was paged, that the audit log records no idempotency
-/// key sent twice, and that the receiver saw exactly the recorded keys.
 /// The server's own record of each delivery sent, its audit event, by
 /// idempotency key.
 async fn recorded_sent(store: &dyn Store) -> anyhow::Result<BTreeMap<String, usize>> {
@@ -634,6 +631,10 @@ async fn recorded_sent(store: &dyn Store) -> anyhow::Result<BTreeMap<String, usi
     Ok(recorded)
 }
 
+/// Waits up to `within` until no delivery is pending and every answered
+/// incident is recorded paged, then checks each was, that the audit log
+/// records no idempotency key sent twice, and that the receiver saw
+/// exactly the recorded keys.
 async fn settled_pages(
     store: &dyn Store,
     receiver: &Receiver,
@@ -645,27 +646,27 @@ async fn settled_pages(
     let mut problems = Vec::new();
     // Settled: nothing pending, and every answered incident paged (an
     // escalation a killed process held is stepped once its hold lapses).
-    loop {
+    let recorded = loop {
         let pending = !store
             .deliveries(Some(DeliveryStatus::Pending), 1)
             .await?
             .is_empty();
-        let paged = recorded_sent(store).await?;
+        let recorded = recorded_sent(store).await?;
         if !pending
             && incidents
                 .iter()
-                .all(|id| paged.contains_key(&rig.page_key(*id)))
+                .all(|id| recorded.contains_key(&rig.page_key(*id)))
         {
-            break;
+            break recorded;
         }
         if Instant::now() > deadline {
             if pending {
                 problems.push(format!("deliveries still pending after {within:?}"));
             }
-            break;
+            break recorded;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    };
     let dead = store.deliveries(Some(DeliveryStatus::Dead), 10).await?;
     if let Some(d) = dead.first() {
         problems.push(format!(
@@ -675,7 +676,6 @@ async fn settled_pages(
             d.last_error
         ));
     }
-    let recorded = recorded_sent(store).await?;
     let sent: usize = recorded.values().sum();
     for (key, n) in &recorded {
         if *n > 1 {

@@ -317,12 +317,7 @@ impl App {
             .collect::<HashSet<_>>()
             .into_iter()
             .collect();
-        let integrations: Vec<Uuid> = jobs
-            .iter()
-            .map(|j| j.integration.id)
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .collect();
+        let integrations: Vec<Uuid> = jobs.iter().map(|j| j.integration.id).collect();
         let groups = self.groups_of(jobs, &mut batch, now);
         let mut tx = self.begin().await?;
         let (open, found) = tx

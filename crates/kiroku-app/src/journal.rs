@@ -434,7 +434,7 @@ fn write_groups(
                 Err(_) => break,
             }
         }
-        if let Err(refusal) = journal.admit() {
+        if let Err(refusal) = journal.admit(&file) {
             for append in group {
                 let _ = append.reply.send(Err(refusal.clone_for_reply()));
             }
@@ -481,8 +481,10 @@ impl JournalError {
 
 impl Journal {
     /// Refuses a group while the journal is broken or too far behind;
-    /// cuts a drained journal back to its header first.
-    fn admit(&self) -> Result<(), JournalError> {
+    /// cuts a drained journal back to its header first (`file` is the
+    /// writer's, opened for appending, so the next group follows the
+    /// header).
+    fn admit(&self, file: &File) -> Result<(), JournalError> {
         let mut s = self.lock();
         if let Some(why) = &s.broken {
             return Err(JournalError::Broken(why.clone()));
@@ -495,14 +497,7 @@ impl Journal {
             // Everything synced is applied and kept, and only this thread
             // adds records; the applier reads nothing while the lock is
             // held.
-            let truncated = OpenOptions::new()
-                .write(true)
-                .open(&self.path)
-                .and_then(|file| {
-                    file.set_len(HEADER_LEN)?;
-                    file.sync_data()
-                });
-            match truncated {
+            match file.set_len(HEADER_LEN).and_then(|()| file.sync_data()) {
                 Ok(()) => {
                     s.durable_end = HEADER_LEN;
                     s.applied_end = HEADER_LEN;

@@ -6,7 +6,7 @@ use sqlx::AnyConnection;
 use uuid::Uuid;
 
 use crate::convert::{from_doc, micros, to_doc};
-use crate::escalation::Versioned;
+use crate::escalation::{Versioned, docs_for_update};
 use crate::store::{Bind, Filter, ROWS_PER_STATEMENT, SqlStore, Statement, multi_insert, page};
 use crate::writer::execute_each;
 use crate::{Dialect, map_err};
@@ -92,19 +92,10 @@ pub(crate) async fn integration_for_update(
     dialect: Dialect,
     id: Uuid,
 ) -> Result<Option<Integration>> {
-    if let Some(lock) = advisory_locks(dialect, [id]) {
-        execute_each(conn, vec![lock]).await?;
-    }
-    let sql = format!(
-        "SELECT doc FROM integrations WHERE id = $1{}",
-        dialect.for_update()
-    );
-    let row: Option<(String,)> = sqlx::query_as(&sql)
-        .bind(id.to_string())
-        .fetch_optional(conn)
-        .await
-        .map_err(map_err)?;
-    row.map(|(doc,)| from_doc(&doc)).transpose()
+    take_advisory_locks(conn, dialect, [id]).await?;
+    Ok(docs_for_update(conn, dialect, "integrations", "id", id)
+        .await?
+        .pop())
 }
 
 /// The upserts that store `alerts`.
@@ -315,20 +306,21 @@ pub(crate) fn intake_reads(
 /// integration holds the audit log's head. The locks are taken in key
 /// order, so that no two transactions wait on each other, and held until
 /// commit; the read that follows, a statement of its own, sees what the
-/// last holder committed. `None` on SQLite, whose one writer already makes
+/// last holder committed. Nothing on SQLite, whose one writer already makes
 /// every transaction one step.
-pub(crate) fn advisory_locks(
+pub(crate) async fn take_advisory_locks(
+    conn: &mut AnyConnection,
     dialect: Dialect,
     ids: impl IntoIterator<Item = Uuid>,
-) -> Option<Statement> {
+) -> Result<()> {
     if dialect != Dialect::Postgres {
-        return None;
+        return Ok(());
     }
     // A UUID's last 8 bytes are random in every version Kiroku makes.
     let lock_key = |id: Uuid| i64::from_be_bytes(id.as_bytes()[8..].try_into().expect("8 bytes"));
     let locks: std::collections::BTreeSet<i64> = ids.into_iter().map(lock_key).collect();
     if locks.is_empty() {
-        return None;
+        return Ok(());
     }
     let mut f = Filter::for_dialect(dialect);
     let rows: Vec<String> = locks
@@ -341,7 +333,7 @@ pub(crate) fn advisory_locks(
         "SELECT k FROM (VALUES ({})) AS v(k), LATERAL pg_advisory_xact_lock(k)",
         rows.join("), (")
     );
-    Some((sql, f.binds))
+    execute_each(conn, vec![(sql, f.binds)]).await
 }
 
 /// Repeats the last of `items` until their count is a power of two, or

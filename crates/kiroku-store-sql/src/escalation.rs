@@ -172,12 +172,24 @@ pub(crate) async fn docs_of_incident_for_update<T: serde::de::DeserializeOwned>(
     table: &'static str,
     incident: Uuid,
 ) -> Result<Vec<T>> {
+    docs_for_update(conn, dialect, table, "incident_id", incident).await
+}
+
+/// The documents of the rows in `table` whose `column` is `id` (both
+/// always ours), locked for the rest of the transaction.
+pub(crate) async fn docs_for_update<T: serde::de::DeserializeOwned>(
+    conn: &mut AnyConnection,
+    dialect: Dialect,
+    table: &'static str,
+    column: &'static str,
+    id: Uuid,
+) -> Result<Vec<T>> {
     let sql = format!(
-        "SELECT doc FROM {table} WHERE incident_id = $1{}",
+        "SELECT doc FROM {table} WHERE {column} = $1{}",
         dialect.for_update()
     );
     let rows: Vec<(String,)> = sqlx::query_as(&sql)
-        .bind(incident.to_string())
+        .bind(id.to_string())
         .fetch_all(conn)
         .await
         .map_err(map_err)?;

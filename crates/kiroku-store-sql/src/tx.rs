@@ -733,9 +733,7 @@ impl Tx for SqlTx {
             .iter()
             .copied()
             .chain(groups.iter().map(|g| g.service));
-        if let Some(locks) = alerts::advisory_locks(self.dialect, locked) {
-            execute_each(&mut self.tx, vec![locks]).await?;
-        }
+        alerts::take_advisory_locks(&mut self.tx, self.dialect, locked).await?;
         let reads = alerts::intake_reads(self.dialect, keys, groups);
         // Every term of the reads yields `(n, text)` rows.
         let rows = from_rows(&self.send(reads).await?)?;

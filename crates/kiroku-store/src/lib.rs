@@ -378,9 +378,9 @@ pub trait Tx: Send {
     /// dedup key)` pairs, held against concurrent writers; and for each
     /// group, in order, the incident that the group's latest alert first
     /// seen at or after its `since` belongs to, if that incident is still
-    /// open. First it holds every one of the batch's `integrations`, and
-    /// the groups' services, against other nodes' intake and against
-    /// changes to the integrations.
+    /// open. First it holds every one of the batch's `integrations` (in
+    /// any order, repeats allowed), and the groups' services, against
+    /// other nodes' intake and against changes to the integrations.
     async fn open_alerts_and_groups(
         &mut self,
         integrations: &[Uuid],

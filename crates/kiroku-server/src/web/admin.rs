@@ -211,21 +211,14 @@ pub(crate) async fn change_integration(
             },
         );
     };
-    let set_disabled = |disabled| IntegrationChange {
-        disabled: Some(disabled),
-        ..IntegrationChange::default()
-    };
     let changed = match f.action.as_str() {
         "rotate" => s.app.rotate_integration_key(&caller, id).await,
-        "disable" => {
-            s.app
-                .update_integration(&caller, id, set_disabled(true))
-                .await
-        }
-        "enable" => {
-            s.app
-                .update_integration(&caller, id, set_disabled(false))
-                .await
+        "disable" | "enable" => {
+            let change = IntegrationChange {
+                disabled: Some(f.action == "disable"),
+                ..IntegrationChange::default()
+            };
+            s.app.update_integration(&caller, id, change).await
         }
         _ => Err(AppError::Invalid(kiroku_domain::ValidationError::new(
             "action",
