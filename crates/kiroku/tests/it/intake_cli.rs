@@ -143,7 +143,6 @@ fn intake_crash_loses_nothing(store_args: &[&str], journal: bool) {
         .copied()
         .chain(journal.then_some("--intake-journal"))
         .collect();
-    let store_args = &serve_args[..store_args.len()];
     let rt = tokio::runtime::Runtime::new().unwrap();
     let http = reqwest::Client::new();
     let server = Server::start(store_args);
