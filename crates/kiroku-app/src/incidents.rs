@@ -1,6 +1,7 @@
 //! Incident commands and queries.
 
 use jiff::Timestamp;
+use kiroku_domain::alert::Alert;
 use kiroku_domain::{
     Incident, IncidentDraft, IncidentPatch, Operation, OutboxMessage, Permission, Status, Target,
     TimelineEntry, TimelineKind, Transition, UserRef, validate,
@@ -295,11 +296,77 @@ impl App {
         };
         let now = self.now();
         let mut tx = self.begin().await?;
+        // Its alerts resolve with it, as PagerDuty's do, so that one still
+        // firing opens a new incident at its next trigger instead of being
+        // counted on a closed one. Their integrations are held before the
+        // incident is locked, in the order intake takes the two.
+        let alerts = match t {
+            Transition::Resolve => {
+                let id = self.incident_id(key).await?;
+                tx.hold_open_alerts_of_incident(id).await?
+            }
+            _ => Vec::new(),
+        };
         let mut incident = self.locked_incident(&mut tx, key, expected_version).await?;
         self.transition_in(&mut tx, caller, &mut incident, t, note, now)
             .await?;
+        self.resolve_alerts_with(&mut tx, caller, &incident, alerts, now)
+            .await?;
         tx.commit().await?;
         Ok(incident)
+    }
+
+    async fn incident_id(&self, key: &IncidentKey) -> Result<Uuid> {
+        match key {
+            IncidentKey::Id(id) => Ok(*id),
+            IncidentKey::Number(_) => Ok(self
+                .store
+                .incident(key)
+                .await?
+                .ok_or(AppError::NotFound { what: "incident" })?
+                .id),
+        }
+    }
+
+    /// Resolves the alerts a person's resolve of `incident` leaves open,
+    /// with one timeline entry and one audit event for them all.
+    async fn resolve_alerts_with(
+        &self,
+        tx: &mut Box<dyn Tx>,
+        caller: &Caller,
+        incident: &Incident,
+        mut alerts: Vec<Alert>,
+        now: Timestamp,
+    ) -> Result<()> {
+        alerts.retain_mut(|a| a.resolve_with_incident(now));
+        if alerts.is_empty() {
+            return Ok(());
+        }
+        tx.save_alerts(&alerts).await?;
+        let ids: Vec<Uuid> = alerts.iter().map(|a| a.id).collect();
+        let body = match &alerts[..] {
+            [one] => format!("alert resolved with the incident: {}", one.summary),
+            _ => format!("{} alerts resolved with the incident", alerts.len()),
+        };
+        let entry = self.timeline_entry(
+            caller,
+            incident,
+            TimelineKind::Alert,
+            body,
+            json!({ "count": ids.len(), "resolved": ids }),
+            now,
+        );
+        tx.append_timeline(&entry).await?;
+        let event = caller
+            .event(
+                now,
+                Operation::Update,
+                "alert_resolve",
+                incident_target(incident),
+            )
+            .with_change(None, Some(json!({ "alerts": ids, "status": "resolved" })));
+        tx.append_audit(&event).await?;
+        Ok(())
     }
 
     pub async fn add_note(

@@ -147,6 +147,38 @@ pub(crate) async fn open_alerts_of_incident(
         .collect()
 }
 
+pub(crate) async fn hold_open_alerts_of_incident(
+    conn: &mut AnyConnection,
+    dialect: Dialect,
+    incident: Uuid,
+) -> Result<Vec<Alert>> {
+    if dialect == Dialect::Postgres {
+        // Its services too, which a batch grouping alerts into the
+        // incident holds: none joins it meanwhile.
+        let held: Vec<(String, String)> = sqlx::query_as(
+            "SELECT DISTINCT integration_id, service_id FROM alerts WHERE incident_id = $1",
+        )
+        .bind(incident.to_string())
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(map_err)?;
+        let ids = held
+            .iter()
+            .flat_map(|(i, s)| [i, s])
+            .map(|id| Uuid::parse_str(id))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|_| StoreError::Corrupt("an alert's integration or service id".into()))?;
+        take_advisory_locks(conn, dialect, ids).await?;
+    }
+    let rows: Vec<(String,)> =
+        sqlx::query_as("SELECT doc FROM alerts WHERE incident_id = $1 AND status <> 'resolved'")
+            .bind(incident.to_string())
+            .fetch_all(conn)
+            .await
+            .map_err(map_err)?;
+    rows.iter().map(|(d,)| from_doc(d)).collect()
+}
+
 /// Compound terms per statement, well below SQLite's limit of 500.
 const TERMS_PER_STATEMENT: usize = 100;
 

@@ -803,6 +803,11 @@ impl Tx for SqlTx {
         alerts::open_alerts_of_incident(&mut self.tx, incident).await
     }
 
+    async fn hold_open_alerts_of_incident(&mut self, incident: Uuid) -> Result<Vec<Alert>> {
+        self.flush().await?;
+        alerts::hold_open_alerts_of_incident(&mut self.tx, self.dialect, incident).await
+    }
+
     async fn insert_policy(&mut self, p: &Policy) -> Result<()> {
         self.flush().await?;
         policy_row(p)?.insert(&mut self.tx).await

@@ -361,14 +361,25 @@ impl Alert {
         true
     }
 
-    /// True when this changed the alert.
+    /// The sender says it is over. True when this changed the alert.
     pub fn resolve(&mut self, now: Timestamp) -> bool {
+        let changed = self.resolve_with_incident(now);
+        if changed {
+            self.last_seen_at = now;
+        }
+        changed
+    }
+
+    /// A person resolved its incident, as PagerDuty's alerts follow theirs:
+    /// a later trigger with its key opens a new alert, which pages again.
+    /// The sender said nothing, so when it was last seen stays. True when
+    /// this changed the alert.
+    pub fn resolve_with_incident(&mut self, now: Timestamp) -> bool {
         if self.status == AlertStatus::Resolved {
             return false;
         }
         self.status = AlertStatus::Resolved;
         self.resolved_at = Some(now);
-        self.last_seen_at = now;
         true
     }
 }
@@ -440,6 +451,34 @@ mod tests {
         assert_eq!(occurred(30), Some(now));
         assert_eq!(occurred(300), Some(now));
         assert_eq!(occurred(301), None);
+    }
+
+    /// The sender's resolve is a sighting; a person's resolve through the
+    /// incident is not. Either closes the alert once.
+    #[test]
+    fn an_alert_resolves_by_its_sender_or_with_its_incident() {
+        let opened = alert("disk full".into(), "db-1".into());
+        let later = Timestamp::UNIX_EPOCH + SignedDuration::from_mins(5);
+        let mut by_sender = opened.clone();
+        assert!(by_sender.resolve(later));
+        assert_eq!(
+            (
+                by_sender.status,
+                by_sender.resolved_at,
+                by_sender.last_seen_at
+            ),
+            (AlertStatus::Resolved, Some(later), later)
+        );
+        let mut with_incident = opened.clone();
+        assert!(with_incident.resolve_with_incident(later));
+        assert_eq!(
+            (with_incident.status, with_incident.resolved_at),
+            (AlertStatus::Resolved, Some(later))
+        );
+        assert_eq!(with_incident.last_seen_at, opened.last_seen_at);
+        assert!(!with_incident.resolve_with_incident(later + SignedDuration::from_mins(1)));
+        assert!(!with_incident.resolve(later + SignedDuration::from_mins(1)));
+        assert_eq!(with_incident.resolved_at, Some(later));
     }
 
     proptest! {

@@ -78,6 +78,25 @@ async fn alerts(t: &TestApp, query: &str) -> Vec<Value> {
     body["items"].as_array().unwrap().clone()
 }
 
+/// Every alert of `service`, page after page.
+async fn every_alert(t: &TestApp, service: &str) -> Vec<Value> {
+    let mut all = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let (_, page) = t
+            .get(
+                &t.viewer,
+                &format!("/api/v1/alerts?service={service}&limit=200{cursor}"),
+            )
+            .await;
+        all.extend(page["items"].as_array().unwrap().iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = format!("&cursor={c}"),
+            None => return all,
+        }
+    }
+}
+
 async fn incident(t: &TestApp, id: &Value) -> Value {
     let (status, body) = t
         .get(
@@ -483,25 +502,149 @@ async fn concurrent_story(t: &TestApp) {
     for (status, body) in send_at_once(t, requests).await {
         assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     }
-    let mut total = 0;
-    let mut cursor = String::new();
-    loop {
-        let (_, page) = t
-            .get(
-                &t.viewer,
-                &format!("/api/v1/alerts?service=load&limit=200{cursor}"),
-            )
-            .await;
-        for a in page["items"].as_array().unwrap() {
-            total += a["count"].as_i64().unwrap();
-        }
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = format!("&cursor={c}"),
-            None => break,
-        }
-    }
+    let total: i64 = every_alert(t, "load")
+        .await
+        .iter()
+        .map(|a| a["count"].as_i64().unwrap())
+        .sum();
     assert_eq!(total, 200, "every trigger counted once");
     assert_eq!(alerts(t, "?service=load&limit=200").await.len(), 50);
+    t.assert_audit_verifies().await;
+}
+
+/// A person resolving an incident resolves the alerts still open in it,
+/// as PagerDuty's alerts follow their incident: the next trigger of one
+/// opens a new alert and a new incident, which pages again, instead of
+/// being counted on a resolved one.
+async fn resolving_an_incident_resolves_its_alerts_story(t: &TestApp) {
+    let (key, _) = integration(t, "generic", "pay").await;
+    let grouping =
+        json!({"grouping": {"mode": "labels", "labels": ["cluster"], "window_minutes": 60}});
+    let (status, body) = t
+        .call(
+            Some(&t.admin),
+            reqwest::Method::PUT,
+            "/api/v1/services/pay/routing",
+            Some(grouping),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let path = format!("/api/v1/integrations/{key}/generic");
+    let trigger = |dedup: &str| json!({"summary": format!("{dedup} failing"), "source": "pay-1", "dedup_key": dedup, "labels": {"cluster": "c1"}});
+    let (_, first) = send(
+        t,
+        &path,
+        &json!({"events": [trigger("cpu"), trigger("disk"), trigger("net")]}),
+    )
+    .await;
+    let incident_id = first["results"][0]["incident_id"].clone();
+    assert!(
+        first["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["incident_id"] == incident_id)
+    );
+    // One alert resolved by its sender first; the person resolves the rest.
+    let (status, _) = send(t, &path, &json!({"action": "resolve", "dedup_key": "net"})).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let before = alerts(t, "?service=pay").await;
+    let id = incident_id.as_str().unwrap();
+    let (status, body) = t
+        .post(
+            &t.responder,
+            &format!("/api/v1/incidents/{id}/acknowledge"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        alerts(t, "?service=pay&status=resolved").await.len(),
+        1,
+        "acknowledging leaves them"
+    );
+    let (status, body) = t
+        .post(
+            &t.responder,
+            &format!("/api/v1/incidents/{id}/resolve"),
+            json!({"note": "fixed by hand"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let after = alerts(t, "?service=pay").await;
+    assert_eq!(after.len(), 3);
+    for a in &after {
+        assert_eq!(a["status"], "resolved", "{a}");
+        let was = before.iter().find(|b| b["id"] == a["id"]).unwrap();
+        assert_eq!(
+            a["last_seen_at"], was["last_seen_at"],
+            "the sender said nothing"
+        );
+    }
+    let (_, timeline) = t
+        .get(&t.responder, &format!("/api/v1/incidents/{id}/timeline"))
+        .await;
+    assert!(
+        timeline["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["body"] == "2 alerts resolved with the incident"),
+        "{timeline}"
+    );
+
+    // Still firing: the next trigger opens a new alert and a new incident.
+    let (_, again) = send(t, &path, &trigger("cpu")).await;
+    let result = &again["results"][0];
+    assert_eq!(result["effect"], "opened", "{again}");
+    assert_ne!(result["incident_id"], incident_id);
+    assert_eq!(
+        incident(t, &result["incident_id"]).await["status"],
+        "triggered"
+    );
+    assert_eq!(alerts(t, "?service=pay&status=triggered").await.len(), 1);
+    // The sender's resolve of the old key now finds the new alert only.
+    let (_, resolved) = send(t, &path, &json!({"action": "resolve", "dedup_key": "cpu"})).await;
+    assert_eq!(resolved["results"][0]["alert_id"], result["alert_id"]);
+    assert_eq!(
+        incident(t, &result["incident_id"]).await["status"],
+        "resolved"
+    );
+
+    // An incident with nothing open left records no alert change.
+    let (_, lone) = send(
+        t,
+        &path,
+        &json!({"summary": "lone", "source": "x", "dedup_key": "lone"}),
+    )
+    .await;
+    let lone = lone["results"][0]["incident_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, _) = send(t, &path, &json!({"action": "resolve", "dedup_key": "lone"})).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (status, body) = t
+        .post(
+            &t.responder,
+            &format!("/api/v1/incidents/{lone}/resolve"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "already resolved by its alert: {body}"
+    );
+    let audit = t.audit().await;
+    let resolves: Vec<&Value> = audit
+        .iter()
+        .filter(|e| e["action"] == "alert_resolve")
+        .collect();
+    assert_eq!(resolves.len(), 1, "{resolves:?}");
+    assert_eq!(resolves[0]["actor"]["name"], "responder");
+    assert_eq!(resolves[0]["target"]["id"], incident_id);
+    assert_eq!(resolves[0]["after"]["alerts"].as_array().unwrap().len(), 2);
     t.assert_audit_verifies().await;
 }
 
@@ -534,6 +677,7 @@ on_both_backends!(
     alertmanager_story,
     grafana_generic_maintenance_story,
     concurrent_story,
+    resolving_an_incident_resolves_its_alerts_story,
 );
 
 /// Writes a routing category straight into the store, as another node or
@@ -1569,5 +1713,87 @@ async fn an_integration_changes_while_its_alerts_pour_in() {
         "{answered:?}"
     );
     assert!(answered.get(&202).copied().unwrap_or(0) > 0, "{answered:?}");
+    t.assert_audit_verifies().await;
+}
+
+/// On PostgreSQL a responder resolves the incident that alerts keep
+/// repeating into: no repeat is lost to the resolve, no alert stays open
+/// in a resolved incident, and nobody waits on anybody in a cycle.
+#[tokio::test]
+async fn an_incident_is_resolved_while_its_alerts_repeat() {
+    let Some(store) = support::postgres().await else {
+        return;
+    };
+    let t = std::sync::Arc::new(TestApp::on(store).await);
+    // Two integrations: alerts of either join the service's incident.
+    let (first, _) = integration(&t, "generic", "flappy").await;
+    let (second, _) = integration(&t, "generic", "flappy").await;
+    let grouping =
+        json!({"grouping": {"mode": "labels", "labels": ["cluster"], "window_minutes": 60}});
+    let (status, _) = t
+        .call(
+            Some(&t.admin),
+            reqwest::Method::PUT,
+            "/api/v1/services/flappy/routing",
+            Some(grouping),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let senders: Vec<_> = (0..8)
+        .map(|w| {
+            let key = if w % 2 == 0 { &first } else { &second };
+            let path = format!("/api/v1/integrations/{key}/generic");
+            let (t, done) = (t.clone(), done.clone());
+            tokio::spawn(async move {
+                let mut sent = 0;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    let body = json!({"summary": "flap", "source": "s", "dedup_key": format!("{w}-{}", sent % 3), "labels": {"cluster": "c1"}});
+                    let (status, body) = send(&t, &path, &body).await;
+                    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+                    sent += 1;
+                }
+                sent
+            })
+        })
+        .collect();
+    let mut resolved = 0;
+    for round in 0..30 {
+        let open = alerts(&t, "?service=flappy&status=triggered").await;
+        let Some(id) = open.iter().find_map(|a| a["incident_id"].as_str()) else {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            continue;
+        };
+        let (status, body) = t
+            .post(
+                &t.responder,
+                &format!("/api/v1/incidents/{id}/resolve"),
+                json!({}),
+            )
+            .await;
+        match status {
+            StatusCode::OK => resolved += 1,
+            // Resolved by an earlier round, read before it committed.
+            StatusCode::CONFLICT => {}
+            _ => panic!("resolve {round}: {status} {body}"),
+        }
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut sent = 0;
+    for sender in senders {
+        sent += sender.await.unwrap();
+    }
+    assert!(resolved >= 10, "only {resolved} resolves took");
+    let stored = every_alert(&t, "flappy").await;
+    let counted: i64 = stored.iter().map(|a| a["count"].as_i64().unwrap()).sum();
+    assert_eq!(counted, sent, "every repeat counted once");
+    for a in stored.iter().filter(|a| a["status"] != "resolved") {
+        let i = incident(&t, &a["incident_id"]).await;
+        assert_ne!(
+            i["status"], "resolved",
+            "open alert {} in a resolved incident",
+            a["id"]
+        );
+    }
     t.assert_audit_verifies().await;
 }
