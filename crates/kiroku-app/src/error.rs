@@ -185,7 +185,7 @@ impl AppError {
         }
     }
 
-    pub(crate) fn invalid(field: &str, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn invalid(field: &str, code: &'static str, message: impl Into<String>) -> Self {
         AppError::Invalid(ValidationError::new(field, code, message))
     }
 }

@@ -372,6 +372,18 @@ pub const PAGES: &[RouteRule] = &[
     rule("GET", "/integrations", P, "page_read"),
     rule("POST", "/integrations", P, "integration_create"),
     rule("POST", "/integrations/{id}", P, "integration_update"),
+    rule(
+        "POST",
+        "/services/{service}/maintenance",
+        P,
+        "service_maintenance_add",
+    ),
+    rule(
+        "POST",
+        "/services/{service}/maintenance/{window}/remove",
+        P,
+        "service_maintenance_remove",
+    ),
     rule("GET", "/schedules", P, "page_read"),
     rule(
         "POST",

@@ -1,6 +1,7 @@
 //! The pages that set Kiroku up: integrations with the URL and key each
-//! monitoring system is given, on-call schedules as a calendar, and users
-//! with their roles and one's own API tokens.
+//! monitoring system is given and the services they feed, with their
+//! maintenance windows; on-call schedules as a calendar; and users with
+//! their roles and one's own API tokens.
 
 use askama::Template;
 use axum::body::Bytes;
@@ -8,11 +9,12 @@ use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use jiff::{SignedDuration, Timestamp};
-use kiroku_app::{AppError, Caller, IntegrationChange, NewIntegration};
+use kiroku_app::{AppError, Caller, IntegrationChange, NewIntegration, NewMaintenanceWindow};
 use kiroku_domain::alert::IntegrationKind;
+use kiroku_domain::alert::routing::Grouping;
 use serde::Deserialize;
 
-use super::pages::{PageQuery, form_of};
+use super::pages::{PageQuery, count, form_of};
 use super::{Chrome, error_page, local, page, signed_in};
 use crate::AppState;
 
@@ -35,8 +37,25 @@ struct IntegrationRow {
     service: String,
     kind: &'static str,
     name: String,
+    rate_limit: u32,
     url: String,
     key: String,
+}
+
+struct WindowRow {
+    id: String,
+    from: String,
+    until: String,
+    under_way: bool,
+    reason: String,
+}
+
+struct ServiceRow {
+    id: String,
+    name: String,
+    rules: usize,
+    grouping: String,
+    windows: Vec<WindowRow>,
 }
 
 #[derive(Template)]
@@ -44,8 +63,21 @@ struct IntegrationRow {
 struct IntegrationsPage {
     c: Chrome,
     rows: Vec<IntegrationRow>,
+    services: Vec<ServiceRow>,
     kinds: Vec<&'static str>,
     shown: Shown,
+}
+
+/// How a service's alerts become incidents, in the routing's own terms.
+fn grouping(g: &Grouping) -> String {
+    match g {
+        Grouping::PerAlert => "per_alert".into(),
+        Grouping::Labels {
+            labels,
+            window_minutes,
+        } => format!("labels: {} ({window_minutes} min)", labels.join(", ")),
+        Grouping::Sender { window_minutes } => format!("sender ({window_minutes} min)"),
+    }
 }
 
 /// What the integrations page shows besides the list.
@@ -95,9 +127,33 @@ async fn integrations_page(
                 service,
                 kind: i.kind.as_str(),
                 name: i.name,
+                rate_limit: i.rate_limit_per_second,
                 url,
                 key: i.key,
             }
+        })
+        .collect();
+    let zone = &s.app.config().time_zone;
+    let now = Timestamp::now();
+    let services = services
+        .into_iter()
+        .map(|sv| ServiceRow {
+            id: sv.id.to_string(),
+            rules: sv.routing.rules.len(),
+            grouping: grouping(&sv.routing.grouping),
+            windows: sv
+                .maintenance
+                .iter()
+                .filter(|w| w.ends_at > now)
+                .map(|w| WindowRow {
+                    id: w.id.to_string(),
+                    from: local(zone, w.starts_at),
+                    until: local(zone, w.ends_at),
+                    under_way: w.covers(now),
+                    reason: w.reason.clone(),
+                })
+                .collect(),
+            name: sv.name,
         })
         .collect();
     page(
@@ -105,6 +161,7 @@ async fn integrations_page(
         &IntegrationsPage {
             c,
             rows,
+            services,
             kinds: vec!["pagerduty", "alertmanager", "grafana", "generic"],
             shown,
         },
@@ -188,9 +245,13 @@ async fn integrations_answer(
 #[derive(Debug, Deserialize)]
 struct IntegrationAction {
     action: String,
+    /// With `save`: the integration's name and rate limit.
+    name: Option<String>,
+    rate_limit: Option<String>,
 }
 
-/// A new key for a leaked one, or the integration disabled or enabled.
+/// A new key for a leaked one, the integration disabled or enabled, or
+/// renamed and given another rate limit.
 pub(crate) async fn change_integration(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -220,11 +281,25 @@ pub(crate) async fn change_integration(
             };
             s.app.update_integration(&caller, id, change).await
         }
-        _ => Err(AppError::Invalid(kiroku_domain::ValidationError::new(
+        "save" => match count(
+            "rate_limit_per_second",
+            f.rate_limit.as_deref().unwrap_or(""),
+        ) {
+            Ok(rate_limit_per_second) => {
+                let change = IntegrationChange {
+                    name: f.name,
+                    rate_limit_per_second,
+                    ..IntegrationChange::default()
+                };
+                s.app.update_integration(&caller, id, change).await
+            }
+            Err(e) => Err(e),
+        },
+        _ => Err(AppError::invalid(
             "action",
             "unknown_value",
-            "must be one of: rotate, disable, enable",
-        ))),
+            "must be one of: rotate, disable, enable, save",
+        )),
     };
     let rotated = f.action == "rotate";
     let shown = changed.map(|i| Shown {
@@ -232,6 +307,84 @@ pub(crate) async fn change_integration(
         rotated,
         ..Shown::default()
     });
+    integrations_answer(&s, &caller, &headers, c, shown, StatusCode::OK).await
+}
+
+/// `YYYY-MM-DDTHH:MM`, as a datetime-local input sends it, read in the
+/// configured zone.
+fn local_time(zone: &jiff::tz::TimeZone, field: &str, raw: &str) -> Result<Timestamp, AppError> {
+    raw.parse::<jiff::civil::DateTime>()
+        .ok()
+        .and_then(|dt| dt.to_zoned(zone.clone()).ok())
+        .map(|z| z.timestamp())
+        .ok_or_else(|| AppError::invalid(field, "invalid_time", "must read YYYY-MM-DDTHH:MM"))
+}
+
+#[derive(Debug, Deserialize)]
+struct MaintenanceForm {
+    /// Empty for now.
+    #[serde(default)]
+    from: String,
+    until: String,
+    #[serde(default)]
+    reason: String,
+}
+
+/// A maintenance window added to a service from the integrations page.
+pub(crate) async fn add_maintenance(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    Path(service): Path<String>,
+    body: Bytes,
+) -> Response {
+    let (c, f): (Chrome, MaintenanceForm) = match form_of(&caller, &headers, "/integrations", &body)
+    {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
+    let zone = &s.app.config().time_zone;
+    let starts_at = match f.from.trim() {
+        "" => Ok(Timestamp::now()),
+        raw => local_time(zone, "starts_at", raw),
+    };
+    let added = match (starts_at, local_time(zone, "ends_at", &f.until)) {
+        (Ok(starts_at), Ok(ends_at)) => {
+            let window = NewMaintenanceWindow {
+                starts_at,
+                ends_at,
+                reason: f.reason,
+            };
+            s.app
+                .add_maintenance_window(&caller, &service, window)
+                .await
+        }
+        (Err(e), _) | (_, Err(e)) => Err(e),
+    };
+    let shown = added.map(|_| Shown::default());
+    integrations_answer(&s, &caller, &headers, c, shown, StatusCode::CREATED).await
+}
+
+/// A maintenance window removed, which ends it if it is under way.
+pub(crate) async fn remove_maintenance(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    Path((service, window)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let (c, _): (Chrome, serde::de::IgnoredAny) =
+        match form_of(&caller, &headers, "/integrations", &body) {
+            Ok(v) => v,
+            Err(r) => return *r,
+        };
+    let removed = match uuid::Uuid::parse_str(&window) {
+        Ok(id) => s.app.remove_maintenance_window(&caller, &service, id).await,
+        Err(_) => Err(AppError::NotFound {
+            what: "maintenance window",
+        }),
+    };
+    let shown = removed.map(|_| Shown::default());
     integrations_answer(&s, &caller, &headers, c, shown, StatusCode::OK).await
 }
 
@@ -709,8 +862,7 @@ pub(crate) async fn create_user(
 #[derive(Debug, Deserialize)]
 struct OverrideForm {
     user: String,
-    /// `YYYY-MM-DDTHH:MM`, as a datetime-local input sends it, in the
-    /// configured zone.
+    /// As `local_time` reads it.
     start: String,
     end: String,
 }
@@ -727,21 +879,11 @@ pub(crate) async fn add_override(
         Ok(v) => v,
         Err(r) => return *r,
     };
-    let zone = s.app.config().time_zone.clone();
-    let at = |field: &str, raw: &str| {
-        raw.parse::<jiff::civil::DateTime>()
-            .ok()
-            .and_then(|dt| dt.to_zoned(zone.clone()).ok())
-            .map(|z| z.timestamp())
-            .ok_or_else(|| {
-                AppError::Invalid(kiroku_domain::ValidationError::new(
-                    field,
-                    "invalid_time",
-                    "must read YYYY-MM-DDTHH:MM",
-                ))
-            })
-    };
-    let added = match (at("start", &f.start), at("end", &f.end)) {
+    let zone = &s.app.config().time_zone;
+    let added = match (
+        local_time(zone, "start", &f.start),
+        local_time(zone, "end", &f.end),
+    ) {
         (Ok(start), Ok(end)) => {
             s.app
                 .add_override(

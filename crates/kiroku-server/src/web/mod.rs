@@ -229,6 +229,14 @@ pub(crate) fn routes() -> Router<AppState> {
             get(admin::integrations).post(admin::create_integration),
         )
         .route("/integrations/{id}", post(admin::change_integration))
+        .route(
+            "/services/{service}/maintenance",
+            post(admin::add_maintenance),
+        )
+        .route(
+            "/services/{service}/maintenance/{window}/remove",
+            post(admin::remove_maintenance),
+        )
         .route("/schedules", get(admin::schedules))
         .route("/schedules/{name}/overrides", post(admin::add_override))
         .route("/users", get(admin::users).post(admin::create_user))

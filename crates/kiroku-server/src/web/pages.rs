@@ -41,13 +41,8 @@ fn remember_lang(mut res: Response, q: &PageQuery) -> Response {
 }
 
 fn form<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, AppError> {
-    serde_urlencoded::from_bytes(body).map_err(|e| {
-        AppError::Invalid(kiroku_domain::ValidationError::new(
-            "form",
-            "malformed",
-            e.to_string(),
-        ))
-    })
+    serde_urlencoded::from_bytes(body)
+        .map_err(|e| AppError::invalid("form", "malformed", e.to_string()))
 }
 
 // ---------------------------------------------------------------- login
@@ -986,18 +981,15 @@ fn names(list: &str) -> Vec<String> {
         .collect()
 }
 
-fn count(field: &str, raw: &str) -> Result<Option<i64>, AppError> {
+/// A form's optional whole number: empty is none.
+pub(crate) fn count<T: std::str::FromStr>(field: &str, raw: &str) -> Result<Option<T>, AppError> {
     let raw = raw.trim();
     if raw.is_empty() {
         return Ok(None);
     }
-    raw.parse().map(Some).map_err(|_| {
-        AppError::Invalid(kiroku_domain::ValidationError::new(
-            field,
-            "not_a_number",
-            "must be a whole number",
-        ))
-    })
+    raw.parse()
+        .map(Some)
+        .map_err(|_| AppError::invalid(field, "not_a_number", "must be a whole number"))
 }
 
 impl FactsForm {

@@ -175,6 +175,16 @@ pub struct Words {
     pub add_override: &'static str,
     pub preview: &'static str,
     pub download: &'static str,
+    pub services_maintenance: &'static str,
+    pub routing_rules: &'static str,
+    pub grouping: &'static str,
+    pub maintenance: &'static str,
+    pub maintenance_hint: &'static str,
+    pub add_maintenance: &'static str,
+    pub remove: &'static str,
+    pub under_way: &'static str,
+    pub planned: &'static str,
+    pub rate_limit: &'static str,
 }
 
 const JA: Words = Words {
@@ -310,6 +320,16 @@ const JA: Words = Words {
     add_override: "交代を登録",
     preview: "プレビュー",
     download: "ダウンロード",
+    services_maintenance: "サービスとメンテナンス期間",
+    routing_rules: "ルーティング規則",
+    grouping: "グルーピング",
+    maintenance: "メンテナンス期間",
+    maintenance_hint: "期間中に届いたアラートは記録されますが、誰にも通知しません。開始を空欄にすると今から始まります（最長31日）。",
+    add_maintenance: "メンテナンス期間を追加",
+    remove: "削除",
+    under_way: "実施中",
+    planned: "予定",
+    rate_limit: "毎秒の上限",
 };
 
 const EN: Words = Words {
@@ -445,4 +465,14 @@ const EN: Words = Words {
     add_override: "Add an override",
     preview: "Preview",
     download: "Download",
+    services_maintenance: "Services and maintenance",
+    routing_rules: "Routing rules",
+    grouping: "Grouping",
+    maintenance: "Maintenance windows",
+    maintenance_hint: "Alerts arriving in a window are recorded and page nobody. Leave From empty to start now (at most 31 days).",
+    add_maintenance: "Add a maintenance window",
+    remove: "Remove",
+    under_way: "Under way",
+    planned: "Planned",
+    rate_limit: "Requests per second",
 };

@@ -4,6 +4,7 @@
 mod alerts;
 mod oncall;
 mod report;
+mod services;
 
 use std::io::{IsTerminal, Read};
 use std::process::ExitCode;
@@ -52,6 +53,9 @@ pub enum Command {
     /// List the alerts monitoring sent.
     #[command(subcommand)]
     Alert(alerts::AlertCommand),
+    /// A service's routing rules and maintenance windows.
+    #[command(subcommand)]
+    Service(services::ServiceCommand),
     /// Who is on call in a schedule, now or at a time.
     Oncall(oncall::OncallArgs),
     /// Render an incident's 始末書, DB incident report or postmortem.
@@ -370,6 +374,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit(cmd) => audit(cmd).await,
         Command::Integration(cmd) => alerts::integration(cmd).await,
         Command::Alert(cmd) => alerts::alert(cmd).await,
+        Command::Service(cmd) => services::service(cmd).await,
         Command::Oncall(args) => oncall::oncall(args).await,
         Command::Report(args) => report::report(args).await,
     }

@@ -133,6 +133,217 @@ fn a_leaked_routing_key_is_rotated_from_the_cli() {
     });
 }
 
+/// `kiroku service routing` sets the rules that suppress or route alerts,
+/// `kiroku service maintenance add` quiets a service at once and `remove`
+/// ends that, `kiroku service show` and `list` say so; mistakes and a
+/// viewer are refused with a message that says what to do.
+#[test]
+fn a_service_is_routed_and_quieted_for_maintenance_from_the_cli() {
+    on_sqlite(|store_args| {
+        let token = admin_token(store_args);
+        let mut viewer = vec![
+            "user",
+            "create",
+            "--name",
+            "eve",
+            "--role",
+            "viewer",
+            "--password-stdin",
+        ];
+        viewer.extend_from_slice(store_args);
+        ok(&kiroku(&viewer, &[], Some(PASSWORD)));
+        let mut issue = vec!["token", "create", "--user", "eve"];
+        issue.extend_from_slice(store_args);
+        let viewer_token = ok(&kiroku(&issue, &[], None)).trim().to_string();
+        let server = Server::start(store_args);
+        let (_, url) = create_integration(&server, &token, "generic");
+        let env = [
+            ("KIROKU_SERVER", server.url.as_str()),
+            ("KIROKU_TOKEN", token.as_str()),
+        ];
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let http = reqwest::Client::new();
+        // The incident the alert opened, or null when it pages nobody.
+        let incident_of = |key: &str, labels: Value| {
+            let body =
+                json!({"summary": key, "source": "db-1", "dedup_key": key, "labels": labels});
+            rt.block_on(async {
+                let res = http.post(&url).json(&body).send().await.unwrap();
+                assert_eq!(res.status(), reqwest::StatusCode::ACCEPTED);
+                res.json::<Value>().await.unwrap()["results"][0]["incident_id"].clone()
+            })
+        };
+
+        let dir = tempfile::tempdir().unwrap();
+        let rules = dir.path().join("routing.json");
+        std::fs::write(
+            &rules,
+            json!({"rules": [
+                {"name": "noise", "when": {"labels": {"alertname": {"regex": "Watchdog|InfoInhibitor"}}},
+                 "then": {"suppress": true}},
+                {"name": "database", "when": {"labels": {"team": "db"}}, "then": {"category": "database"}}
+            ]})
+            .to_string(),
+        )
+        .unwrap();
+        let rules = rules.to_str().unwrap();
+        let set = ok(&kiroku(
+            &["service", "routing", "checkout", "--file", rules],
+            &env,
+            None,
+        ));
+        assert!(set.contains("routing of checkout set: 2 rules"), "{set}");
+        let shown = ok(&kiroku(&["service", "show", "checkout"], &env, None));
+        assert!(
+            shown.contains("noise") && shown.contains("database"),
+            "{shown}"
+        );
+        assert!(shown.contains("maintenance windows\n  none"), "{shown}");
+        assert!(incident_of("watchdog", json!({"alertname": "Watchdog"})).is_null());
+        assert!(!incident_of("disk-1", json!({"team": "db"})).is_null());
+
+        let added = ok(&kiroku(
+            &[
+                "service",
+                "maintenance",
+                "add",
+                "checkout",
+                "--for",
+                "1h",
+                "--reason",
+                "DB upgrade",
+            ],
+            &env,
+            None,
+        ));
+        let window = printed(&added, "maintenance window")
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string();
+        assert!(incident_of("disk-2", json!({"team": "db"})).is_null());
+        let listed = ok(&kiroku(&["service", "list"], &env, None));
+        assert!(
+            listed
+                .lines()
+                .any(|l| l.starts_with("checkout") && l.contains("under way")),
+            "{listed}"
+        );
+        let shown = ok(&kiroku(&["service", "show", "checkout"], &env, None));
+        assert!(
+            shown.contains(&window) && shown.contains("DB upgrade"),
+            "{shown}"
+        );
+
+        let removed = ok(&kiroku(
+            &["service", "maintenance", "remove", "checkout", &window],
+            &env,
+            None,
+        ));
+        assert!(removed.contains("page again"), "{removed}");
+        assert!(!incident_of("disk-3", json!({"team": "db"})).is_null());
+
+        let not_json = dir.path().join("not.json");
+        std::fs::write(&not_json, "rules: []").unwrap();
+        let not_json = not_json.to_str().unwrap();
+        fails(
+            &kiroku(
+                &["service", "routing", "checkout", "--file", not_json],
+                &env,
+                None,
+            ),
+            "is not JSON",
+        );
+        let unknown_field = dir.path().join("unknown.json");
+        std::fs::write(&unknown_field, r#"{"rules": [], "pager": "on"}"#).unwrap();
+        let unknown_field = unknown_field.to_str().unwrap();
+        fails(
+            &kiroku(
+                &["service", "routing", "checkout", "--file", unknown_field],
+                &env,
+                None,
+            ),
+            "pager",
+        );
+        let bad_regex = dir.path().join("regex.json");
+        std::fs::write(
+            &bad_regex,
+            r#"{"rules": [{"when": {"summary": {"regex": "(unclosed"}}}]}"#,
+        )
+        .unwrap();
+        let bad_regex = bad_regex.to_str().unwrap();
+        fails(
+            &kiroku(
+                &["service", "routing", "checkout", "--file", bad_regex],
+                &env,
+                None,
+            ),
+            "regex",
+        );
+        let missing = [
+            "service",
+            "routing",
+            "checkout",
+            "--file",
+            "/nonexistent/r.json",
+        ];
+        fails(
+            &kiroku(&missing, &env, None),
+            "cannot read /nonexistent/r.json",
+        );
+        let add = ["service", "maintenance", "add", "checkout", "--for", "soon"];
+        fails(
+            &kiroku(&add, &env, None),
+            "--for must be a length such as 90m",
+        );
+        let add = ["service", "maintenance", "add", "checkout", "--for", "40d"];
+        fails(&kiroku(&add, &env, None), "at most 31 days");
+        let add = [
+            "service",
+            "maintenance",
+            "add",
+            "checkout",
+            "--until",
+            "tomorrow",
+        ];
+        fails(
+            &kiroku(&add, &env, None),
+            "--until must be an RFC 3339 time",
+        );
+        let no_end = kiroku(&["service", "maintenance", "add", "checkout"], &env, None);
+        assert!(!no_end.status.success());
+        assert!(String::from_utf8_lossy(&no_end.stderr).contains("required"));
+        let add = ["service", "maintenance", "add", "nowhere", "--for", "1h"];
+        fails(&kiroku(&add, &env, None), "not found");
+        let remove = ["service", "maintenance", "remove", "checkout", &window];
+        fails(&kiroku(&remove, &env, None), "not found");
+        let remove = [
+            "service",
+            "maintenance",
+            "remove",
+            "checkout",
+            "../../users",
+        ];
+        fails(&kiroku(&remove, &env, None), "must be a UUID");
+        let as_viewer = [
+            ("KIROKU_SERVER", server.url.as_str()),
+            ("KIROKU_TOKEN", viewer_token.as_str()),
+        ];
+        let add = ["service", "maintenance", "add", "checkout", "--for", "1h"];
+        fails(&kiroku(&add, &as_viewer, None), "forbidden");
+        fails(
+            &kiroku(
+                &["service", "routing", "checkout", "--file", rules],
+                &as_viewer,
+                None,
+            ),
+            "forbidden",
+        );
+        assert!(!incident_of("disk-4", json!({"team": "db"})).is_null());
+        server.stop();
+    });
+}
+
 /// Three rounds of eight senders killed mid-flight, then every answered
 /// alert is stored once. With `--intake-journal` the answers come from the
 /// journal, and the restart applies what the kills left behind.

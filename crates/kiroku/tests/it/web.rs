@@ -877,3 +877,194 @@ async fn pages_work_and_refuse_what_they_must() {
         .unwrap();
     assert_eq!(after.status(), StatusCode::UNAUTHORIZED);
 }
+
+/// The integrations page renames an integration and changes its rate
+/// limit, and quiets a service with a maintenance window that a later
+/// alert honours; a removed window pages again. Bad values come back as
+/// the page's error, other roles and forged forms are refused.
+#[tokio::test]
+async fn services_are_quieted_and_integrations_tuned_from_the_page() {
+    let t = TestApp::sqlite().await;
+    let mut admin = Browser::new(&t);
+    let code = support::totp_now(&t.admin.totp_secret());
+    assert_eq!(
+        admin.log_in("admin", &code).await.status,
+        StatusCode::SEE_OTHER
+    );
+    let mut responder = Browser::new(&t);
+    responder.log_in("responder", "").await;
+    let (status, integration) = t
+        .post(
+            &t.admin,
+            "/api/v1/integrations",
+            json!({"type": "generic", "service": "checkout"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (id, key) = (
+        integration["id"].as_str().unwrap().to_string(),
+        integration["key"].as_str().unwrap().to_string(),
+    );
+    let (_, service) = t.get(&t.admin, "/api/v1/services/checkout").await;
+    let service_id = service["id"].as_str().unwrap().to_string();
+    // The incident an alert opened, or null when it paged nobody.
+    let incident_of = |dedup: &'static str| {
+        let req = t
+            .http
+            .post(t.url(&format!("/api/v1/integrations/{key}/generic")))
+            .json(&json!({"summary": dedup, "source": "web-1", "dedup_key": dedup}));
+        async move {
+            let res = req.send().await.unwrap();
+            assert_eq!(res.status(), StatusCode::ACCEPTED);
+            res.json::<serde_json::Value>().await.unwrap()["results"][0]["incident_id"].clone()
+        }
+    };
+
+    let page = admin.get("/integrations").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains(&format!("id=\"service-{service_id}\"")));
+    let csrf = page.hidden("csrf");
+    let change = format!("/integrations/{id}");
+    let saved = admin
+        .post(
+            &change,
+            &[
+                ("csrf", &csrf),
+                ("action", "save"),
+                ("name", "prometheus <prod>"),
+                ("rate_limit", "250"),
+            ],
+        )
+        .await;
+    assert_eq!(saved.status, StatusCode::OK, "{}", saved.body);
+    assert!(
+        saved.body.contains("value=\"prometheus &#60;prod&#62;\""),
+        "{}",
+        saved.body
+    );
+    let (_, read) = t.get(&t.admin, &format!("/api/v1/integrations/{id}")).await;
+    assert_eq!(
+        (
+            read["name"].as_str(),
+            read["rate_limit_per_second"].as_u64()
+        ),
+        (Some("prometheus <prod>"), Some(250))
+    );
+    for (rate, error) in [("lots", "whole number"), ("0", "between 1 and")] {
+        let bad = admin
+            .post(
+                &change,
+                &[
+                    ("csrf", &csrf),
+                    ("action", "save"),
+                    ("name", "x"),
+                    ("rate_limit", rate),
+                ],
+            )
+            .await;
+        assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{rate}");
+        assert!(bad.body.contains(error), "{rate}: {}", bad.body);
+    }
+
+    assert!(!incident_of("before").await.is_null());
+    let zone = jiff::tz::TimeZone::get("Asia/Tokyo").unwrap();
+    let local = |hours: i64| {
+        (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(hours))
+            .to_zoned(zone.clone())
+            .strftime("%Y-%m-%dT%H:%M")
+            .to_string()
+    };
+    let add = format!("/services/{service_id}/maintenance");
+    let until = local(2);
+    let added = admin
+        .post(
+            &add,
+            &[
+                ("csrf", &csrf),
+                ("from", ""),
+                ("until", &until),
+                ("reason", "DB upgrade"),
+            ],
+        )
+        .await;
+    assert_eq!(added.status, StatusCode::CREATED, "{}", added.body);
+    assert!(added.body.contains("DB upgrade"), "{}", added.body);
+    let window_id = {
+        let at = added.body.find("<tr id=\"window-").unwrap() + "<tr id=\"window-".len();
+        added.body[at..at + 36].to_string()
+    };
+    assert!(
+        incident_of("during").await.is_null(),
+        "the window quiets the service"
+    );
+    let (from, until) = (local(24), local(26));
+    let planned = admin
+        .post(
+            &add,
+            &[
+                ("csrf", &csrf),
+                ("from", &from),
+                ("until", &until),
+                ("reason", "DC move"),
+            ],
+        )
+        .await;
+    assert_eq!(planned.status, StatusCode::CREATED);
+    assert!(planned.body.contains("DC move") && planned.body.contains("予定"));
+
+    for (from, until, error) in [
+        ("", "tomorrow", "YYYY-MM-DDTHH:MM"),
+        (until.as_str(), from.as_str(), "must be after starts_at"),
+        ("", &local(24 * 40), "at most 31 days"),
+    ] {
+        let bad = admin
+            .post(&add, &[("csrf", &csrf), ("from", from), ("until", until)])
+            .await;
+        assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{until}");
+        assert!(bad.body.contains(error), "{error}: {}", bad.body);
+    }
+    let nowhere = admin
+        .post(
+            "/services/no-such-service/maintenance",
+            &[("csrf", &csrf), ("until", &until)],
+        )
+        .await;
+    assert_eq!(nowhere.status, StatusCode::NOT_FOUND);
+    let forged = admin.post(&add, &[("until", &until)]).await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    let rcsrf = responder.get("/").await.hidden("csrf");
+    let remove = format!("/services/{service_id}/maintenance/{window_id}/remove");
+    for (path, form) in [
+        (
+            &add,
+            vec![("csrf", rcsrf.as_str()), ("until", until.as_str())],
+        ),
+        (&remove, vec![("csrf", rcsrf.as_str())]),
+        (
+            &change,
+            vec![
+                ("csrf", rcsrf.as_str()),
+                ("action", "save"),
+                ("rate_limit", "1"),
+            ],
+        ),
+    ] {
+        let refused = responder.post(path, &form).await;
+        assert_eq!(refused.status, StatusCode::FORBIDDEN, "{path}");
+    }
+    assert!(incident_of("still-during").await.is_null());
+
+    let removed = admin.post(&remove, &[("csrf", &csrf)]).await;
+    assert_eq!(removed.status, StatusCode::OK, "{}", removed.body);
+    assert!(!removed.body.contains(&window_id));
+    assert!(!incident_of("after").await.is_null(), "paging is back");
+    let again = admin.post(&remove, &[("csrf", &csrf)]).await;
+    assert_eq!(again.status, StatusCode::NOT_FOUND);
+    let odd = admin
+        .post(
+            &format!("/services/{service_id}/maintenance/not-an-id/remove"),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(odd.status, StatusCode::NOT_FOUND);
+}
