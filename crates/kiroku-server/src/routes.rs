@@ -374,6 +374,12 @@ pub const PAGES: &[RouteRule] = &[
     rule("POST", "/integrations/{id}", P, "integration_update"),
     rule(
         "POST",
+        "/services/{service}/routing",
+        P,
+        "service_routing_set",
+    ),
+    rule(
+        "POST",
         "/services/{service}/maintenance",
         P,
         "service_maintenance_add",

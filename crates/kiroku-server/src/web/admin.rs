@@ -56,6 +56,10 @@ struct ServiceRow {
     rules: usize,
     grouping: String,
     windows: Vec<WindowRow>,
+    /// The routing as the JSON a caller writes, edited in place.
+    version: i64,
+    routing: String,
+    routing_error: String,
 }
 
 #[derive(Template)]
@@ -87,6 +91,8 @@ struct Shown {
     /// A key to show once: just created, or issued in place of a leaked one.
     created_key: String,
     rotated: bool,
+    /// A routing refused: its service's id, the text as sent and why.
+    kept_routing: Option<(String, String, String)>,
 }
 
 async fn integrations_page(
@@ -141,6 +147,9 @@ async fn integrations_page(
             id: sv.id.to_string(),
             rules: sv.routing.rules.len(),
             grouping: grouping(&sv.routing.grouping),
+            version: sv.version,
+            routing: serde_json::to_string_pretty(&sv.routing).unwrap_or_default(),
+            routing_error: String::new(),
             windows: sv
                 .maintenance
                 .iter()
@@ -154,6 +163,15 @@ async fn integrations_page(
                 })
                 .collect(),
             name: sv.name,
+        })
+        .map(|mut row| {
+            if let Some((id, text, error)) = &shown.kept_routing
+                && *id == row.id
+            {
+                row.routing = text.clone();
+                row.routing_error = error.clone();
+            }
+            row
         })
         .collect();
     page(
@@ -308,6 +326,73 @@ pub(crate) async fn change_integration(
         ..Shown::default()
     });
     integrations_answer(&s, &caller, &headers, c, shown, StatusCode::OK).await
+}
+
+/// A document edited as JSON text on a page, or why it was refused and
+/// where, with the status to answer.
+fn json_of<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, (String, StatusCode)> {
+    let de = &mut serde_json::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        (
+            format!("{path}: {}", e.into_inner()),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+    })
+}
+
+/// Why a document edited on a page was refused, to show beside its text:
+/// a mistake in it, or a version someone else has replaced meanwhile.
+/// Other errors get their own page.
+fn kept_error(c: &Chrome, e: AppError) -> Result<(String, StatusCode), AppError> {
+    match e {
+        AppError::Invalid(v) => Ok((v.to_string(), StatusCode::UNPROCESSABLE_ENTITY)),
+        AppError::VersionConflict { .. } => Ok((c.w.stale.to_string(), StatusCode::CONFLICT)),
+        e => Err(e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct RoutingForm {
+    version: i64,
+    json: String,
+}
+
+/// A service's routing saved from its text on the integrations page; a
+/// stale version is refused, and a mistake keeps the text with the reason.
+pub(crate) async fn save_routing(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    Path(service): Path<String>,
+    body: Bytes,
+) -> Response {
+    let (c, f): (Chrome, RoutingForm) = match form_of(&caller, &headers, "/integrations", &body) {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
+    let (error, status) = match json_of(&f.json) {
+        Err(refused) => refused,
+        Ok(routing) => match s
+            .app
+            .set_routing(&caller, &service, routing, Some(f.version))
+            .await
+        {
+            Ok(_) => {
+                let shown = Shown::default();
+                return integrations_page(&s, &caller, &headers, c, shown, StatusCode::OK).await;
+            }
+            Err(e) => match kept_error(&c, e) {
+                Ok(refused) => refused,
+                Err(e) => return error_page(c, e),
+            },
+        },
+    };
+    let shown = Shown {
+        kept_routing: Some((service, f.json, error)),
+        ..Shown::default()
+    };
+    integrations_page(&s, &caller, &headers, c, shown, status).await
 }
 
 /// `YYYY-MM-DDTHH:MM`, as a datetime-local input sends it, read in the
@@ -751,27 +836,19 @@ pub(crate) async fn save_policy(
         Ok(v) => v,
         Err(r) => return *r,
     };
-    let de = &mut serde_json::Deserializer::from_str(&f.json);
-    let parsed: Result<kiroku_domain::escalation::PolicyDraft, _> =
-        serde_path_to_error::deserialize(de);
     // What goes wrong keeps the text as sent, with the reason beside it.
-    let (error, status) = match parsed {
-        Err(e) => {
-            let path = e.path().to_string();
-            (
-                format!("{path}: {}", e.into_inner()),
-                StatusCode::UNPROCESSABLE_ENTITY,
-            )
-        }
+    let (error, status) = match json_of(&f.json) {
+        Err(refused) => refused,
         Ok(draft) => match s
             .app
             .update_policy(&caller, &name, draft, Some(f.version))
             .await
         {
             Ok(_) => return Redirect::to("/policies").into_response(),
-            Err(AppError::Invalid(v)) => (v.to_string(), StatusCode::UNPROCESSABLE_ENTITY),
-            Err(AppError::VersionConflict { .. }) => (c.w.stale.to_string(), StatusCode::CONFLICT),
-            Err(e) => return error_page(c, e),
+            Err(e) => match kept_error(&c, e) {
+                Ok(refused) => refused,
+                Err(e) => return error_page(c, e),
+            },
         },
     };
     let kept = PolicyRow {

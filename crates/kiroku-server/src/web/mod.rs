@@ -229,6 +229,7 @@ pub(crate) fn routes() -> Router<AppState> {
             get(admin::integrations).post(admin::create_integration),
         )
         .route("/integrations/{id}", post(admin::change_integration))
+        .route("/services/{service}/routing", post(admin::save_routing))
         .route(
             "/services/{service}/maintenance",
             post(admin::add_maintenance),

@@ -966,6 +966,58 @@ async fn services_are_quieted_and_integrations_tuned_from_the_page() {
         assert!(bad.body.contains(error), "{rate}: {}", bad.body);
     }
 
+    // The routing, edited as its JSON: a rule suppressing noise takes
+    // effect; a mistake keeps the text with where it is wrong, and a stale
+    // version is refused.
+    let routing = format!("/services/{service_id}/routing");
+    let noise = json!({"rules": [{"name": "noise", "when": {"summary": {"regex": "noise.*"}}, "then": {"suppress": true}}]}).to_string();
+    let saved = admin
+        .post(
+            &routing,
+            &[("csrf", &csrf), ("version", "1"), ("json", &noise)],
+        )
+        .await;
+    assert_eq!(saved.status, StatusCode::OK, "{}", saved.body);
+    assert!(
+        saved.body.contains("noise.*") && saved.body.contains("value=\"2\""),
+        "{}",
+        saved.body
+    );
+    let stale = admin
+        .post(
+            &routing,
+            &[("csrf", &csrf), ("version", "1"), ("json", &noise)],
+        )
+        .await;
+    assert_eq!(stale.status, StatusCode::CONFLICT, "{}", stale.body);
+    assert!(stale.body.contains("id=\"routing-error\""));
+    let typo = r#"{"rules": [{"when": {"summry": "x"}}]}"#;
+    let refused = admin
+        .post(
+            &routing,
+            &[("csrf", &csrf), ("version", "2"), ("json", typo)],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        refused.body.contains("rules[0].when") && refused.body.contains("summry"),
+        "{}",
+        refused.body
+    );
+    let bad_regex = r#"{"rules": [{"when": {"summary": {"regex": "(open"}}}]}"#;
+    let refused = admin
+        .post(
+            &routing,
+            &[("csrf", &csrf), ("version", "2"), ("json", bad_regex)],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        refused.body.contains("(open"),
+        "the text is kept: {}",
+        refused.body
+    );
+    assert!(incident_of("noise-1").await.is_null(), "suppressed");
     assert!(!incident_of("before").await.is_null());
     let zone = jiff::tz::TimeZone::get("Asia/Tokyo").unwrap();
     let local = |hours: i64| {
@@ -1040,6 +1092,10 @@ async fn services_are_quieted_and_integrations_tuned_from_the_page() {
             vec![("csrf", rcsrf.as_str()), ("until", until.as_str())],
         ),
         (&remove, vec![("csrf", rcsrf.as_str())]),
+        (
+            &routing,
+            vec![("csrf", rcsrf.as_str()), ("version", "2"), ("json", "{}")],
+        ),
         (
             &change,
             vec![
