@@ -343,6 +343,7 @@ pub const PAGES: &[RouteRule] = &[
     rule("GET", "/incidents", P, "page_read"),
     rule("POST", "/incidents", P, "incident_create"),
     rule("GET", "/incidents/new", P, "page_read"),
+    rule("GET", "/alerts", P, "page_read"),
     rule("GET", "/incidents/{key}", P, "page_read"),
     rule("GET", "/incidents/{key}/timeline", P, "page_read"),
     rule(

@@ -205,6 +205,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/logout", post(pages::logout))
         .route("/incidents", get(pages::incidents).post(pages::declare))
         .route("/incidents/new", get(pages::declare_form))
+        .route("/alerts", get(pages::alerts))
         .route("/incidents/{key}", get(pages::incident))
         .route("/incidents/{key}/timeline", get(pages::timeline_fragment))
         .route("/incidents/{key}/transition", post(pages::transition))

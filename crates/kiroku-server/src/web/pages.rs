@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use kiroku_app::{AppError, Caller, DeclareIncident, ListActionItems, ListAlerts, ListIncidents};
+use kiroku_domain::alert::Quiet;
 use kiroku_domain::{Incident, Status, TimelineEntry, Transition};
 use kiroku_store::IncidentKey;
 use serde::Deserialize;
@@ -26,6 +27,8 @@ pub(crate) struct PageQuery {
     pub severity: Option<String>,
     pub q: Option<String>,
     pub cursor: Option<String>,
+    /// The alerts page's service, by name or id.
+    pub service: Option<String>,
 }
 
 /// Remembers a language asked for by `?lang=`, for the next pages.
@@ -479,6 +482,123 @@ pub(crate) async fn incidents(
         status,
         severity,
         q: text,
+        next,
+        error,
+    };
+    remember_lang(page(StatusCode::OK, &page_), &q)
+}
+
+// ------------------------------------------------------------ alerts
+
+struct AlertRow {
+    level: &'static str,
+    status: &'static str,
+    quiet: &'static str,
+    count: i64,
+    last_seen: String,
+    last_seen_iso: String,
+    summary: String,
+    source: String,
+    service: String,
+    incident: String,
+}
+
+#[derive(Template)]
+#[template(path = "alerts.html")]
+struct AlertsPage {
+    c: Chrome,
+    rows: Vec<AlertRow>,
+    statuses: Vec<&'static str>,
+    services: Vec<String>,
+    status: String,
+    service: String,
+    /// The next page's query string.
+    next: Option<String>,
+    error: Option<String>,
+}
+
+/// Alerts as monitoring sent them, newest first, by status and service.
+pub(crate) async fn alerts(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    Query(q): Query<PageQuery>,
+) -> Response {
+    let c = match signed_in(&caller, &headers, q.lang.as_deref(), "/alerts") {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
+    let zone = s.app.config().time_zone.clone();
+    let status = q.status.clone().unwrap_or_default();
+    let service = q.service.clone().unwrap_or_default();
+    let services = match s.app.services(&caller).await {
+        Ok(list) => list,
+        Err(e) => return error_page(c, e),
+    };
+    let listed = s
+        .app
+        .list_alerts(
+            &caller,
+            ListAlerts {
+                statuses: Some(status.clone())
+                    .filter(|s| !s.is_empty())
+                    .into_iter()
+                    .collect(),
+                service: Some(service.clone()).filter(|s| !s.is_empty()),
+                cursor: q.cursor.clone().filter(|c| !c.is_empty()),
+                limit: Some(50),
+                ..ListAlerts::default()
+            },
+        )
+        .await;
+    let (rows, next, error) = match listed {
+        Ok(l) => (
+            l.items
+                .into_iter()
+                .map(|a| AlertRow {
+                    level: a.level.as_str(),
+                    status: a.status.as_str(),
+                    quiet: match a.quiet {
+                        Some(Quiet::Maintenance) => c.w.in_maintenance,
+                        Some(Quiet::Suppressed) => c.w.suppressed,
+                        None => "",
+                    },
+                    count: a.count,
+                    last_seen: local(&zone, a.last_seen_at),
+                    last_seen_iso: a.last_seen_at.to_string(),
+                    service: services
+                        .iter()
+                        .find(|s| s.id == a.service_id)
+                        .map_or_else(String::new, |s| s.name.clone()),
+                    incident: a.incident_id.map(|i| i.to_string()).unwrap_or_default(),
+                    summary: a.summary,
+                    source: a.source,
+                })
+                .collect(),
+            l.next_cursor,
+            None,
+        ),
+        // A bad filter is shown beside the form, which keeps what was chosen.
+        Err(AppError::Invalid(v)) => (Vec::new(), None, Some(v.to_string())),
+        Err(AppError::NotFound { what }) => (Vec::new(), None, Some(format!("{what} not found"))),
+        Err(e) => return error_page(c, e),
+    };
+    // The next page's query, encoded here: a service's name may hold `&`.
+    let next = next.map(|cursor| {
+        serde_urlencoded::to_string([
+            ("status", status.as_str()),
+            ("service", service.as_str()),
+            ("cursor", cursor.as_str()),
+        ])
+        .unwrap_or_default()
+    });
+    let page_ = AlertsPage {
+        c,
+        rows,
+        statuses: vec!["triggered", "acknowledged", "resolved"],
+        services: services.into_iter().map(|s| s.name).collect(),
+        status,
+        service,
         next,
         error,
     };

@@ -185,6 +185,14 @@ pub struct Words {
     pub under_way: &'static str,
     pub planned: &'static str,
     pub rate_limit: &'static str,
+    pub alerts_page: &'static str,
+    pub level: &'static str,
+    pub count: &'static str,
+    pub last_seen: &'static str,
+    pub source: &'static str,
+    pub incident: &'static str,
+    pub in_maintenance: &'static str,
+    pub suppressed: &'static str,
 }
 
 const JA: Words = Words {
@@ -330,6 +338,14 @@ const JA: Words = Words {
     under_way: "実施中",
     planned: "予定",
     rate_limit: "毎秒の上限",
+    alerts_page: "アラート",
+    level: "レベル",
+    count: "回数",
+    last_seen: "最終受信",
+    source: "発生元",
+    incident: "インシデント",
+    in_maintenance: "メンテナンス中（通知なし）",
+    suppressed: "抑制（通知なし）",
 };
 
 const EN: Words = Words {
@@ -475,4 +491,12 @@ const EN: Words = Words {
     under_way: "Under way",
     planned: "Planned",
     rate_limit: "Requests per second",
+    alerts_page: "Alerts",
+    level: "Level",
+    count: "Count",
+    last_seen: "Last seen",
+    source: "Source",
+    incident: "Incident",
+    in_maintenance: "in maintenance (paged nobody)",
+    suppressed: "suppressed (paged nobody)",
 };

@@ -115,7 +115,7 @@ try {
     return p ? Math.round(p.startTime) : -1;
   });
   console.log(`measured: dashboard first contentful paint ${paint} ms`);
-  for (const name of ["integrations", "schedules", "policies", "users"]) {
+  for (const name of ["alerts", "integrations", "schedules", "policies", "users"]) {
     await page.goto(`${base}/${name}`);
     await page.screenshot({ path: `${shots}/${name}.png`, fullPage: true });
   }

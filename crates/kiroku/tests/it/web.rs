@@ -879,11 +879,13 @@ async fn pages_work_and_refuse_what_they_must() {
 }
 
 /// The integrations page renames an integration and changes its rate
-/// limit, and quiets a service with a maintenance window that a later
-/// alert honours; a removed window pages again. Bad values come back as
-/// the page's error, other roles and forged forms are refused.
+/// limit, edits a service's routing, and quiets the service with a
+/// maintenance window that a later alert honours; a removed window pages
+/// again. Bad values come back as the page's error, other roles and forged
+/// forms are refused. The alerts page then says which alerts paged nobody
+/// and why.
 #[tokio::test]
-async fn services_are_quieted_and_integrations_tuned_from_the_page() {
+async fn services_are_tuned_and_quieted_and_alerts_listed_from_the_pages() {
     let t = TestApp::sqlite().await;
     let mut admin = Browser::new(&t);
     let code = support::totp_now(&t.admin.totp_secret());
@@ -1123,4 +1125,65 @@ async fn services_are_quieted_and_integrations_tuned_from_the_page() {
         )
         .await;
     assert_eq!(odd.status, StatusCode::NOT_FOUND);
+
+    // The alerts page: what paged nobody says why, filters keep what was
+    // chosen, a bad one is shown beside them, and it pages by 50.
+    let listed = responder
+        .get("/alerts?status=triggered&service=checkout")
+        .await;
+    assert_eq!(listed.status, StatusCode::OK);
+    for (summary, why) in [("during", "メンテナンス中"), ("noise-1", "抑制")] {
+        let row = listed
+            .body
+            .split("<tr")
+            .find(|r| r.contains(&format!("<td>{summary}</td>")))
+            .unwrap_or_else(|| panic!("no {summary}: {}", listed.body));
+        assert!(row.contains(why), "{summary}: {row}");
+    }
+    let row = listed
+        .body
+        .split("<tr")
+        .find(|r| r.contains("<td>after</td>"))
+        .unwrap();
+    assert!(row.contains("href=\"/incidents/"), "{row}");
+    let hostile = t
+        .http
+        .post(t.url(&format!("/api/v1/integrations/{key}/generic")))
+        .json(&json!({"events": (0..55).map(|n| json!({"summary": format!("<script>x{n}</script>"), "source": "web-1", "dedup_key": format!("bulk-{n}")})).collect::<Vec<_>>()}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(hostile.status(), StatusCode::ACCEPTED);
+    let first = responder.get("/alerts?service=checkout").await;
+    assert!(!first.body.contains("<script>x"), "escaped");
+    assert_eq!(first.body.matches("<tr class=\"level-").count(), 50);
+    let at = first.body.find("rel=\"next\" href=\"").unwrap() + "rel=\"next\" href=\"".len();
+    let next = first.body[at..]
+        .split('"')
+        .next()
+        .unwrap()
+        .replace("&amp;", "&");
+    assert!(next.contains("service=checkout"), "{next}");
+    let second = responder.get(&next).await;
+    assert_eq!(second.status, StatusCode::OK);
+    assert!(
+        second.body.matches("<tr class=\"level-").count() >= 5,
+        "{}",
+        second.body
+    );
+    let bad = responder.get("/alerts?status=firing").await;
+    assert!(
+        bad.body.contains("id=\"alerts-error\"")
+            && bad.body.contains("triggered, acknowledged, resolved"),
+        "{}",
+        bad.body
+    );
+    let nowhere = responder.get("/alerts?service=nowhere").await;
+    assert!(
+        nowhere.body.contains("service not found"),
+        "{}",
+        nowhere.body
+    );
+    let signed_out = Browser::new(&t).get("/alerts").await;
+    assert_eq!(signed_out.status, StatusCode::SEE_OTHER);
 }
