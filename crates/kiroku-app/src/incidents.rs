@@ -295,17 +295,20 @@ impl App {
             None => String::new(),
         };
         let now = self.now();
+        // Read before the transaction: inside it, a read through the store
+        // would wait for a second connection of the pool.
+        let resolving = match t {
+            Transition::Resolve => Some(self.incident_id(key).await?),
+            _ => None,
+        };
         let mut tx = self.begin().await?;
         // Its alerts resolve with it, as PagerDuty's do, so that one still
         // firing opens a new incident at its next trigger instead of being
-        // counted on a closed one. Their integrations are held before the
-        // incident is locked, in the order intake takes the two.
-        let alerts = match t {
-            Transition::Resolve => {
-                let id = self.incident_id(key).await?;
-                tx.hold_open_alerts_of_incident(id).await?
-            }
-            _ => Vec::new(),
+        // counted on a closed one. They are held before the incident is
+        // locked, in the order intake takes the two.
+        let alerts = match resolving {
+            Some(id) => tx.hold_open_alerts_of_incident(id).await?,
+            None => Vec::new(),
         };
         let mut incident = self.locked_incident(&mut tx, key, expected_version).await?;
         self.transition_in(&mut tx, caller, &mut incident, t, note, now)
@@ -348,12 +351,15 @@ impl App {
             [one] => format!("alert resolved with the incident: {}", one.summary),
             _ => format!("{} alerts resolved with the incident", alerts.len()),
         };
+        // The timeline, which pages reread, names a few; the audit event,
+        // the record, names them all, as intake's does.
+        let listed = &ids[..ids.len().min(crate::intake::ALERTS_LISTED_MAX)];
         let entry = self.timeline_entry(
             caller,
             incident,
             TimelineKind::Alert,
             body,
-            json!({ "count": ids.len(), "resolved": ids }),
+            json!({ "count": ids.len(), "resolved": listed }),
             now,
         );
         tx.append_timeline(&entry).await?;

@@ -168,8 +168,9 @@ fn alert_group(service: Uuid, decision: &Decision, now: Timestamp) -> Option<Ale
     })
 }
 
-/// The most alerts one "alerts joined" entry lists by id.
-const JOINED_LISTED_MAX: usize = 100;
+/// The most alerts one timeline entry lists by id: "alerts joined", or
+/// "alerts resolved with the incident".
+pub(crate) const ALERTS_LISTED_MAX: usize = 100;
 
 fn joined_entry(
     incident_id: Uuid,
@@ -184,7 +185,7 @@ fn joined_entry(
         ),
         _ => format!("{count} alerts joined"),
     };
-    joined.truncate(JOINED_LISTED_MAX);
+    joined.truncate(ALERTS_LISTED_MAX);
     TimelineEntry {
         id: Uuid::now_v7(),
         incident_id,

@@ -170,12 +170,18 @@ pub(crate) async fn hold_open_alerts_of_incident(
             .map_err(|_| StoreError::Corrupt("an alert's integration or service id".into()))?;
         take_advisory_locks(conn, dialect, ids).await?;
     }
-    let rows: Vec<(String,)> =
-        sqlx::query_as("SELECT doc FROM alerts WHERE incident_id = $1 AND status <> 'resolved'")
-            .bind(incident.to_string())
-            .fetch_all(conn)
-            .await
-            .map_err(map_err)?;
+    // The rows held too, as intake's read holds them, before the incident:
+    // an alert that came from an integration this did not hold is then
+    // neither changed under it nor waited on in a cycle.
+    let sql = format!(
+        "SELECT doc FROM alerts WHERE incident_id = $1 AND status <> 'resolved'{}",
+        dialect.for_update()
+    );
+    let rows: Vec<(String,)> = sqlx::query_as(&sql)
+        .bind(incident.to_string())
+        .fetch_all(conn)
+        .await
+        .map_err(map_err)?;
     rows.iter().map(|(d,)| from_doc(d)).collect()
 }
 

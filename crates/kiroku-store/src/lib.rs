@@ -391,11 +391,11 @@ pub trait Tx: Send {
     async fn save_alerts(&mut self, alerts: &[Alert]) -> Result<()>;
     /// The ids of an incident's alerts still open.
     async fn open_alerts_of_incident(&mut self, incident: Uuid) -> Result<Vec<Uuid>>;
-    /// An incident's alerts still open, read once the integrations and
-    /// services of its alerts are held against intake as
-    /// `open_alerts_and_groups` holds them, so that no batch changes one of
-    /// them or joins the incident before this transaction ends. Call it
-    /// before locking the incident: intake holds them first.
+    /// An incident's alerts still open, held with the integrations and
+    /// services of its alerts as `open_alerts_and_groups` holds them, so
+    /// that no batch changes one of them or joins the incident before this
+    /// transaction ends. Call it before locking the incident: intake holds
+    /// them first.
     async fn hold_open_alerts_of_incident(&mut self, incident: Uuid) -> Result<Vec<Alert>>;
     async fn insert_service_change(&mut self, change: &ChangeRecord) -> Result<()>;
     /// Records that intake journal `journal` is applied up to record `seq`,

@@ -10,8 +10,9 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use jiff::{SignedDuration, Timestamp};
 use kiroku_app::{AppError, Caller, IntegrationChange, NewIntegration, NewMaintenanceWindow};
-use kiroku_domain::alert::IntegrationKind;
+use kiroku_domain::Permission;
 use kiroku_domain::alert::routing::Grouping;
+use kiroku_domain::alert::{IntegrationKind, Service};
 use serde::Deserialize;
 
 use super::pages::{PageQuery, count, form_of};
@@ -68,6 +69,8 @@ struct IntegrationsPage {
     c: Chrome,
     rows: Vec<IntegrationRow>,
     services: Vec<ServiceRow>,
+    /// Whether the caller may change services: others see no forms.
+    can_manage: bool,
     kinds: Vec<&'static str>,
     shown: Shown,
 }
@@ -91,8 +94,18 @@ struct Shown {
     /// A key to show once: just created, or issued in place of a leaked one.
     created_key: String,
     rotated: bool,
-    /// A routing refused: its service's id, the text as sent and why.
-    kept_routing: Option<(String, String, String)>,
+    kept_routing: Option<KeptRouting>,
+}
+
+/// A routing refused, shown again as it was sent, with why.
+struct KeptRouting {
+    /// The service as the form's path named it: by id or by name.
+    service: String,
+    /// The version the text was written against, so that saving it again
+    /// is refused again if someone else has changed the routing meanwhile.
+    version: i64,
+    text: String,
+    error: String,
 }
 
 async fn integrations_page(
@@ -165,11 +178,12 @@ async fn integrations_page(
             name: sv.name,
         })
         .map(|mut row| {
-            if let Some((id, text, error)) = &shown.kept_routing
-                && *id == row.id
+            if let Some(k) = &shown.kept_routing
+                && (k.service == row.id || k.service == row.name)
             {
-                row.routing = text.clone();
-                row.routing_error = error.clone();
+                row.version = k.version;
+                row.routing = k.text.clone();
+                row.routing_error = k.error.clone();
             }
             row
         })
@@ -180,6 +194,7 @@ async fn integrations_page(
             c,
             rows,
             services,
+            can_manage: caller.require(Permission::ServiceManage).is_ok(),
             kinds: vec!["pagerduty", "alertmanager", "grafana", "generic"],
             shown,
         },
@@ -378,10 +393,7 @@ pub(crate) async fn save_routing(
             .set_routing(&caller, &service, routing, Some(f.version))
             .await
         {
-            Ok(_) => {
-                let shown = Shown::default();
-                return integrations_page(&s, &caller, &headers, c, shown, StatusCode::OK).await;
-            }
+            Ok(saved) => return to_service(&saved),
             Err(e) => match kept_error(&c, e) {
                 Ok(refused) => refused,
                 Err(e) => return error_page(c, e),
@@ -389,7 +401,12 @@ pub(crate) async fn save_routing(
         },
     };
     let shown = Shown {
-        kept_routing: Some((service, f.json, error)),
+        kept_routing: Some(KeptRouting {
+            service,
+            version: f.version,
+            text: f.json,
+            error,
+        }),
         ..Shown::default()
     };
     integrations_page(&s, &caller, &headers, c, shown, status).await
@@ -446,8 +463,10 @@ pub(crate) async fn add_maintenance(
         }
         (Err(e), _) | (_, Err(e)) => Err(e),
     };
-    let shown = added.map(|_| Shown::default());
-    integrations_answer(&s, &caller, &headers, c, shown, StatusCode::CREATED).await
+    match added {
+        Ok((service, _)) => to_service(&service),
+        Err(e) => integrations_answer(&s, &caller, &headers, c, Err(e), StatusCode::OK).await,
+    }
 }
 
 /// A maintenance window removed, which ends it if it is under way.
@@ -469,8 +488,16 @@ pub(crate) async fn remove_maintenance(
             what: "maintenance window",
         }),
     };
-    let shown = removed.map(|_| Shown::default());
-    integrations_answer(&s, &caller, &headers, c, shown, StatusCode::OK).await
+    match removed {
+        Ok(service) => to_service(&service),
+        Err(e) => integrations_answer(&s, &caller, &headers, c, Err(e), StatusCode::OK).await,
+    }
+}
+
+/// After a service's change, its place on the integrations page: a
+/// redirect, so that reloading the page sends nothing twice.
+fn to_service(service: &Service) -> Response {
+    Redirect::to(&format!("/integrations#service-{}", service.id)).into_response()
 }
 
 struct DayRow {

@@ -979,11 +979,16 @@ async fn services_are_tuned_and_quieted_and_alerts_listed_from_the_pages() {
             &[("csrf", &csrf), ("version", "1"), ("json", &noise)],
         )
         .await;
-    assert_eq!(saved.status, StatusCode::OK, "{}", saved.body);
+    // Each change answers with a redirect to the service, so that a reload
+    // sends nothing twice.
+    let to_service = format!("/integrations#service-{service_id}");
+    assert_eq!(saved.status, StatusCode::SEE_OTHER, "{}", saved.body);
+    assert_eq!(saved.location(), to_service);
+    let shown = admin.get("/integrations").await;
     assert!(
-        saved.body.contains("noise.*") && saved.body.contains("value=\"2\""),
+        shown.body.contains("noise.*") && shown.body.contains("name=\"version\" value=\"2\""),
         "{}",
-        saved.body
+        shown.body
     );
     let stale = admin
         .post(
@@ -993,6 +998,12 @@ async fn services_are_tuned_and_quieted_and_alerts_listed_from_the_pages() {
         .await;
     assert_eq!(stale.status, StatusCode::CONFLICT, "{}", stale.body);
     assert!(stale.body.contains("id=\"routing-error\""));
+    // The kept text keeps its version: sent again, it is refused again.
+    assert!(
+        stale.body.contains("name=\"version\" value=\"1\""),
+        "{}",
+        stale.body
+    );
     let typo = r#"{"rules": [{"when": {"summry": "x"}}]}"#;
     let refused = admin
         .post(
@@ -1019,6 +1030,15 @@ async fn services_are_tuned_and_quieted_and_alerts_listed_from_the_pages() {
         "the text is kept: {}",
         refused.body
     );
+    // Named in the path rather than by id, the text is kept all the same.
+    let by_name = admin
+        .post(
+            "/services/checkout/routing",
+            &[("csrf", &csrf), ("version", "2"), ("json", typo)],
+        )
+        .await;
+    assert_eq!(by_name.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(by_name.body.contains("summry"), "{}", by_name.body);
     assert!(incident_of("noise-1").await.is_null(), "suppressed");
     assert!(!incident_of("before").await.is_null());
     let zone = jiff::tz::TimeZone::get("Asia/Tokyo").unwrap();
@@ -1041,11 +1061,13 @@ async fn services_are_tuned_and_quieted_and_alerts_listed_from_the_pages() {
             ],
         )
         .await;
-    assert_eq!(added.status, StatusCode::CREATED, "{}", added.body);
-    assert!(added.body.contains("DB upgrade"), "{}", added.body);
+    assert_eq!(added.status, StatusCode::SEE_OTHER, "{}", added.body);
+    assert_eq!(added.location(), to_service);
+    let shown = admin.get("/integrations").await;
+    assert!(shown.body.contains("DB upgrade"), "{}", shown.body);
     let window_id = {
-        let at = added.body.find("<tr id=\"window-").unwrap() + "<tr id=\"window-".len();
-        added.body[at..at + 36].to_string()
+        let at = shown.body.find("<tr id=\"window-").unwrap() + "<tr id=\"window-".len();
+        shown.body[at..at + 36].to_string()
     };
     assert!(
         incident_of("during").await.is_null(),
@@ -1063,8 +1085,17 @@ async fn services_are_tuned_and_quieted_and_alerts_listed_from_the_pages() {
             ],
         )
         .await;
-    assert_eq!(planned.status, StatusCode::CREATED);
-    assert!(planned.body.contains("DC move") && planned.body.contains("予定"));
+    assert_eq!(planned.status, StatusCode::SEE_OTHER);
+    let shown = admin.get("/integrations").await;
+    assert!(shown.body.contains("DC move") && shown.body.contains("予定"));
+    // Others read the routing and the windows, and get no forms.
+    let read_only = responder.get("/integrations").await;
+    assert!(read_only.body.contains("DC move") && read_only.body.contains("noise.*"));
+    assert!(
+        !read_only.body.contains("action=\"/services/"),
+        "{}",
+        read_only.body
+    );
 
     for (from, until, error) in [
         ("", "tomorrow", "YYYY-MM-DDTHH:MM"),
@@ -1113,8 +1144,8 @@ async fn services_are_tuned_and_quieted_and_alerts_listed_from_the_pages() {
     assert!(incident_of("still-during").await.is_null());
 
     let removed = admin.post(&remove, &[("csrf", &csrf)]).await;
-    assert_eq!(removed.status, StatusCode::OK, "{}", removed.body);
-    assert!(!removed.body.contains(&window_id));
+    assert_eq!(removed.status, StatusCode::SEE_OTHER, "{}", removed.body);
+    assert!(!admin.get("/integrations").await.body.contains(&window_id));
     assert!(!incident_of("after").await.is_null(), "paging is back");
     let again = admin.post(&remove, &[("csrf", &csrf)]).await;
     assert_eq!(again.status, StatusCode::NOT_FOUND);
