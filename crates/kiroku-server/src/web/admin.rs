@@ -367,12 +367,6 @@ fn kept_error(c: &Chrome, e: AppError) -> Result<(String, StatusCode), AppError>
     }
 }
 
-#[derive(Debug, Deserialize)]
-struct RoutingForm {
-    version: i64,
-    json: String,
-}
-
 /// A service's routing saved from its text on the integrations page; a
 /// stale version is refused, and a mistake keeps the text with the reason.
 pub(crate) async fn save_routing(
@@ -382,7 +376,7 @@ pub(crate) async fn save_routing(
     Path(service): Path<String>,
     body: Bytes,
 ) -> Response {
-    let (c, f): (Chrome, RoutingForm) = match form_of(&caller, &headers, "/integrations", &body) {
+    let (c, f): (Chrome, JsonForm) = match form_of(&caller, &headers, "/integrations", &body) {
         Ok(v) => v,
         Err(r) => return *r,
     };
@@ -846,8 +840,10 @@ pub(crate) async fn policies(
     }
 }
 
+/// A document edited as JSON text on a page (a policy, a routing), with
+/// the version it was written against.
 #[derive(Debug, Deserialize)]
-struct PolicyForm {
+struct JsonForm {
     version: i64,
     json: String,
 }
@@ -859,7 +855,7 @@ pub(crate) async fn save_policy(
     Path(name): Path<String>,
     body: Bytes,
 ) -> Response {
-    let (c, f): (Chrome, PolicyForm) = match form_of(&caller, &headers, "/policies", &body) {
+    let (c, f): (Chrome, JsonForm) = match form_of(&caller, &headers, "/policies", &body) {
         Ok(v) => v,
         Err(r) => return *r,
     };
