@@ -126,6 +126,32 @@ async fn soak(o: &Opts, peer: Peer, stored: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Requests as large as an Alertmanager group of a big outage.
+const LARGE_REQUESTS: usize = 10;
+const LARGE_REQUEST_ALERTS: usize = 10_000;
+
+/// Sends `LARGE_REQUESTS` requests of `LARGE_REQUEST_ALERTS` alerts one
+/// after another, the first `stored` already being so; returns the
+/// server's RSS two seconds after they are committed, once it has had
+/// time to give back what they needed for a moment.
+async fn large_requests(
+    peer: &Peer,
+    stored: usize,
+    server: &Server,
+    journal: bool,
+) -> anyhow::Result<f64> {
+    let client = reqwest::Client::new();
+    let peer = peer_clone(peer);
+    let make: Arc<dyn Fn(usize) -> reqwest::RequestBuilder + Send + Sync> =
+        Arc::new(move |i| peer.request(&client, stored, LARGE_REQUEST_ALERTS, i));
+    load(1, LARGE_REQUESTS, make).await?;
+    if journal {
+        server.journal_committed().await?;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    Ok(server.rss_mib())
+}
+
 /// Runs every shape three times against `peer`; returns one row per shape.
 async fn drive(o: &Opts, peer: &Peer) -> anyhow::Result<Vec<(Summary, bool)>> {
     let client = reqwest::Client::builder()
@@ -444,8 +470,10 @@ pub async fn intake_bench(
             }),
         );
         let (stored, rss) = (server_alerts(o), server.rss_mib());
-        soak(o, Peer::Kiroku { url }, stored).await?;
+        let peer = Peer::Kiroku { url };
+        soak(o, peer_clone(&peer), stored).await?;
         let soaked_rss = server.rss_mib();
+        let grouped_rss = large_requests(&peer, soak_alerts(o), &server, journal).await?;
         for (i, ((shape, concurrency, per_request), (m, noisy))) in
             SHAPES.iter().zip(&rows).enumerate()
         {
@@ -469,11 +497,15 @@ pub async fn intake_bench(
             "| RSS after {stored} / {} alerts stored, {name} | {rss:.1} / {soaked_rss:.1} MiB | | | |",
             soak_alerts(o),
         ));
+        r.line(&format!(
+            "| RSS after {LARGE_REQUESTS} more requests of {LARGE_REQUEST_ALERTS} alerts each, {name} | {grouped_rss:.1} MiB | | | |",
+        ));
         r.json.insert(
             format!("intake_rss_mib_{key}"),
             json!({
                 "rss_mib": soaked_rss, "alerts": soak_alerts(o),
                 "rss_mib_before": rss, "alerts_before": stored,
+                "rss_mib_after_large_requests": grouped_rss,
             }),
         );
         server.stop();

@@ -208,23 +208,28 @@ impl App {
         if events.is_empty() {
             return Ok(Vec::new());
         }
+        let count = events.len();
         let routed = self.routed_service(integration.service_id).await?;
-        if let Some(journal) = &self.intake_journal {
-            return journal_request(journal, integration, source, events).await;
-        }
-        let (reply, answer) = oneshot::channel();
-        let job = Job {
-            integration: integration.clone(),
-            routed,
-            source,
-            events,
-            reply,
+        let accepted = match &self.intake_journal {
+            Some(journal) => journal_request(journal, integration, source, events).await,
+            None => {
+                let (reply, answer) = oneshot::channel();
+                let job = Job {
+                    integration: integration.clone(),
+                    routed,
+                    source,
+                    events,
+                    reply,
+                };
+                self.intake
+                    .submit(job, answer, self, |app, batch| async move {
+                        app.commit_batch(batch).await
+                    })
+                    .await
+            }
         };
-        self.intake
-            .submit(job, answer, self, |app, batch| async move {
-                app.commit_batch(batch).await
-            })
-            .await
+        crate::memory::after_request(count);
+        accepted
     }
 
     /// Applies and commits a batch, and returns as soon as the next batch

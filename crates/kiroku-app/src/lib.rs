@@ -17,6 +17,7 @@ mod incidents;
 mod intake;
 mod journal;
 mod links;
+mod memory;
 mod notify;
 mod oncall;
 mod policy;

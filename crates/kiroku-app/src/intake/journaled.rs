@@ -209,6 +209,8 @@ impl App {
                 // A later commit's sync covers the earlier ones.
                 unkept = Some((committed, last.end));
             }
+            drop(records);
+            crate::memory::after_request(events);
             if kept_at.elapsed() >= KEEP_EVERY {
                 keep(&journal, unkept.take()).await;
                 kept_at = Instant::now();
