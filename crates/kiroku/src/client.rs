@@ -129,16 +129,21 @@ impl Client {
         self
     }
 
-    /// Sends a request; returns the status, headers and body as they came.
+    /// Sends a request, conditional on the resource's `version` when
+    /// given; returns the status, headers and body as they came.
     async fn exchange(
         &self,
         method: Method,
         path: &str,
         body: Option<&Value>,
+        version: Option<i64>,
     ) -> Result<(reqwest::StatusCode, reqwest::header::HeaderMap, Vec<u8>), ClientError> {
         let mut req = self
             .http
             .request(method, format!("{}{}", self.server, path));
+        if let Some(v) = version {
+            req = req.header(reqwest::header::IF_MATCH, format!("\"v{v}\""));
+        }
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
         }
@@ -168,7 +173,19 @@ impl Client {
         path: &str,
         body: Option<&Value>,
     ) -> Result<(Value, reqwest::header::HeaderMap), ClientError> {
-        let (status, headers, bytes) = self.exchange(method, path, body).await?;
+        self.send_if_version(method, path, body, None).await
+    }
+
+    /// As `send`, refused with 409 unless the resource is still at
+    /// `version`, when one is given.
+    pub async fn send_if_version(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        version: Option<i64>,
+    ) -> Result<(Value, reqwest::header::HeaderMap), ClientError> {
+        let (status, headers, bytes) = self.exchange(method, path, body, version).await?;
         let json: Value = if bytes.is_empty() {
             Value::Null
         } else {
@@ -184,7 +201,7 @@ impl Client {
 
     /// A GET whose answer is a file (a report), not JSON.
     pub async fn get_file(&self, path: &str) -> Result<Vec<u8>, ClientError> {
-        let (status, _, bytes) = self.exchange(Method::GET, path, None).await?;
+        let (status, _, bytes) = self.exchange(Method::GET, path, None, None).await?;
         if status.is_success() {
             return Ok(bytes);
         }

@@ -34,6 +34,11 @@ pub enum ServiceCommand {
         service: String,
         #[arg(long)]
         file: PathBuf,
+        /// Refuse unless the service is still at this version (`kiroku
+        /// service show` prints it), so that nobody's change meanwhile is
+        /// replaced unseen.
+        #[arg(long)]
+        if_version: Option<i64>,
     },
     /// Windows in which a service's alerts are recorded but page nobody.
     #[command(subcommand)]
@@ -282,11 +287,14 @@ pub async fn service(cmd: ServiceCommand) -> anyhow::Result<()> {
             client: a,
             service,
             file,
+            if_version,
         } => {
             let routing = read_routing(&file)?;
             let c = client(&a)?;
             let path = format!("{}/routing", service_path(&service));
-            let (s, _) = c.send(Method::PUT, &path, Some(&routing)).await?;
+            let (s, _) = c
+                .send_if_version(Method::PUT, &path, Some(&routing), if_version)
+                .await?;
             if a.json {
                 return print_json(&s);
             }

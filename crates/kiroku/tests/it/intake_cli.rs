@@ -193,6 +193,21 @@ fn a_service_is_routed_and_quieted_for_maintenance_from_the_cli() {
             None,
         ));
         assert!(set.contains("routing of checkout set: 2 rules"), "{set}");
+        // Guarded by the version it was read at: a later change refuses it.
+        let guarded = [
+            "service",
+            "routing",
+            "checkout",
+            "--file",
+            rules,
+            "--if-version",
+        ];
+        fails(
+            &kiroku(&[&guarded[..], &["1"]].concat(), &env, None),
+            "changed meanwhile (now at version 2)",
+        );
+        let set = ok(&kiroku(&[&guarded[..], &["2"]].concat(), &env, None));
+        assert!(set.contains("version 3"), "{set}");
         let shown = ok(&kiroku(&["service", "show", "checkout"], &env, None));
         assert!(
             shown.contains("noise") && shown.contains("database"),
