@@ -23,7 +23,8 @@ const TRIM_AFTER: Duration = Duration::from_secs(1);
 /// Memory is the process's, so the pending trim is too.
 static TRIM_PENDING: AtomicBool = AtomicBool::new(false);
 
-/// Called when a request of `events` is done with.
+/// Called when a request of `events` is done with: by intake once it has
+/// answered, and by the journal's applier once it has applied it.
 pub(crate) fn after_request(events: usize) {
     if events < LARGE_REQUEST_EVENTS || TRIM_PENDING.swap(true, Ordering::AcqRel) {
         return;
@@ -35,11 +36,15 @@ pub(crate) fn after_request(events: usize) {
     });
 }
 
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn give_back_free_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim takes no pointer and frees nothing in use; it only
     // hands the allocator's free pages back to the system.
     unsafe {
         libc::malloc_trim(0);
     }
 }
+
+/// Other allocators give back on their own.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn give_back_free_memory() {}

@@ -200,6 +200,7 @@ impl App {
                 .map(|r| (r, decode(r)))
                 .collect();
             let events: usize = fresh.iter().map(events_in).sum();
+            let largest = fresh.iter().map(events_in).max().unwrap_or(0);
             let mut committed = Durable::now();
             for run in runs(fresh) {
                 committed = self.apply_run(journal.id(), run).await;
@@ -210,7 +211,7 @@ impl App {
                 unkept = Some((committed, last.end));
             }
             drop(records);
-            crate::memory::after_request(events);
+            crate::memory::after_request(largest);
             if kept_at.elapsed() >= KEEP_EVERY {
                 keep(&journal, unkept.take()).await;
                 kept_at = Instant::now();
