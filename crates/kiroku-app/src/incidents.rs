@@ -295,20 +295,14 @@ impl App {
             None => String::new(),
         };
         let now = self.now();
-        // Read before the transaction: inside it, a read through the store
-        // would wait for a second connection of the pool.
-        let resolving = match t {
-            Transition::Resolve => Some(self.incident_id(key).await?),
-            _ => None,
-        };
         let mut tx = self.begin().await?;
         // Its alerts resolve with it, as PagerDuty's do, so that one still
         // firing opens a new incident at its next trigger instead of being
         // counted on a closed one. They are held before the incident is
         // locked, in the order intake takes the two.
-        let alerts = match resolving {
-            Some(id) => tx.hold_open_alerts_of_incident(id).await?,
-            None => Vec::new(),
+        let alerts = match t {
+            Transition::Resolve => tx.hold_open_alerts_of_incident(key).await?,
+            _ => Vec::new(),
         };
         let mut incident = self.locked_incident(&mut tx, key, expected_version).await?;
         self.transition_in(&mut tx, caller, &mut incident, t, note, now)
@@ -317,18 +311,6 @@ impl App {
             .await?;
         tx.commit().await?;
         Ok(incident)
-    }
-
-    async fn incident_id(&self, key: &IncidentKey) -> Result<Uuid> {
-        match key {
-            IncidentKey::Id(id) => Ok(*id),
-            IncidentKey::Number(_) => Ok(self
-                .store
-                .incident(key)
-                .await?
-                .ok_or(AppError::NotFound { what: "incident" })?
-                .id),
-        }
     }
 
     /// Resolves the alerts a person's resolve of `incident` leaves open,

@@ -261,7 +261,10 @@ impl Tx for AppTx {
     async fn open_alerts_of_incident(&mut self, incident: Uuid) -> StoreResult<Vec<Uuid>> {
         self.inner.open_alerts_of_incident(incident).await
     }
-    async fn hold_open_alerts_of_incident(&mut self, incident: Uuid) -> StoreResult<Vec<Alert>> {
+    async fn hold_open_alerts_of_incident(
+        &mut self,
+        incident: &IncidentKey,
+    ) -> StoreResult<Vec<Alert>> {
         self.inner.hold_open_alerts_of_incident(incident).await
     }
     async fn insert_service_change(&mut self, c: &ChangeRecord) -> StoreResult<()> {

@@ -10,6 +10,7 @@ use crate::escalation::{Versioned, docs_for_update};
 use crate::store::{Bind, Filter, ROWS_PER_STATEMENT, SqlStore, Statement, multi_insert, page};
 use crate::writer::execute_each;
 use crate::{Dialect, map_err};
+use kiroku_store::IncidentKey;
 
 impl SqlStore {
     pub(crate) async fn alerts_matching(&self, q: &AlertQuery) -> Result<Vec<Alert>> {
@@ -150,18 +151,20 @@ pub(crate) async fn open_alerts_of_incident(
 pub(crate) async fn hold_open_alerts_of_incident(
     conn: &mut AnyConnection,
     dialect: Dialect,
-    incident: Uuid,
+    incident: &IncidentKey,
 ) -> Result<Vec<Alert>> {
+    let (column, value) = crate::tx::incident_column(incident);
+    let of_incident = format!("incident_id = (SELECT id FROM incidents WHERE {column} = $1)");
     if dialect == Dialect::Postgres {
         // Its services too, which a batch grouping alerts into the
         // incident holds: none joins it meanwhile.
-        let held: Vec<(String, String)> = sqlx::query_as(
-            "SELECT DISTINCT integration_id, service_id FROM alerts WHERE incident_id = $1",
-        )
-        .bind(incident.to_string())
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(map_err)?;
+        let sql =
+            format!("SELECT DISTINCT integration_id, service_id FROM alerts WHERE {of_incident}");
+        let held: Vec<(String, String)> = sqlx::query_as(&sql)
+            .bind(&value)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(map_err)?;
         let ids = held
             .iter()
             .flat_map(|(i, s)| [i, s])
@@ -174,16 +177,19 @@ pub(crate) async fn hold_open_alerts_of_incident(
     // an alert that came from an integration this did not hold is then
     // neither changed under it nor waited on in a cycle.
     let sql = format!(
-        "SELECT doc FROM alerts WHERE incident_id = $1 AND status <> 'resolved'{}",
+        "SELECT doc FROM alerts WHERE {of_incident} AND status <> 'resolved'{}",
         dialect.for_update()
     );
     let rows: Vec<(String,)> = sqlx::query_as(&sql)
-        .bind(incident.to_string())
+        .bind(value)
         .fetch_all(conn)
         .await
         .map_err(map_err)?;
     rows.iter().map(|(d,)| from_doc(d)).collect()
 }
+
+/// Advisory locks' statement grows in steps of this many past it.
+const LOCKS_PER_SHAPE: usize = 64;
 
 /// Compound terms per statement, well below SQLite's limit of 500.
 const TERMS_PER_STATEMENT: usize = 100;
@@ -357,9 +363,13 @@ pub(crate) async fn take_advisory_locks(
     // A UUID's last 8 bytes are random in every version Kiroku makes.
     let lock_key = |id: Uuid| i64::from_be_bytes(id.as_bytes()[8..].try_into().expect("8 bytes"));
     let locks: std::collections::BTreeSet<i64> = ids.into_iter().map(lock_key).collect();
+    let mut locks: Vec<i64> = locks.into_iter().collect();
     if locks.is_empty() {
         return Ok(());
     }
+    // A lock taken twice in one transaction is simply held; repeating the
+    // last keeps the statement to a few shapes, which stay prepared.
+    pad_to_shape(&mut locks, LOCKS_PER_SHAPE);
     let mut f = Filter::for_dialect(dialect);
     let rows: Vec<String> = locks
         .into_iter()

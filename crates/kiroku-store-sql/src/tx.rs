@@ -268,10 +268,7 @@ impl Tx for SqlTx {
 
     async fn incident_for_update(&mut self, key: &IncidentKey) -> Result<Option<Incident>> {
         self.flush().await?;
-        let (column, value) = match key {
-            IncidentKey::Id(id) => ("id", id.to_string()),
-            IncidentKey::Number(n) => ("number", n.clone()),
-        };
+        let (column, value) = incident_column(key);
         let sql = format!(
             "SELECT doc FROM incidents WHERE {column} = $1{}",
             self.dialect.for_update()
@@ -803,7 +800,7 @@ impl Tx for SqlTx {
         alerts::open_alerts_of_incident(&mut self.tx, incident).await
     }
 
-    async fn hold_open_alerts_of_incident(&mut self, incident: Uuid) -> Result<Vec<Alert>> {
+    async fn hold_open_alerts_of_incident(&mut self, incident: &IncidentKey) -> Result<Vec<Alert>> {
         self.flush().await?;
         alerts::hold_open_alerts_of_incident(&mut self.tx, self.dialect, incident).await
     }
@@ -1025,4 +1022,12 @@ fn audit_statements(
         "",
     ));
     Ok(statements)
+}
+
+/// The incidents column `key` names a row by, and its value.
+pub(crate) fn incident_column(key: &IncidentKey) -> (&'static str, String) {
+    match key {
+        IncidentKey::Id(id) => ("id", id.to_string()),
+        IncidentKey::Number(n) => ("number", n.clone()),
+    }
 }

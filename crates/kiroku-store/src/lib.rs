@@ -396,7 +396,7 @@ pub trait Tx: Send {
     /// that no batch changes one of them or joins the incident before this
     /// transaction ends. Call it before locking the incident: intake holds
     /// them first.
-    async fn hold_open_alerts_of_incident(&mut self, incident: Uuid) -> Result<Vec<Alert>>;
+    async fn hold_open_alerts_of_incident(&mut self, incident: &IncidentKey) -> Result<Vec<Alert>>;
     async fn insert_service_change(&mut self, change: &ChangeRecord) -> Result<()>;
     /// Records that intake journal `journal` is applied up to record `seq`,
     /// with the changes those records made.

@@ -563,10 +563,15 @@ async fn resolving_an_incident_resolves_its_alerts_story(t: &TestApp) {
         1,
         "acknowledging leaves them"
     );
+    // By its number, as the pages name it.
+    let number = incident(t, &incident_id).await["number"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let (status, body) = t
         .post(
             &t.responder,
-            &format!("/api/v1/incidents/{id}/resolve"),
+            &format!("/api/v1/incidents/{number}/resolve"),
             json!({"note": "fixed by hand"}),
         )
         .await;
