@@ -16,6 +16,7 @@ use kiroku_domain::alert::{IntegrationKind, Service};
 use serde::Deserialize;
 
 use super::pages::{PageQuery, count, form_of};
+use super::words::Words;
 use super::{Chrome, error_page, local, page, signed_in};
 use crate::AppState;
 
@@ -343,28 +344,40 @@ pub(crate) async fn change_integration(
     integrations_answer(&s, &caller, &headers, c, shown, StatusCode::OK).await
 }
 
-/// A document edited as JSON text on a page, or why it was refused and
-/// where, with the status to answer.
-fn json_of<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, (String, StatusCode)> {
+/// Why a document edited as JSON on a page was not saved.
+enum Refused {
+    /// A mistake in it, or a version someone else has replaced meanwhile:
+    /// shown beside the text as sent, answered with the status.
+    Kept(String, StatusCode),
+    /// Anything else, which gets its own page.
+    Failed(AppError),
+}
+
+/// Parses a document edited as JSON on a page and saves it with `save`.
+async fn save_json<T, O, Fut>(
+    w: &Words,
+    text: &str,
+    save: impl FnOnce(T) -> Fut,
+) -> Result<O, Refused>
+where
+    T: serde::de::DeserializeOwned,
+    Fut: std::future::Future<Output = Result<O, AppError>>,
+{
     let de = &mut serde_json::Deserializer::from_str(text);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let doc = serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
-        (
+        Refused::Kept(
             format!("{path}: {}", e.into_inner()),
             StatusCode::UNPROCESSABLE_ENTITY,
         )
+    })?;
+    save(doc).await.map_err(|e| match e {
+        AppError::Invalid(v) => Refused::Kept(v.to_string(), StatusCode::UNPROCESSABLE_ENTITY),
+        AppError::VersionConflict { .. } => {
+            Refused::Kept(w.stale.to_string(), StatusCode::CONFLICT)
+        }
+        e => Refused::Failed(e),
     })
-}
-
-/// Why a document edited on a page was refused, to show beside its text:
-/// a mistake in it, or a version someone else has replaced meanwhile.
-/// Other errors get their own page.
-fn kept_error(c: &Chrome, e: AppError) -> Result<(String, StatusCode), AppError> {
-    match e {
-        AppError::Invalid(v) => Ok((v.to_string(), StatusCode::UNPROCESSABLE_ENTITY)),
-        AppError::VersionConflict { .. } => Ok((c.w.stale.to_string(), StatusCode::CONFLICT)),
-        e => Err(e),
-    }
 }
 
 /// A service's routing saved from its text on the integrations page; a
@@ -380,19 +393,15 @@ pub(crate) async fn save_routing(
         Ok(v) => v,
         Err(r) => return *r,
     };
-    let (error, status) = match json_of(&f.json) {
-        Err(refused) => refused,
-        Ok(routing) => match s
-            .app
+    let saved = save_json(c.w, &f.json, |routing| {
+        s.app
             .set_routing(&caller, &service, routing, Some(f.version))
-            .await
-        {
-            Ok(saved) => return to_service(&saved),
-            Err(e) => match kept_error(&c, e) {
-                Ok(refused) => refused,
-                Err(e) => return error_page(c, e),
-            },
-        },
+    })
+    .await;
+    let (error, status) = match saved {
+        Ok(saved) => return to_service(&saved),
+        Err(Refused::Kept(error, status)) => (error, status),
+        Err(Refused::Failed(e)) => return error_page(c, e),
     };
     let shown = Shown {
         kept_routing: Some(KeptRouting {
@@ -860,19 +869,14 @@ pub(crate) async fn save_policy(
         Err(r) => return *r,
     };
     // What goes wrong keeps the text as sent, with the reason beside it.
-    let (error, status) = match json_of(&f.json) {
-        Err(refused) => refused,
-        Ok(draft) => match s
-            .app
-            .update_policy(&caller, &name, draft, Some(f.version))
-            .await
-        {
-            Ok(_) => return Redirect::to("/policies").into_response(),
-            Err(e) => match kept_error(&c, e) {
-                Ok(refused) => refused,
-                Err(e) => return error_page(c, e),
-            },
-        },
+    let saved = save_json(c.w, &f.json, |draft| {
+        s.app.update_policy(&caller, &name, draft, Some(f.version))
+    })
+    .await;
+    let (error, status) = match saved {
+        Ok(_) => return Redirect::to("/policies").into_response(),
+        Err(Refused::Kept(error, status)) => (error, status),
+        Err(Refused::Failed(e)) => return error_page(c, e),
     };
     let kept = PolicyRow {
         name,

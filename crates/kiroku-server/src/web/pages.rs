@@ -474,6 +474,14 @@ pub(crate) async fn incidents(
         .iter()
         .map(|l| l.key.clone())
         .collect();
+    let next = next.map(|cursor| {
+        next_query(&[
+            ("status", &status),
+            ("severity", &severity),
+            ("q", &text),
+            ("cursor", &cursor),
+        ])
+    });
     let page_ = IncidentsPage {
         c,
         rows,
@@ -486,6 +494,12 @@ pub(crate) async fn incidents(
         error,
     };
     remember_lang(page(StatusCode::OK, &page_), &q)
+}
+
+/// A list's next page as a query string, encoded here rather than in the
+/// template: a search or a service's name may hold `&`, `#` or `+`.
+fn next_query(pairs: &[(&str, &str)]) -> String {
+    serde_urlencoded::to_string(pairs).unwrap_or_default()
 }
 
 // ------------------------------------------------------------ alerts
@@ -580,17 +594,15 @@ pub(crate) async fn alerts(
         ),
         // A bad filter is shown beside the form, which keeps what was chosen.
         Err(AppError::Invalid(v)) => (Vec::new(), None, Some(v.to_string())),
-        Err(AppError::NotFound { what }) => (Vec::new(), None, Some(format!("{what} not found"))),
+        Err(e @ AppError::NotFound { .. }) => (Vec::new(), None, Some(e.to_string())),
         Err(e) => return error_page(c, e),
     };
-    // The next page's query, encoded here: a service's name may hold `&`.
     let next = next.map(|cursor| {
-        serde_urlencoded::to_string([
-            ("status", status.as_str()),
-            ("service", service.as_str()),
-            ("cursor", cursor.as_str()),
+        next_query(&[
+            ("status", &status),
+            ("service", &service),
+            ("cursor", &cursor),
         ])
-        .unwrap_or_default()
     });
     let page_ = AlertsPage {
         c,
