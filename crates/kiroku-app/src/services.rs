@@ -474,10 +474,10 @@ impl App {
             .ok_or(AppError::NotFound {
                 what: "integration",
             })?;
-        let (before, key) = (integration_settings(&integration), integration.key.clone());
+        let original = integration.clone();
         change(&mut integration);
         // Nothing changed: nothing to write or audit, as with an incident.
-        if integration_settings(&integration) == before && integration.key == key {
+        if integration == original {
             return Ok(integration);
         }
         tx.update_integration(&integration).await?;
@@ -489,7 +489,10 @@ impl App {
                     action,
                     Target::new("integration", Some(id.to_string())),
                 )
-                .with_change(Some(before), Some(integration_settings(&integration))),
+                .with_change(
+                    Some(integration_settings(&original)),
+                    Some(integration_settings(&integration)),
+                ),
         )
         .await?;
         tx.commit().await?;

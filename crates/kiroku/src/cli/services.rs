@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Subcommand;
+use kiroku_domain::alert::routing::MaintenanceWindow;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -151,18 +152,19 @@ fn actions(then: &Value) -> String {
     then.to_string()
 }
 
-const UNDER_WAY: &str = "under way";
+/// The window in an answer, read as the domain's, so that "under way"
+/// means what it means to intake.
+fn window(w: &Value) -> Option<MaintenanceWindow> {
+    serde_json::from_value(w.clone()).ok()
+}
 
 /// Whether a maintenance window is planned, under way or over at `now`.
 fn window_state(w: &Value, now: jiff::Timestamp) -> &'static str {
-    let at = |k: &str| {
-        w[k].as_str()
-            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
-    };
-    match (at("starts_at"), at("ends_at")) {
-        (Some(a), Some(b)) if a <= now && now < b => UNDER_WAY,
-        (_, Some(b)) if b <= now => "ended",
-        _ => "planned",
+    match window(w) {
+        Some(w) if w.covers(now) => "under way",
+        Some(w) if w.ends_at <= now => "ended",
+        Some(_) => "planned",
+        None => "-",
     }
 }
 
@@ -261,7 +263,8 @@ pub async fn service(cmd: ServiceCommand) -> anyhow::Result<()> {
                     .as_array()
                     .into_iter()
                     .flatten()
-                    .any(|w| window_state(w, now) == UNDER_WAY);
+                    .filter_map(window)
+                    .any(|w| w.covers(now));
                 vec![
                     text(&s["name"]),
                     s["routing"]["rules"]
@@ -269,7 +272,7 @@ pub async fn service(cmd: ServiceCommand) -> anyhow::Result<()> {
                         .map_or(0, Vec::len)
                         .to_string(),
                     grouping(&s["routing"]["grouping"]),
-                    if under_way { UNDER_WAY } else { "-" }.into(),
+                    if under_way { "under way" } else { "-" }.into(),
                 ]
             });
             Ok(())

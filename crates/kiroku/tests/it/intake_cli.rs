@@ -11,18 +11,24 @@ use crate::support::PASSWORD;
 
 /// An admin token made directly in the database.
 pub(crate) fn admin_token(store_args: &[&str]) -> String {
+    user_token(store_args, "root", "admin")
+}
+
+/// A token for a new user `name` with `role`, made directly in the
+/// database.
+fn user_token(store_args: &[&str], name: &str, role: &str) -> String {
     let mut create = vec![
         "user",
         "create",
         "--name",
-        "root",
+        name,
         "--role",
-        "admin",
+        role,
         "--password-stdin",
     ];
     create.extend_from_slice(store_args);
     ok(&kiroku(&create, &[], Some(PASSWORD)));
-    let mut issue = vec!["token", "create", "--user", "root"];
+    let mut issue = vec!["token", "create", "--user", name];
     issue.extend_from_slice(store_args);
     ok(&kiroku(&issue, &[], None)).trim().to_string()
 }
@@ -141,20 +147,7 @@ fn a_leaked_routing_key_is_rotated_from_the_cli() {
 fn a_service_is_routed_and_quieted_for_maintenance_from_the_cli() {
     on_sqlite(|store_args| {
         let token = admin_token(store_args);
-        let mut viewer = vec![
-            "user",
-            "create",
-            "--name",
-            "eve",
-            "--role",
-            "viewer",
-            "--password-stdin",
-        ];
-        viewer.extend_from_slice(store_args);
-        ok(&kiroku(&viewer, &[], Some(PASSWORD)));
-        let mut issue = vec!["token", "create", "--user", "eve"];
-        issue.extend_from_slice(store_args);
-        let viewer_token = ok(&kiroku(&issue, &[], None)).trim().to_string();
+        let viewer_token = user_token(store_args, "eve", "viewer");
         let server = Server::start(store_args);
         let (_, url) = create_integration(&server, &token, "generic");
         let env = [

@@ -664,6 +664,7 @@ async fn pages_work_and_refuse_what_they_must() {
     let enabled = admin
         .post(&change, &[("csrf", &acsrf), ("action", "enable")])
         .await;
+    assert_eq!(enabled.status, StatusCode::OK);
     assert!(
         !enabled.body.contains("class=\"disabled\""),
         "{}",
@@ -1186,7 +1187,10 @@ async fn services_are_tuned_and_quieted_and_alerts_listed_from_the_pages() {
         .unwrap();
     assert_eq!(hostile.status(), StatusCode::ACCEPTED);
     let first = responder.get("/alerts?service=checkout").await;
-    assert!(!first.body.contains("<script>x"), "escaped");
+    assert!(
+        !first.body.contains("<script>x") && first.body.contains("&#60;script&#62;x"),
+        "escaped"
+    );
     assert_eq!(first.body.matches("<tr class=\"level-").count(), 50);
     let at = first.body.find("rel=\"next\" href=\"").unwrap() + "rel=\"next\" href=\"".len();
     let next = first.body[at..]
