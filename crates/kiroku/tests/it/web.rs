@@ -30,6 +30,14 @@ impl Page {
     }
 
     /// The value of the first hidden input named `name`.
+    /// The page's "next page" link, as a browser follows it.
+    fn next_link(&self) -> String {
+        let from = "rel=\"next\" href=\"";
+        let at = self.body.find(from).expect("a next link") + from.len();
+        let href = self.body[at..].split('"').next().unwrap_or_default();
+        href.replace("&#38;", "&").replace("&amp;", "&")
+    }
+
     pub(crate) fn hidden(&self, name: &str) -> String {
         let marker = format!("name=\"{name}\" value=\"");
         let start = self
@@ -1181,7 +1189,7 @@ async fn services_are_tuned_and_quieted_and_alerts_listed_from_the_pages() {
     let hostile = t
         .http
         .post(t.url(&format!("/api/v1/integrations/{key}/generic")))
-        .json(&json!({"events": (0..55).map(|n| json!({"summary": format!("<script>x{n}</script>"), "source": "web-1", "dedup_key": format!("bulk-{n}")})).collect::<Vec<_>>()}))
+        .json(&json!({"events": (0..55).map(|n| json!({"summary": format!("<script>x{n}</script> & #more"), "source": "web-1", "dedup_key": format!("bulk-{n}")})).collect::<Vec<_>>()}))
         .send()
         .await
         .unwrap();
@@ -1192,19 +1200,25 @@ async fn services_are_tuned_and_quieted_and_alerts_listed_from_the_pages() {
         "escaped"
     );
     assert_eq!(first.body.matches("<tr class=\"level-").count(), 50);
-    let at = first.body.find("rel=\"next\" href=\"").unwrap() + "rel=\"next\" href=\"".len();
-    let next = first.body[at..]
-        .split('"')
-        .next()
-        .unwrap()
-        .replace("&amp;", "&");
+    let next = first.next_link();
     assert!(next.contains("service=checkout"), "{next}");
     let second = responder.get(&next).await;
     assert_eq!(second.status, StatusCode::OK);
-    assert!(
-        second.body.matches("<tr class=\"level-").count() >= 5,
+    // The newest 50 were on the first page; the rest, older, on this one.
+    let rows = second.body.matches("<tr class=\"level-").count();
+    assert!(rows >= 5, "{}", second.body);
+    assert!(!second.body.contains("x54&#60;") && second.body.contains("x0&#60;"));
+    // The incidents these alerts opened page by a search holding & and #.
+    let found = responder.get("/incidents?q=%26+%23more").await;
+    let next = found.next_link();
+    assert!(next.contains("q=%26+%23more"), "{next}");
+    let rest = responder.get(&next).await;
+    assert_eq!(rest.status, StatusCode::OK);
+    assert_eq!(
+        rest.body.matches("<tr><td><a href=\"/incidents/").count(),
+        5,
         "{}",
-        second.body
+        rest.body
     );
     let bad = responder.get("/alerts?status=firing").await;
     assert!(
