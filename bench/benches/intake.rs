@@ -20,7 +20,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
-use super::{Opts, Report, Server, Summary, Target, bootstrap_as, fmt, load, median, summarise};
+use super::{
+    Opts, Report, Server, Summary, Target, bootstrap_as, cpu_seconds_when_idle, fmt, load, median,
+    summarise,
+};
 
 /// A load shape: name, concurrency, alerts per request.
 const SHAPES: [(&str, usize, usize); 3] = [
@@ -152,8 +155,19 @@ async fn large_requests(
     Ok(server.rss_mib())
 }
 
-/// Runs every shape three times against `peer`; returns one row per shape.
-async fn drive(o: &Opts, peer: &Peer) -> anyhow::Result<Vec<(Summary, bool)>> {
+/// One shape's result against one peer.
+struct Measured {
+    /// The median run, and whether the runs disagreed.
+    summary: Summary,
+    noisy: bool,
+    /// The server's CPU time per alert over the measured runs, including
+    /// what it did behind its answers.
+    cpu_us_per_alert: f64,
+}
+
+/// Runs every shape three times (after a warm-up) against `peer`, whose
+/// process is `pid`; returns one row per shape.
+async fn drive(o: &Opts, peer: &Peer, pid: u32) -> anyhow::Result<Vec<Measured>> {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(128)
         .build()?;
@@ -163,8 +177,10 @@ async fn drive(o: &Opts, peer: &Peer) -> anyhow::Result<Vec<(Summary, bool)>> {
     for (_, concurrency, per_request) in SHAPES {
         let requests = alerts_per_run(o, per_request) / per_request;
         let mut runs = Vec::new();
+        let mut cpu_seconds = 0.0;
         for run in 0..4 {
             let (client, peer) = (client.clone(), peer.clone());
+            let cpu_before = cpu_seconds_when_idle(pid).await?;
             let from = base;
             let make: Arc<dyn Fn(usize) -> reqwest::RequestBuilder + Send + Sync> =
                 Arc::new(move |i| peer.request(&client, from, per_request, i));
@@ -172,13 +188,20 @@ async fn drive(o: &Opts, peer: &Peer) -> anyhow::Result<Vec<(Summary, bool)>> {
             base += requests * per_request;
             // The first run warms up.
             if run > 0 {
+                cpu_seconds += cpu_seconds_when_idle(pid).await? - cpu_before;
                 runs.push(Summary {
                     per_sec: s.per_sec * per_request as f64,
                     ..s
                 });
             }
         }
-        rows.push(median(runs));
+        let alerts = (runs.len() * requests * per_request) as f64;
+        let (summary, noisy) = median(runs);
+        rows.push(Measured {
+            summary,
+            noisy,
+            cpu_us_per_alert: cpu_seconds * 1e6 / alerts,
+        });
     }
     Ok(rows)
 }
@@ -406,6 +429,7 @@ pub async fn intake_bench(
                 &Peer::Alertmanager {
                     url: format!("{}/api/v2/alerts", am.url),
                 },
+                am.child.id(),
             )
             .await?;
             r.json.insert(
@@ -422,14 +446,16 @@ pub async fn intake_bench(
         }
     };
     if let Some(rows) = &am_rows {
-        for ((shape, concurrency, per_request), (m, noisy)) in SHAPES.iter().zip(rows) {
+        for ((shape, concurrency, per_request), m) in SHAPES.iter().zip(rows) {
+            let cpu = m.cpu_us_per_alert;
             r.line(&format!(
-                "| intake, {shape}, Alertmanager (in memory) | {} |",
-                fmt(m, *noisy)
+                "| intake, {shape}, Alertmanager (in memory; {cpu:.0} µs CPU per alert) | {} |",
+                fmt(&m.summary, m.noisy)
             ));
+            let s = &m.summary;
             r.json.insert(
                 format!("intake_alertmanager_c{concurrency}_b{per_request}"),
-                json!({ "alerts_per_sec": m.per_sec, "p50_ms": m.p50, "p99_ms": m.p99, "requests": m.n, "noisy": noisy }),
+                json!({ "alerts_per_sec": s.per_sec, "p50_ms": s.p50, "p99_ms": s.p99, "requests": s.n, "noisy": m.noisy, "cpu_us_per_alert": cpu }),
             );
         }
     }
@@ -448,7 +474,7 @@ pub async fn intake_bench(
         );
         let server = Server::start_with(&o.kiroku, target, extra).await?;
         let (url, token) = kiroku_integration(o, target, &server).await?;
-        let rows = drive(o, &Peer::Kiroku { url: url.clone() }).await?;
+        let rows = drive(o, &Peer::Kiroku { url: url.clone() }, server.pid()).await?;
         let storm = storm(o, &server, &url, &token, journal).await?;
         let d = &storm.declarations;
         r.line(&format!(
@@ -474,22 +500,23 @@ pub async fn intake_bench(
         soak(o, peer_clone(&peer), stored).await?;
         let soaked_rss = server.rss_mib();
         let grouped_rss = large_requests(&peer, soak_alerts(o), &server, journal).await?;
-        for (i, ((shape, concurrency, per_request), (m, noisy))) in
-            SHAPES.iter().zip(&rows).enumerate()
-        {
-            let ratio = am_rows
-                .as_ref()
-                .map(|am| format!(" ({:.2}× Alertmanager)", m.per_sec / am[i].0.per_sec))
+        for (i, ((shape, concurrency, per_request), m)) in SHAPES.iter().zip(&rows).enumerate() {
+            let (s, cpu) = (&m.summary, m.cpu_us_per_alert);
+            let am = am_rows.as_ref().map(|am| &am[i]);
+            let ratio = am
+                .map(|am| format!("{:.2}× Alertmanager; ", s.per_sec / am.summary.per_sec))
                 .unwrap_or_default();
             r.line(&format!(
-                "| intake, {shape}, Kiroku {name}{ratio} | {} |",
-                fmt(m, *noisy)
+                "| intake, {shape}, Kiroku {name} ({ratio}{cpu:.0} µs CPU per alert) | {} |",
+                fmt(s, m.noisy)
             ));
             r.json.insert(
                 format!("intake_{key}_c{concurrency}_b{per_request}"),
                 json!({
-                    "alerts_per_sec": m.per_sec, "p50_ms": m.p50, "p99_ms": m.p99, "requests": m.n, "noisy": noisy,
-                    "ratio_to_alertmanager": am_rows.as_ref().map(|am| m.per_sec / am[i].0.per_sec),
+                    "alerts_per_sec": s.per_sec, "p50_ms": s.p50, "p99_ms": s.p99, "requests": s.n, "noisy": m.noisy,
+                    "cpu_us_per_alert": cpu,
+                    "ratio_to_alertmanager": am.map(|am| s.per_sec / am.summary.per_sec),
+                    "cpu_ratio_to_alertmanager": am.map(|am| cpu / am.cpu_us_per_alert),
                 }),
             );
         }

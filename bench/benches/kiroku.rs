@@ -143,6 +143,40 @@ fn session_get(
     Arc::new(move |_| client.get(&url).header("cookie", &cookie))
 }
 
+/// The CPU time, user and system, that process `pid` has used, in
+/// seconds; /proc counts it in clock ticks, which are 1/100 s on Linux.
+fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The fields after the command name, which may hold spaces, in
+    // parentheses: utime and stime are the 12th and 13th of them.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .context("unreadable /proc stat")?
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| -> anyhow::Result<f64> {
+        Ok(fields.get(i).context("short /proc stat")?.parse::<f64>()?)
+    };
+    Ok((ticks(11)? + ticks(12)?) / 100.0)
+}
+
+/// Process `pid`'s CPU time once it has stopped working, so that what a
+/// server does behind its answers (committing a journal, checkpointing)
+/// is counted with the requests that caused it.
+async fn cpu_seconds_when_idle(pid: u32) -> anyhow::Result<f64> {
+    let mut last = cpu_seconds(pid)?;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = cpu_seconds(pid)?;
+        if now - last <= 0.01 {
+            return Ok(now);
+        }
+        last = now;
+    }
+    bail!("process {pid} kept working for 20 s after its load ended")
+}
+
 /// Sends `total` requests from `concurrency` workers; `make` builds each one.
 async fn load(
     concurrency: usize,
@@ -267,6 +301,10 @@ impl Server {
             url,
             started_in: t0.elapsed(),
         })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Resident memory in MiB, from /proc.
