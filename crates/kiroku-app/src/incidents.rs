@@ -329,10 +329,11 @@ impl App {
         }
         tx.save_alerts(&alerts).await?;
         let ids: Vec<Uuid> = alerts.iter().map(|a| a.id).collect();
-        let body = match &alerts[..] {
-            [one] => format!("alert resolved with the incident: {}", one.summary),
-            _ => format!("{} alerts resolved with the incident", alerts.len()),
-        };
+        let body = crate::intake::alerts_entry_body(
+            "resolved with the incident",
+            alerts.len(),
+            &alerts[0].summary,
+        );
         // The timeline, which pages reread, names a few; the audit event,
         // the record, names them all, as intake's does.
         let listed = &ids[..ids.len().min(crate::intake::ALERTS_LISTED_MAX)];

@@ -27,8 +27,10 @@ use crate::group::{GroupCommit, Grouped, replicate};
 use crate::{App, AppError, Caller, Result};
 
 mod journaled;
+mod keys;
 
 use journaled::journal_request;
+pub(crate) use keys::KeyCache;
 
 /// The most events one transaction takes; more wait for the next.
 const BATCH_EVENTS_MAX: usize = 2_000;
@@ -172,19 +174,23 @@ fn alert_group(service: Uuid, decision: &Decision, now: Timestamp) -> Option<Ale
 /// "alerts resolved with the incident".
 pub(crate) const ALERTS_LISTED_MAX: usize = 100;
 
+/// A timeline entry's words for what `happened` to alerts: one alert is
+/// named by its summary (the only one given), more are counted.
+pub(crate) fn alerts_entry_body(happened: &str, count: usize, only_summary: &str) -> String {
+    match count {
+        1 => format!("alert {happened}: {only_summary}"),
+        _ => format!("{count} alerts {happened}"),
+    }
+}
+
 fn joined_entry(
     incident_id: Uuid,
     mut joined: Vec<serde_json::Value>,
     now: Timestamp,
 ) -> TimelineEntry {
     let count = joined.len();
-    let body = match &joined[..] {
-        [one] => format!(
-            "alert joined: {}",
-            one["summary"].as_str().unwrap_or_default()
-        ),
-        _ => format!("{count} alerts joined"),
-    };
+    let only = joined[0]["summary"].as_str().unwrap_or_default();
+    let body = alerts_entry_body("joined", count, only);
     joined.truncate(ALERTS_LISTED_MAX);
     TimelineEntry {
         id: Uuid::now_v7(),

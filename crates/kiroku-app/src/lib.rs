@@ -29,7 +29,6 @@ mod tx;
 mod users;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use jiff::Timestamp;
 use kiroku_domain::detection::DetectionRules;
@@ -88,9 +87,9 @@ pub struct App {
     escalator: Arc<escalation::Escalator>,
     /// The face PDF reports are set in; without one they are refused.
     fonts: Option<kiroku_report::Fonts>,
-    /// How many integration changes this node knows of, its own and other
-    /// nodes': whoever remembers routing keys forgets them when it moves.
-    integrations_changed: Arc<AtomicU64>,
+    /// Routing keys looked up, forgotten when any node changes an
+    /// integration.
+    keys: Arc<intake::KeyCache>,
 }
 
 impl App {
@@ -120,7 +119,7 @@ impl App {
             upper_nodes: Arc::default(),
             detection: None,
             fonts: None,
-            integrations_changed: Arc::default(),
+            keys: Arc::default(),
         }
     }
 
@@ -171,28 +170,19 @@ impl App {
         Timestamp::now()
     }
 
-    /// Moves whenever an integration changes, on this node or (heard
-    /// through `watch_other_nodes`) another: a routing key remembered
-    /// before it moved may since have been replaced or disabled.
-    pub fn integrations_changed(&self) -> u64 {
-        self.integrations_changed.load(Ordering::SeqCst)
-    }
-
     /// Wakes this node's workers when another node commits work for them
     /// (PostgreSQL LISTEN/NOTIFY), until the app is dropped; on a store one
     /// node has to itself it returns at once.
     pub async fn watch_other_nodes(self) {
         loop {
             let (notifier, escalator) = (self.notifier.clone(), self.escalator.clone());
-            let integrations = self.integrations_changed.clone();
+            let keys = self.keys.clone();
             let heard = self
                 .store
                 .watch_work(Box::new(move |work| match work {
                     kiroku_store::Work::Deliveries => notifier.wake.notify_one(),
                     kiroku_store::Work::Escalations => escalator.wake.notify_one(),
-                    kiroku_store::Work::Integrations => {
-                        integrations.fetch_add(1, Ordering::SeqCst);
-                    }
+                    kiroku_store::Work::Integrations => keys.changed(),
                 }))
                 .await;
             match heard {

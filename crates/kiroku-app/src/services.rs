@@ -417,9 +417,7 @@ impl App {
             .ok_or(AppError::NotFound {
                 what: "integration",
             })?;
-        if caller.require(Permission::ServiceManage).is_err() {
-            integration.key.clear();
-        }
+        hide_keys_from(caller, std::slice::from_mut(&mut integration));
         Ok(integration)
     }
 
@@ -449,7 +447,7 @@ impl App {
     }
 
     /// Gives an integration a new routing key; the old one is refused from
-    /// then on, by every node (`integrations_changed`).
+    /// then on, by every node (`KeyCache::changed`).
     pub async fn rotate_integration_key(&self, caller: &Caller, id: Uuid) -> Result<Integration> {
         caller.require(Permission::ServiceManage)?;
         let key = new_routing_key()?;
@@ -497,8 +495,7 @@ impl App {
         .await?;
         tx.commit().await?;
         // Other nodes hear of it through the commit's notice.
-        self.integrations_changed
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.keys.changed();
         Ok(integration)
     }
 
@@ -514,21 +511,24 @@ impl App {
             None => None,
         };
         let mut list = self.store.integrations(service).await?;
-        if caller.require(Permission::ServiceManage).is_err() {
-            for i in &mut list {
-                i.key.clear();
-            }
-        }
+        hide_keys_from(caller, &mut list);
         Ok(list)
     }
 
-    /// The integration a routing key names, if it may send.
+    /// The integration a routing key names, if it may send; remembered
+    /// for a few seconds, or until an integration changes.
     pub async fn integration_by_key(&self, key: &str) -> Result<Option<Integration>> {
-        Ok(self
+        let lookup = match self.keys.get(key) {
+            Ok(found) => return Ok(found),
+            Err(lookup) => lookup,
+        };
+        let found = self
             .store
             .integration_by_key(key)
             .await?
-            .filter(|i| !i.disabled))
+            .filter(|i| !i.disabled);
+        self.keys.remember(lookup, key, &found);
+        Ok(found)
     }
 
     pub async fn list_alerts(&self, caller: &Caller, q: ListAlerts) -> Result<AlertList> {
@@ -609,4 +609,14 @@ fn checked_rate(rate: u32) -> Result<u32> {
         ));
     }
     Ok(rate)
+}
+
+/// A routing key is a credential: only those who may manage integrations
+/// see it.
+fn hide_keys_from(caller: &Caller, integrations: &mut [Integration]) {
+    if caller.require(Permission::ServiceManage).is_err() {
+        for i in integrations {
+            i.key.clear();
+        }
+    }
 }

@@ -204,13 +204,8 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
             _ => rule.map_or("request", |r| r.action),
         };
         let target = Target::new("route", route.as_ref().map(|r| format!("{method} {r}")));
-        // A path that carries a signed link is its credential, and a
-        // segment after `/api/v1/integrations/` may be a routing key sent
-        // where an id belongs: the route's template stands in for either.
         let shown = match &route {
-            Some(r) if r.contains("{token}") || r.starts_with("/api/v1/integrations/{key}") => {
-                r.clone()
-            }
+            Some(r) if crate::routes::path_holds_credential(r) => r.clone(),
             _ => path,
         };
         let detail = json!({

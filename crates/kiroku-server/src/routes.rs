@@ -420,6 +420,15 @@ pub fn path_access(path: &str) -> Option<Access> {
         .map(|r| r.access)
 }
 
+/// Whether a request's path, on the route whose template is `template`,
+/// may hold a credential, so that only the template may be recorded: a
+/// signed link's `{token}`, or the segment after `/api/v1/integrations/`,
+/// which is a routing key on intake routes and may be one sent by mistake
+/// where an integration's id belongs.
+pub fn path_holds_credential(template: &str) -> bool {
+    template.contains("{token}") || template.starts_with("/api/v1/integrations/{key}")
+}
+
 /// The rule for `method` on `path`; `HEAD` is `GET`'s, as the router
 /// serves it.
 pub fn route_rule(method: &Method, path: &str) -> Option<&'static RouteRule> {

@@ -64,6 +64,16 @@ impl IntegrationKind {
     pub fn parse(s: &str) -> Option<IntegrationKind> {
         Self::ALL.into_iter().find(|k| k.as_str() == s)
     }
+
+    /// The path a monitoring system sends this kind's events to, under
+    /// the server's address: PagerDuty's carry the routing `key` in the
+    /// body, webhooks in the path.
+    pub fn intake_path(self, key: &str) -> String {
+        match self {
+            IntegrationKind::Pagerduty => "/v2/enqueue".into(),
+            webhook => format!("/api/v1/integrations/{key}/{}", webhook.as_str()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::Json;
 use axum::body::Bytes;
@@ -30,9 +30,6 @@ use crate::error::ApiError;
 pub const PAGERDUTY_BODY_LIMIT: usize = 512 * 1024;
 /// Webhooks carry whole groups (up to 10,000 alerts).
 pub const WEBHOOK_BODY_LIMIT: usize = 16 * 1024 * 1024;
-/// How long a routing key's integration is remembered between reads.
-const KEY_CACHE_TTL: Duration = Duration::from_secs(5);
-
 /// A token bucket per integration: `rate` requests a second, bursts of
 /// twice that. Hand-written because it is a few lines and must share the
 /// integration's own configured rate; a rate-limiting crate would add a
@@ -46,17 +43,6 @@ struct Bucket {
 #[derive(Default)]
 pub struct IntakeState {
     buckets: Mutex<HashMap<uuid::Uuid, Bucket>>,
-    keys: Mutex<KeyCache>,
-}
-
-/// Routing keys looked up, with when, as of the app's count of
-/// integration changes (`App::integrations_changed`): when the count moves
-/// they are forgotten, and a lookup begun before it moved is not
-/// remembered after.
-#[derive(Default)]
-struct KeyCache {
-    found: HashMap<String, (Option<Integration>, Instant)>,
-    changes: u64,
 }
 
 impl IntakeState {
@@ -78,35 +64,6 @@ impl IntakeState {
         } else {
             Err(((1.0 - b.tokens) / rate).ceil().max(1.0) as u64)
         }
-    }
-
-    async fn integration(&self, s: &AppState, key: &str) -> Result<Option<Integration>, AppError> {
-        let changes = s.app.integrations_changed();
-        {
-            let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
-            if keys.changes != changes {
-                keys.found.clear();
-                keys.changes = changes;
-            }
-            if let Some((found, at)) = keys.found.get(key)
-                && at.elapsed() < KEY_CACHE_TTL
-            {
-                return Ok(found.clone());
-            }
-        }
-        let found = s.app.integration_by_key(key).await?;
-        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
-        if s.app.integrations_changed() != changes {
-            return Ok(found);
-        }
-        // Unknown keys are remembered too, so guessing cannot load the database;
-        // the cache is cleared rather than grown without bound.
-        if keys.found.len() > 10_000 {
-            keys.found.clear();
-        }
-        keys.found
-            .insert(key.to_string(), (found.clone(), Instant::now()));
-        Ok(found)
     }
 }
 
@@ -205,7 +162,7 @@ async fn admit(
     throttled: fn(u64) -> Response,
     failed: fn(AppError) -> Response,
 ) -> Result<Integration, Response> {
-    let integration = match s.intake.integration(s, key).await {
+    let integration = match s.app.integration_by_key(key).await {
         Ok(Some(i)) => i,
         Ok(None) => {
             tracing::debug!("intake with an unknown routing key");

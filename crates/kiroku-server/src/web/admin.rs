@@ -137,10 +137,10 @@ async fn integrations_page(
             } else {
                 i.key.as_str()
             };
-            let url = match i.kind {
-                IntegrationKind::Pagerduty => format!("{base}/v2/enqueue (routing_key {shown})"),
-                other => format!("{base}/api/v1/integrations/{shown}/{}", other.as_str()),
-            };
+            let mut url = format!("{base}{}", i.kind.intake_path(shown));
+            if i.kind == IntegrationKind::Pagerduty {
+                url.push_str(&format!(" (routing_key {shown})"));
+            }
             IntegrationRow {
                 id: i.id.to_string(),
                 disabled: i.disabled,

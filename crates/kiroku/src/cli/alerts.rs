@@ -2,6 +2,7 @@
 //! alert intake.
 
 use clap::Subcommand;
+use kiroku_domain::alert::IntegrationKind;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -86,10 +87,8 @@ pub enum AlertCommand {
 
 /// Where a monitoring system sends events for this integration.
 fn intake_url(server: &str, i: &Value) -> String {
-    let key = text(&i["key"]);
-    match i["kind"].as_str() {
-        Some("pagerduty") => format!("{server}/v2/enqueue"),
-        Some(kind) => format!("{server}/api/v1/integrations/{key}/{kind}"),
+    match i["kind"].as_str().and_then(IntegrationKind::parse) {
+        Some(kind) => format!("{server}{}", kind.intake_path(&text(&i["key"]))),
         None => String::new(),
     }
 }
