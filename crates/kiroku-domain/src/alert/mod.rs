@@ -214,6 +214,12 @@ pub enum AlertStatus {
 }
 
 impl AlertStatus {
+    pub const ALL: [AlertStatus; 3] = [
+        AlertStatus::Triggered,
+        AlertStatus::Acknowledged,
+        AlertStatus::Resolved,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             AlertStatus::Triggered => "triggered",
@@ -223,13 +229,7 @@ impl AlertStatus {
     }
 
     pub fn parse(s: &str) -> Option<AlertStatus> {
-        [
-            AlertStatus::Triggered,
-            AlertStatus::Acknowledged,
-            AlertStatus::Resolved,
-        ]
-        .into_iter()
-        .find(|v| v.as_str() == s)
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
     }
 }
 

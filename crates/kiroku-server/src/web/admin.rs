@@ -196,7 +196,7 @@ async fn integrations_page(
             rows,
             services,
             can_manage: caller.require(Permission::ServiceManage).is_ok(),
-            kinds: vec!["pagerduty", "alertmanager", "grafana", "generic"],
+            kinds: IntegrationKind::ALL.map(IntegrationKind::as_str).to_vec(),
             shown,
         },
     )

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use kiroku_app::{AppError, Caller, DeclareIncident, ListActionItems, ListAlerts, ListIncidents};
-use kiroku_domain::alert::Quiet;
+use kiroku_domain::alert::{AlertStatus, Quiet};
 use kiroku_domain::{Incident, Status, TimelineEntry, Transition};
 use kiroku_store::IncidentKey;
 use serde::Deserialize;
@@ -607,7 +607,7 @@ pub(crate) async fn alerts(
     let page_ = AlertsPage {
         c,
         rows,
-        statuses: vec!["triggered", "acknowledged", "resolved"],
+        statuses: AlertStatus::ALL.map(AlertStatus::as_str).to_vec(),
         services: services.into_iter().map(|s| s.name).collect(),
         status,
         service,
