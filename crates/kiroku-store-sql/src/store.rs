@@ -399,6 +399,10 @@ impl Store for SqlStore {
         self.dialect.name()
     }
 
+    fn io_on_own_threads(&self) -> bool {
+        self.dialect == Dialect::Sqlite
+    }
+
     async fn begin(&self) -> Result<Box<dyn Tx>> {
         let tx = self.writer.begin_later().await?;
         Ok(Box::new(SqlTx::new(

@@ -108,6 +108,11 @@ pub trait Store: Send + Sync + 'static {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
 
+    /// Whether the store's I/O runs on threads of its own, as SQLite's
+    /// does, so that any async runtime may use it; PostgreSQL's sockets
+    /// belong to the runtime that opened them.
+    fn io_on_own_threads(&self) -> bool;
+
     /// Starts the one kind of write there is.
     async fn begin(&self) -> Result<Box<dyn Tx>>;
 
