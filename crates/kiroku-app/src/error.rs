@@ -41,7 +41,7 @@ pub enum AppError {
     NotFound { what: &'static str },
     #[error(transparent)]
     IllegalTransition(#[from] IllegalTransition),
-    #[error("the {what} was changed meanwhile (now at version {current}); reload and try again")]
+    #[error("the {what} is at version {current}, not the version given; reload it and try again")]
     VersionConflict { what: &'static str, current: i64 },
     #[error("{what} already exists")]
     Duplicate {

@@ -658,7 +658,8 @@ impl App {
             _ => false,
         };
         if behind {
-            let note = format!("{} by its alerts", t.as_str());
+            // Shown after the change of status: "triggered → resolved by its alerts".
+            let note = "by its alerts".to_string();
             self.transition_in(tx, caller, &mut current, t, note, now)
                 .await?;
         }

@@ -48,7 +48,8 @@ pub struct IntegrationChange {
 pub struct NewIntegration {
     /// The service by id or name; created when no service has that name.
     pub service: String,
-    #[serde(rename = "type")]
+    /// `type`; `kind`, as answers name it, is read too.
+    #[serde(rename = "type", alias = "kind")]
     pub kind: String,
     #[serde(default)]
     pub name: Option<String>,
@@ -135,12 +136,25 @@ impl App {
             .ok_or(AppError::NotFound { what: "service" })
     }
 
-    fn checked_routing(&self, routing: Routing) -> Result<Routing> {
+    async fn checked_routing(&self, routing: Routing) -> Result<Routing> {
         let router = Router::new(routing, &self.config.rules).map_err(|mut e| {
             e.field = format!("routing.{}", e.field);
             e
         })?;
-        Ok(router.routing().clone())
+        let routing = router.routing();
+        // A policy that does not exist would page through the default one
+        // without a word.
+        for (field, name) in routing.named_policies() {
+            let found = self.store.escalation_policy(name).await?;
+            if found.is_none_or(|p| p.name != name) {
+                return Err(AppError::invalid(
+                    &format!("routing.{field}"),
+                    "unknown_value",
+                    format!("no escalation policy is named {name:?}; create it first"),
+                ));
+            }
+        }
+        Ok(routing.clone())
     }
 
     pub async fn create_service(&self, caller: &Caller, input: NewService) -> Result<Service> {
@@ -155,7 +169,9 @@ impl App {
                 validate::TEXT_MAX,
                 false,
             )?,
-            routing: self.checked_routing(input.routing.unwrap_or_default())?,
+            routing: self
+                .checked_routing(input.routing.unwrap_or_default())
+                .await?,
             maintenance: Vec::new(),
             created_at: now,
             updated_at: now,
@@ -256,7 +272,7 @@ impl App {
         routing: Routing,
         expected_version: Option<i64>,
     ) -> Result<Service> {
-        let routing = self.checked_routing(routing)?;
+        let routing = self.checked_routing(routing).await?;
         self.change_service(caller, key, expected_version, "service_routing_set", |s| {
             s.routing = routing;
             Ok(())

@@ -122,6 +122,7 @@ const READER_PRAGMAS: &str = "PRAGMA busy_timeout = 10000; PRAGMA query_only = O
 /// needed), as `open` makes it: a connection held for good (see
 /// kiroku-store-sql's `writer.rs`).
 pub async fn writer(path: &Path) -> Result<Writer, StoreError> {
+    create_private(path)?;
     install_drivers();
     vfs::register().map_err(StoreError::Backend)?;
     let mut conn = AnyConnection::connect(&url(path, "rwc"))
@@ -130,6 +131,25 @@ pub async fn writer(path: &Path) -> Result<Writer, StoreError> {
     conn.execute(PRAGMAS).await.map_err(map_err)?;
     conn.execute(WRITER_PRAGMAS).await.map_err(map_err)?;
     Ok(Writer::sole(conn))
+}
+
+/// Creates the database file, empty, if it is missing, readable and
+/// writable by its owner only: it holds routing keys and people's
+/// records. SQLite gives its log and shared-memory files the database
+/// file's permissions, and takes an empty file for an empty database.
+fn create_private(path: &Path) -> Result<(), StoreError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StoreError::Backend(format!(
+            "cannot create {}: {e}",
+            path.display()
+        ))),
+    }
 }
 
 /// Opens (creating if needed) the database at `path` and migrates it.

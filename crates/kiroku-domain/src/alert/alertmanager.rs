@@ -96,7 +96,7 @@ pub(super) fn parse_group(body: &[u8], dialect: &Dialect) -> Result<Alertmanager
         group.remove("alerts").unwrap_or_default(),
         &mut problems,
     );
-    let common_labels = fields::labels(
+    let (common_labels, _) = fields::clipped_labels(
         "commonLabels",
         fields::get(&group, "commonLabels"),
         &mut problems,
@@ -148,11 +148,13 @@ struct Context<'a> {
 
 fn event(at: &str, alert: Value, context: &Context, problems: &mut Problems) -> Option<AlertEvent> {
     let mut alert: Map<String, Value> = fields::object(at, alert, true, problems)?;
-    let labels = fields::labels(
-        &fields::path(at, "labels"),
-        &alert.remove("labels").unwrap_or_default(),
-        problems,
-    );
+    let sent_labels = alert.remove("labels").unwrap_or_default();
+    let (labels, clipped) =
+        fields::clipped_labels(&fields::path(at, "labels"), &sent_labels, problems);
+    // What was cut is kept whole with the rest of what was sent.
+    if clipped {
+        alert.insert("labels".into(), sent_labels);
+    }
     let status_field = fields::path(at, "status");
     let action = match fields::verbatim(
         &status_field,
@@ -455,16 +457,24 @@ mod tests {
     }
 
     #[test]
-    fn labels_beyond_the_limits_name_the_alert() {
+    fn labels_beyond_the_limits_are_cut_and_kept_whole_in_details() {
         let many: Map<String, Value> = (0..=LABELS_MAX)
-            .map(|i| (format!("l{i}"), json!("v")))
+            .map(|i| (format!("l{i:03}"), json!("v")))
             .collect();
-        let body = group_with(|b| b["alerts"][1]["labels"] = Value::Object(many));
-        assert_eq!(problems(&body), one("alerts[1].labels", "too_many"));
-        let body = group_with(|b| {
-            b["alerts"][0]["labels"]["job"] = json!("j".repeat(LABEL_VALUE_MAX + 1))
-        });
-        assert_eq!(problems(&body), one("alerts[0].labels", "too_long"));
+        let event = first_alert(|a| a["labels"] = Value::Object(many.clone()));
+        assert_eq!(event.labels.len(), LABELS_MAX);
+        assert!(event.labels.contains_key("l000"));
+        assert!(!event.labels.contains_key(&format!("l{LABELS_MAX:03}")));
+        assert_eq!(event.details["labels"], Value::Object(many));
+        let long = "🔥".repeat(LABEL_VALUE_MAX + 1);
+        let event = first_alert(|a| a["labels"]["job"] = json!(long));
+        assert_eq!(event.labels["job"].chars().count(), LABEL_VALUE_MAX);
+        assert_eq!(event.details["labels"]["job"], json!(long));
+        let event = first_alert(|_| {});
+        assert!(
+            event.details.get("labels").is_none(),
+            "nothing cut, nothing kept twice"
+        );
         let body = group_with(|b| b["alerts"][0]["labels"]["job"] = json!(["a"]));
         assert_eq!(problems(&body), one("alerts[0].labels", "invalid_type"));
     }

@@ -165,11 +165,7 @@ pub(super) fn one_line(text: &str) -> String {
 /// [`one_line`], cut to `max` characters: for text the sender does not
 /// control, where refusing the alert would lose it.
 pub(super) fn clipped_line(text: &str, max: usize) -> String {
-    let line = one_line(text);
-    match line.char_indices().nth(max) {
-        Some((end, _)) => line[..end].trim_end().to_string(),
-        None => line,
-    }
+    cut(&one_line(text), max).trim_end().to_string()
 }
 
 /// A map of label names to values: at most [`LABELS_MAX`] labels, names
@@ -180,51 +176,101 @@ pub(super) fn labels(
     value: &Value,
     problems: &mut Problems,
 ) -> BTreeMap<String, String> {
+    label_map(field, value, Beyond::Refuse, problems).0
+}
+
+/// [`labels`] from a sender that cannot mend what it sends (Alertmanager,
+/// Grafana), which would drop a whole group refused for one alert's
+/// labels: beyond the limits they are cut instead, the first
+/// [`LABELS_MAX`] names kept and longer names and values shortened.
+/// Returns whether anything was cut. Values of the wrong type are still
+/// refused: no sender of the format sends them.
+pub(super) fn clipped_labels(
+    field: &str,
+    value: &Value,
+    problems: &mut Problems,
+) -> (BTreeMap<String, String>, bool) {
+    label_map(field, value, Beyond::Clip, problems)
+}
+
+/// What becomes of labels beyond the limits.
+#[derive(Clone, Copy, PartialEq)]
+enum Beyond {
+    Refuse,
+    Clip,
+}
+
+fn label_map(
+    field: &str,
+    value: &Value,
+    beyond: Beyond,
+    problems: &mut Problems,
+) -> (BTreeMap<String, String>, bool) {
     let mut labels = BTreeMap::new();
     let object = match value {
-        Value::Null => return labels,
+        Value::Null => return (labels, false),
         Value::Object(object) => object,
         other => {
             problems.push(wrong_type(field, "an object of strings", other));
-            return labels;
+            return (labels, false);
         }
     };
-    if object.len() > LABELS_MAX {
+    let mut clipped = object.len() > LABELS_MAX;
+    if clipped && beyond == Beyond::Refuse {
         problems.push(ValidationError::new(
             field,
             "too_many",
             format!("must have at most {LABELS_MAX} labels"),
         ));
-        return labels;
+        return (labels, false);
     }
-    for (name, value) in object {
-        if name.chars().count() > LABEL_NAME_MAX {
-            problems.push(ValidationError::new(
-                field,
-                "too_long",
-                format!("label names must be at most {LABEL_NAME_MAX} characters"),
-            ));
-            continue;
-        }
-        match value {
-            Value::String(v) if v.chars().count() > LABEL_VALUE_MAX => {
+    for (name, value) in object.iter().take(LABELS_MAX) {
+        let value = match value {
+            Value::String(v) => v,
+            other => {
+                problems.push(ValidationError::new(
+                    field,
+                    "invalid_type",
+                    format!("label {name:?} must be a string, not {}", kind(other)),
+                ));
+                continue;
+            }
+        };
+        let long_name = name.chars().count() > LABEL_NAME_MAX;
+        let long_value = value.chars().count() > LABEL_VALUE_MAX;
+        if beyond == Beyond::Refuse {
+            if long_name {
+                problems.push(ValidationError::new(
+                    field,
+                    "too_long",
+                    format!("label names must be at most {LABEL_NAME_MAX} characters"),
+                ));
+                continue;
+            }
+            if long_value {
                 problems.push(ValidationError::new(
                     field,
                     "too_long",
                     format!("label {name:?} must be at most {LABEL_VALUE_MAX} characters"),
                 ));
+                continue;
             }
-            Value::String(v) => {
-                labels.insert(name.clone(), v.clone());
-            }
-            other => problems.push(ValidationError::new(
-                field,
-                "invalid_type",
-                format!("label {name:?} must be a string, not {}", kind(other)),
-            )),
         }
+        clipped |= long_name || long_value;
+        labels.insert(
+            cut(name, LABEL_NAME_MAX).to_string(),
+            cut(value, LABEL_VALUE_MAX).to_string(),
+        );
     }
-    labels
+    (labels, clipped)
+}
+
+/// The first `max` characters of `text`.
+fn cut(text: &str, max: usize) -> &str {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => &text[..end],
+        None => text,
+    }
 }
 
 /// A time as RFC 3339 writes it (`2026-11-21T09:00:00+09:00`); ISO 8601's

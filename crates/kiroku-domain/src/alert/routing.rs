@@ -104,6 +104,24 @@ pub struct Routing {
     pub auto_resolve: bool,
 }
 
+impl Routing {
+    /// The escalation policies the routing names, each with the field that
+    /// names it: policies are the database's, so whether they exist is
+    /// checked where it is read.
+    pub fn named_policies(&self) -> Vec<(String, &str)> {
+        let rules = self.rules.iter().enumerate().filter_map(|(i, rule)| {
+            let name = rule.then.escalation_policy.as_deref()?;
+            Some((format!("rules[{i}].then.escalation_policy"), name))
+        });
+        self.escalation_policy
+            .as_deref()
+            .map(|name| ("escalation_policy".to_string(), name))
+            .into_iter()
+            .chain(rules)
+            .collect()
+    }
+}
+
 fn default_category() -> String {
     "server_failure".into()
 }

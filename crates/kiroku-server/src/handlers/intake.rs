@@ -154,6 +154,13 @@ fn pd_failed(e: AppError) -> Response {
     )
 }
 
+fn wrong_kind_message(kind: IntegrationKind) -> String {
+    format!(
+        "this routing key belongs to a {} integration; send to its own URL",
+        kind.as_str()
+    )
+}
+
 /// Looks up the routing key and admits the request, or answers for it.
 async fn admit(
     s: &AppState,
@@ -195,7 +202,11 @@ async fn pd_request<T>(
     )
     .await?;
     if integration.kind != IntegrationKind::Pagerduty {
-        return Err(pd_unknown_key());
+        return Err(pd_invalid(&vec![ValidationError::new(
+            "routing_key",
+            "wrong_integration_type",
+            wrong_kind_message(integration.kind),
+        )]));
     }
     Ok((parsed, integration, source(&headers, peer)))
 }
@@ -317,10 +328,7 @@ async fn webhook(
             ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "wrong_integration_type",
-                format!(
-                    "this routing key belongs to a {} integration; send to its own URL",
-                    integration.kind.as_str()
-                ),
+                wrong_kind_message(integration.kind),
             )
             .field("key"),
         );

@@ -93,6 +93,16 @@ fn intake_url(server: &str, i: &Value) -> String {
     }
 }
 
+/// The name of the service `id` in `services` (`GET /api/v1/services`),
+/// for lists that name a service by its id; the id itself for a service
+/// no longer there.
+fn service_name(services: &Value, id: &Value) -> String {
+    services["items"]
+        .as_array()
+        .and_then(|all| all.iter().find(|s| &s["id"] == id))
+        .map_or_else(|| text(id), |s| text(&s["name"]))
+}
+
 fn integration_path(id: &str) -> String {
     format!("/api/v1/integrations/{}", encode(id))
 }
@@ -101,7 +111,9 @@ fn integration_path(id: &str) -> String {
 /// routing key and where to send alerts.
 fn print_integration(a: &ClientArgs, server: &str, what: &str, i: &Value) -> anyhow::Result<()> {
     if a.json {
-        return print_json(i);
+        let mut shown = i.clone();
+        shown["url"] = json!(intake_url(server, i));
+        return print_json(&shown);
     }
     println!(
         "{what} {} integration {}",
@@ -170,6 +182,7 @@ pub async fn integration(cmd: IntegrationCommand) -> anyhow::Result<()> {
             if a.json {
                 return print_json(&list);
             }
+            let services = c.get("/api/v1/services").await?;
             print_items(&list, &["ID", "NAME", "TYPE", "SERVICE", "URL"], |i| {
                 vec![
                     text(&i["id"]),
@@ -179,11 +192,14 @@ pub async fn integration(cmd: IntegrationCommand) -> anyhow::Result<()> {
                         text(&i["name"])
                     },
                     text(&i["kind"]),
-                    text(&i["service_id"]),
-                    if text(&i["key"]).is_empty() {
-                        "(hidden)".into()
-                    } else {
-                        intake_url(&c.server, i)
+                    service_name(&services, &i["service_id"]),
+                    match text(&i["key"]) {
+                        key if key.is_empty() => "(hidden)".into(),
+                        // PagerDuty's URL is every integration's: the key tells them apart.
+                        key if i["kind"] == "pagerduty" => {
+                            format!("{} (routing_key {key})", intake_url(&c.server, i))
+                        }
+                        _ => intake_url(&c.server, i),
                     },
                 ]
             });
@@ -212,11 +228,13 @@ pub async fn alert(cmd: AlertCommand) -> anyhow::Result<()> {
             if a.json {
                 return print_json(&list);
             }
+            let services = c.get("/api/v1/services").await?;
             print_items(
                 &list,
                 &[
                     "STATUS",
                     "LEVEL",
+                    "SERVICE",
                     "COUNT",
                     "LAST SEEN",
                     "DEDUP KEY",
@@ -224,8 +242,13 @@ pub async fn alert(cmd: AlertCommand) -> anyhow::Result<()> {
                 ],
                 |i| {
                     vec![
-                        text(&i["status"]),
+                        // An alert that paged nobody says why.
+                        match i["quiet"].as_str() {
+                            Some(quiet) => format!("{} ({quiet})", text(&i["status"])),
+                            None => text(&i["status"]),
+                        },
                         text(&i["level"]),
+                        service_name(&services, &i["service_id"]),
                         i["count"].to_string(),
                         time(&i["last_seen_at"]),
                         cut(&text(&i["dedup_key"]), 24),

@@ -348,6 +348,34 @@ async fn paging_story(store: TestStore) {
         .await;
     assert_eq!(status, StatusCode::CREATED, "{i}");
     let key = i["key"].as_str().unwrap();
+    // A policy that does not exist is refused, not paged through the
+    // default one; so is one named by its id, which routing does not read.
+    for (routing, field) in [
+        (
+            json!({"escalation_policy": "opz"}),
+            "routing.escalation_policy",
+        ),
+        (
+            json!({"rules": [{"when": {}, "then": {"escalation_policy": "opz"}}]}),
+            "routing.rules[0].then.escalation_policy",
+        ),
+        (
+            json!({"escalation_policy": policy["id"]}),
+            "routing.escalation_policy",
+        ),
+    ] {
+        let (status, body) = t
+            .call(
+                Some(&t.admin),
+                Method::PUT,
+                "/api/v1/services/db/routing",
+                Some(routing),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(body["code"], "unknown_value", "{body}");
+        assert_eq!(body["field"], field, "{body}");
+    }
     let (status, _) = t
         .call(
             Some(&t.admin),

@@ -935,6 +935,15 @@ async fn pagerduty_bad_input_gets_its_documented_answer() {
         (status, body["code"].as_str()),
         (StatusCode::BAD_REQUEST, Some("wrong_integration_type"))
     );
+    let (generic_key, _) = integration(&t, "generic", "pd").await;
+    let (status, body) = send(&t, "/v2/enqueue", &pd_trigger(&generic_key, None, "s")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["status"], "invalid event", "{body}");
+    assert_eq!(
+        (body["problems"][0]["code"].as_str(), body["field"].as_str()),
+        (Some("wrong_integration_type"), Some("routing_key")),
+        "{body}"
+    );
     // Nothing of the above became an alert, and the server is still up.
     assert!(alerts(&t, "").await.is_empty());
     assert_eq!(send(&t, "/v2/enqueue", &good).await.0, StatusCode::ACCEPTED);
@@ -1163,6 +1172,19 @@ async fn managing_integrations_needs_the_right_role_and_valid_rules() {
             "{res}"
         );
     }
+    // `kind`, as the answer names it, is read as `type`.
+    let (status, res) = t
+        .post(
+            &t.admin,
+            "/api/v1/integrations",
+            json!({"kind": "grafana", "service": "web"}),
+        )
+        .await;
+    assert_eq!(
+        (status, res["kind"].as_str()),
+        (StatusCode::CREATED, Some("grafana")),
+        "{res}"
+    );
     let routing = |body: Value| {
         let t = &t;
         async move {

@@ -197,7 +197,7 @@ fn a_service_is_routed_and_quieted_for_maintenance_from_the_cli() {
         ];
         fails(
             &kiroku(&[&guarded[..], &["1"]].concat(), &env, None),
-            "changed meanwhile (now at version 2)",
+            "is at version 2, not the version given",
         );
         let set = ok(&kiroku(&[&guarded[..], &["2"]].concat(), &env, None));
         assert!(set.contains("version 3"), "{set}");
@@ -230,6 +230,40 @@ fn a_service_is_routed_and_quieted_for_maintenance_from_the_cli() {
             .unwrap()
             .to_string();
         assert!(incident_of("disk-2", json!({"team": "db"})).is_null());
+        // The alert list says which service and why it paged nobody.
+        let alerts = ok(&kiroku(&["alert", "list"], &env, None));
+        assert!(
+            alerts.lines().any(|l| l.contains("disk-2")
+                && l.contains("triggered (maintenance)")
+                && l.contains("checkout")),
+            "{alerts}"
+        );
+        let created: Value = serde_json::from_str(&ok(&kiroku(
+            &[
+                "integration",
+                "create",
+                "--type",
+                "grafana",
+                "--service",
+                "checkout",
+                "--json",
+            ],
+            &env,
+            None,
+        )))
+        .unwrap();
+        let key = created["key"].as_str().unwrap();
+        assert_eq!(
+            created["url"],
+            format!("{}/api/v1/integrations/{key}/grafana", server.url)
+        );
+        let integrations = ok(&kiroku(&["integration", "list"], &env, None));
+        assert!(
+            integrations
+                .lines()
+                .any(|l| l.contains("generic") && l.contains("checkout")),
+            "{integrations}"
+        );
         let listed = ok(&kiroku(&["service", "list"], &env, None));
         assert!(
             listed
@@ -527,4 +561,38 @@ fn kill_9_during_journaled_intake_loses_nothing_on_sqlite() {
 #[test]
 fn kill_9_during_journaled_intake_loses_nothing_on_postgres() {
     on_postgres(|store| intake_crash_loses_nothing(store, true));
+}
+
+/// The database, its log and the intake journal hold routing keys and what
+/// monitoring sent: only their owner may read them, whatever the umask.
+#[cfg(unix)]
+#[test]
+fn the_data_files_are_their_owners_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_str().unwrap();
+    let token = admin_token(&["--data-dir", data_dir]);
+    let server = Server::start(&["--data-dir", data_dir, "--intake-journal"]);
+    let (_key, url) = create_integration(&server, &token, "generic");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let sent = rt.block_on(
+        reqwest::Client::new()
+            .post(&url)
+            .json(&json!({"summary": "s", "source": "s"}))
+            .send(),
+    );
+    assert_eq!(sent.unwrap().status(), reqwest::StatusCode::ACCEPTED);
+    for name in [
+        "kiroku.db",
+        "kiroku.db-wal",
+        "kiroku.db-shm",
+        "intake.journal",
+    ] {
+        let mode = std::fs::metadata(dir.path().join(name))
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "{name} is {mode:o}");
+    }
+    server.stop();
 }
