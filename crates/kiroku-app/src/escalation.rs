@@ -128,7 +128,15 @@ impl Escalator {
         let policy = |name: Option<&str>| {
             let d = directory.as_deref()?;
             d.policy_named(name.unwrap_or(DEFAULT_POLICY))
-                .or_else(|| d.policy_named(DEFAULT_POLICY))
+                .or_else(|| {
+                    // Routing refuses a policy that does not exist, but one
+                    // may be renamed after a routing names it.
+                    tracing::warn!(
+                        policy = name.unwrap_or(DEFAULT_POLICY),
+                        "a routing names an escalation policy that does not exist; paging through the default one"
+                    );
+                    d.policy_named(DEFAULT_POLICY)
+                })
                 .cloned()
         };
         let mut woken = false;

@@ -470,7 +470,7 @@ impl App {
             }
             (AlertAction::Resolve, Some(id)) => {
                 let mut alert = batch.alerts[&id].clone();
-                alert.resolve(now);
+                alert.resolve(&event.details, now);
                 batch.open.remove(&(integration.id, key.clone()));
                 let alert_id = alert.id;
                 let incident = alert.incident_id;

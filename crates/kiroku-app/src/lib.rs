@@ -89,7 +89,7 @@ pub struct App {
     fonts: Option<kiroku_report::Fonts>,
     /// Routing keys looked up, forgotten when any node changes an
     /// integration.
-    keys: Arc<intake::KeyCache>,
+    routing_keys: Arc<intake::KeyCache>,
 }
 
 impl App {
@@ -119,7 +119,7 @@ impl App {
             upper_nodes: Arc::default(),
             detection: None,
             fonts: None,
-            keys: Arc::default(),
+            routing_keys: Arc::default(),
         }
     }
 
@@ -176,13 +176,13 @@ impl App {
     pub async fn watch_other_nodes(self) {
         loop {
             let (notifier, escalator) = (self.notifier.clone(), self.escalator.clone());
-            let keys = self.keys.clone();
+            let routing_keys = self.routing_keys.clone();
             let heard = self
                 .store
                 .watch_work(Box::new(move |work| match work {
                     kiroku_store::Work::Deliveries => notifier.wake.notify_one(),
                     kiroku_store::Work::Escalations => escalator.wake.notify_one(),
-                    kiroku_store::Work::Integrations => keys.changed(),
+                    kiroku_store::Work::Integrations => routing_keys.changed(),
                 }))
                 .await;
             match heard {

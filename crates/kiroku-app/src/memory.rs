@@ -30,10 +30,22 @@ pub(crate) fn after_request(events: usize) {
         return;
     }
     tokio::spawn(async {
+        let pending = Pending;
         tokio::time::sleep(TRIM_AFTER).await;
-        TRIM_PENDING.store(false, Ordering::Release);
+        drop(pending);
         let _ = tokio::task::spawn_blocking(give_back_free_memory).await;
     });
+}
+
+/// The pending trim, until its task has waited or is dropped unfinished
+/// with its runtime (the intake journal applier's, say): a flag left set
+/// would stop every later trim.
+struct Pending;
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        TRIM_PENDING.store(false, Ordering::Release);
+    }
 }
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]

@@ -511,7 +511,7 @@ impl App {
         .await?;
         tx.commit().await?;
         // Other nodes hear of it through the commit's notice.
-        self.keys.changed();
+        self.routing_keys.changed();
         Ok(integration)
     }
 
@@ -534,7 +534,7 @@ impl App {
     /// The integration a routing key names, if it may send; remembered
     /// for a few seconds, or until an integration changes.
     pub async fn integration_by_key(&self, key: &str) -> Result<Option<Integration>> {
-        let lookup = match self.keys.get(key) {
+        let lookup = match self.routing_keys.get(key) {
             Ok(found) => return Ok(found),
             Err(lookup) => lookup,
         };
@@ -543,7 +543,7 @@ impl App {
             .integration_by_key(key)
             .await?
             .filter(|i| !i.disabled);
-        self.keys.remember(lookup, key, &found);
+        self.routing_keys.remember(lookup, key, &found);
         Ok(found)
     }
 

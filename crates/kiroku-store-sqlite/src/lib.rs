@@ -144,7 +144,10 @@ fn create_private(path: &Path) -> Result<(), StoreError> {
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     match options.open(path) {
         Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            warn_if_others_may_read(path);
+            Ok(())
+        }
         Err(e) => Err(StoreError::Backend(format!(
             "cannot create {}: {e}",
             path.display()
@@ -152,14 +155,41 @@ fn create_private(path: &Path) -> Result<(), StoreError> {
     }
 }
 
+/// A database made before it was created private, or opened up since,
+/// is left as it is (a group may share it on purpose), but said so.
+#[cfg(unix)]
+fn warn_if_others_may_read(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(
+            path = %path.display(),
+            mode = format!("{:o}", meta.permissions().mode() & 0o777),
+            "the database, which holds routing keys, can be read by others; `chmod 600` it and its -wal and -shm files"
+        );
+    }
+}
+
+#[cfg(not(unix))]
+fn warn_if_others_may_read(_path: &Path) {}
+
 /// Opens (creating if needed) the database at `path` and migrates it.
 pub async fn open(path: &Path, options: Options) -> Result<SqlStore, StoreError> {
     let write = writer(path).await?;
     migrate(&write, Dialect::Sqlite, MIGRATIONS).await?;
     let wal = WalSync::new(path);
     wal.sync().await?;
+    // Every reader is opened here and kept: a connection's worker thread
+    // takes the priority of the thread that opens it, and one opened later
+    // from the intake journal's applier (`start_applier`, below the
+    // answering threads) would serve requests at the applier's priority.
+    let readers = options.read_connections.max(1);
     let read = AnyPoolOptions::new()
-        .max_connections(options.read_connections.max(1))
+        .max_connections(readers)
+        .min_connections(readers)
+        .idle_timeout(None)
+        .max_lifetime(None)
         .test_before_acquire(false)
         .acquire_timeout(Duration::from_secs(30))
         .after_connect(|conn, _| {
@@ -171,6 +201,11 @@ pub async fn open(path: &Path, options: Options) -> Result<SqlStore, StoreError>
         .connect(&url(path, "ro"))
         .await
         .map_err(map_err)?;
+    let mut opened = Vec::new();
+    for _ in 0..readers {
+        opened.push(read.acquire().await.map_err(map_err)?);
+    }
+    drop(opened);
     checkpoint::start(path, &wal);
     Ok(SqlStore::new(read, write, Dialect::Sqlite).with_wal_sync(wal))
 }

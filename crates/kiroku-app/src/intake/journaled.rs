@@ -41,13 +41,20 @@ const RETRY_MAX: Duration = Duration::from_secs(5);
 /// How long the applier, once caught up, waits for requests to gather.
 const GATHER: Duration = Duration::from_millis(20);
 
+/// How long commits go unsynced while requests keep coming.
+const KEEP_EVERY: Duration = Duration::from_secs(1);
+/// How long the applier waits for more requests before it has the
+/// database sync.
+const KEEP_WHEN_IDLE: Duration = Duration::from_millis(50);
+
 /// The applier's nice value, where it has a thread of its own: below the
 /// default 0 of the threads answering requests (`start_applier`).
 const APPLIER_NICE: i32 = 10;
 
 /// Lowers the calling thread's scheduling priority to `nice`: on Linux
 /// the nice value belongs to each thread, and `setpriority` with 0 names
-/// the caller. No crate wraps it for one thread.
+/// the caller. Threads it starts from then on inherit it. No crate wraps
+/// it for one thread.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn lower_this_threads_priority(nice: i32) {
     // SAFETY: setpriority reads its plain integer arguments only.
@@ -61,11 +68,19 @@ fn lower_this_threads_priority(nice: i32) {
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn lower_this_threads_priority(_nice: i32) {}
-/// How long commits go unsynced while requests keep coming.
-const KEEP_EVERY: Duration = Duration::from_secs(1);
-/// How long the applier waits for more requests before it has the
-/// database sync.
-const KEEP_WHEN_IDLE: Duration = Duration::from_millis(50);
+
+/// Resolves once the runtime that started the applier is gone; never for
+/// an applier that is a task of that runtime, and ends with it.
+type StarterGone = Option<tokio::sync::oneshot::Receiver<()>>;
+
+async fn starter_gone(gone: &mut StarterGone) {
+    match gone {
+        Some(receiver) => {
+            let _ = receiver.await;
+        }
+        None => std::future::pending().await,
+    }
+}
 
 /// One request, as its journal record holds it.
 #[derive(Serialize, Deserialize)]
@@ -176,56 +191,61 @@ impl App {
         Ok(self)
     }
 
-    /// Starts applying the journal. Where the store allows it (SQLite),
-    /// the applier runs on a thread and runtime of its own, at a lower
-    /// priority than the runtime that answers requests: under load the
-    /// cores go to answering first, and what is already durable in the
-    /// journal is committed in between. Measured against the applier on
-    /// the answering runtime (SQLite, single alerts, 2-core AMD EPYC):
-    /// concurrency 8 from 5,900–7,000 to 6,400–8,300/s, 64 from
-    /// 9,400–9,900 to 12,100–15,600/s with p99 from 20–23 to 12–16 ms;
-    /// on a thread of its own at the same priority, 64 reached only
-    /// 10,700–10,800/s. The applier ends with the runtime that started
-    /// it, as a task of that runtime would.
+    /// Starts applying the journal. Where the store allows it (SQLite,
+    /// whose connections run on threads of their own), the applier runs on
+    /// a thread and runtime of its own, at a lower priority than the
+    /// runtime that answers requests: under load the cores go to answering
+    /// first. Measured against the applier on the answering runtime
+    /// (SQLite, single alerts, 2-core AMD EPYC): concurrency 8 from
+    /// 5,900–7,000 to 6,400–8,300/s, 64 from 9,400–9,900 to
+    /// 12,100–15,600/s with p99 from 20–23 to 12–16 ms; on a thread of its
+    /// own at the same priority, 64 reached only 10,700–10,800/s. The
+    /// applier stops once the runtime that started it is gone, between
+    /// transactions, so that it leaves no transaction or log sync half
+    /// done.
     fn start_applier(self, journal: Arc<Journal>, applied: u64) {
         if !self.store.io_on_own_threads() {
-            tokio::spawn(self.apply_journal(journal, applied));
+            tokio::spawn(self.apply_journal(journal, applied, None));
             return;
         }
         let starter = tokio::runtime::Handle::current();
-        let (alive, starter_gone) = tokio::sync::oneshot::channel::<()>();
+        let (alive, gone) = tokio::sync::oneshot::channel::<()>();
         starter.spawn(async move {
             let _alive = alive;
             std::future::pending::<()>().await
         });
-        let fallback = (self.clone(), journal.clone());
-        let spawned = std::thread::Builder::new()
+        let fallback = (self.clone(), journal.clone(), starter.clone());
+        let applier = std::thread::Builder::new()
             .name("intake-applier".into())
             .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread()
+                match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
                 {
-                    Ok(runtime) => runtime,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "intake journal applied on the answering runtime");
-                        starter.spawn(self.apply_journal(journal, applied));
-                        return;
+                    Ok(runtime) => {
+                        lower_this_threads_priority(APPLIER_NICE);
+                        runtime.block_on(self.apply_journal(journal, applied, Some(gone)));
                     }
-                };
-                lower_this_threads_priority(APPLIER_NICE);
-                runtime.block_on(async move {
-                    tokio::select! {
-                        () = self.apply_journal(journal, applied) => {}
-                        _ = starter_gone => {}
-                    }
-                });
+                    Err(e) => self.apply_on(&starter, journal, applied, &e),
+                }
             });
-        if let Err(e) = spawned {
-            tracing::warn!(error = %e, "intake journal applied on the answering runtime");
-            let (app, journal) = fallback;
-            tokio::spawn(app.apply_journal(journal, applied));
+        if let Err(e) = applier {
+            let (app, journal, starter) = fallback;
+            app.apply_on(&starter, journal, applied, &e);
         }
+    }
+
+    /// Applies the journal as a task of the answering runtime, as on
+    /// PostgreSQL, when the applier's own thread or runtime cannot be had.
+    fn apply_on(
+        self,
+        starter: &tokio::runtime::Handle,
+        journal: Arc<Journal>,
+        applied: u64,
+        why: &dyn std::fmt::Display,
+    ) {
+        tracing::warn!(error = %why, "intake journal applied on the answering runtime");
+        starter.spawn(self.apply_journal(journal, applied, None));
     }
 
     /// Closes the intake journal, if there is one: intake answers 503
@@ -243,15 +263,25 @@ impl App {
         self.intake_journal.as_ref().map(|j| j.backlog())
     }
 
-    async fn apply_journal(self, journal: Arc<Journal>, applied: u64) {
+    async fn apply_journal(self, journal: Arc<Journal>, applied: u64, mut gone: StarterGone) {
         // The last commit the database has not synced, and where the
         // records it applied end.
         let mut unkept: Option<(Durable, u64)> = None;
         let mut kept_at = Instant::now();
         loop {
-            let read = match unkept {
-                Some(_) => tokio::time::timeout(KEEP_WHEN_IDLE, journal.read(READ_BYTES)).await,
-                None => Ok(journal.read(READ_BYTES).await),
+            let keeping = unkept.is_some();
+            let next = async {
+                if keeping {
+                    tokio::time::timeout(KEEP_WHEN_IDLE, journal.read(READ_BYTES)).await
+                } else {
+                    Ok(journal.read(READ_BYTES).await)
+                }
+            };
+            // What was applied and not kept is applied again on the next
+            // start, as after a crash.
+            let read = tokio::select! {
+                () = starter_gone(&mut gone) => return,
+                read = next => read,
             };
             let records = match read {
                 Ok(Ok(records)) => records,
@@ -292,7 +322,10 @@ impl App {
             // Caught up: let requests gather into a larger batch, which
             // costs the database far less per alert than a few at a time.
             if events < APPLY_EVENTS_MAX / 2 {
-                tokio::time::sleep(GATHER).await;
+                tokio::select! {
+                    () = starter_gone(&mut gone) => return,
+                    () = tokio::time::sleep(GATHER) => {}
+                }
             }
         }
     }

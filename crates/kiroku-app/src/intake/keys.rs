@@ -44,8 +44,8 @@ impl KeyCache {
     /// The remembered answer for `key`, or the start of a lookup to hand
     /// to [`KeyCache::remember`] with what the store said.
     pub(crate) fn get(&self, key: &str) -> Result<Option<Integration>, Lookup> {
-        let changes = self.changes.load(Ordering::SeqCst);
         let mut found = self.found.lock().unwrap_or_else(|e| e.into_inner());
+        let changes = self.changes.load(Ordering::SeqCst);
         if found.changes != changes {
             found.by_key.clear();
             found.changes = changes;

@@ -99,6 +99,7 @@ pub(super) fn parse_group(body: &[u8], dialect: &Dialect) -> Result<Alertmanager
     let (common_labels, _) = fields::clipped_labels(
         "commonLabels",
         fields::get(&group, "commonLabels"),
+        LABELS_READ,
         &mut problems,
     );
     // Informational fields: read when they are strings, and kept in details whatever they are.
@@ -149,11 +150,15 @@ struct Context<'a> {
 fn event(at: &str, alert: Value, context: &Context, problems: &mut Problems) -> Option<AlertEvent> {
     let mut alert: Map<String, Value> = fields::object(at, alert, true, problems)?;
     let sent_labels = alert.remove("labels").unwrap_or_default();
-    let (labels, clipped) =
-        fields::clipped_labels(&fields::path(at, "labels"), &sent_labels, problems);
+    let (labels, clipped) = fields::clipped_labels(
+        &fields::path(at, "labels"),
+        &sent_labels,
+        LABELS_READ,
+        problems,
+    );
     // What was cut is kept whole with the rest of what was sent.
     if clipped {
-        alert.insert("labels".into(), sent_labels);
+        alert.insert("labels".into(), sent_labels.clone());
     }
     let status_field = fields::path(at, "status");
     let action = match fields::verbatim(
@@ -188,7 +193,7 @@ fn event(at: &str, alert: Value, context: &Context, problems: &mut Problems) -> 
         false,
         problems,
     )
-    .unwrap_or_else(|| fingerprint(&labels));
+    .unwrap_or_else(|| fingerprint(&sent_labels));
 
     let annotation = |key: &str| {
         fields::get(&alert, "annotations")
@@ -239,6 +244,10 @@ fn event(at: &str, alert: Value, context: &Context, problems: &mut Problems) -> 
     })
 }
 
+/// The labels an alert's summary, source and severity are read from:
+/// kept first when an alert has more labels than Kiroku keeps.
+const LABELS_READ: &[&str] = &["alertname", "instance", "job", "severity"];
+
 /// The host of a URL, without user or port.
 fn host(url: &str) -> Option<&str> {
     let (_, rest) = url.split_once("://")?;
@@ -254,11 +263,19 @@ fn host(url: &str) -> Option<&str> {
 /// The key Alertmanager itself gives an alert when the sender left out
 /// `fingerprint`: Prometheus's fingerprint of its label set (64-bit FNV-1a
 /// over the sorted names and values, each followed by a 0xFF byte), in hex.
-fn fingerprint(labels: &BTreeMap<String, String>) -> String {
+/// Of the labels as sent, before any was cut, so that alerts differing
+/// only beyond the limits stay apart.
+fn fingerprint(sent_labels: &Value) -> String {
     const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
     const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let sorted: BTreeMap<&str, &str> = sent_labels
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(name, value)| Some((name.as_str(), value.as_str()?)))
+        .collect();
     let mut hash = OFFSET;
-    for (name, value) in labels {
+    for (name, value) in sorted {
         for part in [name, value] {
             for byte in part.bytes().chain([0xff]) {
                 hash ^= u64::from(byte);
@@ -475,6 +492,23 @@ mod tests {
             event.details.get("labels").is_none(),
             "nothing cut, nothing kept twice"
         );
+        // The labels read for summary, source and severity are kept first,
+        // and alerts differing only beyond the limits keep keys of their own.
+        let crowded = |last: &str| {
+            first_alert(|a| {
+                a.as_object_mut().unwrap().remove("fingerprint");
+                for i in 0..LABELS_MAX {
+                    a["labels"][format!("a{i:03}")] = json!("v");
+                }
+                a["labels"]["zz"] = json!(last);
+            })
+        };
+        let (first, second) = (crowded("1"), crowded("2"));
+        assert_eq!(first.labels.len(), LABELS_MAX);
+        assert_eq!(first.labels["severity"], "critical");
+        assert_eq!(first.labels["alertname"], "ProbeFailure");
+        assert_eq!(first.labels, second.labels);
+        assert_ne!(first.dedup_key, second.dedup_key);
         let body = group_with(|b| b["alerts"][0]["labels"]["job"] = json!(["a"]));
         assert_eq!(problems(&body), one("alerts[0].labels", "invalid_type"));
     }
@@ -619,7 +653,7 @@ mod tests {
             a["labels"] = json!({"a": "b"});
         });
         assert_eq!(event.dedup_key.as_deref(), Some("d2b371819297f98a"));
-        assert_eq!(fingerprint(&BTreeMap::new()), "cbf29ce484222325");
+        assert_eq!(fingerprint(&json!({})), "cbf29ce484222325");
         let body =
             group_with(|b| b["alerts"][0]["fingerprint"] = json!("f".repeat(DEDUP_KEY_MAX + 1)));
         assert_eq!(problems(&body), one("alerts[0].fingerprint", "too_long"));

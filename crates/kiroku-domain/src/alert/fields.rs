@@ -181,23 +181,26 @@ pub(super) fn labels(
 
 /// [`labels`] from a sender that cannot mend what it sends (Alertmanager,
 /// Grafana), which would drop a whole group refused for one alert's
-/// labels: beyond the limits they are cut instead, the first
-/// [`LABELS_MAX`] names kept and longer names and values shortened.
-/// Returns whether anything was cut. Values of the wrong type are still
-/// refused: no sender of the format sends them.
+/// labels: beyond the limits they are cut instead. Of more than
+/// [`LABELS_MAX`] labels, those named in `kept_first` are kept, then the
+/// others in the order of their names; longer names and values are
+/// shortened. Returns whether anything was cut. Values of the wrong type
+/// are still refused: no sender of the format sends them.
 pub(super) fn clipped_labels(
     field: &str,
     value: &Value,
+    kept_first: &[&str],
     problems: &mut Problems,
 ) -> (BTreeMap<String, String>, bool) {
-    label_map(field, value, Beyond::Clip, problems)
+    label_map(field, value, Beyond::Clip(kept_first), problems)
 }
 
 /// What becomes of labels beyond the limits.
 #[derive(Clone, Copy, PartialEq)]
-enum Beyond {
+enum Beyond<'a> {
     Refuse,
-    Clip,
+    /// Cut, keeping the labels of these names first.
+    Clip(&'a [&'a str]),
 }
 
 fn label_map(
@@ -216,15 +219,23 @@ fn label_map(
         }
     };
     let mut clipped = object.len() > LABELS_MAX;
-    if clipped && beyond == Beyond::Refuse {
-        problems.push(ValidationError::new(
-            field,
-            "too_many",
-            format!("must have at most {LABELS_MAX} labels"),
-        ));
-        return (labels, false);
+    let mut names: Vec<&String> = object.keys().collect();
+    match beyond {
+        Beyond::Refuse if clipped => {
+            problems.push(ValidationError::new(
+                field,
+                "too_many",
+                format!("must have at most {LABELS_MAX} labels"),
+            ));
+            return (labels, false);
+        }
+        Beyond::Clip(kept_first) if clipped => {
+            names.sort_by_key(|name| (!kept_first.contains(&name.as_str()), *name));
+            names.truncate(LABELS_MAX);
+        }
+        _ => {}
     }
-    for (name, value) in object.iter().take(LABELS_MAX) {
+    for (name, value) in names.into_iter().map(|name| (name, &object[name])) {
         let value = match value {
             Value::String(v) => v,
             other => {

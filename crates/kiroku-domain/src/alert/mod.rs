@@ -371,11 +371,17 @@ impl Alert {
         true
     }
 
-    /// The sender says it is over. True when this changed the alert.
-    pub fn resolve(&mut self, now: Timestamp) -> bool {
+    /// The sender says it is over, with `details` (Alertmanager's resolved
+    /// alert, say), which replace the trigger's unless empty. True when
+    /// this changed the alert.
+    pub fn resolve(&mut self, details: &serde_json::Value, now: Timestamp) -> bool {
         let changed = self.resolve_with_incident(now);
         if changed {
             self.last_seen_at = now;
+            let empty = details.is_null() || details.as_object().is_some_and(|d| d.is_empty());
+            if !empty {
+                self.details = details.clone();
+            }
         }
         changed
     }
@@ -470,7 +476,7 @@ mod tests {
         let opened = alert("disk full".into(), "db-1".into());
         let later = Timestamp::UNIX_EPOCH + SignedDuration::from_mins(5);
         let mut by_sender = opened.clone();
-        assert!(by_sender.resolve(later));
+        assert!(by_sender.resolve(&serde_json::json!({}), later));
         assert_eq!(
             (
                 by_sender.status,
@@ -479,6 +485,14 @@ mod tests {
             ),
             (AlertStatus::Resolved, Some(later), later)
         );
+        assert_eq!(
+            by_sender.details, opened.details,
+            "nothing said, nothing lost"
+        );
+        let resolved_details = serde_json::json!({"status": "resolved"});
+        let mut with_details = opened.clone();
+        assert!(with_details.resolve(&resolved_details, later));
+        assert_eq!(with_details.details, resolved_details);
         let mut with_incident = opened.clone();
         assert!(with_incident.resolve_with_incident(later));
         assert_eq!(
@@ -487,7 +501,8 @@ mod tests {
         );
         assert_eq!(with_incident.last_seen_at, opened.last_seen_at);
         assert!(!with_incident.resolve_with_incident(later + SignedDuration::from_mins(1)));
-        assert!(!with_incident.resolve(later + SignedDuration::from_mins(1)));
+        assert!(!with_incident.resolve(&resolved_details, later + SignedDuration::from_mins(1)));
+        assert_eq!(with_incident.details, opened.details);
         assert_eq!(with_incident.resolved_at, Some(later));
     }
 

@@ -1148,3 +1148,37 @@ async fn open_counts(
     counts.sort();
     counts
 }
+
+/// On SQLite the journal's applier has a thread of its own; it ends with
+/// the runtime that started it, as a task of that runtime would, and lets
+/// go of the app and its store.
+#[test]
+fn the_journal_applier_ends_with_the_runtime_that_started_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let store = runtime.block_on(async {
+        let store: Arc<dyn Store> = Arc::new(
+            kiroku_store_sqlite::open(&dir.path().join("kiroku.db"), Default::default())
+                .await
+                .unwrap(),
+        );
+        let app = App::new(store.clone(), support::config())
+            .with_intake_journal(&dir.path().join("intake.journal"))
+            .await
+            .unwrap();
+        assert_eq!(app.intake_backlog(), Some(0));
+        Arc::downgrade(&store)
+    });
+    drop(runtime);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while store.upgrade().is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the applier still holds the store 10 s after its runtime is gone"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

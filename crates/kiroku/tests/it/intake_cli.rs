@@ -564,7 +564,8 @@ fn kill_9_during_journaled_intake_loses_nothing_on_postgres() {
 }
 
 /// The database, its log and the intake journal hold routing keys and what
-/// monitoring sent: only their owner may read them, whatever the umask.
+/// monitoring sent: only their owner may read them, under the usual umask
+/// (022) that would leave them readable by all.
 #[cfg(unix)]
 #[test]
 fn the_data_files_are_their_owners_alone() {
@@ -595,4 +596,13 @@ fn the_data_files_are_their_owners_alone() {
         assert_eq!(mode & 0o077, 0, "{name} is {mode:o}");
     }
     server.stop();
+    // One opened up since is left so, and said so.
+    let db = dir.path().join("kiroku.db");
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let server = Server::start(&["--data-dir", data_dir]);
+    let log = server.log();
+    server.stop();
+    assert!(log.contains("can be read by others"), "{log}");
+    let mode = std::fs::metadata(&db).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o644);
 }
