@@ -196,9 +196,9 @@ impl App {
     /// a thread and runtime of its own, at a lower priority than the
     /// runtime that answers requests: under load the cores go to answering
     /// first. Measured against the applier on the answering runtime
-    /// (SQLite, single alerts, 2-core AMD EPYC): concurrency 8 from
-    /// 5,900–7,000 to 6,400–8,300/s, 64 from 9,400–9,900 to
-    /// 12,100–15,600/s with p99 from 20–23 to 12–16 ms; on a thread of its
+    /// (SQLite, single alerts, 2-core AMD EPYC): concurrency 64 from
+    /// 9,400–9,900 to 11,000–15,600/s with p99 from 20–23 to 12–16 ms,
+    /// concurrency 8 from a median of 6,600 to 7,100/s; on a thread of its
     /// own at the same priority, 64 reached only 10,700–10,800/s. The
     /// applier stops once the runtime that started it is gone, between
     /// transactions, so that it leaves no transaction or log sync half
