@@ -178,22 +178,26 @@ async fn drive(o: &Opts, peer: &Peer, pid: u32) -> anyhow::Result<Vec<Measured>>
         let requests = alerts_per_run(o, per_request) / per_request;
         let mut runs = Vec::new();
         let mut cpu_seconds = 0.0;
+        // The server's CPU time once idle after the last run: where the
+        // next run's share begins.
+        let mut idle_cpu = 0.0;
         for run in 0..4 {
             let (client, peer) = (client.clone(), peer.clone());
-            let cpu_before = cpu_seconds_when_idle(pid).await?;
             let from = base;
             let make: Arc<dyn Fn(usize) -> reqwest::RequestBuilder + Send + Sync> =
                 Arc::new(move |i| peer.request(&client, from, per_request, i));
             let s = load(concurrency, requests, make).await?;
             base += requests * per_request;
+            let now_idle = cpu_seconds_when_idle(pid).await?;
             // The first run warms up.
             if run > 0 {
-                cpu_seconds += cpu_seconds_when_idle(pid).await? - cpu_before;
+                cpu_seconds += now_idle - idle_cpu;
                 runs.push(Summary {
                     per_sec: s.per_sec * per_request as f64,
                     ..s
                 });
             }
+            idle_cpu = now_idle;
         }
         let alerts = (runs.len() * requests * per_request) as f64;
         let (summary, noisy) = median(runs);
