@@ -32,6 +32,7 @@ use uuid::Uuid;
 
 use crate::links::Link;
 use crate::notify::idle_wait;
+use crate::services::rename_routed_policy;
 use crate::{App, AppError, Caller, Result};
 
 /// How long the directory is used before it is read again.
@@ -328,7 +329,8 @@ impl App {
     }
 
     /// Replaces a policy's levels and rules; escalations under way follow
-    /// the new ones from their next step.
+    /// the new ones from their next step. A new name carries through to
+    /// the routing of every service that names the policy.
     pub async fn update_policy(
         &self,
         caller: &Caller,
@@ -352,6 +354,13 @@ impl App {
             ..validated
         };
         self.check_targets(&policy).await?;
+        let renamed = before.name != policy.name;
+        // Read before the transaction holds a connection.
+        let services = if renamed {
+            self.store.services().await?
+        } else {
+            Vec::new()
+        };
         let mut tx = self.begin().await?;
         tx.update_policy(&policy, before.version)
             .await
@@ -367,8 +376,20 @@ impl App {
                 .with_change(Some(json!(before)), Some(json!(policy))),
         )
         .await?;
+        let rerouted = rename_routed_policy(
+            tx.as_mut(),
+            caller,
+            services,
+            &before.name,
+            &policy.name,
+            now,
+        )
+        .await?;
         tx.commit().await?;
         self.escalator.forget();
+        for service in rerouted {
+            self.forget_routing(service);
+        }
         Ok(policy)
     }
 

@@ -8,7 +8,7 @@ use kiroku_domain::alert::{
     RATE_LIMIT_PER_SECOND_MAX, Service,
 };
 use kiroku_domain::{Operation, Permission, Target, validate};
-use kiroku_store::{AlertQuery, ChangeRecord, PAGE_MAX, PageCursor};
+use kiroku_store::{AlertQuery, ChangeRecord, PAGE_MAX, PageCursor, Tx};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
@@ -84,6 +84,47 @@ pub struct AlertList {
 
 fn service_target(s: &Service) -> Target {
     Target::new("service", Some(s.id.to_string()))
+}
+
+/// Has each of `services` whose routing names escalation policy `from`
+/// name `to` instead, in `tx`, audited as `caller`'s routing change;
+/// returns their ids, whose cached routing is stale once `tx` commits. A
+/// policy's rename calls it, or those services' alerts would page through
+/// the default policy.
+pub(crate) async fn rename_routed_policy(
+    tx: &mut dyn Tx,
+    caller: &Caller,
+    services: Vec<Service>,
+    from: &str,
+    to: &str,
+    now: Timestamp,
+) -> Result<Vec<Uuid>> {
+    let mut renamed = Vec::new();
+    for mut service in services {
+        let before = json!(service);
+        if !service.routing.rename_policy(from, to) {
+            continue;
+        }
+        let version = service.version;
+        service.version += 1;
+        service.updated_at = now;
+        tx.update_service(&service, version)
+            .await
+            .map_err(crate::error::stale_or_taken("service"))?;
+        tx.append_audit(
+            &caller
+                .event(
+                    now,
+                    Operation::Update,
+                    "service_routing_set",
+                    service_target(&service),
+                )
+                .with_change(Some(before), Some(json!(service))),
+        )
+        .await?;
+        renamed.push(service.id);
+    }
+    Ok(renamed)
 }
 
 /// Checks a page size and decodes a cursor, as every newest-first list does.

@@ -120,6 +120,22 @@ impl Routing {
             .chain(rules)
             .collect()
     }
+
+    /// Names escalation policy `to` wherever the routing names `from`;
+    /// whether it named it.
+    pub fn rename_policy(&mut self, from: &str, to: &str) -> bool {
+        let names = self
+            .rules
+            .iter_mut()
+            .map(|rule| &mut rule.then.escalation_policy)
+            .chain(std::iter::once(&mut self.escalation_policy));
+        let mut renamed = false;
+        for name in names.filter(|name| name.as_deref() == Some(from)) {
+            *name = Some(to.to_string());
+            renamed = true;
+        }
+        renamed
+    }
 }
 
 fn default_category() -> String {
@@ -463,6 +479,26 @@ mod tests {
 
     fn routing(json: serde_json::Value) -> Router {
         Router::new(serde_json::from_value(json).unwrap(), &rules()).unwrap()
+    }
+
+    #[test]
+    fn a_renamed_policy_is_renamed_wherever_the_routing_names_it() {
+        let mut routing: Routing = serde_json::from_value(serde_json::json!({
+            "escalation_policy": "dba",
+            "rules": [
+                {"when": {}, "then": {"escalation_policy": "dba"}},
+                {"when": {}, "then": {"escalation_policy": "web"}},
+            ],
+        }))
+        .unwrap();
+        assert!(!routing.rename_policy("dbas", "database"));
+        assert!(routing.rename_policy("dba", "database"));
+        let named: Vec<_> = routing
+            .named_policies()
+            .into_iter()
+            .map(|(_, n)| n)
+            .collect();
+        assert_eq!(named, ["database", "database", "web"]);
     }
 
     #[test]

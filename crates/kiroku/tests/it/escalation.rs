@@ -381,10 +381,50 @@ async fn paging_story(store: TestStore) {
             Some(&t.admin),
             Method::PUT,
             "/api/v1/services/db/routing",
-            Some(json!({"escalation_policy": "ops"})),
+            Some(json!({"escalation_policy": "ops", "rules": [
+                {"when": {"severities": ["critical"]}, "then": {"escalation_policy": "ops"}}
+            ]})),
         )
         .await;
     assert_eq!(status, StatusCode::OK);
+    // Renaming the policy carries through to the routing that names it;
+    // the pages below go through it, not the default policy.
+    let renamed =
+        json!({"name": "ops-primary", "levels": policy["levels"], "rules": policy["rules"]});
+    let (status, body) = t
+        .call(
+            Some(&t.admin),
+            Method::PUT,
+            "/api/v1/escalation-policies/ops",
+            Some(renamed),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, service) = t.get(&t.viewer, "/api/v1/services/db").await;
+    assert_eq!(
+        service["routing"]["escalation_policy"], "ops-primary",
+        "{service}"
+    );
+    assert_eq!(
+        service["routing"]["rules"][0]["then"]["escalation_policy"], "ops-primary",
+        "{service}"
+    );
+    let (_, audit) = t
+        .get(
+            &t.auditor,
+            "/api/v1/audit/events?action=service_routing_set",
+        )
+        .await;
+    let newest = audit["items"].as_array().unwrap().last().unwrap();
+    assert_eq!(newest["actor"]["name"], "admin", "{audit}");
+    assert_eq!(
+        newest["after"]["routing"]["escalation_policy"], "ops-primary",
+        "{audit}"
+    );
+    assert_eq!(
+        newest["before"]["routing"]["escalation_policy"], "ops",
+        "{audit}"
+    );
     let alert = |dedup: &str| json!({"summary": "Primary DB refuses connections", "source": "db-1", "severity": "critical", "dedup_key": dedup});
     let url = format!("/api/v1/integrations/{key}/generic");
     let (status, accepted) = t.call(None, Method::POST, &url, Some(alert("db-1"))).await;
@@ -431,7 +471,7 @@ async fn paging_story(store: TestStore) {
         .get(&t.viewer, &format!("/api/v1/incidents/{number}/escalation"))
         .await;
     assert_eq!(status, StatusCode::OK, "{esc}");
-    assert_eq!(esc["policy"], "ops");
+    assert_eq!(esc["policy"], "ops-primary");
     assert_eq!(esc["level"], 0);
     assert!(esc["due_at"].is_string());
 
