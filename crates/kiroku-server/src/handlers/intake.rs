@@ -161,25 +161,52 @@ fn wrong_kind_message(kind: IntegrationKind) -> String {
     )
 }
 
-/// Looks up the routing key and admits the request, or answers for it.
+/// How a format answers a request it does not take.
+struct Refusals {
+    unknown: fn() -> Response,
+    wrong_kind: fn(IntegrationKind) -> Response,
+    throttled: fn(u64) -> Response,
+    failed: fn(AppError) -> Response,
+}
+
+/// Looks up the routing key, checks that it belongs to a `kind`
+/// integration and admits the request under that integration's rate, or
+/// answers for it. A key sent to another kind's URL spends no rate.
 async fn admit(
     s: &AppState,
     key: &str,
-    unknown: fn() -> Response,
-    throttled: fn(u64) -> Response,
-    failed: fn(AppError) -> Response,
+    kind: IntegrationKind,
+    refuse: &Refusals,
 ) -> Result<Integration, Response> {
     let integration = match s.app.integration_by_key(key).await {
         Ok(Some(i)) => i,
         Ok(None) => {
             tracing::debug!("intake with an unknown routing key");
-            return Err(unknown());
+            return Err((refuse.unknown)());
         }
-        Err(e) => return Err(failed(e)),
+        Err(e) => return Err((refuse.failed)(e)),
     };
-    s.intake.admit(&integration).map_err(throttled)?;
+    if integration.kind != kind {
+        return Err((refuse.wrong_kind)(integration.kind));
+    }
+    s.intake.admit(&integration).map_err(refuse.throttled)?;
     Ok(integration)
 }
+
+fn pd_wrong_kind(kind: IntegrationKind) -> Response {
+    pd_invalid(&vec![ValidationError::new(
+        "routing_key",
+        "wrong_integration_type",
+        wrong_kind_message(kind),
+    )])
+}
+
+const PAGERDUTY_REFUSALS: Refusals = Refusals {
+    unknown: pd_unknown_key,
+    wrong_kind: pd_wrong_kind,
+    throttled: pd_throttled,
+    failed: pd_failed,
+};
 
 /// Reads, parses and admits a PagerDuty request, or answers it.
 async fn pd_request<T>(
@@ -196,18 +223,10 @@ async fn pd_request<T>(
     let integration = admit(
         s,
         routing_key(&parsed),
-        pd_unknown_key,
-        pd_throttled,
-        pd_failed,
+        IntegrationKind::Pagerduty,
+        &PAGERDUTY_REFUSALS,
     )
     .await?;
-    if integration.kind != IntegrationKind::Pagerduty {
-        return Err(pd_invalid(&vec![ValidationError::new(
-            "routing_key",
-            "wrong_integration_type",
-            wrong_kind_message(integration.kind),
-        )]));
-    }
     Ok((parsed, integration, source(&headers, peer)))
 }
 
@@ -273,6 +292,17 @@ fn unknown_key() -> Response {
     )
 }
 
+fn wrong_kind(kind: IntegrationKind) -> Response {
+    api_error(
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "wrong_integration_type",
+            wrong_kind_message(kind),
+        )
+        .field("key"),
+    )
+}
+
 fn throttled(retry_after: u64) -> Response {
     let mut e = ApiError::new(
         StatusCode::TOO_MANY_REQUESTS,
@@ -286,6 +316,13 @@ fn throttled(retry_after: u64) -> Response {
 fn failed(e: AppError) -> Response {
     api_error(ApiError::from(e))
 }
+
+const WEBHOOK_REFUSALS: Refusals = Refusals {
+    unknown: unknown_key,
+    wrong_kind,
+    throttled,
+    failed,
+};
 
 fn invalid(problems: Problems) -> Response {
     let first = problems.first();
@@ -319,20 +356,10 @@ async fn webhook(
 ) -> Response {
     let (headers, peer) = (req.headers().clone(), peer(&req));
     // Key and rate first, so that a flood costs no parsing.
-    let integration = match admit(&s, &key, unknown_key, throttled, failed).await {
+    let integration = match admit(&s, &key, kind, &WEBHOOK_REFUSALS).await {
         Ok(i) => i,
         Err(res) => return res,
     };
-    if integration.kind != kind {
-        return api_error(
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "wrong_integration_type",
-                wrong_kind_message(integration.kind),
-            )
-            .field("key"),
-        );
-    }
     let Ok(body) = read_body(req, WEBHOOK_BODY_LIMIT).await else {
         return api_error(
             ApiError::new(

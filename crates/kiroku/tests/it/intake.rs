@@ -1099,6 +1099,34 @@ async fn a_flood_from_one_integration_is_throttled_and_the_others_are_not() {
         throttled >= 25,
         "only {throttled} of 40 throttled at 5/s with bursts of 10"
     );
+    // A key sent to another kind's URL is refused for that, and spends
+    // none of its integration's rate.
+    let (slow, _) = integration_with(
+        &t,
+        json!({"type": "generic", "service": "quiet", "rate_limit_per_second": 1}),
+    )
+    .await;
+    for _ in 0..10 {
+        let (status, body) = send(
+            &t,
+            &format!("/api/v1/integrations/{slow}/alertmanager"),
+            &json!([]),
+        )
+        .await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("wrong_integration_type"))
+        );
+        let (status, body) = send(&t, "/v2/enqueue", &pd_trigger(&slow, None, "s")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    }
+    let (status, body) = send(
+        &t,
+        &format!("/api/v1/integrations/{slow}/generic"),
+        &json!({"summary": "fine", "source": "z"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     // PagerDuty's shape for the same.
     let (pd, _) = integration_with(
         &t,
