@@ -1,9 +1,10 @@
 //! Alert intake side by side with Prometheus Alertmanager, in one run on
 //! the same machine: single alerts at concurrency 8 and 64, and batches of
-//! 100. Kiroku runs twice: committing every alert (with its audit event)
-//! to the database before it answers, then with `--intake-journal`,
+//! 100. Kiroku runs three times: committing every alert (with its audit
+//! event) to the database before it answers; with `--intake-journal`,
 //! answering once the request is synced to its journal and committing
-//! behind. In each mode a storm of batches is timed until everything is
+//! behind; and with the journal synced within 10 ms of answering. In each
+//! mode a storm of batches is timed until everything is
 //! committed, while a person declares incidents. Alertmanager keeps
 //! alerts in memory.
 //!
@@ -410,11 +411,45 @@ async fn kiroku_integration(
     Ok((url, token))
 }
 
-/// `targets` and `journal_targets` are alike but fresh, for the two modes.
+/// About the size of a single alert's journal record.
+const FLUSHED_BYTES: usize = 600;
+const FLUSHES: u32 = 2_000;
+
+/// The mean time to append `FLUSHED_BYTES` to a file in `dir` and have
+/// the disk keep them: the least that an answer given only once its alert
+/// is on disk waits beyond what an answer from memory does.
+fn flush_micros(dir: &Path) -> anyhow::Result<f64> {
+    use std::io::Write;
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join("flush-probe");
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)?;
+    let record = [b'x'; FLUSHED_BYTES];
+    let start = Instant::now();
+    for _ in 0..FLUSHES {
+        file.write_all(&record)?;
+        file.sync_data()?;
+    }
+    let micros = start.elapsed().as_secs_f64() * 1e6 / f64::from(FLUSHES);
+    std::fs::remove_file(&path)?;
+    Ok(micros)
+}
+
+/// One way Kiroku answers intake, run on fresh targets of its own, one per
+/// backend, in the same order for every mode.
+pub struct Mode {
+    /// Added to the backend's name in the report, and to its JSON keys.
+    pub label: &'static str,
+    pub key: &'static str,
+    pub args: &'static [&'static str],
+    pub targets: Vec<Target>,
+}
+
 pub async fn intake_bench(
     o: &Opts,
-    targets: &[Target],
-    journal_targets: &[Target],
+    modes: &[Mode],
     work: &Path,
     r: &mut Report,
 ) -> anyhow::Result<()> {
@@ -449,8 +484,27 @@ pub async fn intake_bench(
             None
         }
     };
+    let flush = flush_micros(work)?;
+    r.line(&format!(
+        "| append {FLUSHED_BYTES} bytes to a file on this disk and flush it (fdatasync), one at a time | {flush:.0} µs | | | |"
+    ));
+    r.json.insert("flush_us".into(), json!(flush));
     if let Some(rows) = &am_rows {
         for ((shape, concurrency, per_request), m) in SHAPES.iter().zip(rows) {
+            if *per_request == 1 {
+                // Little's law: `concurrency` requests in flight, each
+                // answered one flush later than Alertmanager answered it.
+                let latency = *concurrency as f64 / m.summary.per_sec + flush / 1e6;
+                let bound = *concurrency as f64 / latency;
+                let ratio = bound / m.summary.per_sec;
+                r.line(&format!(
+                    "| intake, {shape}, Alertmanager's answers each one flush later: the most a server can reach that is otherwise as fast and flushes before it answers | {bound:.0}/s ({ratio:.2}× Alertmanager) | | | |"
+                ));
+                r.json.insert(
+                    format!("intake_flush_bound_c{concurrency}"),
+                    json!({ "alerts_per_sec": bound, "ratio_to_alertmanager": ratio }),
+                );
+            }
             let cpu = m.cpu_us_per_alert;
             r.line(&format!(
                 "| intake, {shape}, Alertmanager (in memory; {cpu:.0} µs CPU per alert) | {} |",
@@ -463,20 +517,13 @@ pub async fn intake_bench(
             );
         }
     }
-    let modes = targets.iter().zip(journal_targets);
-    for (target, journal) in modes.flat_map(|(t, j)| [(t, false), (j, true)]) {
-        let (mode, extra): (&str, &[&str]) = if journal {
-            (", journal", &["--intake-journal"])
-        } else {
-            ("", &[])
-        };
-        let name = format!("{}{mode}", target.name());
-        let key = format!(
-            "{}{}",
-            target.name().to_lowercase(),
-            if journal { "_journal" } else { "" }
-        );
-        let server = Server::start_with(&o.kiroku, target, extra).await?;
+    let backends = modes.first().map_or(0, |m| m.targets.len());
+    let runs = (0..backends).flat_map(|b| modes.iter().map(move |m| (&m.targets[b], m)));
+    for (target, mode) in runs {
+        let journal = mode.args.contains(&"--intake-journal");
+        let name = format!("{}{}", target.name(), mode.label);
+        let key = format!("{}{}", target.name().to_lowercase(), mode.key);
+        let server = Server::start_with(&o.kiroku, target, mode.args).await?;
         let (url, token) = kiroku_integration(o, target, &server).await?;
         let rows = drive(o, &Peer::Kiroku { url: url.clone() }, server.pid()).await?;
         let storm = storm(o, &server, &url, &token, journal).await?;

@@ -37,6 +37,9 @@ struct Opts {
     seed: Option<u64>,
     /// kill9 with intake answering from its journal.
     intake_journal: bool,
+    /// kill9 with the journal answering before its sync, synced within
+    /// this many milliseconds.
+    intake_journal_sync_ms: Option<u64>,
 }
 
 impl Opts {
@@ -50,6 +53,7 @@ fn opts() -> anyhow::Result<Opts> {
     let (mut kiroku, mut out, mut quick, mut only) = (None, None, false, None);
     let (mut audit_events, mut fault, mut rounds, mut seed) = (None, None, None, None);
     let mut intake_journal = false;
+    let mut intake_journal_sync_ms = None;
     let number = |flag: &str, v: Option<String>| -> anyhow::Result<u64> {
         v.and_then(|n| n.parse().ok())
             .with_context(|| format!("{flag} takes a number"))
@@ -65,10 +69,14 @@ fn opts() -> anyhow::Result<Opts> {
             "--rounds" => rounds = Some(number(&a, args.next())? as usize),
             "--seed" => seed = Some(number(&a, args.next())?),
             "--intake-journal" => intake_journal = true,
+            "--intake-journal-sync-ms" => {
+                intake_journal_sync_ms = Some(number(&a, args.next())?);
+                intake_journal = true;
+            }
             // cargo bench passes this to every harness-less bench.
             "--bench" => {}
             other => bail!(
-                "unknown argument {other}; use --kiroku PATH --out DIR [--quick] [--only SECTION] [--audit-events N] [--fault NAME [--rounds N] [--seed N] [--intake-journal]]"
+                "unknown argument {other}; use --kiroku PATH --out DIR [--quick] [--only SECTION] [--audit-events N] [--fault NAME [--rounds N] [--seed N] [--intake-journal] [--intake-journal-sync-ms MS]]"
             ),
         }
     }
@@ -82,6 +90,7 @@ fn opts() -> anyhow::Result<Opts> {
         rounds,
         seed,
         intake_journal,
+        intake_journal_sync_ms,
         pg_url: std::env::var("KIROKU_BENCH_DATABASE_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into()),
     })
@@ -1019,8 +1028,27 @@ async fn main() -> anyhow::Result<()> {
     }
     let intake_targets = targets("intake").await?;
     if !intake_targets.is_empty() {
-        let journal_targets = targets_named("intake", "intake_journal").await?;
-        intake::intake_bench(&o, &intake_targets, &journal_targets, &work, &mut r).await?;
+        let modes = [
+            intake::Mode {
+                label: "",
+                key: "",
+                args: &[],
+                targets: intake_targets,
+            },
+            intake::Mode {
+                label: ", journal",
+                key: "_journal",
+                args: &["--intake-journal"],
+                targets: targets_named("intake", "intake_journal").await?,
+            },
+            intake::Mode {
+                label: ", journal synced within 10 ms",
+                key: "_journal_10ms",
+                args: &["--intake-journal", "--intake-journal-sync-ms", "10"],
+                targets: targets_named("intake", "intake_journal_10ms").await?,
+            },
+        ];
+        intake::intake_bench(&o, &modes, &work, &mut r).await?;
     }
     let paging_targets = targets("paging").await?;
     if !paging_targets.is_empty() {

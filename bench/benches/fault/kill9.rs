@@ -25,11 +25,21 @@ pub async fn run(o: &Opts, work: &Scratch, seed: u64) -> anyhow::Result<()> {
         "Seed {seed} (`--seed {seed}` replays the kill moments); {rounds} rounds per backend, each kill 0.2–3 s into the load."
     ));
     r.json.insert("seed".into(), json!(seed));
-    if o.intake_journal {
-        r.line("Intake answers once a request is synced to its journal (`--intake-journal`).");
+    match o.intake_journal_sync_ms {
+        Some(ms) => r.line(&format!(
+            "Intake answers once a request is written to its journal, synced within {ms} ms (`--intake-journal-sync-ms {ms}`)."
+        )),
+        None if o.intake_journal => {
+            r.line("Intake answers once a request is synced to its journal (`--intake-journal`).")
+        }
+        None => {}
     }
     r.json
         .insert("intake_journal".into(), json!(o.intake_journal));
+    r.json.insert(
+        "intake_journal_sync_ms".into(),
+        json!(o.intake_journal_sync_ms),
+    );
     let mut rng = Rng(seed);
     let mut problems = Vec::new();
     problems.extend(on(o, work, &work.sqlite("kill9"), rounds, &mut rng, &mut r).await?);
@@ -37,12 +47,12 @@ pub async fn run(o: &Opts, work: &Scratch, seed: u64) -> anyhow::Result<()> {
         problems.extend(on(o, work, &pg.target, rounds, &mut rng, &mut r).await?);
         pg.drop_database().await?;
     }
-    let name = if o.intake_journal {
-        "kill9-journal"
-    } else {
-        "kill9"
+    let name = match (o.intake_journal, o.intake_journal_sync_ms) {
+        (_, Some(ms)) => format!("kill9-journal-{ms}ms"),
+        (true, None) => "kill9-journal".into(),
+        (false, None) => "kill9".into(),
     };
-    finish(o, r, name, &problems)
+    finish(o, r, &name, &problems)
 }
 
 async fn on(
@@ -55,9 +65,13 @@ async fn on(
 ) -> anyhow::Result<Vec<String>> {
     let name = target.name();
     let config = work.short_holds()?;
+    let sync_ms = o.intake_journal_sync_ms.map(|ms| ms.to_string());
     let mut extra = vec!["--config", config.as_str()];
     if o.intake_journal {
         extra.push("--intake-journal");
+    }
+    if let Some(ms) = &sync_ms {
+        extra.extend(["--intake-journal-sync-ms", ms.as_str()]);
     }
     let serve = || Server::start_with(&o.kiroku, target, &extra);
     let receiver = Receiver::default();

@@ -20,9 +20,10 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use sha2::{Digest, Sha256};
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, oneshot};
 use uuid::Uuid;
 
 const MAGIC: &[u8; 16] = b"kiroku-intake-j1";
@@ -36,6 +37,22 @@ const TRUNCATE_AT: u64 = 16 << 20;
 const BACKLOG_MAX: u64 = 1 << 30;
 /// The most one group writes before its sync.
 const GROUP_BYTES_MAX: usize = 1 << 20;
+/// How long closing waits for the applier to finish the transaction it
+/// is in: longer only while the database is away, and then what it has
+/// not committed is applied on the next start.
+const APPLIER_STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// When an append is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum JournalSync {
+    /// Once the disk holds it (`fdatasync`): kept across any crash.
+    #[default]
+    BeforeAnswer,
+    /// Once it is written to the file, so kept if Kiroku is killed; synced
+    /// about this long after, so a crash of the machine itself may lose
+    /// what was answered within it.
+    Within(std::time::Duration),
+}
 
 /// Why the intake journal cannot be opened, or a request not appended.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +91,9 @@ pub(crate) struct Record {
 }
 
 struct State {
+    /// Where the records written end; beyond `durable_end` only with
+    /// `JournalSync::Within`, until the syncer's next sync.
+    written_end: u64,
     /// Where the synced records end.
     durable_end: u64,
     /// Where the records the applier has committed end; it reads on from
@@ -84,6 +104,12 @@ struct State {
     kept_end: u64,
     broken: Option<String>,
     closed: bool,
+    /// With `JournalSync::Within`: a sync is under way; the writer wants
+    /// one now, to make room; the writer has ended, so the syncer syncs
+    /// what is left and ends.
+    syncing: bool,
+    room_wanted: bool,
+    writer_done: bool,
 }
 
 struct Append {
@@ -95,13 +121,19 @@ pub(crate) struct Journal {
     id: Uuid,
     path: PathBuf,
     state: Mutex<State>,
+    /// Between the writer and the syncer (`JournalSync::Within`): woken
+    /// when records are written or synced, room is wanted, or the writer
+    /// ends.
+    changed: std::sync::Condvar,
     /// Woken when synced records are added; one waiter, the applier.
     grown: Notify,
     reader: Mutex<File>,
     /// Taken on close, which ends the writer once it has written what was
     /// queued.
-    appends: Mutex<Option<mpsc::UnboundedSender<Append>>>,
+    appends: Mutex<Option<std::sync::mpsc::Sender<Append>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Resolves once the applier has ended (`applier_started`).
+    applier_ended: Mutex<Option<oneshot::Receiver<()>>>,
 }
 
 /// An opened journal file, its torn tail cut off, not yet written to.
@@ -188,33 +220,44 @@ impl JournalFile {
     }
 
     /// Starts the writer; `applied` is the last record the database holds
-    /// as applied, so that numbering carries on past it after a truncation.
-    pub(crate) fn start(self, applied: u64) -> Result<Arc<Journal>, JournalError> {
+    /// as applied, so that numbering carries on past it after a truncation;
+    /// `sync` says when appends are answered.
+    pub(crate) fn start(
+        self,
+        applied: u64,
+        sync: JournalSync,
+    ) -> Result<Arc<Journal>, JournalError> {
         let reader = File::open(&self.path).map_err(|source| JournalError::Io {
             path: self.path.clone(),
             source,
         })?;
-        let (appends, queue) = mpsc::unbounded_channel();
+        let (appends, queue) = std::sync::mpsc::channel();
         let journal = Arc::new(Journal {
             id: self.id,
             path: self.path,
             state: Mutex::new(State {
+                written_end: self.end,
                 durable_end: self.end,
                 applied_end: HEADER_LEN,
                 kept_end: HEADER_LEN,
                 broken: None,
                 closed: false,
+                syncing: false,
+                room_wanted: false,
+                writer_done: false,
             }),
+            changed: std::sync::Condvar::new(),
             grown: Notify::new(),
             reader: Mutex::new(reader),
             appends: Mutex::new(Some(appends)),
             writer: Mutex::new(None),
+            applier_ended: Mutex::new(None),
         });
         let next_seq = self.last_seq.max(applied) + 1;
         let writer = journal.clone();
         let thread = std::thread::Builder::new()
             .name("intake-journal".into())
-            .spawn(move || write_groups(writer, self.file, next_seq, queue))
+            .spawn(move || write_groups(writer, self.file, next_seq, queue, sync))
             .map_err(|source| JournalError::Io {
                 path: journal.path.clone(),
                 source,
@@ -319,9 +362,10 @@ impl Journal {
         answer.await.map_err(|_| JournalError::Closed)?
     }
 
-    /// Takes no more appends, and returns once those queued are written
-    /// and the file is let go; the reader stops. What is not yet applied
-    /// is applied when the journal is next opened.
+    /// Takes no more appends, and returns once those queued are written,
+    /// the file is let go and the applier, if one is registered, has
+    /// ended. What is not yet applied is applied when the journal is next
+    /// opened.
     pub(crate) async fn close(&self) {
         drop(
             self.appends
@@ -335,6 +379,29 @@ impl Journal {
         }
         self.lock().closed = true;
         self.grown.notify_one();
+        let ended = self
+            .applier_ended
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(ended) = ended
+            && tokio::time::timeout(APPLIER_STOP_WAIT, ended)
+                .await
+                .is_err()
+        {
+            tracing::warn!(
+                "intake journal closed while its applier waits for the database; \
+                 what it has not committed is applied on the next start"
+            );
+        }
+    }
+
+    /// Registers the applier: `close` returns only once the sender given
+    /// here is dropped, as the applier ends.
+    pub(crate) fn applier_started(&self) -> oneshot::Sender<()> {
+        let (ended, on_end) = oneshot::channel();
+        *self.applier_ended.lock().unwrap_or_else(|e| e.into_inner()) = Some(on_end);
+        ended
     }
 
     /// The synced records after the applied ones, at least one and about
@@ -414,42 +481,60 @@ impl Journal {
 }
 
 /// The writer, on a thread of its own so that a group costs no hand-off
-/// beyond the one to it and the answers: takes every append queued so far,
-/// writes them as one group, syncs once, then answers them all.
+/// beyond the one to it and the answers: takes every append queued so far
+/// and writes them as one group. With `JournalSync::BeforeAnswer` it syncs
+/// each group, then answers it; with `Within`, it answers once the group
+/// is written, and a syncer thread of its own syncs behind it
+/// (`sync_behind`), so that no answer waits for a sync.
 fn write_groups(
     journal: Arc<Journal>,
     mut file: File,
     mut next_seq: u64,
-    mut queue: mpsc::UnboundedReceiver<Append>,
+    queue: std::sync::mpsc::Receiver<Append>,
+    sync: JournalSync,
 ) {
-    while let Some(first) = queue.blocking_recv() {
-        let mut bytes = first.payload.len();
+    let syncer = match sync {
+        JournalSync::BeforeAnswer => None,
+        JournalSync::Within(delay) => match start_syncer(&journal, &file, delay) {
+            Ok(syncer) => Some(syncer),
+            Err(e) => {
+                tracing::error!(error = %e, "intake journal: no syncer; intake is refused");
+                journal.lock().broken = Some(format!("no syncer: {e}"));
+                None
+            }
+        },
+    };
+    while let Ok(first) = queue.recv() {
+        let mut bytes = RECORD_HEAD_LEN + first.payload.len();
         let mut group = vec![first];
         while bytes < GROUP_BYTES_MAX {
             match queue.try_recv() {
                 Ok(append) => {
-                    bytes += append.payload.len();
+                    bytes += RECORD_HEAD_LEN + append.payload.len();
                     group.push(append);
                 }
                 Err(_) => break,
             }
         }
-        if let Err(refusal) = journal.admit(&file) {
+        if let Err(refusal) = journal.admit(&file, bytes) {
             for append in group {
                 let _ = append.reply.send(Err(refusal.clone_for_reply()));
             }
             continue;
         }
-        let mut out = Vec::with_capacity(bytes + group.len() * RECORD_HEAD_LEN);
+        let mut out = Vec::with_capacity(bytes);
         let first_seq = next_seq;
         for append in &group {
             encode(next_seq, &append.payload, &mut out);
             next_seq += 1;
         }
-        match file.write_all(&out).and_then(|()| file.sync_data()) {
+        let written = file.write_all(&out).and_then(|()| match sync {
+            JournalSync::BeforeAnswer => file.sync_data(),
+            JournalSync::Within(_) => Ok(()),
+        });
+        match written {
             Ok(()) => {
-                journal.lock().durable_end += out.len() as u64;
-                journal.grown.notify_one();
+                journal.written(out.len() as u64, sync == JournalSync::BeforeAnswer);
                 for (n, append) in group.into_iter().enumerate() {
                     let _ = append.reply.send(Ok(first_seq + n as u64));
                 }
@@ -467,6 +552,78 @@ fn write_groups(
             }
         }
     }
+    journal.lock().writer_done = true;
+    journal.changed.notify_all();
+    if let Some(syncer) = syncer {
+        let _ = syncer.join();
+    }
+}
+
+fn start_syncer(
+    journal: &Arc<Journal>,
+    file: &File,
+    delay: std::time::Duration,
+) -> io::Result<std::thread::JoinHandle<()>> {
+    let (journal, file) = (journal.clone(), file.try_clone()?);
+    std::thread::Builder::new()
+        .name("intake-journal-sync".into())
+        .spawn(move || sync_behind(&journal, &file, delay))
+}
+
+/// The syncer, with `JournalSync::Within(delay)`: once records are
+/// written and not synced, syncs them `delay` later, or at once when the
+/// writer wants room or has ended. Only it syncs, so the records it has
+/// synced are the ones written when its sync began.
+fn sync_behind(journal: &Journal, file: &File, delay: std::time::Duration) {
+    let mut s = journal.lock();
+    loop {
+        while s.written_end == s.durable_end && !s.writer_done && s.broken.is_none() {
+            s = wait(&journal.changed, s);
+        }
+        if s.written_end == s.durable_end || s.broken.is_some() {
+            return;
+        }
+        let due = Instant::now() + delay;
+        while !s.room_wanted && !s.writer_done {
+            let Some(left) = due.checked_duration_since(Instant::now()) else {
+                break;
+            };
+            s = journal
+                .changed
+                .wait_timeout(s, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        let target = s.written_end;
+        (s.syncing, s.room_wanted) = (true, false);
+        drop(s);
+        let synced = file.sync_data();
+        s = journal.lock();
+        s.syncing = false;
+        match synced {
+            Ok(()) => {
+                s.durable_end = target;
+                journal.grown.notify_one();
+            }
+            Err(e) => {
+                tracing::error!(
+                    error = %e,
+                    "intake journal sync failed: requests answered in the last moments are \
+                     lost if the machine stops before the kernel writes them; intake is \
+                     refused until Kiroku restarts"
+                );
+                s.broken = Some(e.to_string());
+            }
+        }
+        journal.changed.notify_all();
+    }
+}
+
+fn wait<'a>(
+    changed: &std::sync::Condvar,
+    s: std::sync::MutexGuard<'a, State>,
+) -> std::sync::MutexGuard<'a, State> {
+    changed.wait(s).unwrap_or_else(|e| e.into_inner())
 }
 
 impl JournalError {
@@ -480,12 +637,23 @@ impl JournalError {
 }
 
 impl Journal {
-    /// Refuses a group while the journal is broken or too far behind;
-    /// cuts a drained journal back to its header first (`file` is the
-    /// writer's, opened for appending, so the next group follows the
-    /// header).
-    fn admit(&self, file: &File) -> Result<(), JournalError> {
+    /// Refuses a group of `bytes` while the journal is broken or too far
+    /// behind. Waits while the records written and not synced, with the
+    /// group, would be more than a group, so that what a crash may leave
+    /// torn stays within one (`open`). Cuts a drained journal back to its
+    /// header first (`file` is the writer's, opened for appending, so the
+    /// next group follows the header).
+    fn admit(&self, file: &File, bytes: usize) -> Result<(), JournalError> {
         let mut s = self.lock();
+        while s.broken.is_none()
+            && s.written_end > s.durable_end
+            && (s.written_end - s.durable_end) as usize + bytes > GROUP_BYTES_MAX
+        {
+            s.room_wanted = true;
+            self.changed.notify_all();
+            s = wait(&self.changed, s);
+        }
+        s.room_wanted = false;
         if let Some(why) = &s.broken {
             return Err(JournalError::Broken(why.clone()));
         }
@@ -493,12 +661,17 @@ impl Journal {
         if backlog > BACKLOG_MAX {
             return Err(JournalError::Backlog(backlog));
         }
-        if s.kept_end == s.durable_end && s.durable_end >= TRUNCATE_AT {
-            // Everything synced is applied and kept, and only this thread
-            // adds records; the applier reads nothing while the lock is
-            // held.
+        if s.written_end == s.durable_end
+            && !s.syncing
+            && s.kept_end == s.durable_end
+            && s.durable_end >= TRUNCATE_AT
+        {
+            // Everything written is synced, applied and kept, and only
+            // this thread adds records; neither the applier nor the
+            // syncer acts while the lock is held.
             match file.set_len(HEADER_LEN).and_then(|()| file.sync_data()) {
                 Ok(()) => {
+                    s.written_end = HEADER_LEN;
                     s.durable_end = HEADER_LEN;
                     s.applied_end = HEADER_LEN;
                     s.kept_end = HEADER_LEN;
@@ -509,12 +682,27 @@ impl Journal {
         Ok(())
     }
 
+    /// Notes a group of `len` bytes written, and synced if `synced`.
+    fn written(&self, len: u64, synced: bool) {
+        let mut s = self.lock();
+        let was_synced = s.written_end == s.durable_end;
+        s.written_end += len;
+        if synced {
+            s.durable_end = s.written_end;
+            self.grown.notify_one();
+        } else if was_synced {
+            // The syncer waits for the first unsynced group only: a
+            // wake-up for every group would cost each one a thread switch.
+            self.changed.notify_all();
+        }
+    }
+
     /// After a failed group: cuts off whatever of it reached the file, so
-    /// that the next group follows the last synced record. If that fails
+    /// that the next group follows the last one written. If that fails
     /// too, no more appends are taken.
     fn cut_back(&self, file: &File) {
         let mut s = self.lock();
-        if let Err(e) = file.set_len(s.durable_end).and_then(|()| file.sync_data()) {
+        if let Err(e) = file.set_len(s.written_end).and_then(|()| file.sync_data()) {
             s.broken = Some(e.to_string());
         }
     }
@@ -543,7 +731,10 @@ mod tests {
     #[tokio::test]
     async fn concurrent_appends_are_numbered_once_and_read_back_in_order() {
         let (_dir, path) = scratch();
-        let journal = JournalFile::open(&path).unwrap().start(0).unwrap();
+        let journal = JournalFile::open(&path)
+            .unwrap()
+            .start(0, JournalSync::BeforeAnswer)
+            .unwrap();
         let appends: Vec<_> = (0..50u8)
             .map(|n| {
                 let journal = journal.clone();
@@ -568,12 +759,46 @@ mod tests {
         assert_eq!(journal.backlog(), 0);
     }
 
+    /// Answered once written: the file holds the record at once, the
+    /// applier sees it once synced, no later than the interval after, or
+    /// sooner when what is unsynced would outgrow a group.
+    #[tokio::test]
+    async fn appends_answered_before_their_sync_are_synced_within_the_interval() {
+        let (_dir, path) = scratch();
+        let sync = JournalSync::Within(std::time::Duration::from_millis(500));
+        let journal = JournalFile::open(&path).unwrap().start(0, sync).unwrap();
+        let started = Instant::now();
+        assert_eq!(journal.append(b"one".to_vec()).await.unwrap(), 1);
+        let written = std::fs::metadata(&path).unwrap().len();
+        assert_eq!(written, HEADER_LEN + (RECORD_HEAD_LEN + 3) as u64);
+        assert_eq!(journal.lock().durable_end, HEADER_LEN, "synced already");
+        assert_eq!(read_all(&journal).await, vec![(1, b"one".to_vec())]);
+        assert!(started.elapsed() >= std::time::Duration::from_millis(400));
+
+        let (_dir, path) = scratch();
+        let sync = JournalSync::Within(std::time::Duration::from_secs(60));
+        let journal = JournalFile::open(&path).unwrap().start(0, sync).unwrap();
+        let large = vec![7u8; GROUP_BYTES_MAX / 2 + 1];
+        journal.append(large.clone()).await.unwrap();
+        journal.append(large.clone()).await.unwrap();
+        let read = tokio::time::timeout(std::time::Duration::from_secs(10), read_all(&journal))
+            .await
+            .expect("more than a group left unsynced");
+        assert_eq!(read, vec![(1, large)]);
+        // Closing syncs what is left, without waiting out the interval.
+        let started = Instant::now();
+        journal.close().await;
+        let s = journal.lock();
+        assert_eq!(s.durable_end, s.written_end);
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    }
+
     #[tokio::test]
     async fn a_reopened_journal_keeps_its_id_records_and_numbering_and_loses_its_torn_tail() {
         let (_dir, path) = scratch();
         let first = JournalFile::open(&path).unwrap();
         let id = first.id();
-        let journal = first.start(0).unwrap();
+        let journal = first.start(0, JournalSync::BeforeAnswer).unwrap();
         journal.append(b"one".to_vec()).await.unwrap();
         journal.append(b"two".to_vec()).await.unwrap();
         journal.close().await;
@@ -600,7 +825,7 @@ mod tests {
             whole,
             "torn tail cut off"
         );
-        let journal = again.start(1).unwrap();
+        let journal = again.start(1, JournalSync::BeforeAnswer).unwrap();
         assert_eq!(journal.append(b"three".to_vec()).await.unwrap(), 3);
         assert_eq!(
             read_all(&journal).await,
@@ -615,7 +840,10 @@ mod tests {
     #[tokio::test]
     async fn a_drained_journal_is_cut_back_and_numbering_carries_on_past_what_was_applied() {
         let (_dir, path) = scratch();
-        let journal = JournalFile::open(&path).unwrap().start(0).unwrap();
+        let journal = JournalFile::open(&path)
+            .unwrap()
+            .start(0, JournalSync::BeforeAnswer)
+            .unwrap();
         let big = vec![7u8; (TRUNCATE_AT / 2) as usize];
         for _ in 0..2 {
             journal.append(big.clone()).await.unwrap();
@@ -638,7 +866,7 @@ mod tests {
         journal.close().await;
         let reopened = JournalFile::open(&path).unwrap();
         assert_eq!(reopened.last_seq, 6);
-        let journal = reopened.start(6).unwrap();
+        let journal = reopened.start(6, JournalSync::BeforeAnswer).unwrap();
         assert_eq!(journal.append(b"next".to_vec()).await.unwrap(), 7);
     }
 

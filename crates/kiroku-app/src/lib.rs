@@ -47,7 +47,7 @@ pub use error::{AppError, ErrorKind};
 pub use escalation::{AckOutcome, EscalationView};
 pub use incidents::{DeclareIncident, IncidentList, ListIncidents, UpdateIncident, UserSpec};
 pub use intake::{Accepted, Effect};
-pub use journal::JournalError;
+pub use journal::{JournalError, JournalSync};
 pub use links::{Link, LinkError, LinkKey};
 pub use notify::{ChannelView, Courier, Delivered, NewChannel, NotifyPolicy};
 pub use oncall::{ContactMethodView, NewContactMethod, NewOverride};

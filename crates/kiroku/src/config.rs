@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use jiff::SignedDuration;
 use jiff::tz::TimeZone;
-use kiroku_app::{AuthPolicy, Config};
+use kiroku_app::{AuthPolicy, Config, JournalSync};
 use kiroku_domain::detection::DetectionRules;
 use kiroku_domain::{BusinessHours, Catalog, Category, Role, SeverityScheme};
 use serde::Deserialize;
@@ -52,6 +52,12 @@ pub struct ServeArgs {
     /// and commit it to the database behind (see docs/intake.md).
     #[arg(long, env = "KIROKU_INTAKE_JOURNAL")]
     pub intake_journal: bool,
+    /// With the intake journal: 0 (the default) answers once the request
+    /// is on disk; MS, from 1 to 1000, answers once it is written to the
+    /// journal and has it on disk about MS later, so a crash of the
+    /// machine (not of Kiroku) may lose what was answered within it.
+    #[arg(long, env = "KIROKU_INTAKE_JOURNAL_SYNC_MS", value_name = "MS")]
+    pub intake_journal_sync_ms: Option<u64>,
 }
 
 /// The configuration file's shape; every key optional.
@@ -87,6 +93,9 @@ pub struct IntakeFile {
     /// Answer once a request is synced to the intake journal, and commit
     /// it to the database behind (default false).
     pub journal: Option<bool>,
+    /// How long the journal may hold answered requests before it syncs
+    /// them (default 0: it syncs before answering).
+    pub journal_sync_ms: Option<u64>,
 }
 
 /// Postmortems and reports.
@@ -373,8 +382,47 @@ pub struct Settings {
     pub sms: Option<crate::notify::SmsSettings>,
     pub link_key_file: PathBuf,
     pub report_font: Option<PathBuf>,
-    /// Where intake's journal is, when intake answers from it.
-    pub intake_journal: Option<PathBuf>,
+    /// Where intake's journal is, and when it answers, when intake
+    /// answers from it.
+    pub intake_journal: Option<IntakeJournal>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct IntakeJournal {
+    pub path: PathBuf,
+    pub sync: JournalSync,
+}
+
+/// The longest `intake.journal_sync_ms`.
+const JOURNAL_SYNC_MS_MAX: u64 = 1_000;
+
+fn intake_journal(args: &ServeArgs, file: &FileConfig) -> anyhow::Result<Option<IntakeJournal>> {
+    let on = args.intake_journal || file.intake.journal.unwrap_or(false);
+    let ms = args
+        .intake_journal_sync_ms
+        .or(file.intake.journal_sync_ms)
+        .unwrap_or(0);
+    let sync = match ms {
+        0 => JournalSync::BeforeAnswer,
+        1..=JOURNAL_SYNC_MS_MAX => JournalSync::Within(std::time::Duration::from_millis(ms)),
+        _ => bail!(
+            "intake.journal_sync_ms (--intake-journal-sync-ms) must be between 0 and \
+             {JOURNAL_SYNC_MS_MAX}, not {ms}"
+        ),
+    };
+    if !on {
+        if ms > 0 {
+            bail!(
+                "intake.journal_sync_ms (--intake-journal-sync-ms) is for the intake journal: \
+                 turn it on with --intake-journal or [intake] journal = true"
+            );
+        }
+        return Ok(None);
+    }
+    Ok(Some(IntakeJournal {
+        path: data_dir(&args.store, file).join("intake.journal"),
+        sync,
+    }))
 }
 
 /// The font PDF reports are set in: the configured file, or the first of
@@ -598,8 +646,7 @@ impl Settings {
                 .link_key_file
                 .clone()
                 .unwrap_or_else(|| data_dir(&args.store, file).join("link.key")),
-            intake_journal: (args.intake_journal || file.intake.journal.unwrap_or(false))
-                .then(|| data_dir(&args.store, file).join("intake.journal")),
+            intake_journal: intake_journal(args, file)?,
             detection: {
                 file.detection
                     .validate()
@@ -667,6 +714,27 @@ mod tests {
         let e = app_config(&FileConfig::default(), None, Some("p5")).unwrap_err();
         assert!(e.to_string().contains("p0-p3"));
         assert!(StoreTarget::new(Path::new("d"), Some("mysql://x")).is_err());
+        let journal = |on: bool, ms: u64| {
+            let args = ServeArgs {
+                intake_journal: on,
+                intake_journal_sync_ms: Some(ms),
+                ..Default::default()
+            };
+            intake_journal(&args, &FileConfig::default())
+        };
+        let e = journal(false, 5).unwrap_err().to_string();
+        assert!(e.contains("--intake-journal"), "{e}");
+        let e = journal(true, 1_001).unwrap_err().to_string();
+        assert!(e.contains("between 0 and 1000"), "{e}");
+        assert_eq!(journal(false, 0).unwrap(), None);
+        assert_eq!(
+            journal(true, 0).unwrap().unwrap().sync,
+            JournalSync::BeforeAnswer
+        );
+        assert_eq!(
+            journal(true, 10).unwrap().unwrap().sync,
+            JournalSync::Within(std::time::Duration::from_millis(10))
+        );
         assert_eq!(
             StoreTarget::new(Path::new("d"), Some("postgres://u:secret@db:5432/k"))
                 .unwrap()

@@ -24,7 +24,7 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::{Accepted, Effect, Job, fresh_key};
-use crate::journal::{Journal, JournalError, JournalFile, Record};
+use crate::journal::{Journal, JournalError, JournalFile, JournalSync, Record};
 use crate::{App, AppError, Result};
 
 /// The most events one applier transaction takes. Smaller than a
@@ -72,6 +72,10 @@ fn lower_this_threads_priority(_nice: i32) {}
 /// Resolves once the runtime that started the applier is gone; never for
 /// an applier that is a task of that runtime, and ends with it.
 type StarterGone = Option<tokio::sync::oneshot::Receiver<()>>;
+
+/// Held by the applier for as long as it runs; dropped as it ends, which
+/// lets the journal's `close` return (`Journal::applier_started`).
+type ApplierEnded = oneshot::Sender<()>;
 
 async fn starter_gone(gone: &mut StarterGone) {
     match gone {
@@ -181,13 +185,18 @@ impl App {
     /// Opens the intake journal at `path` and starts applying it: first
     /// what an earlier run synced but did not commit, then each request
     /// as it is synced. From then on intake answers once a request is in
-    /// the journal.
-    pub async fn with_intake_journal(mut self, path: &Path) -> Result<App, JournalError> {
+    /// the journal, as `sync` says.
+    pub async fn with_intake_journal(
+        mut self,
+        path: &Path,
+        sync: JournalSync,
+    ) -> Result<App, JournalError> {
         let file = JournalFile::open(path)?;
         let applied = self.store.intake_journal_applied(file.id()).await?;
-        let journal = file.start(applied)?;
+        let journal = file.start(applied, sync)?;
         self.intake_journal = Some(journal.clone());
-        self.clone().start_applier(journal, applied);
+        let ended = journal.applier_started();
+        self.clone().start_applier(journal, applied, ended);
         Ok(self)
     }
 
@@ -203,9 +212,9 @@ impl App {
     /// applier stops once the runtime that started it is gone, between
     /// transactions, so that it leaves no transaction or log sync half
     /// done.
-    fn start_applier(self, journal: Arc<Journal>, applied: u64) {
+    fn start_applier(self, journal: Arc<Journal>, applied: u64, ended: ApplierEnded) {
         if !self.store.io_on_own_threads() {
-            tokio::spawn(self.apply_journal(journal, applied, None));
+            tokio::spawn(self.apply_journal(journal, applied, None, ended));
             return;
         }
         let starter = tokio::runtime::Handle::current();
@@ -224,14 +233,16 @@ impl App {
                 {
                     Ok(runtime) => {
                         lower_this_threads_priority(APPLIER_NICE);
-                        runtime.block_on(self.apply_journal(journal, applied, Some(gone)));
+                        runtime.block_on(self.apply_journal(journal, applied, Some(gone), ended));
                     }
-                    Err(e) => self.apply_on(&starter, journal, applied, &e),
+                    Err(e) => self.apply_on(&starter, journal, applied, ended, &e),
                 }
             });
         if let Err(e) = applier {
+            // The sender went with the thread's closure: register anew.
             let (app, journal, starter) = fallback;
-            app.apply_on(&starter, journal, applied, &e);
+            let ended = journal.applier_started();
+            app.apply_on(&starter, journal, applied, ended, &e);
         }
     }
 
@@ -242,15 +253,19 @@ impl App {
         starter: &tokio::runtime::Handle,
         journal: Arc<Journal>,
         applied: u64,
+        ended: ApplierEnded,
         why: &dyn std::fmt::Display,
     ) {
         tracing::warn!(error = %why, "intake journal applied on the answering runtime");
-        starter.spawn(self.apply_journal(journal, applied, None));
+        starter.spawn(self.apply_journal(journal, applied, None, ended));
     }
 
     /// Closes the intake journal, if there is one: intake answers 503
-    /// from then on, and what is not applied yet is applied on the next
-    /// start.
+    /// from then on. Returns once the applier has ended, after the
+    /// transaction it was in and the database's sync of it, so that
+    /// whatever is written next (on shutdown, the last audit event and
+    /// signed head) follows the last intake applied; the rest is applied
+    /// on the next start.
     pub async fn close_intake_journal(&self) {
         if let Some(journal) = &self.intake_journal {
             journal.close().await;
@@ -263,7 +278,13 @@ impl App {
         self.intake_journal.as_ref().map(|j| j.backlog())
     }
 
-    async fn apply_journal(self, journal: Arc<Journal>, applied: u64, mut gone: StarterGone) {
+    async fn apply_journal(
+        self,
+        journal: Arc<Journal>,
+        applied: u64,
+        mut gone: StarterGone,
+        _ended: ApplierEnded,
+    ) {
         // The last commit the database has not synced, and where the
         // records it applied end.
         let mut unkept: Option<(Durable, u64)> = None;
@@ -290,7 +311,12 @@ impl App {
                     kept_at = Instant::now();
                     continue;
                 }
-                Ok(Err(JournalError::Closed)) => return,
+                Ok(Err(JournalError::Closed)) => {
+                    // A clean stop keeps what was applied, so that the
+                    // next start does not apply it again.
+                    keep(&journal, unkept.take()).await;
+                    return;
+                }
                 Ok(Err(e)) => {
                     tracing::error!(error = %e, "intake journal unreadable");
                     tokio::time::sleep(RETRY_MAX).await;

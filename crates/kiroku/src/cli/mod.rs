@@ -409,11 +409,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut app = App::new(store.clone(), settings.app.clone())
         .with_sealer(settings.audit.sealer()?)
         .with_detection(settings.detection.clone());
-    if let Some(path) = &settings.intake_journal {
+    if let Some(journal) = &settings.intake_journal {
         app = app
-            .with_intake_journal(path)
+            .with_intake_journal(&journal.path, journal.sync)
             .await
-            .with_context(|| format!("cannot use the intake journal {}", path.display()))?;
+            .with_context(|| format!("cannot use the intake journal {}", journal.path.display()))?;
     }
     match crate::config::report_fonts(settings.report_font.as_deref()) {
         Ok(fonts) => app = app.with_report_fonts(fonts),

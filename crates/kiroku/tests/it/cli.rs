@@ -501,6 +501,22 @@ fn mistakes_get_a_message_and_a_non_zero_exit() {
     );
     fails(
         &kiroku(
+            &["serve", "--data-dir", d, "--intake-journal-sync-ms", "10"],
+            &[],
+            None,
+        ),
+        "turn it on with --intake-journal",
+    );
+    fails(
+        &kiroku(
+            &["serve", "--data-dir", d, "--intake-journal"],
+            &[("KIROKU_INTAKE_JOURNAL_SYNC_MS", "5000")],
+            None,
+        ),
+        "between 0 and 1000",
+    );
+    fails(
+        &kiroku(
             &[
                 "serve",
                 "--data-dir",

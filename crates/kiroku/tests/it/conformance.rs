@@ -8,7 +8,7 @@ use jiff::{SignedDuration, Timestamp};
 use kiroku_app::{
     App, Caller, DeclareIncident, ListIncidents, NewIntegration, NewUser, UpdateIncident,
 };
-use kiroku_domain::alert::generic;
+use kiroku_domain::alert::{Integration, generic};
 use kiroku_domain::{
     AuditEvent, Operation, Role, Source, Target, TimelineEntry, TimelineKind, Transition,
 };
@@ -54,7 +54,23 @@ conformance!(
     timeline_entries_appended_together_land_on_their_own_incidents,
     intake_reads_many_keys_and_groups,
     the_intake_journal_is_applied_once_across_restarts,
+    closing_the_intake_journal_waits_for_its_applier,
 );
+
+/// A generic integration of a new service `service`.
+async fn generic_integration(app: &App, admin: &Caller, service: &str) -> Integration {
+    app.create_integration(
+        admin,
+        NewIntegration {
+            service: service.into(),
+            kind: "generic".into(),
+            name: None,
+            rate_limit_per_second: None,
+        },
+    )
+    .await
+    .unwrap()
+}
 
 async fn app(store: Arc<dyn Store>) -> (App, Caller) {
     let app = App::new(store, support::config());
@@ -907,18 +923,7 @@ async fn timeline_entries_appended_together_land_on_their_own_incidents(store: A
 /// its answer in its own place, the repeated last one too.
 async fn intake_reads_many_keys_and_groups(store: Arc<dyn Store>) {
     let (app, admin) = app(store.clone()).await;
-    let integration = app
-        .create_integration(
-            &admin,
-            NewIntegration {
-                service: "reads".into(),
-                kind: "generic".into(),
-                name: None,
-                rate_limit_per_second: None,
-            },
-        )
-        .await
-        .unwrap();
+    let integration = generic_integration(&app, &admin, "reads").await;
     let routing = serde_json::from_value(serde_json::json!({
         "grouping": { "mode": "labels", "labels": ["team"], "window_minutes": 60 }
     }))
@@ -1026,18 +1031,7 @@ async fn journal_applied(store: &Arc<dyn Store>, journal: uuid::Uuid, seq: u64) 
 /// new requests carry on the numbering.
 async fn the_intake_journal_is_applied_once_across_restarts(store: Arc<dyn Store>) {
     let (app, admin) = app(store.clone()).await;
-    let integration = app
-        .create_integration(
-            &admin,
-            NewIntegration {
-                service: "journaled".into(),
-                kind: "generic".into(),
-                name: None,
-                rate_limit_per_second: None,
-            },
-        )
-        .await
-        .unwrap();
+    let integration = generic_integration(&app, &admin, "journaled").await;
     let request = |keys: &[&str]| {
         let body = serde_json::json!({ "events": keys.iter().map(|k| serde_json::json!({
             "summary": format!("disk full on {k}"), "source": k, "severity": "critical", "dedup_key": k,
@@ -1067,7 +1061,7 @@ async fn the_intake_journal_is_applied_once_across_restarts(store: Arc<dyn Store
     std::fs::write(&path, &bytes).unwrap();
 
     let first = App::new(store.clone(), support::config())
-        .with_intake_journal(&path)
+        .with_intake_journal(&path, Default::default())
         .await
         .unwrap();
     journal_applied(&store, journal, 3).await;
@@ -1104,7 +1098,7 @@ async fn the_intake_journal_is_applied_once_across_restarts(store: Arc<dyn Store
     first.close_intake_journal().await;
 
     let second = App::new(store.clone(), support::config())
-        .with_intake_journal(&path)
+        .with_intake_journal(&path, Default::default())
         .await
         .unwrap();
     let accepted = second
@@ -1126,6 +1120,43 @@ async fn the_intake_journal_is_applied_once_across_restarts(store: Arc<dyn Store
     assert_eq!(
         open_counts(&store, integration.id, &[key]).await,
         vec![(key.to_string(), 1)]
+    );
+}
+
+/// Closing the journal returns only once its applier has ended: nothing
+/// is written behind it, so that shutdown's own audit event and signed
+/// head come after the last intake applied.
+async fn closing_the_intake_journal_waits_for_its_applier(store: Arc<dyn Store>) {
+    let (app, admin) = app(store.clone()).await;
+    let integration = generic_integration(&app, &admin, "journaled").await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = app
+        .with_intake_journal(&dir.path().join("intake.journal"), Default::default())
+        .await
+        .unwrap();
+    // Enough that the applier is still at work when the journal closes.
+    let requests = (0..200).map(|r| {
+        let (app, integration) = (app.clone(), integration.clone());
+        tokio::spawn(async move {
+            let events = (0..10)
+                .map(|e| serde_json::json!({"summary": "disk full", "source": format!("db-{r}-{e}")}))
+                .collect::<Vec<_>>();
+            let body = serde_json::json!({ "events": events }).to_string();
+            app.ingest_alerts(&integration, Source::system(), generic::parse(body.as_bytes()).unwrap())
+                .await
+                .unwrap();
+        })
+    });
+    for request in requests.collect::<Vec<_>>() {
+        request.await.unwrap();
+    }
+    app.close_intake_journal().await;
+    let size = store.audit_size().await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(
+        store.audit_size().await.unwrap(),
+        size,
+        "intake was applied after the journal closed"
     );
 }
 
@@ -1166,7 +1197,7 @@ fn the_journal_applier_ends_with_the_runtime_that_started_it() {
                 .unwrap(),
         );
         let app = App::new(store.clone(), support::config())
-            .with_intake_journal(&dir.path().join("intake.journal"))
+            .with_intake_journal(&dir.path().join("intake.journal"), Default::default())
             .await
             .unwrap();
         assert_eq!(app.intake_backlog(), Some(0));

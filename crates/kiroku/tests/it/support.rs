@@ -266,7 +266,7 @@ impl TestApp {
         }
         if let Some(dir) = &extras.journal {
             app = app
-                .with_intake_journal(&dir.path().join("intake.journal"))
+                .with_intake_journal(&dir.path().join("intake.journal"), Default::default())
                 .await
                 .unwrap();
         }
