@@ -197,15 +197,18 @@ impl JournalFile {
             });
         }
         if torn > 0 {
-            // The last group, cut short by a crash: never synced, so never
-            // answered.
+            // The last group, cut short by a crash of the machine: never
+            // synced, so never answered, unless it was answered before
+            // its sync (`JournalSync::Within`).
             tracing::warn!(
                 bytes = torn,
-                "intake journal: cutting off a torn last group"
+                "intake journal: cutting off a torn last group, requests never synced"
             );
             file.set_len(end).map_err(io)?;
-            file.sync_data().map_err(io)?;
         }
+        // Records a killed process wrote and did not sync are whole in the
+        // kernel's copy of the file: sync them before they count as synced.
+        file.sync_data().map_err(io)?;
         Ok(JournalFile {
             id,
             path: path.to_owned(),
@@ -580,11 +583,13 @@ fn sync_behind(journal: &Journal, file: &File, delay: std::time::Duration) {
         while s.written_end == s.durable_end && !s.writer_done && s.broken.is_none() {
             s = wait(&journal.changed, s);
         }
-        if s.written_end == s.durable_end || s.broken.is_some() {
+        if s.written_end == s.durable_end {
             return;
         }
+        // A writer that has ended, or failed a write, writes no more:
+        // what it answered is synced at once.
         let due = Instant::now() + delay;
-        while !s.room_wanted && !s.writer_done {
+        while !s.room_wanted && !s.writer_done && s.broken.is_none() {
             let Some(left) = due.checked_duration_since(Instant::now()) else {
                 break;
             };
@@ -613,6 +618,8 @@ fn sync_behind(journal: &Journal, file: &File, delay: std::time::Duration) {
                      refused until Kiroku restarts"
                 );
                 s.broken = Some(e.to_string());
+                journal.changed.notify_all();
+                return;
             }
         }
         journal.changed.notify_all();
@@ -669,12 +676,19 @@ impl Journal {
             // Everything written is synced, applied and kept, and only
             // this thread adds records; neither the applier nor the
             // syncer acts while the lock is held.
-            match file.set_len(HEADER_LEN).and_then(|()| file.sync_data()) {
+            // Once cut, the file is the header alone: a sync that fails
+            // then leaves it unknown what a crash would bring back, so the
+            // journal takes no more.
+            match file.set_len(HEADER_LEN) {
                 Ok(()) => {
                     s.written_end = HEADER_LEN;
                     s.durable_end = HEADER_LEN;
                     s.applied_end = HEADER_LEN;
                     s.kept_end = HEADER_LEN;
+                    if let Err(e) = file.sync_data() {
+                        s.broken = Some(format!("cut back, not synced: {e}"));
+                        return Err(JournalError::Broken(e.to_string()));
+                    }
                 }
                 Err(e) => tracing::warn!(error = %e, "intake journal not cut back"),
             }
@@ -704,7 +718,12 @@ impl Journal {
         let mut s = self.lock();
         if let Err(e) = file.set_len(s.written_end).and_then(|()| file.sync_data()) {
             s.broken = Some(e.to_string());
+            self.changed.notify_all();
         }
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.lock().closed
     }
 }
 

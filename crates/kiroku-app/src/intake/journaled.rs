@@ -332,7 +332,7 @@ impl App {
             let largest = fresh.iter().map(events_in).max().unwrap_or(0);
             let mut committed = Durable::now();
             for run in runs(fresh) {
-                committed = self.apply_run(journal.id(), run).await;
+                committed = self.apply_run(&journal, run).await;
             }
             if let Some(last) = records.last() {
                 journal.applied(last.end);
@@ -360,7 +360,9 @@ impl App {
     /// decode, or the commit fails for a reason other than the database
     /// being away, record by record, dropping (with an audit event) any
     /// that fails alone. Returns the wait for the last commit's sync.
-    async fn apply_run(&self, journal: Uuid, run: Vec<Decoded<'_>>) -> Durable {
+    /// Once the journal is closed it writes nothing more: what it has not
+    /// committed is applied on the next start.
+    async fn apply_run(&self, journal: &Journal, run: Vec<Decoded<'_>>) -> Durable {
         let records: Vec<&Record> = run.iter().map(|(r, _)| *r).collect();
         let requests: Result<Vec<Request>> = run.into_iter().map(|(_, r)| r).collect();
         let e = match requests {
@@ -370,6 +372,9 @@ impl App {
             },
             Err(e) => e,
         };
+        if journal.is_closed() {
+            return Durable::now();
+        }
         if let [record] = records[..] {
             self.drop_record(journal, record, &e).await;
             return Durable::now();
@@ -386,6 +391,7 @@ impl App {
             };
             committed = match alone {
                 Ok(c) => c,
+                Err(_) if journal.is_closed() => break,
                 Err(e) => {
                     self.drop_record(journal, record, &e).await;
                     Durable::now()
@@ -401,10 +407,11 @@ impl App {
     /// was lost, is not made twice.
     async fn commit_retrying(
         &self,
-        journal: Uuid,
+        journal: &Journal,
         records: &[&Record],
         requests: Vec<Request>,
     ) -> Result<Durable> {
+        let (journal, closed) = (journal.id(), || journal.is_closed());
         let last = records.last().map_or(0, |r| r.seq);
         let mut requests = Some(requests);
         let mut backoff = Backoff::new();
@@ -415,6 +422,9 @@ impl App {
             };
             match self.commit_requests(journal, last, requests).await {
                 Err(e @ (AppError::Unavailable(_) | AppError::DiskFull(_))) => {
+                    if closed() {
+                        return Err(e);
+                    }
                     tracing::warn!(error = %e, "intake journal waits for the database");
                     backoff.wait().await;
                     // Landed after all: only PostgreSQL's commit can land
@@ -455,7 +465,8 @@ impl App {
 
     /// Marks a record that cannot be applied (its service or integration
     /// deleted since, say) as applied, with an audit event naming it.
-    async fn drop_record(&self, journal: Uuid, record: &Record, error: &AppError) {
+    async fn drop_record(&self, journal: &Journal, record: &Record, error: &AppError) {
+        let journal_id = journal.id();
         tracing::error!(seq = record.seq, error = ?error, "intake journal record dropped");
         let event = AuditEvent::success(
             self.now(),
@@ -463,7 +474,7 @@ impl App {
             &Source::system(),
             Operation::Execute,
             "alert_intake",
-            Target::new("intake_journal", Some(journal.to_string())),
+            Target::new("intake_journal", Some(journal_id.to_string())),
         )
         .with_change(
             None,
@@ -479,12 +490,15 @@ impl App {
             let attempt = async {
                 let mut tx = self.begin().await?;
                 tx.append_audit(&event).await?;
-                tx.mark_intake_journal_applied(journal, record.seq).await?;
+                tx.mark_intake_journal_applied(journal_id, record.seq)
+                    .await?;
                 tx.commit().await?;
                 Ok::<_, AppError>(())
             };
             match attempt.await {
                 Ok(()) => return,
+                // Dropped again, if it still fails, on the next start.
+                Err(_) if journal.is_closed() => return,
                 Err(e) => {
                     tracing::warn!(error = %e, "intake journal cannot record a dropped record yet");
                     backoff.wait().await;
