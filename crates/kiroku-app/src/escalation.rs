@@ -130,8 +130,9 @@ impl Escalator {
             let d = directory.as_deref()?;
             d.policy_named(name.unwrap_or(DEFAULT_POLICY))
                 .or_else(|| {
-                    // Routing refuses a policy that does not exist, but one
-                    // may be renamed after a routing names it.
+                    // Routing refuses a policy that does not exist, and
+                    // follows a rename; a routing set while its policy was
+                    // being renamed can still name the old name.
                     tracing::warn!(
                         policy = name.unwrap_or(DEFAULT_POLICY),
                         "a routing names an escalation policy that does not exist; paging through the default one"

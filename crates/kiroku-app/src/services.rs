@@ -100,31 +100,46 @@ pub(crate) async fn rename_routed_policy(
     now: Timestamp,
 ) -> Result<Vec<Uuid>> {
     let mut renamed = Vec::new();
-    for mut service in services {
-        let before = json!(service);
-        if !service.routing.rename_policy(from, to) {
-            continue;
+    for before in services {
+        let mut service = before.clone();
+        if service.routing.rename_policy(from, to) {
+            write_changed_service(
+                tx,
+                caller,
+                "service_routing_set",
+                &before,
+                &mut service,
+                now,
+            )
+            .await?;
+            renamed.push(service.id);
         }
-        let version = service.version;
-        service.version += 1;
-        service.updated_at = now;
-        tx.update_service(&service, version)
-            .await
-            .map_err(crate::error::stale_or_taken("service"))?;
-        tx.append_audit(
-            &caller
-                .event(
-                    now,
-                    Operation::Update,
-                    "service_routing_set",
-                    service_target(&service),
-                )
-                .with_change(Some(before), Some(json!(service))),
-        )
-        .await?;
-        renamed.push(service.id);
     }
     Ok(renamed)
+}
+
+/// Writes `service`, changed from `before` as it was read, in `tx`, under
+/// optimistic locking, with `caller`'s audit event `action`.
+async fn write_changed_service(
+    tx: &mut dyn Tx,
+    caller: &Caller,
+    action: &str,
+    before: &Service,
+    service: &mut Service,
+    now: Timestamp,
+) -> Result<()> {
+    service.version = before.version + 1;
+    service.updated_at = now;
+    tx.update_service(service, before.version)
+        .await
+        .map_err(crate::error::stale_or_taken("service"))?;
+    tx.append_audit(
+        &caller
+            .event(now, Operation::Update, action, service_target(service))
+            .with_change(Some(json!(before)), Some(json!(service))),
+    )
+    .await?;
+    Ok(())
 }
 
 /// Checks a page size and decodes a cursor, as every newest-first list does.
@@ -185,9 +200,13 @@ impl App {
         let routing = router.routing();
         // A policy that does not exist would page through the default one
         // without a word.
-        for (field, name) in routing.named_policies() {
-            let found = self.store.escalation_policy(name).await?;
-            if found.is_none_or(|p| p.name != name) {
+        let named = routing.named_policies();
+        if named.is_empty() {
+            return Ok(routing.clone());
+        }
+        let policies = self.store.escalation_policies().await?;
+        for (field, name) in named {
+            if !policies.iter().any(|p| p.name == name) {
                 return Err(AppError::invalid(
                     &format!("routing.{field}"),
                     "unknown_value",
@@ -286,21 +305,10 @@ impl App {
                 current: service.version,
             });
         }
-        let before = json!(service);
-        let version = service.version;
+        let before = service.clone();
         change(&mut service)?;
-        service.version += 1;
-        service.updated_at = now;
         let mut tx = self.begin().await?;
-        tx.update_service(&service, version)
-            .await
-            .map_err(crate::error::stale_or_taken("service"))?;
-        tx.append_audit(
-            &caller
-                .event(now, Operation::Update, action, service_target(&service))
-                .with_change(Some(before), Some(json!(service))),
-        )
-        .await?;
+        write_changed_service(tx.as_mut(), caller, action, &before, &mut service, now).await?;
         tx.commit().await?;
         self.forget_routing(service.id);
         Ok(service)

@@ -411,7 +411,7 @@ impl App {
         records: &[&Record],
         requests: Vec<Request>,
     ) -> Result<Durable> {
-        let (journal, closed) = (journal.id(), || journal.is_closed());
+        let journal_id = journal.id();
         let last = records.last().map_or(0, |r| r.seq);
         let mut requests = Some(requests);
         let mut backoff = Backoff::new();
@@ -420,16 +420,16 @@ impl App {
                 Some(requests) => requests,
                 None => records.iter().map(|r| decode(r)).collect::<Result<_>>()?,
             };
-            match self.commit_requests(journal, last, requests).await {
+            match self.commit_requests(journal_id, last, requests).await {
                 Err(e @ (AppError::Unavailable(_) | AppError::DiskFull(_))) => {
-                    if closed() {
+                    if journal.is_closed() {
                         return Err(e);
                     }
                     tracing::warn!(error = %e, "intake journal waits for the database");
                     backoff.wait().await;
                     // Landed after all: only PostgreSQL's commit can land
                     // unanswered, and it is durable once it has.
-                    if matches!(self.store.intake_journal_applied(journal).await, Ok(s) if s >= last)
+                    if matches!(self.store.intake_journal_applied(journal_id).await, Ok(s) if s >= last)
                     {
                         return Ok(Durable::now());
                     }

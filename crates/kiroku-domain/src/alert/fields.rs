@@ -249,23 +249,14 @@ fn label_map(
         };
         let long_name = name.chars().count() > LABEL_NAME_MAX;
         let long_value = value.chars().count() > LABEL_VALUE_MAX;
-        if beyond == Beyond::Refuse {
-            if long_name {
-                problems.push(ValidationError::new(
-                    field,
-                    "too_long",
-                    format!("label names must be at most {LABEL_NAME_MAX} characters"),
-                ));
-                continue;
-            }
-            if long_value {
-                problems.push(ValidationError::new(
-                    field,
-                    "too_long",
-                    format!("label {name:?} must be at most {LABEL_VALUE_MAX} characters"),
-                ));
-                continue;
-            }
+        if beyond == Beyond::Refuse && (long_name || long_value) {
+            let message = if long_name {
+                format!("label names must be at most {LABEL_NAME_MAX} characters")
+            } else {
+                format!("label {name:?} must be at most {LABEL_VALUE_MAX} characters")
+            };
+            problems.push(ValidationError::new(field, "too_long", message));
+            continue;
         }
         clipped |= long_name || long_value;
         labels.insert(
