@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 use jiff::Timestamp;
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 
 use super::fields;
 use super::{
@@ -32,19 +33,28 @@ pub struct AlertmanagerBatch {
 
 impl AlertmanagerBatch {
     /// The events, each carrying what identifies its group (receiver, group
-    /// key, common labels: all bounded in size) so that it is kept with the
-    /// alert; the rest of the group's text stays out of 10,000 copies.
+    /// key, the common labels it holds itself) so that it is kept with the
+    /// alert; the rest of the group's text stays out of 10,000 copies. The
+    /// receiver and group key are bounded (`parse_group`), and common labels
+    /// a real Alertmanager sends are in every alert's own labels: copied
+    /// whatever they were, a hostile group's 74 KB of them would become
+    /// 740 MB across 10,000 alerts.
     pub fn into_events(self) -> Vec<AlertEvent> {
-        let group = serde_json::json!({
-            "receiver": self.receiver,
-            "groupKey": self.group_key,
-            "commonLabels": self.common_labels,
-        });
         self.events
             .into_iter()
             .map(|mut e| {
+                let common: BTreeMap<&String, &String> = self
+                    .common_labels
+                    .iter()
+                    .filter(|(name, value)| e.labels.get(*name) == Some(*value))
+                    .collect();
+                let group = serde_json::json!({
+                    "receiver": self.receiver,
+                    "groupKey": self.group_key,
+                    "commonLabels": common,
+                });
                 if let Value::Object(d) = &mut e.details {
-                    d.insert("group".into(), group.clone());
+                    d.insert("group".into(), group);
                 }
                 e
             })
@@ -109,8 +119,8 @@ pub(super) fn parse_group(body: &[u8], dialect: &Dialect) -> Result<Alertmanager
             .unwrap_or_default()
             .to_string()
     };
-    let group_key = text("groupKey");
-    let receiver = text("receiver");
+    let group_key = bounded_group_key(text("groupKey"));
+    let receiver = fields::clipped_line(&text("receiver"), RECEIVER_MAX);
     let external_url = text("externalURL");
     let fallback_source = host(&external_url)
         .or(Some(receiver.as_str()).filter(|r| !r.is_empty()))
@@ -242,6 +252,30 @@ fn event(at: &str, alert: Value, context: &Context, problems: &mut Problems) -> 
         links,
         group_key: context.group_key.clone(),
     })
+}
+
+/// Alertmanager's group keys name the route and the group's label values:
+/// a few hundred bytes. Each of a group's events carries its key, so a
+/// longer one is cut to this, ending in a digest of the whole so that
+/// groups stay apart where routing groups by the sender's key.
+const GROUP_KEY_MAX: usize = 1024;
+/// A receiver is a name in Alertmanager's configuration.
+const RECEIVER_MAX: usize = 255;
+
+fn bounded_group_key(key: String) -> String {
+    if key.len() <= GROUP_KEY_MAX {
+        return key;
+    }
+    let digest: String = Sha256::digest(key.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let suffix = format!("…sha256:{digest}");
+    let mut end = GROUP_KEY_MAX - suffix.len();
+    while !key.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{suffix}", &key[..end])
 }
 
 /// The labels an alert's summary, source and severity are read from:
@@ -444,6 +478,59 @@ mod tests {
             b.as_object_mut().unwrap().remove("version");
         });
         assert_eq!(problems(&body), one("version", "required"));
+    }
+
+    /// A group's own text, however long, is not multiplied by its alerts:
+    /// the events hold what the body held and a bounded amount more each.
+    #[test]
+    fn a_groups_text_is_not_copied_into_every_alert_whole() {
+        let long = |c: char, n: usize| c.to_string().repeat(n);
+        let common: Map<String, Value> = (0..64)
+            .map(|i| (format!("c{i}"), json!(long('v', 1000))))
+            .collect();
+        let alerts = vec![r#"{"status":"firing","labels":{"alertname":"A","c0":"x"}}"#; 200];
+        let group = |key: &str| {
+            let body = json!({
+                "version": "4", "groupKey": key, "receiver": long('r', 100_000),
+                "commonLabels": common, "alerts": [],
+            })
+            .to_string();
+            body.replace(
+                r#""alerts":[]"#,
+                &format!(r#""alerts":[{}]"#, alerts.join(",")),
+            )
+        };
+        let body = group(&(long('k', 100_000) + "1"));
+        let events = parse(body.as_bytes()).unwrap().into_events();
+        let held = serde_json::to_vec(&events).unwrap().len();
+        // Each event: its alert as sent, plus a group key twice and a
+        // receiver, each bounded.
+        let bound = body.len() + alerts.len() * (2 * GROUP_KEY_MAX + RECEIVER_MAX + 1024);
+        assert!(held < bound, "{held} bytes of events from {}", body.len());
+        let key = events[0].group_key.clone().unwrap();
+        assert!(
+            key.len() <= GROUP_KEY_MAX && key.starts_with("kkk"),
+            "{key}"
+        );
+        assert_eq!(
+            events[0].details["group"]["receiver"]
+                .as_str()
+                .unwrap()
+                .len(),
+            RECEIVER_MAX
+        );
+        // Common labels the alert does not hold itself are not copied; those
+        // it holds are.
+        assert_eq!(events[0].details["group"]["commonLabels"], json!({}));
+        let body = group(&(long('k', 100_000) + "2"));
+        let other = parse(body.as_bytes()).unwrap().into_events();
+        assert_ne!(other[0].group_key.clone().unwrap(), key, "groups merged");
+
+        let events = parse(GROUP.as_bytes()).unwrap().into_events();
+        assert_eq!(
+            events[0].details["group"]["commonLabels"],
+            json!({"alertname": "ProbeFailure", "job": "http_checks", "severity": "critical"})
+        );
     }
 
     #[test]

@@ -1004,10 +1004,8 @@ async fn webhook_bad_input_and_huge_groups() {
     assert_eq!(status, StatusCode::ACCEPTED);
     let stored = alerts(&t, "").await;
     assert_eq!(stored[0]["labels"], odd);
-    assert_eq!(
-        stored[0]["details"]["group"]["commonLabels"]["alertname"],
-        "InstanceDown"
-    );
+    // The group's common label is not this alert's own: not copied to it.
+    assert_eq!(stored[0]["details"]["group"]["commonLabels"], json!({}));
     assert_eq!(
         stored[0]["details"]["group"]["groupKey"],
         "{}:{alertname=\"InstanceDown\"}"
@@ -1046,6 +1044,29 @@ async fn webhook_bad_input_and_huge_groups() {
         (status, body["code"].as_str(), body["field"].as_str()),
         (StatusCode::BAD_REQUEST, Some("too_many"), Some("alerts"))
     );
+    // A hostile group: 10,000 alerts under a 1 MB group key and 64 KB of
+    // common labels they do not hold. Copied into every alert, that was
+    // 20 GB; now each alert carries a bounded key.
+    let mut hostile = am_payload(
+        (0..10_000)
+            .map(|i| am_alert("firing", &format!("h{i}"), json!({"alertname": "Hostile"})))
+            .collect(),
+    );
+    hostile["groupKey"] = json!("k".repeat(1_000_000));
+    hostile["commonLabels"] = (0..64)
+        .map(|i| (format!("c{i}"), json!("v".repeat(1000))))
+        .collect::<serde_json::Map<_, _>>()
+        .into();
+    let (status, body) = send(&t, &url, &hostile).await;
+    assert_eq!(
+        (status, body["events"].as_u64()),
+        (StatusCode::ACCEPTED, Some(10_000)),
+        "{body}"
+    );
+    let stored = alerts(&t, "").await;
+    let key = stored[0]["details"]["group"]["groupKey"].as_str().unwrap();
+    assert!(key.len() <= 1024 && key.starts_with("kkk"), "{}", key.len());
+    assert_eq!(stored[0]["details"]["group"]["commonLabels"], json!({}));
     // More than 16 MiB.
     let (status, body, _) = send_raw(&t, &url, vec![b' '; 17 * 1024 * 1024]).await;
     assert_eq!(
