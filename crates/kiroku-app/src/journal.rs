@@ -84,6 +84,8 @@ pub enum JournalError {
     DamagedMidway { path: PathBuf, seq: u64, bytes: u64 },
     #[error("the intake journal is {0} bytes behind; try again shortly")]
     Backlog(u64),
+    #[error("a request of {0} bytes is more than an intake journal record holds")]
+    TooLarge(usize),
     #[error("the intake journal cannot be written since an earlier failure: {0}")]
     Broken(String),
     #[error("the intake journal is closed: Kiroku is stopping")]
@@ -170,10 +172,7 @@ impl JournalFile {
         }
         let mut options = OpenOptions::new();
         options.read(true).write(true).create(true);
-        // What monitoring sent is the owner's to read, as the database is.
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut file = options.open(path).map_err(io)?;
+        let mut file = owner_only(&mut options).open(path).map_err(io)?;
         // Held for as long as the file is open: two writers would
         // interleave their records.
         file.try_lock().map_err(|e| match e {
@@ -214,9 +213,12 @@ impl JournalFile {
         if torn > 0 {
             // The last group, cut short by a crash of the machine: never
             // synced, so never answered, unless it was answered before
-            // its sync (`JournalSync::Within`).
+            // its sync (`JournalSync::Within`) or the disk lost a synced
+            // block. Kept aside, so that no cut is past recovering.
+            let aside = keep_aside(&file, path, end, torn).map_err(io)?;
             tracing::warn!(
                 bytes = torn,
+                kept_in = %aside.display(),
                 "intake journal: cutting off a torn last group, requests never synced"
             );
             file.set_len(end).map_err(io)?;
@@ -299,6 +301,11 @@ fn scan(file: &File, path: &Path) -> Result<(u64, u64), JournalError> {
         })?;
     let (mut end, mut last_seq) = (HEADER_LEN, 0);
     while let Ok(Some((seq, payload))) = read_record(&mut reader) {
+        // Numbers rise by one within a file: any other is not this
+        // file's next record, whatever its checksum says.
+        if end > HEADER_LEN && seq != last_seq + 1 {
+            break;
+        }
         last_seq = seq;
         end += (RECORD_HEAD_LEN + payload.len()) as u64;
     }
@@ -306,14 +313,14 @@ fn scan(file: &File, path: &Path) -> Result<(u64, u64), JournalError> {
 }
 
 /// Where the bytes that are not zero end in `file`, from `from` to `len`:
-/// past the last whole record, only a torn group is written.
-fn written_past(file: &File, from: u64, len: u64) -> io::Result<u64> {
-    let mut reader = BufReader::with_capacity(1 << 20, file);
-    reader.seek(SeekFrom::Start(from))?;
+/// past the last whole record, only a torn group is written. Reads no
+/// further once that is more than a crash leaves (`TORN_MAX`).
+fn written_past(mut file: &File, from: u64, len: u64) -> io::Result<u64> {
+    file.seek(SeekFrom::Start(from))?;
     let (mut at, mut written_end) = (from, from);
     let mut chunk = vec![0u8; 1 << 20];
-    while at < len {
-        let n = reader.read(&mut chunk)?;
+    while at < len && written_end - from <= TORN_MAX {
+        let n = file.read(&mut chunk)?;
         if n == 0 {
             break;
         }
@@ -323,6 +330,28 @@ fn written_past(file: &File, from: u64, len: u64) -> io::Result<u64> {
         at += n as u64;
     }
     Ok(written_end)
+}
+
+/// What monitoring sent is the owner's to read, as the database is.
+fn owner_only(options: &mut OpenOptions) -> &mut OpenOptions {
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(options, 0o600);
+    options
+}
+
+/// Copies the `bytes` after `end` to a file beside the journal, named by
+/// the time, and syncs it.
+fn keep_aside(mut file: &File, path: &Path, end: u64, bytes: u64) -> io::Result<PathBuf> {
+    let stamp = jiff::Timestamp::now().strftime("%Y%m%dT%H%M%S%.fZ");
+    let mut name = path.file_name().unwrap_or_default().to_owned();
+    name.push(format!(".torn-{stamp}"));
+    let aside = path.with_file_name(name);
+    let mut out = owner_only(OpenOptions::new().write(true).create_new(true)).open(&aside)?;
+    file.seek(SeekFrom::Start(end))?;
+    io::copy(&mut file.take(bytes), &mut out)?;
+    out.sync_all()?;
+    sync_parent(&aside)?;
+    Ok(aside)
 }
 
 fn checksum(seq: u64, payload: &[u8]) -> [u8; 8] {
@@ -392,6 +421,10 @@ impl Journal {
 
     /// Appends `payload` and returns its number once it is synced.
     pub(crate) async fn append(&self, payload: Vec<u8>) -> Result<u64, JournalError> {
+        // A record too long to read back would end the journal there.
+        if payload.len() > RECORD_MAX {
+            return Err(JournalError::TooLarge(payload.len()));
+        }
         let (reply, answer) = oneshot::channel();
         self.appends
             .lock()
@@ -682,6 +715,10 @@ impl JournalError {
     fn clone_for_reply(&self) -> JournalError {
         match self {
             JournalError::Backlog(b) => JournalError::Backlog(*b),
+            JournalError::Io { path, source } => JournalError::Io {
+                path: path.clone(),
+                source: io::Error::new(source.kind(), source.to_string()),
+            },
             other => JournalError::Broken(other.to_string()),
         }
     }
@@ -911,6 +948,12 @@ mod tests {
             whole,
             "torn tail cut off"
         );
+        let aside = std::fs::read(kept_aside(&path).expect("torn bytes not kept")).unwrap();
+        assert_eq!(aside.len(), 8192 + torn.len());
+        assert_eq!(
+            (&aside[..torn.len()], &aside[8192..]),
+            (&torn[..], &torn[..])
+        );
         let journal = again.start(1, JournalSync::BeforeAnswer).unwrap();
         assert_eq!(journal.append(b"three".to_vec()).await.unwrap(), 3);
         assert_eq!(
@@ -955,6 +998,115 @@ mod tests {
         assert_eq!(reopened.last_seq, 6);
         let journal = reopened.start(6, JournalSync::BeforeAnswer).unwrap();
         assert_eq!(journal.append(b"next".to_vec()).await.unwrap(), 7);
+    }
+
+    /// The one file kept aside beside the journal at `path`, if any.
+    fn kept_aside(path: &Path) -> Option<PathBuf> {
+        let mut aside: Vec<PathBuf> = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_string_lossy().contains(".torn-"))
+            .collect();
+        assert!(aside.len() <= 1, "{aside:?}");
+        aside.pop()
+    }
+
+    #[tokio::test]
+    async fn small_appends_fill_the_room_made_ahead_and_a_clean_reopen_keeps_it() {
+        let (_dir, path) = scratch();
+        let journal = JournalFile::open(&path)
+            .unwrap()
+            .start(0, JournalSync::BeforeAnswer)
+            .unwrap();
+        journal.append(b"one".to_vec()).await.unwrap();
+        let room = std::fs::metadata(&path).unwrap().len();
+        for n in 2..=100u8 {
+            journal.append(vec![n; 600]).await.unwrap();
+        }
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            room,
+            "lengthened again"
+        );
+        journal.close().await;
+
+        let reopened = JournalFile::open(&path).unwrap();
+        assert_eq!(reopened.last_seq, 100);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), room, "room cut");
+        assert_eq!(kept_aside(&path), None);
+        let journal = reopened.start(0, JournalSync::BeforeAnswer).unwrap();
+        assert_eq!(journal.append(b"next".to_vec()).await.unwrap(), 101);
+        let read = read_all(&journal).await;
+        assert_eq!(read.len(), 101);
+        assert_eq!(read[0], (1, b"one".to_vec()));
+        assert_eq!(read[100], (101, b"next".to_vec()));
+    }
+
+    #[test]
+    fn bytes_in_the_room_further_on_than_a_group_refuse_the_start_untouched() {
+        let (_dir, path) = scratch();
+        drop(JournalFile::open(&path).unwrap());
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        let mut records = Vec::new();
+        encode(1, b"kept", &mut records);
+        file.write_all(&records).unwrap();
+        let end = HEADER_LEN + records.len() as u64;
+        file.set_len(end + TORN_MAX + 4096).unwrap();
+        drop(file);
+        let stray = |at: u64| {
+            let mut file = OpenOptions::new().write(true).open(&path).unwrap();
+            file.seek(SeekFrom::Start(at)).unwrap();
+            file.write_all(&[1]).unwrap();
+        };
+        stray(end + TORN_MAX);
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(matches!(
+            JournalFile::open(&path),
+            Err(JournalError::DamagedMidway { seq: 2, .. })
+        ));
+        assert_eq!(std::fs::read(&path).unwrap(), bytes);
+        assert_eq!(kept_aside(&path), None);
+
+        // Within a group's reach it is a torn group's.
+        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        file.set_len(end).unwrap();
+        file.set_len(end + TORN_MAX + 4096).unwrap();
+        drop(file);
+        stray(end + TORN_MAX - 1);
+        let reopened = JournalFile::open(&path).unwrap();
+        assert_eq!((reopened.end, reopened.last_seq), (end, 1));
+        let aside = kept_aside(&path).unwrap();
+        assert_eq!(std::fs::metadata(aside).unwrap().len(), TORN_MAX);
+    }
+
+    #[test]
+    fn a_record_out_of_numbering_ends_the_journal() {
+        let (_dir, path) = scratch();
+        drop(JournalFile::open(&path).unwrap());
+        let mut bytes = std::fs::read(&path).unwrap();
+        encode(1, b"one", &mut bytes);
+        encode(2, b"two", &mut bytes);
+        let end = bytes.len() as u64;
+        // Whole and checksummed, but from some earlier use of the block.
+        encode(7, b"stale", &mut bytes);
+        std::fs::write(&path, &bytes).unwrap();
+        let reopened = JournalFile::open(&path).unwrap();
+        assert_eq!((reopened.end, reopened.last_seq), (end, 2));
+        assert!(kept_aside(&path).is_some());
+    }
+
+    #[tokio::test]
+    async fn a_request_too_long_to_read_back_is_refused() {
+        let (_dir, path) = scratch();
+        let journal = JournalFile::open(&path)
+            .unwrap()
+            .start(0, JournalSync::BeforeAnswer)
+            .unwrap();
+        assert!(matches!(
+            journal.append(vec![0; RECORD_MAX + 1]).await,
+            Err(JournalError::TooLarge(_))
+        ));
+        assert_eq!(journal.append(b"next".to_vec()).await.unwrap(), 1);
     }
 
     #[test]
