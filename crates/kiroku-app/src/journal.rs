@@ -1,7 +1,8 @@
 //! The intake journal's file: numbered, checksummed records appended in
 //! groups, each group made durable by one `fdatasync` shared by every
 //! request in it. The file is lengthened ahead of its records, so that
-//! most syncs need not also record a new length. An append returns only once its record is synced; the
+//! most syncs need not also record a new length. An append returns once
+//! its record is synced (or, with `JournalSync::Within`, written); the
 //! applier (`intake/journaled.rs`) reads the synced records behind the
 //! writer and marks how far it has committed them, and how far the
 //! database has made those commits durable. A journal drained that far is
@@ -219,7 +220,7 @@ impl JournalFile {
             tracing::warn!(
                 bytes = torn,
                 kept_in = %aside.display(),
-                "intake journal: cutting off a torn last group, requests never synced"
+                "intake journal: a torn last group, never synced, is kept aside and cut off"
             );
             file.set_len(end).map_err(io)?;
             len = end;
