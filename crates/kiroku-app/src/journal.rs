@@ -120,10 +120,11 @@ struct State {
     kept_end: u64,
     broken: Option<String>,
     closed: bool,
-    /// With `JournalSync::Within`: a sync is under way; the writer wants
-    /// one now, to make room; the writer has ended, so the syncer syncs
-    /// what is left and ends.
-    syncing: bool,
+    /// With `JournalSync::Within`: the writer wants a sync now, to make
+    /// room; the writer has ended, so the syncer syncs what is left and
+    /// ends. (A sync under way needs no flag: the syncer starts one only
+    /// while `written_end` is past `durable_end`, and only it moves
+    /// `durable_end`, to where `written_end` was when it began.)
     room_wanted: bool,
     writer_done: bool,
 }
@@ -266,7 +267,6 @@ impl JournalFile {
                 kept_end: HEADER_LEN,
                 broken: None,
                 closed: false,
-                syncing: false,
                 room_wanted: false,
                 writer_done: false,
             }),
@@ -420,7 +420,8 @@ impl Journal {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Appends `payload` and returns its number once it is synced.
+    /// Appends `payload` and returns its number once it is synced, or
+    /// written, as the journal's `JournalSync` says.
     pub(crate) async fn append(&self, payload: Vec<u8>) -> Result<u64, JournalError> {
         // A record too long to read back would end the journal there.
         if payload.len() > RECORD_MAX {
@@ -594,9 +595,7 @@ fn write_groups(
         let at = match journal.admit(&file, bytes) {
             Ok(at) => at,
             Err(refusal) => {
-                for append in group {
-                    let _ = append.reply.send(Err(refusal.clone_for_reply()));
-                }
+                refuse(group, &refusal);
                 continue;
             }
         };
@@ -624,12 +623,13 @@ fn write_groups(
                 tracing::error!(error = %e, "intake journal write failed");
                 next_seq = first_seq;
                 journal.cut_back(&file);
-                for append in group {
-                    let _ = append.reply.send(Err(JournalError::Io {
+                refuse(
+                    group,
+                    &JournalError::Io {
                         path: journal.path.clone(),
-                        source: io::Error::new(e.kind(), e.to_string()),
-                    }));
-                }
+                        source: e,
+                    },
+                );
             }
         }
     }
@@ -637,6 +637,13 @@ fn write_groups(
     journal.changed.notify_all();
     if let Some(syncer) = syncer {
         let _ = syncer.join();
+    }
+}
+
+/// Answers every append of a group with `refusal`.
+fn refuse(group: Vec<Append>, refusal: &JournalError) {
+    for append in group {
+        let _ = append.reply.send(Err(refusal.clone_for_reply()));
     }
 }
 
@@ -678,11 +685,10 @@ fn sync_behind(journal: &Journal, file: &File, delay: std::time::Duration) {
                 .0;
         }
         let target = s.written_end;
-        (s.syncing, s.room_wanted) = (true, false);
+        s.room_wanted = false;
         drop(s);
         let synced = file.sync_data();
         s = journal.lock();
-        s.syncing = false;
         match synced {
             Ok(()) => {
                 s.durable_end = target;
@@ -751,13 +757,12 @@ impl Journal {
             return Err(JournalError::Backlog(backlog));
         }
         if s.written_end == s.durable_end
-            && !s.syncing
             && s.kept_end == s.durable_end
             && s.durable_end >= TRUNCATE_AT
         {
-            // Everything written is synced, applied and kept, and only
-            // this thread adds records; neither the applier nor the
-            // syncer acts while the lock is held.
+            // Everything written is synced (so no sync is under way),
+            // applied and kept, and only this thread adds records; neither
+            // the applier nor the syncer acts while the lock is held.
             // Once cut, the file is the header alone: a sync that fails
             // then leaves it unknown what a crash would bring back, so the
             // journal takes no more.
@@ -779,12 +784,12 @@ impl Journal {
         let needed = s.written_end + bytes as u64;
         if needed > s.room_end {
             // Recorded by the group's own sync.
-            file.set_len(needed + ROOM_AHEAD)
-                .map_err(|source| JournalError::Io {
-                    path: self.path.clone(),
-                    source,
-                })?;
-            s.room_end = needed + ROOM_AHEAD;
+            let len = needed + ROOM_AHEAD;
+            file.set_len(len).map_err(|source| JournalError::Io {
+                path: self.path.clone(),
+                source,
+            })?;
+            s.room_end = len;
         }
         Ok(s.written_end)
     }
@@ -832,6 +837,14 @@ mod tests {
         (dir, path)
     }
 
+    /// A journal started at `path`, new or not, syncing before it answers.
+    fn new_journal(path: &Path) -> Arc<Journal> {
+        JournalFile::open(path)
+            .unwrap()
+            .start(0, JournalSync::BeforeAnswer)
+            .unwrap()
+    }
+
     async fn read_all(journal: &Arc<Journal>) -> Vec<(u64, Vec<u8>)> {
         let records = journal.read(usize::MAX).await.unwrap();
         if let Some(last) = records.last() {
@@ -844,10 +857,7 @@ mod tests {
     #[tokio::test]
     async fn concurrent_appends_are_numbered_once_and_read_back_in_order() {
         let (_dir, path) = scratch();
-        let journal = JournalFile::open(&path)
-            .unwrap()
-            .start(0, JournalSync::BeforeAnswer)
-            .unwrap();
+        let journal = new_journal(&path);
         let appends: Vec<_> = (0..50u8)
             .map(|n| {
                 let journal = journal.clone();
@@ -970,10 +980,7 @@ mod tests {
     #[tokio::test]
     async fn a_drained_journal_is_cut_back_and_numbering_carries_on_past_what_was_applied() {
         let (_dir, path) = scratch();
-        let journal = JournalFile::open(&path)
-            .unwrap()
-            .start(0, JournalSync::BeforeAnswer)
-            .unwrap();
+        let journal = new_journal(&path);
         let big = vec![7u8; (TRUNCATE_AT / 2) as usize];
         for _ in 0..2 {
             journal.append(big.clone()).await.unwrap();
@@ -1015,10 +1022,7 @@ mod tests {
     #[tokio::test]
     async fn small_appends_fill_the_room_made_ahead_and_a_clean_reopen_keeps_it() {
         let (_dir, path) = scratch();
-        let journal = JournalFile::open(&path)
-            .unwrap()
-            .start(0, JournalSync::BeforeAnswer)
-            .unwrap();
+        let journal = new_journal(&path);
         journal.append(b"one".to_vec()).await.unwrap();
         let room = std::fs::metadata(&path).unwrap().len();
         for n in 2..=100u8 {
@@ -1099,10 +1103,7 @@ mod tests {
     #[tokio::test]
     async fn a_request_too_long_to_read_back_is_refused() {
         let (_dir, path) = scratch();
-        let journal = JournalFile::open(&path)
-            .unwrap()
-            .start(0, JournalSync::BeforeAnswer)
-            .unwrap();
+        let journal = new_journal(&path);
         assert!(matches!(
             journal.append(vec![0; RECORD_MAX + 1]).await,
             Err(JournalError::TooLarge(_))

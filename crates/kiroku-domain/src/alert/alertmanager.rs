@@ -266,11 +266,7 @@ fn bounded_group_key(key: String) -> String {
     if key.len() <= GROUP_KEY_MAX {
         return key;
     }
-    let digest: String = Sha256::digest(key.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let suffix = format!("…sha256:{digest}");
+    let suffix = format!("…sha256:{:x}", Sha256::digest(key.as_bytes()));
     let mut end = GROUP_KEY_MAX - suffix.len();
     while !key.is_char_boundary(end) {
         end -= 1;

@@ -1134,22 +1134,31 @@ async fn closing_the_intake_journal_waits_for_its_applier(store: Arc<dyn Store>)
         .with_intake_journal(&dir.path().join("intake.journal"), Default::default())
         .await
         .unwrap();
-    // Enough that the applier is still at work when the journal closes.
-    let requests = (0..200).map(|r| {
-        let (app, integration) = (app.clone(), integration.clone());
-        tokio::spawn(async move {
-            let events = (0..10)
-                .map(|e| serde_json::json!({"summary": "disk full", "source": format!("db-{r}-{e}")}))
-                .collect::<Vec<_>>();
-            let body = serde_json::json!({ "events": events }).to_string();
-            app.ingest_alerts(&integration, Source::system(), generic::parse(body.as_bytes()).unwrap())
-                .await
-                .unwrap();
-        })
-    });
-    for request in requests.collect::<Vec<_>>() {
-        request.await.unwrap();
+    // Load until the applier is behind when the journal closes: otherwise
+    // there is nothing for closing to wait for.
+    let mut behind = 0;
+    for round in 0..20 {
+        let requests = (0..200).map(|r| {
+            let (app, integration) = (app.clone(), integration.clone());
+            tokio::spawn(async move {
+                let events = (0..10)
+                    .map(|e| serde_json::json!({"summary": "disk full", "source": format!("db-{round}-{r}-{e}")}))
+                    .collect::<Vec<_>>();
+                let body = serde_json::json!({ "events": events }).to_string();
+                app.ingest_alerts(&integration, Source::system(), generic::parse(body.as_bytes()).unwrap())
+                    .await
+                    .unwrap();
+            })
+        });
+        for request in requests.collect::<Vec<_>>() {
+            request.await.unwrap();
+        }
+        behind = app.intake_backlog().unwrap();
+        if behind > 0 {
+            break;
+        }
     }
+    assert!(behind > 0, "the applier kept up with every round");
     app.close_intake_journal().await;
     let size = store.audit_size().await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
