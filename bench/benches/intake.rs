@@ -442,6 +442,18 @@ fn flush_micros(dir: &Path) -> anyhow::Result<f64> {
     Ok(micros)
 }
 
+/// The ways Kiroku answers intake, each as its `Mode`'s label, key and
+/// serve arguments.
+pub const MODES: [(&str, &str, &[&str]); 3] = [
+    ("", "", &[]),
+    (", journal", "_journal", &["--intake-journal"]),
+    (
+        ", journal synced within 10 ms",
+        "_journal_10ms",
+        &["--intake-journal", "--intake-journal-sync-ms", "10"],
+    ),
+];
+
 /// One way Kiroku answers intake, run on fresh targets of its own, one per
 /// backend, in the same order for every mode.
 pub struct Mode {

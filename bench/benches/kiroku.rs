@@ -972,15 +972,15 @@ async fn main() -> anyhow::Result<()> {
     };
     // SQLite in a fresh directory, and PostgreSQL in a fresh database, named
     // `store`, for each section that runs.
-    let targets_named = |section: &'static str, store: &'static str| {
-        let (work, admin) = (work.clone(), o.pg_url.clone());
+    let targets_named = |section: &'static str, store: &str| {
+        let (work, admin, store) = (work.clone(), o.pg_url.clone(), store.to_owned());
         let runs = o.runs(section);
         async move {
             let mut out = Vec::new();
             if runs {
                 out.push(Target::Sqlite(work.join(format!("{store}-sqlite"))));
                 if pg {
-                    out.push(Target::Postgres(pg_database(&admin, store).await?));
+                    out.push(Target::Postgres(pg_database(&admin, &store).await?));
                 }
             }
             anyhow::Ok(out)
@@ -1026,28 +1026,18 @@ async fn main() -> anyhow::Result<()> {
         seed::incidents(store.as_ref(), 0, sizes[0]).await?;
         reports::reports_bench(&o, t, &token, sizes[0], &mut r).await?;
     }
-    let intake_targets = targets("intake").await?;
-    if !intake_targets.is_empty() {
-        let modes = [
-            intake::Mode {
-                label: "",
-                key: "",
-                args: &[],
-                targets: intake_targets,
-            },
-            intake::Mode {
-                label: ", journal",
-                key: "_journal",
-                args: &["--intake-journal"],
-                targets: targets_named("intake", "intake_journal").await?,
-            },
-            intake::Mode {
-                label: ", journal synced within 10 ms",
-                key: "_journal_10ms",
-                args: &["--intake-journal", "--intake-journal-sync-ms", "10"],
-                targets: targets_named("intake", "intake_journal_10ms").await?,
-            },
-        ];
+    // Each mode on stores of its own, named after its key.
+    let mut modes = Vec::new();
+    for (label, key, args) in intake::MODES {
+        let targets = targets_named("intake", &format!("intake{key}")).await?;
+        modes.push(intake::Mode {
+            label,
+            key,
+            args,
+            targets,
+        });
+    }
+    if modes.iter().all(|m| !m.targets.is_empty()) {
         intake::intake_bench(&o, &modes, &work, &mut r).await?;
     }
     let paging_targets = targets("paging").await?;

@@ -10,8 +10,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::{
-    Answered, PgDb, Receiver, Rig, Rng, Scratch, Senders, audit_verify, finish, header, missing,
-    verify_text, writes_and_pages,
+    Answered, PgDb, Receiver, Rig, Rng, Scratch, Senders, audit_verify, finish, header,
+    journal_args, missing, verify_text, writes_and_pages,
 };
 use crate::{Opts, Report, Server, Target, target_store};
 
@@ -65,14 +65,9 @@ async fn on(
 ) -> anyhow::Result<Vec<String>> {
     let name = target.name();
     let config = work.short_holds()?;
-    let sync_ms = o.intake_journal_sync_ms.map(|ms| ms.to_string());
+    let journal = journal_args(o);
     let mut extra = vec!["--config", config.as_str()];
-    if o.intake_journal {
-        extra.push("--intake-journal");
-    }
-    if let Some(ms) = &sync_ms {
-        extra.extend(["--intake-journal-sync-ms", ms.as_str()]);
-    }
+    extra.extend(journal.iter().map(String::as_str));
     let serve = || Server::start_with(&o.kiroku, target, &extra);
     let receiver = Receiver::default();
     let hook = receiver.up(None).await?;

@@ -311,7 +311,7 @@ struct Answered {
     incidents: Vec<Uuid>,
     /// Audit batches answered 201: the first seq, and each event's target id.
     audit: Vec<(i64, Vec<String>)>,
-    /// Answers other than success, by "status code".
+    /// Answers other than success, by "status code (family)".
     refusals: BTreeMap<String, usize>,
     /// Requests that got no answer (connection refused or cut).
     unanswered: usize,
@@ -376,6 +376,33 @@ enum Kind {
     PagerDuty,
     Declare,
     AuditEvents,
+}
+
+impl Kind {
+    /// What a refusal is counted under.
+    fn family(&self) -> &'static str {
+        match self {
+            Kind::Generic | Kind::PagerDuty => INTAKE,
+            Kind::Declare => "declarations",
+            Kind::AuditEvents => "audit events",
+        }
+    }
+}
+
+/// The family of intake requests, in refusals' keys.
+const INTAKE: &str = "intake";
+
+/// `kiroku serve`'s arguments for the intake journal, as `--intake-journal`
+/// and `--intake-journal-sync-ms` given to the scenario ask.
+fn journal_args(o: &Opts) -> Vec<String> {
+    let mut args = Vec::new();
+    if o.intake_journal {
+        args.push("--intake-journal".to_string());
+    }
+    if let Some(ms) = o.intake_journal_sync_ms {
+        args.extend(["--intake-journal-sync-ms".to_string(), ms.to_string()]);
+    }
+    args
 }
 
 /// Eight closed-loop writers — four intake senders (two formats), two
@@ -527,7 +554,7 @@ async fn send_one(
         .or(body["status"].as_str())
         .unwrap_or("(no code)");
     *got.refusals
-        .entry(format!("{} {code}", status.as_u16()))
+        .entry(format!("{} {code} ({})", status.as_u16(), kind.family()))
         .or_default() += 1;
     false
 }

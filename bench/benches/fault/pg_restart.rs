@@ -1,6 +1,8 @@
 //! The local PostgreSQL restarted while writes run: Kiroku keeps running,
 //! answers 503 (never anything worse) while the database is away, serves
-//! again once it is back, and every write it answered is stored.
+//! again once it is back, and every write it answered is stored. With
+//! `--intake-journal`, intake is not refused at all: it answers from the
+//! journal while the database is away.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -9,8 +11,8 @@ use anyhow::{Context, bail};
 use serde_json::json;
 
 use super::{
-    Answered, Kind, PgDb, Receiver, Rig, Scratch, Senders, audit_verify, finish, header, send_one,
-    verify_text, writes_and_pages,
+    Answered, INTAKE, Kind, PgDb, Receiver, Rig, Scratch, Senders, audit_verify, finish, header,
+    journal_args, send_one, verify_text, writes_and_pages,
 };
 use crate::{Opts, Server, target_store};
 
@@ -35,7 +37,16 @@ pub async fn run(o: &Opts, work: &Scratch) -> anyhow::Result<()> {
     let config = work.short_holds()?;
     let receiver = Receiver::default();
     let hook = receiver.up(None).await?;
-    let mut server = Server::start_with(&o.kiroku, target, &["--config", &config]).await?;
+    let journal = journal_args(o);
+    if !journal.is_empty() {
+        r.line(&format!(
+            "Intake answers from its journal (`{}`).\n",
+            journal.join(" ")
+        ));
+    }
+    let mut extra = vec!["--config", config.as_str()];
+    extra.extend(journal.iter().map(String::as_str));
+    let mut server = Server::start_with(&o.kiroku, target, &extra).await?;
     let rig = Rig::new(o, target, &server, &hook.url()).await?;
     let store = target_store(target).await?;
 
@@ -88,8 +99,24 @@ pub async fn run(o: &Opts, work: &Scratch) -> anyhow::Result<()> {
             ));
         }
     }
+    if o.intake_journal {
+        let intake: usize = all
+            .refusals
+            .iter()
+            .filter(|(what, _)| what.ends_with(&format!("({INTAKE})")))
+            .map(|(_, n)| n)
+            .sum();
+        if intake > 0 {
+            problems.push(format!(
+                "{intake} intake requests refused, though the journal takes them while the database is away"
+            ));
+        }
+    }
     if all.unanswered > 0 {
         problems.push(format!("{} requests got no answer at all", all.unanswered));
+    }
+    if o.intake_journal {
+        server.journal_committed().await?;
     }
     let pages = writes_and_pages(
         store.as_ref(),

@@ -85,6 +85,34 @@ pub(crate) fn group_commit() -> GroupCommit<Job> {
 /// made through another Kiroku node takes effect within this.
 const ROUTING_TTL: Duration = Duration::from_secs(1);
 
+/// How long intake waits for the database to read again what it read
+/// before (a routing key, a routing) before it goes on with that.
+const REREAD_WAIT_MAX: Duration = Duration::from_secs(1);
+
+/// `read` of what intake has read before, or `None` when the database is
+/// unavailable or does not answer within [`REREAD_WAIT_MAX`]: then the
+/// last read is used, so that the database away (a failover) does not
+/// stop intake, whose journal keeps what is sent until it is back.
+pub(crate) async fn reread<T>(
+    what: &'static str,
+    read: impl Future<Output = Result<T>>,
+) -> Option<Result<T>> {
+    match tokio::time::timeout(REREAD_WAIT_MAX, read).await {
+        Ok(Err(AppError::Unavailable(e))) => {
+            tracing::warn!(what, error = %e, "taken as last read: the database is unavailable");
+            None
+        }
+        Err(_) => {
+            tracing::warn!(
+                what,
+                "taken as last read: the database did not answer in time"
+            );
+            None
+        }
+        Ok(read) => Some(read),
+    }
+}
+
 /// A service with its routing compiled.
 pub(crate) struct RoutedService {
     service: Service,
@@ -261,19 +289,22 @@ impl App {
     /// A service and its compiled routing, read at most once a second.
     /// When a second has passed, the first request to see it reads the
     /// routing again; the others meanwhile keep the one they have, rather
-    /// than every waiting request reading it at once.
+    /// than every waiting request reading it at once. While the database
+    /// is away, the routing last read is kept.
     async fn routed_service(&self, id: Uuid) -> Result<Arc<RoutedService>> {
-        if let Some((at, routed)) = self
+        let last_read = match self
             .routings
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get_mut(&id)
         {
-            if at.elapsed() < ROUTING_TTL {
-                return Ok(routed.clone());
+            Some((at, routed)) if at.elapsed() < ROUTING_TTL => return Ok(routed.clone()),
+            Some((at, routed)) => {
+                *at = Instant::now();
+                Some(routed.clone())
             }
-            *at = Instant::now();
-        }
+            None => None,
+        };
         let read = async {
             let service = self
                 .store
@@ -285,7 +316,14 @@ impl App {
             })?;
             Ok(Arc::new(RoutedService { service, router }))
         };
-        match read.await {
+        let read = match last_read {
+            None => read.await,
+            Some(last_read) => match reread("routing", read).await {
+                Some(read) => read,
+                None => return Ok(last_read),
+            },
+        };
+        match read {
             Ok(routed) => {
                 self.routings
                     .lock()

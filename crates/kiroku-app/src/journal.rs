@@ -151,6 +151,20 @@ pub(crate) struct Journal {
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Resolves once the applier has ended (`applier_started`).
     applier_ended: Mutex<Option<oneshot::Receiver<()>>>,
+    /// The file once more, sharing the writer's lock on it, for each
+    /// applier to hold; let go on close.
+    locked: Mutex<Option<File>>,
+}
+
+/// Held by the applier for as long as it runs. Dropped as it ends, it lets
+/// `close` return, and lets go of the file's lock, which it shares: no
+/// other Kiroku may open the journal, and apply its records once more,
+/// while this applier may still commit them (closing gives up waiting for
+/// it while the database is away).
+pub(crate) struct ApplierRunning {
+    // Dropped first: `close`, woken by the other, finds the lock let go.
+    _locked: Option<File>,
+    _ended: oneshot::Sender<()>,
 }
 
 /// An opened journal file, its torn tail cut off, not yet written to.
@@ -251,10 +265,12 @@ impl JournalFile {
         applied: u64,
         sync: JournalSync,
     ) -> Result<Arc<Journal>, JournalError> {
-        let reader = File::open(&self.path).map_err(|source| JournalError::Io {
+        let io = |source| JournalError::Io {
             path: self.path.clone(),
             source,
-        })?;
+        };
+        let reader = File::open(&self.path).map_err(io)?;
+        let locked = self.file.try_clone().map_err(io)?;
         let (appends, queue) = std::sync::mpsc::channel();
         let journal = Arc::new(Journal {
             id: self.id,
@@ -276,6 +292,7 @@ impl JournalFile {
             appends: Mutex::new(Some(appends)),
             writer: Mutex::new(None),
             applier_ended: Mutex::new(None),
+            locked: Mutex::new(Some(locked)),
         });
         let next_seq = self.last_seq.max(applied) + 1;
         let writer = journal.clone();
@@ -440,8 +457,9 @@ impl Journal {
 
     /// Takes no more appends, and returns once those queued are written,
     /// the file is let go and the applier, if one is registered, has
-    /// ended. What is not yet applied is applied when the journal is next
-    /// opened.
+    /// ended, or after `APPLIER_STOP_WAIT` if it has not: the file stays
+    /// locked until it has. What is not yet applied is applied when the
+    /// journal is next opened.
     pub(crate) async fn close(&self) {
         drop(
             self.appends
@@ -453,6 +471,7 @@ impl Journal {
         if let Some(writer) = writer {
             let _ = tokio::task::spawn_blocking(move || writer.join()).await;
         }
+        drop(self.locked.lock().unwrap_or_else(|e| e.into_inner()).take());
         self.lock().closed = true;
         self.grown.notify_one();
         let ended = self
@@ -472,12 +491,17 @@ impl Journal {
         }
     }
 
-    /// Registers the applier: `close` returns only once the sender given
-    /// here is dropped, as the applier ends.
-    pub(crate) fn applier_started(&self) -> oneshot::Sender<()> {
+    /// Registers the applier: `close` returns only once what is given here
+    /// is dropped, as the applier ends.
+    pub(crate) fn applier_started(&self) -> ApplierRunning {
         let (ended, on_end) = oneshot::channel();
         *self.applier_ended.lock().unwrap_or_else(|e| e.into_inner()) = Some(on_end);
-        ended
+        let locked = self.locked.lock().unwrap_or_else(|e| e.into_inner());
+        ApplierRunning {
+            // Without a second handle the lock is the writer's alone.
+            _locked: locked.as_ref().and_then(|f| f.try_clone().ok()),
+            _ended: ended,
+        }
     }
 
     /// The synced records after the applied ones, at least one and about
@@ -1109,6 +1133,35 @@ mod tests {
             Err(JournalError::TooLarge(_))
         ));
         assert_eq!(journal.append(b"next".to_vec()).await.unwrap(), 1);
+    }
+
+    /// Closing gives up waiting for an applier after a while; until it
+    /// ends, nobody else may open the journal and apply its records too.
+    #[tokio::test]
+    async fn a_closed_journal_stays_locked_while_its_applier_runs() {
+        let (_dir, path) = scratch();
+        let journal = JournalFile::open(&path)
+            .unwrap()
+            .start(0, JournalSync::BeforeAnswer)
+            .unwrap();
+        let applier = journal.applier_started();
+        let closing = tokio::spawn({
+            let journal = journal.clone();
+            async move { journal.close().await }
+        });
+        while !journal.lock().closed {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        // The writer has let go of the file, and the journal its own hold.
+        assert!(journal.writer.lock().unwrap().is_none());
+        assert!(journal.locked.lock().unwrap().is_none());
+        assert!(matches!(
+            JournalFile::open(&path),
+            Err(JournalError::InUse(_))
+        ));
+        drop(applier);
+        closing.await.unwrap();
+        JournalFile::open(&path).unwrap();
     }
 
     #[test]

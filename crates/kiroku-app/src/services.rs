@@ -587,11 +587,17 @@ impl App {
             Ok(found) => return Ok(found),
             Err(lookup) => lookup,
         };
-        let found = self
-            .store
-            .integration_by_key(key)
-            .await?
-            .filter(|i| !i.disabled);
+        let read = async {
+            let found = self.store.integration_by_key(key).await?;
+            Ok(found.filter(|i| !i.disabled))
+        };
+        let found = match lookup.last_read() {
+            None => read.await?,
+            Some(last_read) => match crate::intake::reread("routing key", read).await {
+                Some(read) => read?,
+                None => return Ok(last_read.clone()),
+            },
+        };
         self.routing_keys.remember(lookup, key, &found);
         Ok(found)
     }

@@ -9,6 +9,22 @@ use crate::lifecycle::{IllegalTransition, Lifecycle, Status, Transition};
 use crate::severity::{BusinessHours, SeverityScheme};
 use crate::validate::{self, LIST_MAX, SHORT_MAX, TEXT_MAX, TITLE_MAX, ValidationError};
 
+/// An incident's version as an HTTP entity tag, `"v3"`: the server sends
+/// it as ETag and a client sends it back in If-Match.
+pub fn version_tag(version: i64) -> String {
+    format!("\"v{version}\"")
+}
+
+/// The version an entity tag names, strong or weak (`W/"v3"`).
+pub fn version_in_tag(tag: &str) -> Option<i64> {
+    tag.trim()
+        .trim_start_matches("W/")
+        .trim_matches('"')
+        .strip_prefix('v')?
+        .parse()
+        .ok()
+}
+
 /// A user as an incident names them; the name is kept so that reports need
 /// no lookup.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -559,6 +575,16 @@ impl Incident {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_version_tag_reads_back_as_its_version() {
+        assert_eq!(version_tag(3), "\"v3\"");
+        assert_eq!(version_in_tag(&version_tag(42)), Some(42));
+        assert_eq!(version_in_tag(" W/\"v7\" "), Some(7));
+        for bad in ["", "\"3\"", "\"vx\"", "*", "\"v\""] {
+            assert_eq!(version_in_tag(bad), None, "{bad}");
+        }
+    }
     use jiff::tz::TimeZone;
 
     fn rules() -> Rules {

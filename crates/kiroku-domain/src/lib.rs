@@ -31,5 +31,5 @@ pub use incident::{Impact, Incident, IncidentDraft, IncidentPatch, PersonalData,
 pub use lifecycle::{IllegalTransition, Lifecycle, Status, Transition};
 pub use outbox::OutboxMessage;
 pub use severity::{BusinessHours, ResponseTarget, SeverityLevel, SeverityScheme};
-pub use timeline::{TimelineEntry, TimelineKind};
+pub use timeline::{TimelineEntry, TimelineKind, status_change_text};
 pub use validate::ValidationError;

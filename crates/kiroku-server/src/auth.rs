@@ -261,9 +261,7 @@ pub fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
     };
     v.to_str()
         .ok()
-        .map(|s| s.trim().trim_start_matches("W/").trim_matches('"'))
-        .and_then(|s| s.strip_prefix('v'))
-        .and_then(|n| n.parse::<i64>().ok())
+        .and_then(kiroku_domain::incident::version_in_tag)
         .map(Some)
         .ok_or_else(|| {
             ApiError::new(

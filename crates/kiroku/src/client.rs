@@ -142,7 +142,10 @@ impl Client {
             .http
             .request(method, format!("{}{}", self.server, path));
         if let Some(v) = version {
-            req = req.header(reqwest::header::IF_MATCH, format!("\"v{v}\""));
+            req = req.header(
+                reqwest::header::IF_MATCH,
+                kiroku_domain::incident::version_tag(v),
+            );
         }
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);

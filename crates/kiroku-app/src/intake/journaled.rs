@@ -24,7 +24,7 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::{Accepted, Effect, Job, fresh_key};
-use crate::journal::{Journal, JournalError, JournalFile, JournalSync, Record};
+use crate::journal::{ApplierRunning, Journal, JournalError, JournalFile, JournalSync, Record};
 use crate::{App, AppError, Result};
 
 /// The most events one applier transaction takes. Smaller than a
@@ -72,10 +72,6 @@ fn lower_this_threads_priority(_nice: i32) {}
 /// Resolves once the runtime that started the applier is gone; never for
 /// an applier that is a task of that runtime, and ends with it.
 type StarterGone = Option<tokio::sync::oneshot::Receiver<()>>;
-
-/// Held by the applier for as long as it runs; dropped as it ends, which
-/// lets the journal's `close` return (`Journal::applier_started`).
-type ApplierEnded = oneshot::Sender<()>;
 
 async fn starter_gone(gone: &mut StarterGone) {
     match gone {
@@ -212,7 +208,7 @@ impl App {
     /// applier stops once the runtime that started it is gone, between
     /// transactions, so that it leaves no transaction or log sync half
     /// done.
-    fn start_applier(self, journal: Arc<Journal>, applied: u64, ended: ApplierEnded) {
+    fn start_applier(self, journal: Arc<Journal>, applied: u64, ended: ApplierRunning) {
         if !self.store.io_on_own_threads() {
             tokio::spawn(self.apply_journal(journal, applied, None, ended));
             return;
@@ -253,7 +249,7 @@ impl App {
         starter: &tokio::runtime::Handle,
         journal: Arc<Journal>,
         applied: u64,
-        ended: ApplierEnded,
+        ended: ApplierRunning,
         why: &dyn std::fmt::Display,
     ) {
         tracing::warn!(error = %why, "intake journal applied on the answering runtime");
@@ -283,7 +279,7 @@ impl App {
         journal: Arc<Journal>,
         applied: u64,
         mut gone: StarterGone,
-        _ended: ApplierEnded,
+        _ended: ApplierRunning,
     ) {
         // The last commit the database has not synced, and where the
         // records it applied end.

@@ -32,8 +32,20 @@ struct Found {
     changes: u64,
 }
 
-/// Whether a lookup may be remembered: the change count it began under.
-pub(crate) struct Lookup(u64);
+/// Whether a lookup may be remembered (the change count it began under),
+/// and what was remembered before it, if anything.
+pub(crate) struct Lookup {
+    changes: u64,
+    last_read: Option<Option<Integration>>,
+}
+
+impl Lookup {
+    /// What the key named when it was last read, however long ago: for
+    /// when the store cannot be asked.
+    pub(crate) fn last_read(&self) -> Option<&Option<Integration>> {
+        self.last_read.as_ref()
+    }
+}
 
 impl KeyCache {
     /// An integration changed: what was looked up before may be stale.
@@ -42,7 +54,10 @@ impl KeyCache {
     }
 
     /// The remembered answer for `key`, or the start of a lookup to hand
-    /// to [`KeyCache::remember`] with what the store said.
+    /// to [`KeyCache::remember`] with what the store said. An answer past
+    /// its time goes on being given to others for one more while this
+    /// lookup is under way, so that they do not all ask the store at once,
+    /// nor wait on it when it is away.
     pub(crate) fn get(&self, key: &str) -> Result<Option<Integration>, Lookup> {
         let mut found = self.found.lock().unwrap_or_else(|e| e.into_inner());
         let changes = self.changes.load(Ordering::SeqCst);
@@ -50,15 +65,25 @@ impl KeyCache {
             found.by_key.clear();
             found.changes = changes;
         }
-        match found.by_key.get(key) {
+        match found.by_key.get_mut(key) {
             Some((integration, at)) if at.elapsed() < TTL => Ok(integration.clone()),
-            _ => Err(Lookup(changes)),
+            Some((integration, at)) => {
+                *at = Instant::now();
+                Err(Lookup {
+                    changes,
+                    last_read: Some(integration.clone()),
+                })
+            }
+            None => Err(Lookup {
+                changes,
+                last_read: None,
+            }),
         }
     }
 
     pub(crate) fn remember(&self, lookup: Lookup, key: &str, integration: &Option<Integration>) {
         let mut found = self.found.lock().unwrap_or_else(|e| e.into_inner());
-        if self.changes.load(Ordering::SeqCst) != lookup.0 {
+        if self.changes.load(Ordering::SeqCst) != lookup.changes {
             return;
         }
         if found.by_key.len() >= KEYS_MAX {
@@ -104,6 +129,23 @@ mod tests {
         cache.changed();
         cache.remember(lookup, "k", &Some(integration()));
         assert!(cache.get("k").is_err());
+    }
+
+    #[test]
+    fn an_answer_past_its_time_is_read_again_by_one_lookup_while_others_keep_it() {
+        let cache = KeyCache::default();
+        let lookup = cache.get("k").expect_err("nothing remembered yet");
+        assert!(lookup.last_read().is_none());
+        let lookup = cache.get("k").expect_err("nothing remembered yet");
+        cache.remember(lookup, "k", &Some(integration()));
+        cache.found.lock().unwrap().by_key.get_mut("k").unwrap().1 -= TTL;
+        let lookup = cache.get("k").expect_err("past its time");
+        assert_eq!(
+            cache.get("k").ok(),
+            Some(Some(integration())),
+            "others keep it"
+        );
+        assert_eq!(lookup.last_read(), Some(&Some(integration())));
     }
 
     #[test]

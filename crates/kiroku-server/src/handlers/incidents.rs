@@ -3,6 +3,7 @@ use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use kiroku_app::{Caller, DeclareIncident, ListIncidents, UpdateIncident};
+use kiroku_domain::incident::version_tag;
 use kiroku_domain::{Incident, Transition};
 use kiroku_store::IncidentKey;
 use serde::Deserialize;
@@ -18,7 +19,7 @@ fn key(raw: &str) -> IncidentKey {
 
 /// The incident with its version as ETag, for If-Match on the next write.
 fn with_etag(status: StatusCode, incident: Incident) -> Response {
-    let etag = HeaderValue::from_str(&format!("\"v{}\"", incident.version)).ok();
+    let etag = HeaderValue::from_str(&version_tag(incident.version)).ok();
     let mut res = (status, Json(incident)).into_response();
     if let Some(v) = etag {
         res.headers_mut().insert(header::ETAG, v);

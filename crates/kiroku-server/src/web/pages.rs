@@ -10,7 +10,9 @@ use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use kiroku_app::{AppError, Caller, DeclareIncident, ListActionItems, ListAlerts, ListIncidents};
 use kiroku_domain::alert::{AlertStatus, Quiet};
-use kiroku_domain::{Incident, Status, TimelineEntry, TimelineKind, Transition};
+use kiroku_domain::{
+    Incident, Status, TimelineEntry, TimelineKind, Transition, status_change_text,
+};
 use kiroku_store::IncidentKey;
 use serde::Deserialize;
 
@@ -757,15 +759,8 @@ fn entries(zone: &TimeZone, timeline: Vec<TimelineEntry>) -> Vec<Entry> {
             iso: e.at.to_string(),
             kind: e.kind.as_str(),
             who: e.actor.map(|u| u.name).unwrap_or_default(),
-            // A change of status says which, before its note, as the CLI
-            // shows it: "triggered → resolved by its alerts".
             body: match e.kind {
-                TimelineKind::StatusChanged => {
-                    let status = |key: &str| e.data[key].as_str().unwrap_or_default().to_string();
-                    format!("{} → {} {}", status("from"), status("to"), e.body)
-                        .trim_end()
-                        .to_string()
-                }
+                TimelineKind::StatusChanged => status_change_text(&e.data, &e.body),
                 _ => e.body,
             },
         })

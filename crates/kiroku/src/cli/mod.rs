@@ -1164,12 +1164,9 @@ async fn incident(cmd: IncidentCommand) -> anyhow::Result<()> {
             for e in tl["items"].as_array().into_iter().flatten() {
                 let who = text(&e["actor"]["name"]);
                 let what = match e["kind"].as_str() {
-                    Some("status_changed") => format!(
-                        "{} → {} {}",
-                        text(&e["data"]["from"]),
-                        text(&e["data"]["to"]),
-                        text(&e["body"])
-                    ),
+                    Some("status_changed") => {
+                        kiroku_domain::status_change_text(&e["data"], &text(&e["body"]))
+                    }
                     _ => format!("{} {}", text(&e["kind"]), text(&e["body"])),
                 };
                 println!(

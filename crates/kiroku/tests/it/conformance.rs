@@ -1222,3 +1222,103 @@ fn the_journal_applier_ends_with_the_runtime_that_started_it() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// PostgreSQL away, as in a failover: journaled intake keeps answering
+/// with the routing keys and routings it last read, past the time it
+/// would read them again; closing the journal does not wait for the
+/// database; and what was answered meanwhile is applied once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn journaled_intake_answers_while_postgresql_is_away() {
+    use std::time::{Duration, Instant};
+    let Some(db) = support::PgDatabase::create().await else {
+        return;
+    };
+    let (relay, url) = support::Relay::to_postgres(&db.url).await;
+    let store: Arc<dyn Store> = Arc::new(
+        kiroku_store_postgres::connect(&url, Default::default())
+            .await
+            .unwrap(),
+    );
+    let (app, admin) = app(store.clone()).await;
+    let integration = generic_integration(&app, &admin, "failover").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("intake.journal");
+    let journaled = app
+        .clone()
+        .with_intake_journal(&path, Default::default())
+        .await
+        .unwrap();
+    // As the server takes a request: the routing key looked up, then the
+    // events ingested.
+    let send = |dedup_key: &str| {
+        let (app, key) = (journaled.clone(), integration.key.clone());
+        let body =
+            serde_json::json!({"summary": "disk full", "source": "db-1", "dedup_key": dedup_key});
+        async move {
+            let integration = app.integration_by_key(&key).await?.expect("key known");
+            let events = generic::parse(body.to_string().as_bytes()).unwrap();
+            app.ingest_alerts(&integration, Source::system(), events)
+                .await
+        }
+    };
+    send("before").await.unwrap();
+    let applied = |app: &App| app.intake_backlog() == Some(0);
+    while !applied(&journaled) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    relay.cut();
+    // Past how long a routing key (5 s) and a routing (1 s) are used
+    // before they are read again.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let away = ["away-1", "away-2", "away-3"];
+    for key in away {
+        let accepted = send(key).await.expect("refused while the database is away");
+        assert_eq!(accepted[0].dedup_key, key);
+    }
+    assert!(!applied(&journaled), "applied with the database away");
+    let closing = Instant::now();
+    journaled.close_intake_journal().await;
+    assert!(
+        closing.elapsed() < Duration::from_secs(15),
+        "closing waited {:?} for the database",
+        closing.elapsed()
+    );
+
+    relay.mend();
+    // The journal is locked until its applier has given up waiting for
+    // the database: applied by two, its records would count twice.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let again = loop {
+        match app
+            .clone()
+            .with_intake_journal(&path, Default::default())
+            .await
+        {
+            Ok(again) => break again,
+            Err(kiroku_app::JournalError::InUse(_)) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !applied(&again) {
+        assert!(
+            Instant::now() < deadline,
+            "not applied once the database was back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let keys = ["before", "away-1", "away-2", "away-3"];
+    assert_eq!(
+        open_counts(&store, integration.id, &keys).await,
+        vec![
+            ("away-1".to_string(), 1),
+            ("away-2".into(), 1),
+            ("away-3".into(), 1),
+            ("before".into(), 1)
+        ]
+    );
+    again.close_intake_journal().await;
+}

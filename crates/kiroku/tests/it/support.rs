@@ -564,3 +564,80 @@ pub async fn verified(app: &App) -> kiroku_audit::verify::Summary {
     .unwrap()
     .unwrap_or_else(|f| panic!("the audit log does not verify: {f:?}"))
 }
+
+/// A TCP relay to a database server that can be cut, as a failover cuts
+/// it: every connection through it is dropped, and new ones are refused,
+/// until it is mended.
+pub struct Relay {
+    pub addr: SocketAddr,
+    cut: tokio::sync::watch::Sender<bool>,
+}
+
+impl Relay {
+    pub async fn start(server: SocketAddr) -> Relay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cut = tokio::sync::watch::Sender::new(false);
+        let (mut heard, for_each) = (cut.subscribe(), cut.subscribe());
+        tokio::spawn(async move {
+            let mut listener = Some(listener);
+            loop {
+                let Some(open) = &listener else {
+                    // Cut: nothing listens until it is mended.
+                    if heard.wait_for(|cut| !*cut).await.is_err() {
+                        return;
+                    }
+                    listener = Some(tokio::net::TcpListener::bind(addr).await.unwrap());
+                    continue;
+                };
+                tokio::select! {
+                    accepted = open.accept() => {
+                        let Ok((mut client, _)) = accepted else { return };
+                        let mut cut = for_each.clone();
+                        tokio::spawn(async move {
+                            let Ok(mut server) = tokio::net::TcpStream::connect(server).await else {
+                                return;
+                            };
+                            tokio::select! {
+                                _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                                _ = cut.wait_for(|cut| *cut) => {}
+                            }
+                        });
+                    }
+                    _ = heard.wait_for(|cut| *cut) => listener = None,
+                }
+            }
+        });
+        Relay { addr, cut }
+    }
+
+    /// A relay to the server of the PostgreSQL database at `url`, and the
+    /// URL of that database through it.
+    pub async fn to_postgres(url: &str) -> (Relay, String) {
+        let mut through = reqwest::Url::parse(url).unwrap();
+        let server = format!(
+            "{}:{}",
+            through.host_str().unwrap(),
+            through.port().unwrap_or(5432)
+        );
+        let server = tokio::net::lookup_host(server)
+            .await
+            .unwrap()
+            .next()
+            .unwrap();
+        let relay = Relay::start(server).await;
+        through
+            .set_host(Some(&relay.addr.ip().to_string()))
+            .unwrap();
+        through.set_port(Some(relay.addr.port())).unwrap();
+        (relay, through.to_string())
+    }
+
+    pub fn cut(&self) {
+        self.cut.send_replace(true);
+    }
+
+    pub fn mend(&self) {
+        self.cut.send_replace(false);
+    }
+}
