@@ -85,23 +85,48 @@ pub(crate) fn group_commit() -> GroupCommit<Job> {
 /// made through another Kiroku node takes effect within this.
 const ROUTING_TTL: Duration = Duration::from_secs(1);
 
-/// How long intake waits for the database to read again what it read
-/// before (a routing key, a routing) before it goes on with that.
+/// How long a request waits for the database to read again what intake
+/// read before (a routing key, a routing) before it goes on with that.
 const REREAD_WAIT_MAX: Duration = Duration::from_secs(1);
 
-/// `read` of what intake has read before, or `None` when the database is
-/// unavailable or does not answer within [`REREAD_WAIT_MAX`]: then the
-/// last read is used, so that the database away (a failover) does not
-/// stop intake, whose journal keeps what is sent until it is back.
-pub(crate) async fn reread<T>(
+/// Whether a caller may go on with what was read before while the
+/// database is away or slow: a request may, when the intake journal will
+/// keep it until the database is back; the journal's applier, which
+/// commits with what it reads, may not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WhileAway {
+    UseLastRead,
+    Wait,
+}
+
+impl App {
+    /// How a request to intake treats the database away.
+    pub(crate) fn intake_while_away(&self) -> WhileAway {
+        match self.intake_journal {
+            Some(_) => WhileAway::UseLastRead,
+            None => WhileAway::Wait,
+        }
+    }
+}
+
+/// `read` of what intake read before, which stores its own result, or
+/// `None` when the database is unavailable or does not answer within
+/// [`REREAD_WAIT_MAX`]: the caller then goes on with the last read, so
+/// that the database away (a failover) does not stop intake. A read that
+/// outlasts the wait runs on and stores what it finds, so that a slow
+/// database still brings the change.
+pub(crate) async fn reread<T: Send + 'static>(
     what: &'static str,
-    read: impl Future<Output = Result<T>>,
+    read: impl Future<Output = Result<T>> + Send + 'static,
 ) -> Option<Result<T>> {
-    match tokio::time::timeout(REREAD_WAIT_MAX, read).await {
-        Ok(Err(AppError::Unavailable(e))) => {
+    let mut read = tokio::spawn(read);
+    match tokio::time::timeout(REREAD_WAIT_MAX, &mut read).await {
+        Ok(Ok(Err(AppError::Unavailable(e)))) => {
             tracing::warn!(what, error = %e, "taken as last read: the database is unavailable");
             None
         }
+        Ok(Ok(read)) => Some(read),
+        Ok(Err(e)) => Some(Err(AppError::Internal(format!("reading the {what}: {e}")))),
         Err(_) => {
             tracing::warn!(
                 what,
@@ -109,7 +134,6 @@ pub(crate) async fn reread<T>(
             );
             None
         }
-        Ok(read) => Some(read),
     }
 }
 
@@ -243,7 +267,9 @@ impl App {
             return Ok(Vec::new());
         }
         let count = events.len();
-        let routed = self.routed_service(integration.service_id).await?;
+        let routed = self
+            .routed_service(integration.service_id, self.intake_while_away())
+            .await?;
         let accepted = match &self.intake_journal {
             Some(journal) => journal_request(journal, integration, source, events).await,
             None => {
@@ -289,9 +315,9 @@ impl App {
     /// A service and its compiled routing, read at most once a second.
     /// When a second has passed, the first request to see it reads the
     /// routing again; the others meanwhile keep the one they have, rather
-    /// than every waiting request reading it at once. While the database
-    /// is away, the routing last read is kept.
-    async fn routed_service(&self, id: Uuid) -> Result<Arc<RoutedService>> {
+    /// than every waiting request reading it at once. `away` says whether
+    /// the last read may stand in for a read the database does not answer.
+    async fn routed_service(&self, id: Uuid, away: WhileAway) -> Result<Arc<RoutedService>> {
         let last_read = match self
             .routings
             .lock()
@@ -305,38 +331,41 @@ impl App {
             }
             None => None,
         };
-        let read = async {
-            let service = self
-                .store
-                .service(&id.to_string())
-                .await?
-                .ok_or(AppError::NotFound { what: "service" })?;
-            let router = Router::new(service.routing.clone(), &self.config.rules).map_err(|e| {
-                AppError::Internal(format!("stored routing of {}: {e}", service.name))
-            })?;
-            Ok(Arc::new(RoutedService { service, router }))
+        let app = self.clone();
+        let read = async move {
+            let read = app.read_routed_service(id).await;
+            match &read {
+                Ok(routed) => {
+                    app.routings
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(id, (Instant::now(), routed.clone()));
+                }
+                // Read again once its second has passed.
+                Err(AppError::Unavailable(_)) => {}
+                // What no longer reads or compiles is not used again.
+                Err(_) => app.forget_routing(id),
+            }
+            read
         };
-        let read = match last_read {
-            None => read.await,
-            Some(last_read) => match reread("routing", read).await {
+        match (last_read, away) {
+            (Some(last_read), WhileAway::UseLastRead) => match reread("routing", read).await {
                 Some(read) => read,
-                None => return Ok(last_read),
+                None => Ok(last_read),
             },
-        };
-        match read {
-            Ok(routed) => {
-                self.routings
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(id, (Instant::now(), routed.clone()));
-                Ok(routed)
-            }
-            // What no longer reads or compiles is not used again.
-            Err(e) => {
-                self.forget_routing(id);
-                Err(e)
-            }
+            _ => read.await,
         }
+    }
+
+    async fn read_routed_service(&self, id: Uuid) -> Result<Arc<RoutedService>> {
+        let service = self
+            .store
+            .service(&id.to_string())
+            .await?
+            .ok_or(AppError::NotFound { what: "service" })?;
+        let router = Router::new(service.routing.clone(), &self.config.rules)
+            .map_err(|e| AppError::Internal(format!("stored routing of {}: {e}", service.name)))?;
+        Ok(Arc::new(RoutedService { service, router }))
     }
 
     /// Forgets a service's compiled routing after a local change.

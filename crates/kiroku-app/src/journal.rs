@@ -497,9 +497,16 @@ impl Journal {
         let (ended, on_end) = oneshot::channel();
         *self.applier_ended.lock().unwrap_or_else(|e| e.into_inner()) = Some(on_end);
         let locked = self.locked.lock().unwrap_or_else(|e| e.into_inner());
+        let locked = locked.as_ref().and_then(|f| match f.try_clone() {
+            Ok(handle) => Some(handle),
+            Err(e) => {
+                tracing::warn!(error = %e, path = %self.path.display(),
+                    "the intake journal's lock is let go on close, not when its applier ends");
+                None
+            }
+        });
         ApplierRunning {
-            // Without a second handle the lock is the writer's alone.
-            _locked: locked.as_ref().and_then(|f| f.try_clone().ok()),
+            _locked: locked,
             _ended: ended,
         }
     }

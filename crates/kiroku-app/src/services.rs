@@ -14,6 +14,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::credentials::new_routing_key;
+use crate::intake::WhileAway;
 use crate::{App, AppError, Caller, Result};
 
 /// The longest maintenance window: a month.
@@ -587,19 +588,30 @@ impl App {
             Ok(found) => return Ok(found),
             Err(lookup) => lookup,
         };
-        let read = async {
-            let found = self.store.integration_by_key(key).await?;
-            Ok(found.filter(|i| !i.disabled))
+        let last_read = lookup.last_read();
+        let (app, key) = (self.clone(), key.to_string());
+        let read = async move {
+            let read = match app.store.integration_by_key(&key).await {
+                Ok(found) => Ok(found.filter(|i| !i.disabled)),
+                Err(e) => Err(AppError::from(e)),
+            };
+            match &read {
+                Ok(found) => app.routing_keys.remember(lookup, &key, found),
+                // Read again once its time has passed.
+                Err(AppError::Unavailable(_)) => {}
+                Err(_) => app.routing_keys.forget(&key),
+            }
+            read
         };
-        let found = match lookup.last_read() {
-            None => read.await?,
-            Some(last_read) => match crate::intake::reread("routing key", read).await {
-                Some(read) => read?,
-                None => return Ok(last_read.clone()),
-            },
-        };
-        self.routing_keys.remember(lookup, key, &found);
-        Ok(found)
+        match (last_read, self.intake_while_away()) {
+            (Some(last_read), WhileAway::UseLastRead) => {
+                match crate::intake::reread("routing key", read).await {
+                    Some(read) => read,
+                    None => Ok(last_read),
+                }
+            }
+            _ => read.await,
+        }
     }
 
     pub async fn list_alerts(&self, caller: &Caller, q: ListAlerts) -> Result<AlertList> {

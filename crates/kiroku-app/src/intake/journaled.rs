@@ -23,7 +23,7 @@ use serde_json::json;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use super::{Accepted, Effect, Job, fresh_key};
+use super::{Accepted, Effect, Job, WhileAway, fresh_key};
 use crate::journal::{ApplierRunning, Journal, JournalError, JournalFile, JournalSync, Record};
 use crate::{App, AppError, Result};
 
@@ -444,7 +444,9 @@ impl App {
     ) -> Result<Durable> {
         let mut jobs = Vec::with_capacity(requests.len());
         for request in requests {
-            let routed = self.routed_service(request.integration.service_id).await?;
+            let routed = self
+                .routed_service(request.integration.service_id, WhileAway::Wait)
+                .await?;
             // The sender was answered when the record was synced.
             let (reply, _) = oneshot::channel();
             jobs.push(Job {

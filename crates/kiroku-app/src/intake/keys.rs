@@ -42,8 +42,8 @@ pub(crate) struct Lookup {
 impl Lookup {
     /// What the key named when it was last read, however long ago: for
     /// when the store cannot be asked.
-    pub(crate) fn last_read(&self) -> Option<&Option<Integration>> {
-        self.last_read.as_ref()
+    pub(crate) fn last_read(&self) -> Option<Option<Integration>> {
+        self.last_read.clone()
     }
 }
 
@@ -79,6 +79,12 @@ impl KeyCache {
                 last_read: None,
             }),
         }
+    }
+
+    /// Forgets `key`, whose lookup failed: the next request reads it.
+    pub(crate) fn forget(&self, key: &str) {
+        let mut found = self.found.lock().unwrap_or_else(|e| e.into_inner());
+        found.by_key.remove(key);
     }
 
     pub(crate) fn remember(&self, lookup: Lookup, key: &str, integration: &Option<Integration>) {
@@ -145,7 +151,9 @@ mod tests {
             Some(Some(integration())),
             "others keep it"
         );
-        assert_eq!(lookup.last_read(), Some(&Some(integration())));
+        assert_eq!(lookup.last_read(), Some(Some(integration())));
+        cache.forget("k");
+        assert!(cache.get("k").is_err(), "forgotten after a failed lookup");
     }
 
     #[test]

@@ -565,9 +565,9 @@ pub async fn verified(app: &App) -> kiroku_audit::verify::Summary {
     .unwrap_or_else(|f| panic!("the audit log does not verify: {f:?}"))
 }
 
-/// A TCP relay to a database server that can be cut, as a failover cuts
-/// it: every connection through it is dropped, and new ones are refused,
-/// until it is mended.
+/// A TCP relay to a database server that can be cut, as a failover to a
+/// host not yet up cuts it: every connection through it is dropped, and
+/// new ones are left unanswered, until it is mended.
 pub struct Relay {
     pub addr: SocketAddr,
     cut: tokio::sync::watch::Sender<bool>,
@@ -580,18 +580,13 @@ impl Relay {
         let cut = tokio::sync::watch::Sender::new(false);
         let (mut heard, for_each) = (cut.subscribe(), cut.subscribe());
         tokio::spawn(async move {
-            let mut listener = Some(listener);
             loop {
-                let Some(open) = &listener else {
-                    // Cut: nothing listens until it is mended.
-                    if heard.wait_for(|cut| !*cut).await.is_err() {
-                        return;
-                    }
-                    listener = Some(tokio::net::TcpListener::bind(addr).await.unwrap());
-                    continue;
-                };
+                // Cut: what connects waits in the listener's backlog.
+                if heard.wait_for(|cut| !*cut).await.is_err() {
+                    return;
+                }
                 tokio::select! {
-                    accepted = open.accept() => {
+                    accepted = listener.accept() => {
                         let Ok((mut client, _)) = accepted else { return };
                         let mut cut = for_each.clone();
                         tokio::spawn(async move {
@@ -604,7 +599,7 @@ impl Relay {
                             }
                         });
                     }
-                    _ = heard.wait_for(|cut| *cut) => listener = None,
+                    _ = heard.wait_for(|cut| *cut) => {}
                 }
             }
         });
