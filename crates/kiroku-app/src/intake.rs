@@ -109,30 +109,35 @@ impl App {
     }
 }
 
-/// `read` of what intake read before, which stores its own result, or
-/// `None` when the database is unavailable or does not answer within
-/// [`REREAD_WAIT_MAX`]: the caller then goes on with the last read, so
-/// that the database away (a failover) does not stop intake. A read that
+/// `read` of what was read before (`last_read`), which stores its own
+/// result. Where `away` allows, and the database is unavailable or does
+/// not answer within [`REREAD_WAIT_MAX`], the last read stands in, so that
+/// the database away (a failover) does not stop intake; a read that
 /// outlasts the wait runs on and stores what it finds, so that a slow
 /// database still brings the change.
-pub(crate) async fn reread<T: Send + 'static>(
+pub(crate) async fn read_again<T: Send + 'static>(
     what: &'static str,
+    last_read: Option<T>,
+    away: WhileAway,
     read: impl Future<Output = Result<T>> + Send + 'static,
-) -> Option<Result<T>> {
+) -> Result<T> {
+    let Some(last_read) = last_read.filter(|_| away == WhileAway::UseLastRead) else {
+        return read.await;
+    };
     let mut read = tokio::spawn(read);
     match tokio::time::timeout(REREAD_WAIT_MAX, &mut read).await {
         Ok(Ok(Err(AppError::Unavailable(e)))) => {
             tracing::warn!(what, error = %e, "taken as last read: the database is unavailable");
-            None
+            Ok(last_read)
         }
-        Ok(Ok(read)) => Some(read),
-        Ok(Err(e)) => Some(Err(AppError::Internal(format!("reading the {what}: {e}")))),
+        Ok(Ok(read)) => read,
+        Ok(Err(e)) => Err(AppError::Internal(format!("reading the {what}: {e}"))),
         Err(_) => {
             tracing::warn!(
                 what,
                 "taken as last read: the database did not answer in time"
             );
-            None
+            Ok(last_read)
         }
     }
 }
@@ -348,13 +353,7 @@ impl App {
             }
             read
         };
-        match (last_read, away) {
-            (Some(last_read), WhileAway::UseLastRead) => match reread("routing", read).await {
-                Some(read) => read,
-                None => Ok(last_read),
-            },
-            _ => read.await,
-        }
+        read_again("routing", last_read, away, read).await
     }
 
     async fn read_routed_service(&self, id: Uuid) -> Result<Arc<RoutedService>> {

@@ -179,10 +179,7 @@ pub(crate) struct JournalFile {
 
 impl JournalFile {
     pub(crate) fn open(path: &Path) -> Result<JournalFile, JournalError> {
-        let io = |source| JournalError::Io {
-            path: path.to_owned(),
-            source,
-        };
+        let io = io_error(path);
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
@@ -265,10 +262,7 @@ impl JournalFile {
         applied: u64,
         sync: JournalSync,
     ) -> Result<Arc<Journal>, JournalError> {
-        let io = |source| JournalError::Io {
-            path: self.path.clone(),
-            source,
-        };
+        let io = io_error(&self.path);
         let reader = File::open(&self.path).map_err(io)?;
         let locked = self.file.try_clone().map_err(io)?;
         let (appends, queue) = std::sync::mpsc::channel();
@@ -299,10 +293,7 @@ impl JournalFile {
         let thread = std::thread::Builder::new()
             .name("intake-journal".into())
             .spawn(move || write_groups(writer, self.file, next_seq, queue, sync))
-            .map_err(|source| JournalError::Io {
-                path: journal.path.clone(),
-                source,
-            })?;
+            .map_err(io_error(&journal.path))?;
         *journal.writer.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread);
         Ok(journal)
     }
@@ -313,10 +304,7 @@ fn scan(file: &File, path: &Path) -> Result<(u64, u64), JournalError> {
     let mut reader = BufReader::with_capacity(1 << 20, file);
     reader
         .seek(SeekFrom::Start(HEADER_LEN))
-        .map_err(|source| JournalError::Io {
-            path: path.to_owned(),
-            source,
-        })?;
+        .map_err(io_error(path))?;
     let (mut end, mut last_seq) = (HEADER_LEN, 0);
     while let Ok(Some((seq, payload))) = read_record(&mut reader) {
         // Numbers rise by one within a file: any other is not this
@@ -348,6 +336,14 @@ fn written_past(mut file: &File, from: u64, len: u64) -> io::Result<u64> {
         at += n as u64;
     }
     Ok(written_end)
+}
+
+/// An I/O error on the journal at `path`.
+fn io_error(path: &Path) -> impl Fn(io::Error) -> JournalError + Copy + '_ {
+    move |source| JournalError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// What monitoring sent is the owner's to read, as the database is.
@@ -543,10 +539,7 @@ impl Journal {
         max_bytes: usize,
     ) -> Result<Vec<Record>, JournalError> {
         let mut file = self.reader.lock().unwrap_or_else(|e| e.into_inner());
-        let io = |source| JournalError::Io {
-            path: self.path.clone(),
-            source,
-        };
+        let io = io_error(&self.path);
         file.seek(SeekFrom::Start(start)).map_err(io)?;
         let mut reader = BufReader::with_capacity(1 << 20, &mut *file).take(end - start);
         let mut records = Vec::new();
@@ -654,13 +647,7 @@ fn write_groups(
                 tracing::error!(error = %e, "intake journal write failed");
                 next_seq = first_seq;
                 journal.cut_back(&file);
-                refuse(
-                    group,
-                    &JournalError::Io {
-                        path: journal.path.clone(),
-                        source: e,
-                    },
-                );
+                refuse(group, &io_error(&journal.path)(e));
             }
         }
     }
@@ -816,10 +803,7 @@ impl Journal {
         if needed > s.room_end {
             // Recorded by the group's own sync.
             let len = needed + ROOM_AHEAD;
-            file.set_len(len).map_err(|source| JournalError::Io {
-                path: self.path.clone(),
-                source,
-            })?;
+            file.set_len(len).map_err(io_error(&self.path))?;
             s.room_end = len;
         }
         Ok(s.written_end)
@@ -866,6 +850,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("intake.journal");
         (dir, path)
+    }
+
+    /// A new journal's file, closed, and its bytes: the header alone.
+    fn new_file() -> (tempfile::TempDir, PathBuf, Vec<u8>) {
+        let (dir, path) = scratch();
+        drop(JournalFile::open(&path).unwrap());
+        let bytes = std::fs::read(&path).unwrap();
+        (dir, path, bytes)
     }
 
     /// A journal started at `path`, new or not, syncing before it answers.
@@ -1117,9 +1109,7 @@ mod tests {
 
     #[test]
     fn a_record_out_of_numbering_ends_the_journal() {
-        let (_dir, path) = scratch();
-        drop(JournalFile::open(&path).unwrap());
-        let mut bytes = std::fs::read(&path).unwrap();
+        let (_dir, path, mut bytes) = new_file();
         encode(1, b"one", &mut bytes);
         encode(2, b"two", &mut bytes);
         let end = bytes.len() as u64;
@@ -1197,9 +1187,7 @@ mod tests {
 
     #[test]
     fn damage_further_back_than_a_torn_group_is_refused_untouched() {
-        let (_dir, path) = scratch();
-        drop(JournalFile::open(&path).unwrap());
-        let mut bytes = std::fs::read(&path).unwrap();
+        let (_dir, path, mut bytes) = new_file();
         let damaged_at = bytes.len();
         let big = vec![1u8; 1 << 20];
         for seq in 1..=80 {
@@ -1216,9 +1204,7 @@ mod tests {
 
     #[test]
     fn a_damaged_record_in_the_last_group_ends_the_journal() {
-        let (_dir, path) = scratch();
-        drop(JournalFile::open(&path).unwrap());
-        let mut bytes = std::fs::read(&path).unwrap();
+        let (_dir, path, mut bytes) = new_file();
         encode(1, b"kept", &mut bytes);
         let damaged_at = bytes.len();
         encode(2, b"flipped", &mut bytes);

@@ -14,7 +14,6 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::credentials::new_routing_key;
-use crate::intake::WhileAway;
 use crate::{App, AppError, Caller, Result};
 
 /// The longest maintenance window: a month.
@@ -603,15 +602,7 @@ impl App {
             }
             read
         };
-        match (last_read, self.intake_while_away()) {
-            (Some(last_read), WhileAway::UseLastRead) => {
-                match crate::intake::reread("routing key", read).await {
-                    Some(read) => read,
-                    None => Ok(last_read),
-                }
-            }
-            _ => read.await,
-        }
+        crate::intake::read_again("routing key", last_read, self.intake_while_away(), read).await
     }
 
     pub async fn list_alerts(&self, caller: &Caller, q: ListAlerts) -> Result<AlertList> {

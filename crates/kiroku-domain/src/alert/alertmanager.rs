@@ -267,10 +267,7 @@ fn bounded_group_key(key: String) -> String {
         return key;
     }
     let suffix = format!("…sha256:{:x}", Sha256::digest(key.as_bytes()));
-    let mut end = GROUP_KEY_MAX - suffix.len();
-    while !key.is_char_boundary(end) {
-        end -= 1;
-    }
+    let end = key.floor_char_boundary(GROUP_KEY_MAX - suffix.len());
     format!("{}{suffix}", &key[..end])
 }
 
