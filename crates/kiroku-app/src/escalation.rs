@@ -380,7 +380,7 @@ impl App {
         let rerouted = rename_routed_policy(
             tx.as_mut(),
             caller,
-            services,
+            &services,
             &before.name,
             &policy.name,
             now,

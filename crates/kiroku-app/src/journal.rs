@@ -193,7 +193,8 @@ impl JournalFile {
             std::fs::TryLockError::Error(e) => io(e),
         })?;
         let len = file.metadata().map_err(io)?.len();
-        let id = if len < HEADER_LEN {
+        let created = len < HEADER_LEN;
+        let id = if created {
             // New, or cut short while its header was written: nothing in it
             // was ever acknowledged.
             let id = Uuid::now_v7();
@@ -239,7 +240,10 @@ impl JournalFile {
         }
         // Records a killed process wrote and did not sync are whole in the
         // kernel's copy of the file: sync them before they count as synced.
-        file.sync_data().map_err(io)?;
+        // A file made just now was synced whole with its header.
+        if !created {
+            file.sync_data().map_err(io)?;
+        }
         Ok(JournalFile {
             id,
             path: path.to_owned(),

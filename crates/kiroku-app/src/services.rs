@@ -94,26 +94,19 @@ fn service_target(s: &Service) -> Target {
 pub(crate) async fn rename_routed_policy(
     tx: &mut dyn Tx,
     caller: &Caller,
-    services: Vec<Service>,
+    services: &[Service],
     from: &str,
     to: &str,
     now: Timestamp,
 ) -> Result<Vec<Uuid>> {
     let mut renamed = Vec::new();
-    for before in services {
+    // Only the services that name the policy are copied and written.
+    let names_from = |s: &&Service| s.routing.named_policies().iter().any(|(_, n)| *n == from);
+    for before in services.iter().filter(names_from) {
         let mut service = before.clone();
-        if service.routing.rename_policy(from, to) {
-            write_changed_service(
-                tx,
-                caller,
-                "service_routing_set",
-                &before,
-                &mut service,
-                now,
-            )
-            .await?;
-            renamed.push(service.id);
-        }
+        service.routing.rename_policy(from, to);
+        write_changed_service(tx, caller, "service_routing_set", before, &mut service, now).await?;
+        renamed.push(service.id);
     }
     Ok(renamed)
 }

@@ -8,15 +8,14 @@
 
 use std::collections::BTreeMap;
 
-use jiff::Timestamp;
-use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
-
 use super::fields;
 use super::{
     AlertAction, AlertEvent, AlertSeverity, DEDUP_KEY_MAX, Problems, SOURCE_MAX, SUMMARY_MAX,
+    bounded_group_key,
 };
 use crate::ValidationError;
+use jiff::Timestamp;
+use serde_json::{Map, Value};
 
 /// One webhook notification: a group of alerts.
 #[derive(Debug, Clone, PartialEq)]
@@ -196,7 +195,7 @@ fn event(at: &str, alert: Value, context: &Context, problems: &mut Problems) -> 
     };
     let starts_at = time("startsAt");
     let ends_at = time("endsAt");
-    let dedup_key = fields::verbatim(
+    let dedup_key = fields::key(
         &fields::path(at, "fingerprint"),
         fields::get(&alert, "fingerprint"),
         DEDUP_KEY_MAX,
@@ -254,22 +253,8 @@ fn event(at: &str, alert: Value, context: &Context, problems: &mut Problems) -> 
     })
 }
 
-/// Alertmanager's group keys name the route and the group's label values:
-/// a few hundred bytes. Each of a group's events carries its key, so a
-/// longer one is cut to this, ending in a digest of the whole so that
-/// groups stay apart where routing groups by the sender's key.
-const GROUP_KEY_MAX: usize = 1024;
 /// A receiver is a name in Alertmanager's configuration.
 const RECEIVER_MAX: usize = 255;
-
-fn bounded_group_key(key: String) -> String {
-    if key.len() <= GROUP_KEY_MAX {
-        return key;
-    }
-    let suffix = format!("…sha256:{:x}", Sha256::digest(key.as_bytes()));
-    let end = key.floor_char_boundary(GROUP_KEY_MAX - suffix.len());
-    format!("{}{suffix}", &key[..end])
-}
 
 /// The labels an alert's summary, source and severity are read from:
 /// kept first when an alert has more labels than Kiroku keeps.
@@ -326,7 +311,9 @@ fn render(labels: &BTreeMap<String, String>) -> String {
 mod tests {
     use super::*;
     use crate::alert::fields::arbitrary;
-    use crate::alert::{AlertLink, EVENTS_PER_REQUEST_MAX, LABEL_VALUE_MAX, LABELS_MAX};
+    use crate::alert::{
+        AlertLink, EVENTS_PER_REQUEST_MAX, GROUP_KEY_MAX, LABEL_VALUE_MAX, LABELS_MAX,
+    };
     use proptest::prelude::*;
     use serde_json::json;
 
@@ -737,6 +724,11 @@ mod tests {
         let body =
             group_with(|b| b["alerts"][0]["fingerprint"] = json!("f".repeat(DEDUP_KEY_MAX + 1)));
         assert_eq!(problems(&body), one("alerts[0].fingerprint", "too_long"));
+        let body = group_with(|b| b["alerts"][0]["fingerprint"] = json!("f\u{0}"));
+        assert_eq!(
+            problems(&body),
+            one("alerts[0].fingerprint", "invalid_characters")
+        );
     }
 
     #[test]

@@ -111,6 +111,28 @@ pub(super) fn verbatim(
     checked(field, value, str::to_string, max, required, problems)
 }
 
+/// A key the alert is found by again (a dedup key, a fingerprint, a
+/// routing key): [`verbatim`], but with no NUL, which PostgreSQL cannot
+/// keep in text, so that a key is taken or refused alike on every store.
+pub(super) fn key(
+    field: &str,
+    value: &Value,
+    max: usize,
+    required: bool,
+    problems: &mut Problems,
+) -> Option<String> {
+    let key = verbatim(field, value, max, required, problems)?;
+    if key.contains('\0') {
+        problems.push(ValidationError::new(
+            field,
+            "invalid_characters",
+            "must not contain NUL (\\u0000)",
+        ));
+        return None;
+    }
+    Some(key)
+}
+
 /// A one-line text (see [`one_line`]), at most `max` characters once
 /// cleaned; empty reads as absent.
 pub(super) fn line(

@@ -67,7 +67,7 @@ fn event(at: &str, value: Value, problems: &mut Problems) -> Option<AlertEvent> 
         action,
         Some(AlertAction::Acknowledge | AlertAction::Resolve)
     );
-    let dedup_key = fields::verbatim(
+    let dedup_key = fields::key(
         &field("dedup_key"),
         &event.dedup_key,
         DEDUP_KEY_MAX,

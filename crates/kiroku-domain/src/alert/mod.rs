@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::incident::{CLOCK_SKEW, IncidentDraft};
@@ -34,6 +35,23 @@ pub const SOURCE_MAX: usize = 255;
 pub const LABELS_MAX: usize = 64;
 pub const LABEL_NAME_MAX: usize = 128;
 pub const LABEL_VALUE_MAX: usize = 1024;
+/// The longest key alerts are grouped by, in bytes: a sender's group key
+/// (Alertmanager's name the route and the group's label values, a few
+/// hundred bytes) is carried by each of its group's events, and the key
+/// routing groups by is indexed, where PostgreSQL holds at most 2,704
+/// bytes an entry.
+pub const GROUP_KEY_MAX: usize = 1024;
+
+/// `key`, or when longer than [`GROUP_KEY_MAX`] its start and a SHA-256 of
+/// the whole, so that keys differing only past the cut stay apart.
+fn bounded_group_key(key: String) -> String {
+    if key.len() <= GROUP_KEY_MAX {
+        return key;
+    }
+    let suffix = format!("…sha256:{:x}", Sha256::digest(key.as_bytes()));
+    let end = key.floor_char_boundary(GROUP_KEY_MAX - suffix.len());
+    format!("{}{suffix}", &key[..end])
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

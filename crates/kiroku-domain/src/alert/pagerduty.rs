@@ -71,7 +71,7 @@ pub fn parse_event(body: &[u8]) -> Result<PagerDutyEvent, Problems> {
         action,
         Some(AlertAction::Acknowledge | AlertAction::Resolve)
     );
-    let dedup_key = fields::verbatim(
+    let dedup_key = fields::key(
         "dedup_key",
         &body.dedup_key,
         DEDUP_KEY_MAX,
@@ -184,7 +184,7 @@ fn read_trigger(payload: Payload, event: &mut AlertEvent, problems: &mut Problem
 }
 
 fn routing_key(value: &Value, problems: &mut Problems) -> String {
-    fields::verbatim("routing_key", value, ROUTING_KEY_MAX, true, problems).unwrap_or_default()
+    fields::key("routing_key", value, ROUTING_KEY_MAX, true, problems).unwrap_or_default()
 }
 
 fn event_action(value: &Value, problems: &mut Problems) -> Option<AlertAction> {
@@ -517,6 +517,20 @@ mod tests {
         assert_eq!(problems(&body), one("dedup_key", "too_long"));
         let body = trigger_with(|b| b["dedup_key"] = json!("鍵".repeat(DEDUP_KEY_MAX)));
         assert!(parse_event(&body).is_ok());
+    }
+
+    #[test]
+    fn a_key_holding_nul_is_refused() {
+        let body = trigger_with(|b| b["dedup_key"] = json!("db\u{0}1"));
+        assert_eq!(problems(&body), one("dedup_key", "invalid_characters"));
+        let body = trigger_with(|b| b["routing_key"] = json!("\u{0}"));
+        assert_eq!(problems(&body), one("routing_key", "invalid_characters"));
+        // Other control characters are kept: only NUL has no place in text.
+        let body = trigger_with(|b| b["dedup_key"] = json!("db\t1"));
+        assert_eq!(
+            parse_event(&body).unwrap().event.dedup_key.as_deref(),
+            Some("db\t1")
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ use jiff::{SignedDuration, Timestamp};
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
-use super::{AlertEvent, AlertSeverity};
+use super::{AlertEvent, AlertSeverity, bounded_group_key};
 use crate::{Rules, ValidationError};
 
 pub const RULES_MAX: usize = 100;
@@ -409,12 +409,12 @@ fn group_key(
                 key.push('=');
                 push_escaped(&mut key, event.labels.get(l).map_or("", String::as_str));
             }
-            Some((key, window(*window_minutes)))
+            Some((bounded_group_key(key), window(*window_minutes)))
         }
         Grouping::Sender { window_minutes } => {
             let mut key = format!("{scope}:sender:");
             push_escaped(&mut key, event.group_key.as_deref().unwrap_or_default());
-            Some((key, window(*window_minutes)))
+            Some((bounded_group_key(key), window(*window_minutes)))
         }
     }
 }
@@ -424,13 +424,18 @@ fn window(minutes: u32) -> SignedDuration {
 }
 
 /// Appends `s` with backslashes, `,` and `=` escaped, so that a value
-/// cannot forge another group's key.
+/// cannot forge another group's key, and NUL written `\0`: PostgreSQL
+/// cannot keep it in text, and a label value may hold one.
 fn push_escaped(key: &mut String, s: &str) {
     for c in s.chars() {
-        if matches!(c, '\\' | ',' | '=') {
-            key.push('\\');
+        match c {
+            '\\' | ',' | '=' => {
+                key.push('\\');
+                key.push(c);
+            }
+            '\0' => key.push_str("\\0"),
+            _ => key.push(c),
         }
-        key.push(c);
     }
 }
 
@@ -668,7 +673,56 @@ mod tests {
         assert!(!w.covers("2026-11-21T02:00:00Z".parse().unwrap()));
     }
 
+    #[test]
+    fn long_label_values_make_bounded_group_keys_that_stay_apart() {
+        let r = routing(serde_json::json!(
+            {"grouping": {"mode": "labels", "labels": ["x", "y"], "window_minutes": 5}}
+        ));
+        let long = "障".repeat(1024);
+        let key = |y: &str| {
+            r.decide(
+                &event(AlertSeverity::Info, &[("x", &long), ("y", y)]),
+                &rules(),
+            )
+            .group
+            .unwrap()
+            .0
+        };
+        let (a, b) = (key("a"), key("b"));
+        assert!(a.len() <= crate::alert::GROUP_KEY_MAX, "{}", a.len());
+        assert!(b.len() <= crate::alert::GROUP_KEY_MAX, "{}", b.len());
+        assert_ne!(a, b);
+        assert_eq!(a, key("a"));
+    }
+
+    /// Label values from the characters a group key escapes, and others.
+    fn escapable() -> impl Strategy<Value = String> {
+        prop::collection::vec(
+            prop::sample::select(vec!['a', '0', ',', '=', '\\', '\0']),
+            0..6,
+        )
+        .prop_map(|chars| chars.into_iter().collect())
+    }
+
     proptest! {
+        #[test]
+        fn label_group_keys_hold_no_nul_and_differ_exactly_when_the_values_do(
+            a in escapable(), b in escapable(), c in escapable(), d in escapable()
+        ) {
+            let r = routing(serde_json::json!(
+                {"grouping": {"mode": "labels", "labels": ["x", "y"], "window_minutes": 5}}
+            ));
+            let key = |x: &str, y: &str| {
+                r.decide(&event(AlertSeverity::Info, &[("x", x), ("y", y)]), &rules())
+                    .group
+                    .unwrap()
+                    .0
+            };
+            let (first, second) = (key(&a, &b), key(&c, &d));
+            prop_assert!(!first.contains('\0') && !second.contains('\0'));
+            prop_assert_eq!(first == second, (a, b) == (c, d));
+        }
+
         #[test]
         fn any_pattern_either_compiles_or_is_refused_and_matching_never_panics(
             pattern in ".{0,40}", value in ".{0,40}"

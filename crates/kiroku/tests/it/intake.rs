@@ -271,21 +271,13 @@ async fn pagerduty_story(t: &TestApp) {
 /// resolves when the last of them does.
 async fn alertmanager_story(t: &TestApp) {
     let (key, _) = integration(t, "alertmanager", "web").await;
-    let (status, _) = t
-        .call(
-            Some(&t.admin),
-            reqwest::Method::PUT,
-            "/api/v1/services/web/routing",
-            Some(json!({
+    set_routing(t, "web", json!({
                 "grouping": {"mode": "labels", "labels": ["alertname"], "window_minutes": 60},
                 "rules": [
                     {"name": "db", "when": {"labels": {"team": "db"}}, "then": {"severity": "P1", "category": "database"}},
                     {"name": "noise", "when": {"labels": {"alertname": {"regex": "Watchdog|InfoInhibitor"}}}, "then": {"suppress": true}}
                 ]
-            })),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK);
+            })).await;
     let url = format!("/api/v1/integrations/{key}/alertmanager");
     let a = am_alert(
         "firing",
@@ -520,15 +512,7 @@ async fn resolving_an_incident_resolves_its_alerts_story(t: &TestApp) {
     let (key, _) = integration(t, "generic", "pay").await;
     let grouping =
         json!({"grouping": {"mode": "labels", "labels": ["cluster"], "window_minutes": 60}});
-    let (status, body) = t
-        .call(
-            Some(&t.admin),
-            reqwest::Method::PUT,
-            "/api/v1/services/pay/routing",
-            Some(grouping),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    set_routing(t, "pay", grouping).await;
     let path = format!("/api/v1/integrations/{key}/generic");
     let trigger = |dedup: &str| json!({"summary": format!("{dedup} failing"), "source": "pay-1", "dedup_key": dedup, "labels": {"cluster": "c1"}});
     let (_, first) = send(
@@ -653,6 +637,148 @@ async fn resolving_an_incident_resolves_its_alerts_story(t: &TestApp) {
     t.assert_audit_verifies().await;
 }
 
+/// What PostgreSQL cannot keep: NUL in text, and index entries over 2,704
+/// bytes. A key an alert is found by again holding NUL is refused with the
+/// field named, on every store alike; a label value that groups alerts may
+/// hold NUL, and may be as long as any label value.
+async fn nul_and_overlong_keys_story(t: &TestApp) {
+    let (pd, _) = integration(t, "pagerduty", "nul").await;
+    let mut dedup = pd_trigger(&pd, Some("db\u{0}1"), "s");
+    let mut routing = pd_trigger(&pd, None, "s");
+    routing["routing_key"] = json!(format!("{pd}\u{0}"));
+    for (event, field) in [(&mut dedup, "dedup_key"), (&mut routing, "routing_key")] {
+        let (status, body) = send(t, "/v2/enqueue", event).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{field}: {body}");
+        assert_eq!(body["status"], "invalid event", "{body}");
+        assert_eq!(
+            (body["problems"][0]["code"].as_str(), body["field"].as_str()),
+            (Some("invalid_characters"), Some(field)),
+            "{body}"
+        );
+    }
+    let (generic, _) = integration(t, "generic", "nul").await;
+    let generic = format!("/api/v1/integrations/{generic}/generic");
+    let (am, _) = integration(t, "alertmanager", "nul").await;
+    let am = format!("/api/v1/integrations/{am}/alertmanager");
+    let (grafana, _) = integration(t, "grafana", "nul").await;
+    let grafana = format!("/api/v1/integrations/{grafana}/grafana");
+    let fingerprinted = am_payload(vec![
+        am_alert("firing", "f1", json!({"alertname": "A", "instance": "a"})),
+        am_alert(
+            "firing",
+            "f\u{0}2",
+            json!({"alertname": "A", "instance": "b"}),
+        ),
+    ]);
+    let mut grafana_fingerprinted = fingerprinted.clone();
+    grafana_fingerprinted["version"] = json!("1");
+    let refused = [
+        (
+            &generic,
+            json!({"summary": "s", "source": "s", "dedup_key": "k\u{0}"}),
+            "dedup_key",
+        ),
+        (&am, fingerprinted.clone(), "alerts[1].fingerprint"),
+        (&grafana, grafana_fingerprinted, "alerts[1].fingerprint"),
+    ];
+    for (url, body, field) in refused {
+        let (status, answer) = send(t, url, &body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{url}: {answer}");
+        assert_eq!(
+            (answer["code"].as_str(), answer["field"].as_str()),
+            (Some("invalid_characters"), Some(field)),
+            "{answer}"
+        );
+    }
+    assert!(alerts(t, "?service=nul").await.is_empty());
+
+    // Grouped by a label whose value holds NUL: the two alerts sharing it
+    // join one incident; a value spelling NUL's escape does not join them.
+    set_routing(
+        t,
+        "nul",
+        json!({"grouping": {"mode": "labels", "labels": ["shard"], "window_minutes": 60}}),
+    )
+    .await;
+    let nul = "a\u{0}b".to_string();
+    let sent = [
+        ("one", nul.clone()),
+        ("two", nul.clone()),
+        ("three", "a\\0b".into()),
+    ];
+    let incidents = incidents_by_shard(t, &generic, &sent).await;
+    assert!(incidents[0].is_string() && incidents[0] == incidents[1]);
+    assert_ne!(incidents[0], incidents[2]);
+    let stored = alerts(t, "?service=nul").await;
+    let one = stored.iter().find(|a| a["dedup_key"] == "one").unwrap();
+    assert_eq!(one["labels"]["shard"], nul.as_str());
+
+    // Grouped by label values of 1,024 characters of three bytes each, in
+    // no order PostgreSQL could compress: the same value joins, one
+    // differing in its last character does not.
+    let long: String = (0..1023u32)
+        .map(|i| char::from_u32(0x4e00 + i * 7919 % 20_000).unwrap())
+        .collect();
+    let sent = [
+        ("long-1", format!("{long}害")),
+        ("long-2", format!("{long}害")),
+        ("long-3", format!("{long}碍")),
+    ];
+    let incidents = incidents_by_shard(t, &generic, &sent).await;
+    assert!(incidents[0].is_string() && incidents[0] == incidents[1]);
+    assert_ne!(incidents[0], incidents[2]);
+
+    // Grouped by the sender's group, whose key holds NUL.
+    set_routing(
+        t,
+        "nul",
+        json!({"grouping": {"mode": "sender", "window_minutes": 60}}),
+    )
+    .await;
+    let mut group = am_payload(vec![
+        am_alert("firing", "g1", json!({"alertname": "B", "instance": "a"})),
+        am_alert("firing", "g2", json!({"alertname": "B", "instance": "b"})),
+    ]);
+    group["groupKey"] = json!("{}:{alertname=\"B\u{0}\"}");
+    let (status, body) = send(t, &am, &group).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let incidents: Vec<&Value> = body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["incident_id"])
+        .collect();
+    assert_eq!(incidents.len(), 2, "{body}");
+    assert!(
+        incidents[0].is_string() && incidents[0] == incidents[1],
+        "{body}"
+    );
+    t.assert_audit_verifies().await;
+}
+
+/// Sends a generic alert for each `(dedup key, shard label)` to `url`;
+/// returns the incident each joined or opened, in order.
+async fn incidents_by_shard(t: &TestApp, url: &str, sent: &[(&str, String)]) -> Vec<Value> {
+    let mut incidents = Vec::with_capacity(sent.len());
+    for (dedup, shard) in sent {
+        let alert =
+            json!({"summary": "s", "source": "s", "dedup_key": dedup, "labels": {"shard": shard}});
+        let (status, body) = send(t, url, &alert).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{dedup}: {body}");
+        incidents.push(body["results"][0]["incident_id"].clone());
+    }
+    incidents
+}
+
+/// Sets `service`'s routing, as admin.
+async fn set_routing(t: &TestApp, service: &str, routing: Value) {
+    let path = format!("/api/v1/services/{service}/routing");
+    let (status, body) = t
+        .call(Some(&t.admin), reqwest::Method::PUT, &path, Some(routing))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
 macro_rules! on_both_backends {
     ($($story:ident),* $(,)?) => {
         mod sqlite {
@@ -683,6 +809,9 @@ on_both_backends!(
     grafana_generic_maintenance_story,
     concurrent_story,
     resolving_an_incident_resolves_its_alerts_story,
+    nul_and_overlong_keys_story,
+    pagerduty_bad_input_story,
+    webhook_bad_input_and_huge_groups_story,
 );
 
 /// Writes a routing category straight into the store, as another node or
@@ -755,15 +884,7 @@ async fn a_routing_that_no_longer_compiles_fails_its_own_senders_only() {
 async fn a_sender_clock_ahead_of_ours_fails_nobody() {
     let t = TestApp::sqlite().await;
     let (key, _) = integration(&t, "generic", "skew").await;
-    let (status, body) = t
-        .call(
-            Some(&t.admin),
-            reqwest::Method::PUT,
-            "/api/v1/services/skew/routing",
-            Some(json!({"grouping": {"mode": "per_alert"}})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    set_routing(&t, "skew", json!({"grouping": {"mode": "per_alert"}})).await;
     let path = format!("/api/v1/integrations/{key}/generic");
     let now = jiff::Timestamp::now();
     let at = |secs: i64| (now + jiff::SignedDuration::from_secs(secs)).to_string();
@@ -814,10 +935,8 @@ async fn send_raw(
     (status, body, headers)
 }
 
-#[tokio::test]
-async fn pagerduty_bad_input_gets_its_documented_answer() {
-    let t = TestApp::sqlite().await;
-    let (key, _) = integration(&t, "pagerduty", "billing").await;
+async fn pagerduty_bad_input_story(t: &TestApp) {
+    let (key, _) = integration(t, "pagerduty", "billing").await;
     let good = pd_trigger(&key, Some("k"), "ok");
     let cases: Vec<(Value, &str)> = vec![
         (
@@ -891,7 +1010,7 @@ async fn pagerduty_bad_input_gets_its_documented_answer() {
         (json!([1, 2, 3]), "body"),
     ];
     for (event, field) in cases {
-        let (status, body) = send(&t, "/v2/enqueue", &event).await;
+        let (status, body) = send(t, "/v2/enqueue", &event).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{field}: {body}");
         assert_eq!(body["status"], "invalid event", "{body}");
         assert_eq!(body["message"], "Event object is invalid");
@@ -914,19 +1033,19 @@ async fn pagerduty_bad_input_gets_its_documented_answer() {
         vec![0xff, 0xfe],
         "[".repeat(100_000).into_bytes(),
     ] {
-        let (status, body, _) = send_raw(&t, "/v2/enqueue", raw).await;
+        let (status, body, _) = send_raw(t, "/v2/enqueue", raw).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
         assert_eq!(body["status"], "invalid event");
     }
     // Over PagerDuty's 512 KB limit.
     let mut big = good.clone();
     big["payload"]["custom_details"] = json!({ "blob": "x".repeat(600 * 1024) });
-    let (status, body, _) = send_raw(&t, "/v2/enqueue", serde_json::to_vec(&big).unwrap()).await;
+    let (status, body, _) = send_raw(t, "/v2/enqueue", serde_json::to_vec(&big).unwrap()).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
     assert_eq!(body["code"], "payload_too_large");
     // A PagerDuty key at a webhook URL, and the other way round.
     let (status, body) = send(
-        &t,
+        t,
         &format!("/api/v1/integrations/{key}/generic"),
         &json!({"summary": "s", "source": "s"}),
     )
@@ -935,8 +1054,8 @@ async fn pagerduty_bad_input_gets_its_documented_answer() {
         (status, body["code"].as_str()),
         (StatusCode::BAD_REQUEST, Some("wrong_integration_type"))
     );
-    let (generic_key, _) = integration(&t, "generic", "pd").await;
-    let (status, body) = send(&t, "/v2/enqueue", &pd_trigger(&generic_key, None, "s")).await;
+    let (generic_key, _) = integration(t, "generic", "pd").await;
+    let (status, body) = send(t, "/v2/enqueue", &pd_trigger(&generic_key, None, "s")).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["status"], "invalid event", "{body}");
     assert_eq!(
@@ -945,17 +1064,15 @@ async fn pagerduty_bad_input_gets_its_documented_answer() {
         "{body}"
     );
     // Nothing of the above became an alert, and the server is still up.
-    assert!(alerts(&t, "").await.is_empty());
-    assert_eq!(send(&t, "/v2/enqueue", &good).await.0, StatusCode::ACCEPTED);
+    assert!(alerts(t, "").await.is_empty());
+    assert_eq!(send(t, "/v2/enqueue", &good).await.0, StatusCode::ACCEPTED);
 }
 
-#[tokio::test]
-async fn webhook_bad_input_and_huge_groups() {
-    let t = TestApp::sqlite().await;
-    let (key, _) = integration(&t, "alertmanager", "web").await;
+async fn webhook_bad_input_and_huge_groups_story(t: &TestApp) {
+    let (key, _) = integration(t, "alertmanager", "web").await;
     let url = format!("/api/v1/integrations/{key}/alertmanager");
     let (status, body) = send(
-        &t,
+        t,
         "/api/v1/integrations/00000000000000000000000000000000/alertmanager",
         &am_payload(vec![]),
     )
@@ -976,7 +1093,7 @@ async fn webhook_bad_input_and_huge_groups() {
             "unsupported_version",
         ),
     ] {
-        let (status, body, _) = send_raw(&t, &url, raw).await;
+        let (status, body, _) = send_raw(t, &url, raw).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
         assert_eq!(body["code"], code, "{body}");
         assert!(body["field"].is_string() && body["message"].is_string());
@@ -996,13 +1113,13 @@ async fn webhook_bad_input_and_huge_groups() {
     // Labels in odd Unicode are kept exactly.
     let odd = json!({"alertname": "Odd", "instance": "\u{202e}evil\u{202c}", "emoji": "🔥🔥", "nul": "a\u{0}b", "日本語": "障害"});
     let (status, _) = send(
-        &t,
+        t,
         &url,
         &am_payload(vec![am_alert("firing", "odd", odd.clone())]),
     )
     .await;
     assert_eq!(status, StatusCode::ACCEPTED);
-    let stored = alerts(&t, "").await;
+    let stored = alerts(t, "").await;
     assert_eq!(stored[0]["labels"], odd);
     // The group's common label is not this alert's own: not copied to it.
     assert_eq!(stored[0]["details"]["group"]["commonLabels"], json!({}));
@@ -1012,15 +1129,12 @@ async fn webhook_bad_input_and_huge_groups() {
     );
 
     // A group of 10,000 alerts is taken whole; 10,001 is refused whole.
-    let (status, _) = t
-        .call(
-            Some(&t.admin),
-            reqwest::Method::PUT,
-            "/api/v1/services/web/routing",
-            Some(json!({"grouping": {"mode": "sender", "window_minutes": 60}})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    set_routing(
+        t,
+        "web",
+        json!({"grouping": {"mode": "sender", "window_minutes": 60}}),
+    )
+    .await;
     let many: Vec<Value> = (0..10_000)
         .map(|i| {
             am_alert(
@@ -1030,7 +1144,7 @@ async fn webhook_bad_input_and_huge_groups() {
             )
         })
         .collect();
-    let (status, body) = send(&t, &url, &am_payload(many.clone())).await;
+    let (status, body) = send(t, &url, &am_payload(many.clone())).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     assert_eq!(body["events"], 10_000);
     let mut too_many = many;
@@ -1039,7 +1153,7 @@ async fn webhook_bad_input_and_huge_groups() {
         "one-more",
         json!({"alertname": "Many", "instance": "x"}),
     ));
-    let (status, body) = send(&t, &url, &am_payload(too_many)).await;
+    let (status, body) = send(t, &url, &am_payload(too_many)).await;
     assert_eq!(
         (status, body["code"].as_str(), body["field"].as_str()),
         (StatusCode::BAD_REQUEST, Some("too_many"), Some("alerts"))
@@ -1057,18 +1171,18 @@ async fn webhook_bad_input_and_huge_groups() {
         .map(|i| (format!("c{i}"), json!("v".repeat(1000))))
         .collect::<serde_json::Map<_, _>>()
         .into();
-    let (status, body) = send(&t, &url, &hostile).await;
+    let (status, body) = send(t, &url, &hostile).await;
     assert_eq!(
         (status, body["events"].as_u64()),
         (StatusCode::ACCEPTED, Some(10_000)),
         "{body}"
     );
-    let stored = alerts(&t, "").await;
+    let stored = alerts(t, "").await;
     let key = stored[0]["details"]["group"]["groupKey"].as_str().unwrap();
     assert!(key.len() <= 1024 && key.starts_with("kkk"), "{}", key.len());
     assert_eq!(stored[0]["details"]["group"]["commonLabels"], json!({}));
     // More than 16 MiB.
-    let (status, body, _) = send_raw(&t, &url, vec![b' '; 17 * 1024 * 1024]).await;
+    let (status, body, _) = send_raw(t, &url, vec![b' '; 17 * 1024 * 1024]).await;
     assert_eq!(
         (status, body["code"].as_str()),
         (StatusCode::PAYLOAD_TOO_LARGE, Some("payload_too_large"))
@@ -1271,15 +1385,7 @@ async fn managing_integrations_needs_the_right_role_and_valid_rules() {
         )
     );
     // A stale If-Match is refused, not overwritten.
-    let (status, _) = t
-        .call(
-            Some(&t.admin),
-            reqwest::Method::PUT,
-            "/api/v1/services/web/routing",
-            Some(json!({})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    set_routing(&t, "web", json!({})).await;
     let res = t
         .http
         .put(t.url("/api/v1/services/web/routing"))
@@ -1406,15 +1512,12 @@ async fn two_nodes_take_the_same_alerts_at_once() {
     let t = TestApp::on(store).await;
     let (first, _) = integration(&t, "generic", "pair").await;
     let (second, _) = integration(&t, "generic", "pair").await;
-    let (status, _) = t
-        .call(
-            Some(&t.admin),
-            reqwest::Method::PUT,
-            "/api/v1/services/pair/routing",
-            Some(json!({"grouping": {"mode": "labels", "labels": ["cluster"], "window_minutes": 60}})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    set_routing(
+        &t,
+        "pair",
+        json!({"grouping": {"mode": "labels", "labels": ["cluster"], "window_minutes": 60}}),
+    )
+    .await;
     let other = kiroku_app::App::new(
         std::sync::Arc::new(
             kiroku_store_postgres::connect(&url, Default::default())
@@ -1806,15 +1909,7 @@ async fn an_incident_is_resolved_while_its_alerts_repeat() {
     let (second, _) = integration(&t, "generic", "flappy").await;
     let grouping =
         json!({"grouping": {"mode": "labels", "labels": ["cluster"], "window_minutes": 60}});
-    let (status, _) = t
-        .call(
-            Some(&t.admin),
-            reqwest::Method::PUT,
-            "/api/v1/services/flappy/routing",
-            Some(grouping),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    set_routing(&t, "flappy", grouping).await;
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let senders: Vec<_> = (0..8)
         .map(|w| {
