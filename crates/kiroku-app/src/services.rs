@@ -100,11 +100,16 @@ pub(crate) async fn rename_routed_policy(
     now: Timestamp,
 ) -> Result<Vec<Uuid>> {
     let mut renamed = Vec::new();
-    // Only the services that name the policy are copied and written.
-    let names_from = |s: &&Service| s.routing.named_policies().iter().any(|(_, n)| *n == from);
-    for before in services.iter().filter(names_from) {
-        let mut service = before.clone();
-        service.routing.rename_policy(from, to);
+    for before in services {
+        // Only the services that name the policy are copied and written.
+        let mut routing = before.routing.clone();
+        if !routing.rename_policy(from, to) {
+            continue;
+        }
+        let mut service = Service {
+            routing,
+            ..before.clone()
+        };
         write_changed_service(tx, caller, "service_routing_set", before, &mut service, now).await?;
         renamed.push(service.id);
     }

@@ -35,10 +35,10 @@ pub const SOURCE_MAX: usize = 255;
 pub const LABELS_MAX: usize = 64;
 pub const LABEL_NAME_MAX: usize = 128;
 pub const LABEL_VALUE_MAX: usize = 1024;
-/// The longest key alerts are grouped by, in bytes: a sender's group key
-/// (Alertmanager's name the route and the group's label values, a few
-/// hundred bytes) is carried by each of its group's events, and the key
-/// routing groups by is indexed, where PostgreSQL holds at most 2,704
+/// The longest key alerts are grouped by, in bytes. Two reasons: each
+/// event of a group carries its sender's group key (Alertmanager's names
+/// the route and the group's label values, a few hundred bytes), and the
+/// key routing groups by is indexed, where PostgreSQL holds at most 2,704
 /// bytes an entry.
 pub const GROUP_KEY_MAX: usize = 1024;
 
