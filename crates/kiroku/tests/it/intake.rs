@@ -756,6 +756,125 @@ async fn nul_and_overlong_keys_story(t: &TestApp) {
     t.assert_audit_verifies().await;
 }
 
+/// Every value of a good request of each format, in turn, replaced by
+/// hostile ones (NUL, 3 KB of text no store compresses, 70,000
+/// characters, numbers out of range, the wrong type): each request is
+/// answered 202 or 4xx, never 5xx, with the service grouping by labels so
+/// that label values reach the stored grouping key.
+async fn hostile_values_in_every_field_story(t: &TestApp) {
+    let mut keys = std::collections::BTreeMap::new();
+    for kind in ["pagerduty", "alertmanager", "grafana", "generic"] {
+        let body = json!({"type": kind, "service": "hostile", "rate_limit_per_second": 1_000_000});
+        keys.insert(kind, integration_with(t, body).await.0);
+    }
+    set_routing(
+        t,
+        "hostile",
+        json!({"grouping": {"mode": "labels", "labels": ["shard", "alertname"], "window_minutes": 60}}),
+    )
+    .await;
+    let links = json!([{"href": "https://example.com/", "text": "t"}]);
+    let mut alertmanager = am_payload(vec![am_alert(
+        "firing",
+        "0123456789abcdef",
+        json!({"alertname": "A", "instance": "i", "shard": "s"}),
+    )]);
+    let mut grafana = alertmanager.clone();
+    grafana["version"] = json!("1");
+    let formats = [
+        (
+            "/v2/enqueue".to_string(),
+            pd_trigger(&keys["pagerduty"], Some("d"), "s"),
+        ),
+        (
+            "/v2/change/enqueue".to_string(),
+            json!({"routing_key": keys["pagerduty"], "payload": {"summary": "s", "source": "x", "timestamp": "2026-12-07T00:00:00Z", "custom_details": {"a": "b"}}, "links": links}),
+        ),
+        (
+            format!("/api/v1/integrations/{}/alertmanager", keys["alertmanager"]),
+            std::mem::take(&mut alertmanager),
+        ),
+        (
+            format!("/api/v1/integrations/{}/grafana", keys["grafana"]),
+            grafana,
+        ),
+        (
+            format!("/api/v1/integrations/{}/generic", keys["generic"]),
+            json!({"summary": "s", "source": "x", "severity": "critical", "dedup_key": "d", "labels": {"shard": "s"}, "details": {"a": "b"}, "links": links}),
+        ),
+    ];
+    let uncompressible: String = (0..1024u32)
+        .map(|i| char::from_u32(0x4e00 + i * 7919 % 20_000).unwrap())
+        .collect();
+    let hostile = [
+        json!("a\u{0}b"),
+        json!(uncompressible),
+        json!("\u{202e}evil\u{202c}"),
+        json!("x".repeat(70_000)),
+        json!(""),
+        json!(1e308),
+        json!(u64::MAX),
+        json!(null),
+        json!([[[[]]]]),
+        json!({}),
+    ];
+    let mut answered = std::collections::BTreeMap::new();
+    for (path, good) in &formats {
+        for at in value_paths(good) {
+            // The routing key is the credential: hostile ones are the
+            // bad-input stories' business.
+            if at.first().map(String::as_str) == Some("routing_key") {
+                continue;
+            }
+            for value in &hostile {
+                let mut body = good.clone();
+                *body.pointer_mut(&pointer(&at)).unwrap() = value.clone();
+                let (status, answer) = send(t, path, &body).await;
+                assert!(
+                    status == StatusCode::ACCEPTED || status.is_client_error(),
+                    "{path} with {at:?} = {:.40}: {status} {answer}",
+                    value.to_string()
+                );
+                *answered.entry(status.as_u16()).or_insert(0) += 1;
+            }
+        }
+    }
+    // Both kinds of answer were given: the values reached the store.
+    let count = |status: u16| answered.get(&status).copied().unwrap_or(0);
+    assert!(count(202) > 100 && count(400) > 100, "{answered:?}");
+    t.assert_audit_verifies().await;
+}
+
+/// The path of every value in `v` but `v` itself, containers included, as
+/// keys and indices.
+fn value_paths(v: &Value) -> Vec<Vec<String>> {
+    let children: Vec<(String, &Value)> = match v {
+        Value::Object(m) => m.iter().map(|(k, x)| (k.clone(), x)).collect(),
+        Value::Array(a) => a
+            .iter()
+            .enumerate()
+            .map(|(i, x)| (i.to_string(), x))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let mut paths = Vec::new();
+    for (step, child) in children {
+        paths.push(vec![step.clone()]);
+        for mut below in value_paths(child) {
+            below.insert(0, step.clone());
+            paths.push(below);
+        }
+    }
+    paths
+}
+
+/// A JSON pointer (RFC 6901) to `path`.
+fn pointer(path: &[String]) -> String {
+    path.iter()
+        .map(|step| format!("/{}", step.replace('~', "~0").replace('/', "~1")))
+        .collect()
+}
+
 /// Sends a generic alert for each `(dedup key, shard label)` to `url`;
 /// returns the incident each joined or opened, in order.
 async fn incidents_by_shard(t: &TestApp, url: &str, sent: &[(&str, String)]) -> Vec<Value> {
@@ -812,6 +931,7 @@ on_both_backends!(
     nul_and_overlong_keys_story,
     pagerduty_bad_input_story,
     webhook_bad_input_and_huge_groups_story,
+    hostile_values_in_every_field_story,
 );
 
 /// Writes a routing category straight into the store, as another node or
