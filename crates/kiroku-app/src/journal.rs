@@ -357,6 +357,16 @@ fn owner_only(options: &mut OpenOptions) -> &mut OpenOptions {
     options
 }
 
+/// Writes `bytes` to a new file at `path`, or over one an earlier attempt
+/// left, and syncs it and its folder.
+fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut out =
+        owner_only(OpenOptions::new().write(true).create(true).truncate(true)).open(path)?;
+    out.write_all(bytes)?;
+    out.sync_all()?;
+    sync_parent(path)
+}
+
 /// Copies the `bytes` after `end` to a file beside the journal, named by
 /// the time, and syncs it.
 fn keep_aside(mut file: &File, path: &Path, end: u64, bytes: u64) -> io::Result<PathBuf> {
@@ -567,6 +577,22 @@ impl Journal {
     }
 
     /// Notes that the records up to `end` are committed to the database.
+    /// Keeps `record`, which will never be applied, in a file of its own
+    /// beside the journal, named by the journal and the record, and syncs
+    /// it: what was answered 202 stays readable once the journal is cut
+    /// back past it. Keeping the same record again writes the same file.
+    pub(crate) async fn keep_dropped(&self, record: &Record) -> Result<PathBuf, JournalError> {
+        let mut name = self.path.file_name().unwrap_or_default().to_owned();
+        name.push(format!(".dropped-{}-{}", self.id, record.seq));
+        let aside = self.path.with_file_name(name);
+        let (target, payload) = (aside.clone(), record.payload.clone());
+        tokio::task::spawn_blocking(move || write_synced(&target, &payload))
+            .await
+            .unwrap_or_else(|e| Err(io::Error::other(e)))
+            .map_err(io_error(&aside))?;
+        Ok(aside)
+    }
+
     pub(crate) fn applied(&self, end: u64) {
         self.lock().applied_end = end;
     }
@@ -870,6 +896,34 @@ mod tests {
             .unwrap()
             .start(0, JournalSync::BeforeAnswer)
             .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_dropped_record_is_kept_beside_the_journal_for_its_owner_alone() {
+        let (_dir, path) = scratch();
+        let journal = new_journal(&path);
+        let record = Record {
+            seq: 7,
+            payload: br#"{"events": []}"#.to_vec(),
+            end: 0,
+        };
+        let kept = journal.keep_dropped(&record).await.unwrap();
+        assert_eq!(kept.parent(), path.parent());
+        assert!(
+            kept.to_string_lossy()
+                .ends_with(&format!("-{}-7", journal.id()))
+        );
+        assert_eq!(std::fs::read(&kept).unwrap(), record.payload);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&kept).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        // Kept again after a crash before its drop was committed: the same
+        // file, whole.
+        assert_eq!(journal.keep_dropped(&record).await.unwrap(), kept);
+        assert_eq!(std::fs::read(&kept).unwrap(), record.payload);
     }
 
     async fn read_all(journal: &Arc<Journal>) -> Vec<(u64, Vec<u8>)> {

@@ -462,10 +462,29 @@ impl App {
     }
 
     /// Marks a record that cannot be applied (its service or integration
-    /// deleted since, say) as applied, with an audit event naming it.
+    /// deleted since, say) as applied, with an audit event naming it and
+    /// the file it is kept in (`Journal::keep_dropped`); until it is kept,
+    /// it is not marked.
     async fn drop_record(&self, journal: &Journal, record: &Record, error: &AppError) {
         let journal_id = journal.id();
-        tracing::error!(seq = record.seq, error = ?error, "intake journal record dropped");
+        let mut backoff = Backoff::new();
+        let kept_in = loop {
+            match journal.keep_dropped(record).await {
+                Ok(path) => break path,
+                // Dropped, and kept, on the next start.
+                Err(_) if journal.is_closed() => return,
+                Err(e) => {
+                    tracing::error!(seq = record.seq, error = %e, "intake journal cannot keep a record it drops");
+                    backoff.wait().await;
+                }
+            }
+        };
+        tracing::error!(
+            seq = record.seq,
+            error = ?error,
+            kept_in = %kept_in.display(),
+            "intake journal record dropped"
+        );
         let event = AuditEvent::success(
             self.now(),
             &Actor::system(),
@@ -480,10 +499,10 @@ impl App {
                 "seq": record.seq,
                 "events": event_count(record),
                 "error": format!("{error:?}"),
+                "kept_in": kept_in.display().to_string(),
             })),
         )
         .failure(error.code());
-        let mut backoff = Backoff::new();
         loop {
             let attempt = async {
                 let mut tx = self.begin().await?;

@@ -1027,7 +1027,7 @@ async fn journal_applied(store: &Arc<dyn Store>, journal: uuid::Uuid, seq: u64) 
 
 /// What a crash leaves in the journal is applied on start: each intact
 /// record once, a record that cannot be applied dropped with an audit
-/// event, a torn tail cut off; a second start applies nothing again, and
+/// event and kept in a file of its own, a torn tail cut off; a second start applies nothing again, and
 /// new requests carry on the numbering.
 async fn the_intake_journal_is_applied_once_across_restarts(store: Arc<dyn Store>) {
     let (app, admin) = app(store.clone()).await;
@@ -1095,6 +1095,13 @@ async fn the_intake_journal_is_applied_once_across_restarts(store: Arc<dyn Store
         Some(journal.to_string().as_str())
     );
     assert_eq!(dropped[0].after.as_ref().unwrap()["seq"], 2);
+    // Kept, byte for byte, in a file of its own beside the journal.
+    let kept_in = dropped[0].after.as_ref().unwrap()["kept_in"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(std::fs::read(&kept_in).unwrap(), br#"{"not": "a request"}"#);
+    assert_eq!(std::path::Path::new(&kept_in).parent(), path.parent());
     first.close_intake_journal().await;
 
     let second = App::new(store.clone(), support::config())
