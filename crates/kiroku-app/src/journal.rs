@@ -357,14 +357,42 @@ fn owner_only(options: &mut OpenOptions) -> &mut OpenOptions {
     options
 }
 
-/// Writes `bytes` to a new file at `path`, or over one an earlier attempt
-/// left, and syncs it and its folder.
-fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+/// Writes `bytes` to `base`, or where a file of other bytes has that name
+/// (numbering reused after the database was restored from a backup), to
+/// `base-2`, `base-3`…: never over another file, and never seen half
+/// written, being written and synced under `.tmp` first, then linked.
+fn keep_beside(base: &Path, bytes: &[u8]) -> io::Result<PathBuf> {
+    let suffixed = |suffix: &str| {
+        let mut name = base.as_os_str().to_owned();
+        name.push(suffix);
+        PathBuf::from(name)
+    };
+    let written = suffixed(".tmp");
     let mut out =
-        owner_only(OpenOptions::new().write(true).create(true).truncate(true)).open(path)?;
+        owner_only(OpenOptions::new().write(true).create(true).truncate(true)).open(&written)?;
     out.write_all(bytes)?;
     out.sync_all()?;
-    sync_parent(path)
+    let mut n = 1;
+    let kept = loop {
+        let target = if n == 1 {
+            base.to_owned()
+        } else {
+            suffixed(&format!("-{n}"))
+        };
+        match std::fs::hard_link(&written, &target) {
+            Ok(()) => break target,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                if std::fs::read(&target)? == bytes {
+                    break target;
+                }
+            }
+            Err(e) => return Err(e),
+        }
+        n += 1;
+    };
+    std::fs::remove_file(&written)?;
+    sync_parent(base)?;
+    Ok(kept)
 }
 
 /// Copies the `bytes` after `end` to a file beside the journal, named by
@@ -576,23 +604,22 @@ impl Journal {
         Ok(records)
     }
 
-    /// Notes that the records up to `end` are committed to the database.
     /// Keeps `record`, which will never be applied, in a file of its own
     /// beside the journal, named by the journal and the record, and syncs
     /// it: what was answered 202 stays readable once the journal is cut
-    /// back past it. Keeping the same record again writes the same file.
+    /// back past it. Keeping the same record again finds the same file.
     pub(crate) async fn keep_dropped(&self, record: &Record) -> Result<PathBuf, JournalError> {
         let mut name = self.path.file_name().unwrap_or_default().to_owned();
         name.push(format!(".dropped-{}-{}", self.id, record.seq));
-        let aside = self.path.with_file_name(name);
-        let (target, payload) = (aside.clone(), record.payload.clone());
-        tokio::task::spawn_blocking(move || write_synced(&target, &payload))
+        let base = self.path.with_file_name(name);
+        let payload = record.payload.clone();
+        tokio::task::spawn_blocking(move || keep_beside(&base, &payload))
             .await
             .unwrap_or_else(|e| Err(io::Error::other(e)))
-            .map_err(io_error(&aside))?;
-        Ok(aside)
+            .map_err(io_error(&self.path))
     }
 
+    /// Notes that the records up to `end` are committed to the database.
     pub(crate) fn applied(&self, end: u64) {
         self.lock().applied_end = end;
     }
@@ -924,6 +951,25 @@ mod tests {
         // file, whole.
         assert_eq!(journal.keep_dropped(&record).await.unwrap(), kept);
         assert_eq!(std::fs::read(&kept).unwrap(), record.payload);
+        // The number again with other bytes (the database restored from a
+        // backup): a file of its own, the first untouched.
+        let other = Record {
+            payload: br#"{"events": [1]}"#.to_vec(),
+            ..record
+        };
+        let beside = journal.keep_dropped(&other).await.unwrap();
+        assert_eq!(
+            beside,
+            path.with_file_name(format!("{}-2", kept.file_name().unwrap().display()))
+        );
+        assert_eq!(std::fs::read(&beside).unwrap(), other.payload);
+        assert_eq!(std::fs::read(&kept).unwrap(), br#"{"events": []}"#);
+        let left: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|name| name.ends_with(".tmp"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 
     async fn read_all(journal: &Arc<Journal>) -> Vec<(u64, Vec<u8>)> {

@@ -328,7 +328,16 @@ impl App {
             let largest = fresh.iter().map(events_in).max().unwrap_or(0);
             let mut committed = Durable::now();
             for run in runs(fresh) {
-                committed = self.apply_run(&journal, run).await;
+                match self.apply_run(&journal, run).await {
+                    Some(c) => committed = c,
+                    // Closed at a record neither applied nor marked: none
+                    // after it is applied, and this read is not noted
+                    // applied, so the journal keeps it for the next start.
+                    None => {
+                        keep(&journal, unkept.take()).await;
+                        return;
+                    }
+                }
             }
             if let Some(last) = records.last() {
                 journal.applied(last.end);
@@ -355,25 +364,28 @@ impl App {
     /// Commits a run in one transaction; if one of its records does not
     /// decode, or the commit fails for a reason other than the database
     /// being away, record by record, dropping (with an audit event) any
-    /// that fails alone. Returns the wait for the last commit's sync.
-    /// Once the journal is closed it writes nothing more: what it has not
-    /// committed is applied on the next start.
-    async fn apply_run(&self, journal: &Journal, run: Vec<Decoded<'_>>) -> Durable {
+    /// that fails alone. Returns the wait for the last commit's sync, or
+    /// `None` once the journal is closed at a record neither applied nor
+    /// dropped: nothing after it may be marked applied, or the next start
+    /// would pass it by.
+    async fn apply_run(&self, journal: &Journal, run: Vec<Decoded<'_>>) -> Option<Durable> {
         let records: Vec<&Record> = run.iter().map(|(r, _)| *r).collect();
         let requests: Result<Vec<Request>> = run.into_iter().map(|(_, r)| r).collect();
         let e = match requests {
             Ok(requests) => match self.commit_retrying(journal, &records, requests).await {
-                Ok(committed) => return committed,
+                Ok(committed) => return Some(committed),
                 Err(e) => e,
             },
             Err(e) => e,
         };
         if journal.is_closed() {
-            return Durable::now();
+            return None;
         }
         if let [record] = records[..] {
-            self.drop_record(journal, record, &e).await;
-            return Durable::now();
+            return self
+                .drop_record(journal, record, &e)
+                .await
+                .then(Durable::now);
         }
         tracing::warn!(error = %e, "intake journal batch failed; applying its records one by one");
         let mut committed = Durable::now();
@@ -387,14 +399,16 @@ impl App {
             };
             committed = match alone {
                 Ok(c) => c,
-                Err(_) if journal.is_closed() => break,
+                Err(_) if journal.is_closed() => return None,
                 Err(e) => {
-                    self.drop_record(journal, record, &e).await;
+                    if !self.drop_record(journal, record, &e).await {
+                        return None;
+                    }
                     Durable::now()
                 }
             };
         }
-        committed
+        Some(committed)
     }
 
     /// Commits `requests`, the requests of `records`, retrying while the
@@ -464,15 +478,16 @@ impl App {
     /// Marks a record that cannot be applied (its service or integration
     /// deleted since, say) as applied, with an audit event naming it and
     /// the file it is kept in (`Journal::keep_dropped`); until it is kept,
-    /// it is not marked.
-    async fn drop_record(&self, journal: &Journal, record: &Record, error: &AppError) {
+    /// it is not marked. Returns whether it was marked: not when the
+    /// journal closed first.
+    async fn drop_record(&self, journal: &Journal, record: &Record, error: &AppError) -> bool {
         let journal_id = journal.id();
         let mut backoff = Backoff::new();
         let kept_in = loop {
             match journal.keep_dropped(record).await {
                 Ok(path) => break path,
                 // Dropped, and kept, on the next start.
-                Err(_) if journal.is_closed() => return,
+                Err(_) if journal.is_closed() => return false,
                 Err(e) => {
                     tracing::error!(seq = record.seq, error = %e, "intake journal cannot keep a record it drops");
                     backoff.wait().await;
@@ -513,9 +528,9 @@ impl App {
                 Ok::<_, AppError>(())
             };
             match attempt.await {
-                Ok(()) => return,
+                Ok(()) => return true,
                 // Dropped again, if it still fails, on the next start.
-                Err(_) if journal.is_closed() => return,
+                Err(_) if journal.is_closed() => return false,
                 Err(e) => {
                     tracing::warn!(error = %e, "intake journal cannot record a dropped record yet");
                     backoff.wait().await;

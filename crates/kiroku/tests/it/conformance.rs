@@ -54,6 +54,7 @@ conformance!(
     timeline_entries_appended_together_land_on_their_own_incidents,
     intake_reads_many_keys_and_groups,
     the_intake_journal_is_applied_once_across_restarts,
+    a_record_that_cannot_be_kept_holds_the_applier,
     closing_the_intake_journal_waits_for_its_applier,
 );
 
@@ -1025,25 +1026,84 @@ async fn journal_applied(store: &Arc<dyn Store>, journal: uuid::Uuid, seq: u64) 
     }
 }
 
+/// A record the applier can neither apply nor keep holds it up: closed
+/// meanwhile, it marks nothing, not even the good record after it, so
+/// the next start, able to keep the first, drops it and applies the
+/// second. Had the second been marked, the first would be passed by.
+async fn a_record_that_cannot_be_kept_holds_the_applier(store: Arc<dyn Store>) {
+    let (app, admin) = app(store.clone()).await;
+    let integration = generic_integration(&app, &admin, "unkept").await;
+    let journal = uuid::Uuid::now_v7();
+    let bytes = journal_file(
+        journal,
+        &[
+            (1, br#"{"not": "a request"}"#.to_vec()),
+            (2, journal_request(&integration, &["after"])),
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("intake.journal");
+    std::fs::write(&path, &bytes).unwrap();
+    // The file the first record would be written to first is a folder.
+    let blocker = dir
+        .path()
+        .join(format!("intake.journal.dropped-{journal}-1.tmp"));
+    std::fs::create_dir(&blocker).unwrap();
+
+    let first = App::new(store.clone(), support::config())
+        .with_intake_journal(&path, Default::default())
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    first.close_intake_journal().await;
+    assert_eq!(store.intake_journal_applied(journal).await.unwrap(), 0);
+    assert_eq!(
+        open_counts(&store, integration.id, &["after"]).await,
+        vec![]
+    );
+
+    std::fs::remove_dir(&blocker).unwrap();
+    let second = App::new(store.clone(), support::config())
+        .with_intake_journal(&path, Default::default())
+        .await
+        .unwrap();
+    journal_applied(&store, journal, 2).await;
+    assert_eq!(
+        open_counts(&store, integration.id, &["after"]).await,
+        vec![("after".to_string(), 1)]
+    );
+    let kept = dir
+        .path()
+        .join(format!("intake.journal.dropped-{journal}-1"));
+    assert_eq!(std::fs::read(kept).unwrap(), br#"{"not": "a request"}"#);
+    // Written under that name first, then linked: nothing is left there.
+    assert!(!blocker.exists());
+    second.close_intake_journal().await;
+}
+
+/// A journal record of one request from `integration`: an alert for each
+/// of `keys`, as intake writes it.
+fn journal_request(integration: &Integration, keys: &[&str]) -> Vec<u8> {
+    let body = serde_json::json!({ "events": keys.iter().map(|k| serde_json::json!({
+        "summary": format!("disk full on {k}"), "source": k, "severity": "critical", "dedup_key": k,
+    })).collect::<Vec<_>>() });
+    let events = generic::parse(body.to_string().as_bytes()).unwrap();
+    let mut integration = serde_json::to_value(integration).unwrap();
+    integration["key"] = "".into();
+    serde_json::to_vec(&serde_json::json!({
+        "integration": integration, "source": Source::system(), "events": events,
+    }))
+    .unwrap()
+}
+
 /// What a crash leaves in the journal is applied on start: each intact
 /// record once, a record that cannot be applied dropped with an audit
-/// event and kept in a file of its own, a torn tail cut off; a second start applies nothing again, and
-/// new requests carry on the numbering.
+/// event and kept in a file of its own, a torn tail cut off; a second
+/// start applies nothing again, and new requests carry on the numbering.
 async fn the_intake_journal_is_applied_once_across_restarts(store: Arc<dyn Store>) {
     let (app, admin) = app(store.clone()).await;
     let integration = generic_integration(&app, &admin, "journaled").await;
-    let request = |keys: &[&str]| {
-        let body = serde_json::json!({ "events": keys.iter().map(|k| serde_json::json!({
-            "summary": format!("disk full on {k}"), "source": k, "severity": "critical", "dedup_key": k,
-        })).collect::<Vec<_>>() });
-        let events = generic::parse(body.to_string().as_bytes()).unwrap();
-        let mut integration = serde_json::to_value(&integration).unwrap();
-        integration["key"] = "".into();
-        serde_json::to_vec(&serde_json::json!({
-            "integration": integration, "source": Source::system(), "events": events,
-        }))
-        .unwrap()
-    };
+    let request = |keys: &[&str]| journal_request(&integration, keys);
     let journal = uuid::Uuid::now_v7();
     let mut bytes = journal_file(
         journal,
