@@ -109,18 +109,32 @@ impl App {
     }
 }
 
-/// `read` of what was read before (`last_read`), which stores its own
-/// result. Where `away` allows, and the database is unavailable or does
-/// not answer within [`REREAD_WAIT_MAX`], the last read stands in, so that
-/// the database away (a failover) does not stop intake; a read that
-/// outlasts the wait runs on and stores what it finds, so that a slow
-/// database still brings the change.
+/// `read` of what was read before (`last_read`); what it finds is kept
+/// with `remember`, and what fails for any reason but the database being
+/// unavailable is dropped with `forget`, to be read afresh by the next
+/// request (unavailable, the last read stays until its time passes again).
+/// Where `away` allows, and the database is unavailable or does not answer
+/// within [`REREAD_WAIT_MAX`], the last read stands in, so that the
+/// database away (a failover) does not stop intake; a read that outlasts
+/// the wait runs on and remembers what it finds, so that a slow database
+/// still brings the change.
 pub(crate) async fn read_again<T: Send + 'static>(
     what: &'static str,
     last_read: Option<T>,
     away: WhileAway,
     read: impl Future<Output = Result<T>> + Send + 'static,
+    remember: impl FnOnce(&T) + Send + 'static,
+    forget: impl FnOnce() + Send + 'static,
 ) -> Result<T> {
+    let read = async move {
+        let read = read.await;
+        match &read {
+            Ok(found) => remember(found),
+            Err(AppError::Unavailable(_)) => {}
+            Err(_) => forget(),
+        }
+        read
+    };
     let Some(last_read) = last_read.filter(|_| away == WhileAway::UseLastRead) else {
         return read.await;
     };
@@ -336,24 +350,23 @@ impl App {
             }
             None => None,
         };
-        let app = self.clone();
-        let read = async move {
-            let read = app.read_routed_service(id).await;
-            match &read {
-                Ok(routed) => {
-                    app.routings
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(id, (Instant::now(), routed.clone()));
-                }
-                // Read again once its second has passed.
-                Err(AppError::Unavailable(_)) => {}
-                // What no longer reads or compiles is not used again.
-                Err(_) => app.forget_routing(id),
-            }
-            read
-        };
-        read_again("routing", last_read, away, read).await
+        let (app, remembering, forgetting) = (self.clone(), self.clone(), self.clone());
+        read_again(
+            "routing",
+            last_read,
+            away,
+            async move { app.read_routed_service(id).await },
+            move |routed| {
+                remembering
+                    .routings
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(id, (Instant::now(), routed.clone()));
+            },
+            // What no longer reads or compiles is not used again.
+            move || forgetting.forget_routing(id),
+        )
+        .await
     }
 
     async fn read_routed_service(&self, id: Uuid) -> Result<Arc<RoutedService>> {

@@ -358,9 +358,10 @@ fn owner_only(options: &mut OpenOptions) -> &mut OpenOptions {
 }
 
 /// Writes `bytes` to `base`, or where a file of other bytes has that name
-/// (numbering reused after the database was restored from a backup), to
-/// `base-2`, `base-3`…: never over another file, and never seen half
-/// written, being written and synced under `.tmp` first, then linked.
+/// (a record number reused after the database was restored from a
+/// backup), to `base-2`, `base-3`…: never over another file, and never
+/// seen half written, being written and synced under `.tmp` first, then
+/// linked.
 fn keep_beside(base: &Path, bytes: &[u8]) -> io::Result<PathBuf> {
     let suffixed = |suffix: &str| {
         let mut name = base.as_os_str().to_owned();
@@ -395,19 +396,22 @@ fn keep_beside(base: &Path, bytes: &[u8]) -> io::Result<PathBuf> {
     Ok(kept)
 }
 
-/// Copies the `bytes` after `end` to a file beside the journal, named by
-/// the time, and syncs it.
+/// The journal's own name with `suffix`, in its folder: where what it
+/// keeps aside goes.
+fn beside(path: &Path, suffix: impl std::fmt::Display) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_owned();
+    name.push(format!(".{suffix}"));
+    path.with_file_name(name)
+}
+
+/// Keeps the `bytes` after `end` (at most `TORN_MAX`) in a file beside
+/// the journal, named by the time.
 fn keep_aside(mut file: &File, path: &Path, end: u64, bytes: u64) -> io::Result<PathBuf> {
     let stamp = jiff::Timestamp::now().strftime("%Y%m%dT%H%M%S%.fZ");
-    let mut name = path.file_name().unwrap_or_default().to_owned();
-    name.push(format!(".torn-{stamp}"));
-    let aside = path.with_file_name(name);
-    let mut out = owner_only(OpenOptions::new().write(true).create_new(true)).open(&aside)?;
+    let mut torn = Vec::with_capacity(bytes as usize);
     file.seek(SeekFrom::Start(end))?;
-    io::copy(&mut file.take(bytes), &mut out)?;
-    out.sync_all()?;
-    sync_parent(&aside)?;
-    Ok(aside)
+    file.take(bytes).read_to_end(&mut torn)?;
+    keep_beside(&beside(path, format_args!("torn-{stamp}")), &torn)
 }
 
 fn checksum(seq: u64, payload: &[u8]) -> [u8; 8] {
@@ -609,9 +613,10 @@ impl Journal {
     /// it: what was answered 202 stays readable once the journal is cut
     /// back past it. Keeping the same record again finds the same file.
     pub(crate) async fn keep_dropped(&self, record: &Record) -> Result<PathBuf, JournalError> {
-        let mut name = self.path.file_name().unwrap_or_default().to_owned();
-        name.push(format!(".dropped-{}-{}", self.id, record.seq));
-        let base = self.path.with_file_name(name);
+        let base = beside(
+            &self.path,
+            format_args!("dropped-{}-{}", self.id, record.seq),
+        );
         let payload = record.payload.clone();
         tokio::task::spawn_blocking(move || keep_beside(&base, &payload))
             .await

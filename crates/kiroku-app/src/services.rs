@@ -586,21 +586,21 @@ impl App {
             Err(lookup) => lookup,
         };
         let last_read = lookup.last_read();
-        let (app, key) = (self.clone(), key.to_string());
-        let read = async move {
-            let read = match app.store.integration_by_key(&key).await {
-                Ok(found) => Ok(found.filter(|i| !i.disabled)),
-                Err(e) => Err(AppError::from(e)),
-            };
-            match &read {
-                Ok(found) => app.routing_keys.remember(lookup, &key, found),
-                // Read again once its time has passed.
-                Err(AppError::Unavailable(_)) => {}
-                Err(_) => app.routing_keys.forget(&key),
-            }
-            read
-        };
-        crate::intake::read_again("routing key", last_read, self.intake_while_away(), read).await
+        let (store, key) = (self.store.clone(), key.to_string());
+        let (remembering, forgetting) = (self.routing_keys.clone(), self.routing_keys.clone());
+        let (remembered, forgotten) = (key.clone(), key.clone());
+        crate::intake::read_again(
+            "routing key",
+            last_read,
+            self.intake_while_away(),
+            async move {
+                let found = store.integration_by_key(&key).await?;
+                Ok(found.filter(|i| !i.disabled))
+            },
+            move |found| remembering.remember(lookup, &remembered, found),
+            move || forgetting.forget(&forgotten),
+        )
+        .await
     }
 
     pub async fn list_alerts(&self, caller: &Caller, q: ListAlerts) -> Result<AlertList> {

@@ -175,6 +175,27 @@ impl Backoff {
         tokio::time::sleep(self.0).await;
         self.0 = (self.0 * 2).min(RETRY_MAX);
     }
+
+    /// Runs `attempt` until it succeeds, waiting between tries and saying
+    /// `failing` of each failure; `None` once the journal is closed, what
+    /// was not done being left to the next start.
+    async fn until_done<T, E: std::fmt::Display, F: Future<Output = Result<T, E>>>(
+        &mut self,
+        journal: &Journal,
+        failing: &str,
+        mut attempt: impl FnMut() -> F,
+    ) -> Option<T> {
+        loop {
+            match attempt().await {
+                Ok(done) => return Some(done),
+                Err(_) if journal.is_closed() => return None,
+                Err(e) => {
+                    tracing::warn!(error = %e, "{failing}");
+                    self.wait().await;
+                }
+            }
+        }
+    }
 }
 
 impl App {
@@ -483,16 +504,15 @@ impl App {
     async fn drop_record(&self, journal: &Journal, record: &Record, error: &AppError) -> bool {
         let journal_id = journal.id();
         let mut backoff = Backoff::new();
-        let kept_in = loop {
-            match journal.keep_dropped(record).await {
-                Ok(path) => break path,
-                // Dropped, and kept, on the next start.
-                Err(_) if journal.is_closed() => return false,
-                Err(e) => {
-                    tracing::error!(seq = record.seq, error = %e, "intake journal cannot keep a record it drops");
-                    backoff.wait().await;
-                }
-            }
+        let Some(kept_in) = backoff
+            .until_done(
+                journal,
+                &format!("intake journal cannot keep record {} it drops", record.seq),
+                || journal.keep_dropped(record),
+            )
+            .await
+        else {
+            return false;
         };
         tracing::error!(
             seq = record.seq,
@@ -518,25 +538,23 @@ impl App {
             })),
         )
         .failure(error.code());
-        loop {
-            let attempt = async {
-                let mut tx = self.begin().await?;
-                tx.append_audit(&event).await?;
-                tx.mark_intake_journal_applied(journal_id, record.seq)
-                    .await?;
-                tx.commit().await?;
-                Ok::<_, AppError>(())
-            };
-            match attempt.await {
-                Ok(()) => return true,
-                // Dropped again, if it still fails, on the next start.
-                Err(_) if journal.is_closed() => return false,
-                Err(e) => {
-                    tracing::warn!(error = %e, "intake journal cannot record a dropped record yet");
-                    backoff.wait().await;
-                }
-            }
-        }
+        let event = &event;
+        let mark_dropped = || async move {
+            let mut tx = self.begin().await?;
+            tx.append_audit(event).await?;
+            tx.mark_intake_journal_applied(journal_id, record.seq)
+                .await?;
+            tx.commit().await?;
+            Ok::<_, AppError>(())
+        };
+        backoff
+            .until_done(
+                journal,
+                "intake journal cannot record a dropped record yet",
+                mark_dropped,
+            )
+            .await
+            .is_some()
     }
 }
 
