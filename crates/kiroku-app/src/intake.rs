@@ -28,9 +28,11 @@ use crate::{App, AppError, Caller, Result};
 
 mod journaled;
 mod keys;
+mod replay;
 
 use journaled::journal_request;
 pub(crate) use keys::KeyCache;
+pub use replay::Replayed;
 
 /// The most events one transaction takes; more wait for the next.
 const BATCH_EVENTS_MAX: usize = 2_000;
@@ -57,6 +59,18 @@ pub struct Accepted {
     pub effect: Effect,
     pub alert_id: Option<Uuid>,
     pub incident_id: Option<Uuid>,
+}
+
+/// Where a batch's jobs come from, as its transaction records it.
+pub(crate) enum Provenance {
+    /// Senders waiting for the commit to answer them.
+    Sender,
+    /// Intake journal `.0`, whose records up to `.1` are marked applied.
+    Journal(Uuid, u64),
+    /// A record the journal dropped and kept, replayed by an operator:
+    /// marked by the id its bytes give it, so that it is applied once, and
+    /// audited with the operator's event.
+    Replay(Uuid, Box<AuditEvent>),
 }
 
 pub(crate) struct Job {
@@ -314,7 +328,7 @@ impl App {
     /// Applies and commits a batch, and returns as soon as the next batch
     /// may begin; its callers are answered once the commit is durable.
     async fn commit_batch(&self, mut jobs: Vec<Job>) {
-        match self.apply_batch(&mut jobs, None).await {
+        match self.apply_batch(&mut jobs, Provenance::Sender).await {
             Ok((results, durable)) => {
                 tokio::spawn(async move {
                     match durable.wait().await {
@@ -389,12 +403,12 @@ impl App {
     }
 
     /// Takes the jobs' events: a new alert keeps its trigger's words
-    /// without copying them. `journaled` names the last journal record the
-    /// jobs come from, marked applied in the same transaction.
+    /// without copying them. What `from` names is recorded in the same
+    /// transaction.
     async fn apply_batch(
         &self,
         jobs: &mut [Job],
-        journaled: Option<(Uuid, u64)>,
+        from: Provenance,
     ) -> Result<(Vec<Vec<Accepted>>, Durable)> {
         let now = self.now();
         let mut batch = Batch::default();
@@ -458,6 +472,9 @@ impl App {
             );
             results.push(accepted);
         }
+        if let Provenance::Replay(_, event) = &from {
+            batch.audit.push((**event).clone());
+        }
         // The audit append reads the tree's head; the inserts after it need
         // no answer, so a backend may send them together with the commit.
         tx.append_audit_batch(std::mem::take(&mut batch.audit))
@@ -475,8 +492,15 @@ impl App {
             .map(|(incident_id, alerts)| joined_entry(incident_id, alerts, now))
             .collect();
         tx.append_timeline_entries(&joined).await?;
-        if let Some((journal, seq)) = journaled {
-            tx.mark_intake_journal_applied(journal, seq).await?;
+        match from {
+            Provenance::Sender => {}
+            Provenance::Journal(journal, seq) => {
+                tx.mark_intake_journal_applied(journal, seq).await?;
+            }
+            Provenance::Replay(replay, _) => tx
+                .mark_intake_replayed(replay)
+                .await
+                .map_err(crate::error::duplicate_of(replay::ALREADY, "file"))?,
         }
         let durable = tx.commit_visible().await?;
         Ok((results, durable))

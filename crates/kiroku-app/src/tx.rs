@@ -273,6 +273,9 @@ impl Tx for AppTx {
     async fn mark_intake_journal_applied(&mut self, journal: Uuid, seq: u64) -> StoreResult<()> {
         self.inner.mark_intake_journal_applied(journal, seq).await
     }
+    async fn mark_intake_replayed(&mut self, replay: Uuid) -> StoreResult<()> {
+        self.inner.mark_intake_replayed(replay).await
+    }
     async fn postmortem_for_update(
         &mut self,
         incident: Uuid,

@@ -80,7 +80,9 @@ impl std::fmt::Debug for InboundSms {
 
 #[derive(Clone)]
 pub struct AppState {
-    pub app: App,
+    /// Behind one pointer: axum clones the state for every request, and
+    /// `App` is a dozen shared handles, each a count to raise and lower.
+    pub app: Arc<App>,
     pub http: Arc<HttpConfig>,
     pub intake: Arc<handlers::intake::IntakeState>,
 }
@@ -105,7 +107,7 @@ pub fn router(app: App, http: HttpConfig) -> Router {
     };
     let request_timeout = http.request_timeout;
     let state = AppState {
-        app,
+        app: Arc::new(app),
         http: Arc::new(http),
         intake: Arc::default(),
     };

@@ -863,6 +863,19 @@ impl Tx for SqlTx {
         self.write(vec![statement]).await
     }
 
+    async fn mark_intake_replayed(&mut self, replay: Uuid) -> Result<()> {
+        self.flush().await?;
+        // A replayed record counts as a journal of one record; its row,
+        // inserted and never updated, is what makes a second replay fail.
+        sqlx::query("INSERT INTO intake_journals (id, applied_seq) VALUES ($1, 1)")
+            .bind(replay.to_string())
+            .execute(&mut *self.tx)
+            .await
+            .map_err(crate::map_err)
+            .map_err(duplicate("replay of this kept record"))?;
+        Ok(())
+    }
+
     async fn postmortem_for_update(&mut self, incident: Uuid) -> Result<Option<PostmortemRecord>> {
         self.flush().await?;
         reports::postmortem_for_update(&mut self.tx, self.dialect, incident).await

@@ -23,7 +23,7 @@ use serde_json::json;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use super::{Accepted, Effect, Job, WhileAway, fresh_key};
+use super::{Accepted, Effect, Job, Provenance, WhileAway, fresh_key};
 use crate::journal::{ApplierRunning, Journal, JournalError, JournalFile, JournalSync, Record};
 use crate::{App, AppError, Result};
 
@@ -84,11 +84,11 @@ async fn starter_gone(gone: &mut StarterGone) {
 
 /// One request, as its journal record holds it.
 #[derive(Serialize, Deserialize)]
-struct Request {
+pub(super) struct Request {
     /// As it was when the request came, without its routing key.
-    integration: Integration,
-    source: Source,
-    events: Vec<AlertEvent>,
+    pub(super) integration: Integration,
+    pub(super) source: Source,
+    pub(super) events: Vec<AlertEvent>,
 }
 
 impl From<JournalError> for AppError {
@@ -492,7 +492,9 @@ impl App {
                 reply,
             });
         }
-        let (_, committed) = self.apply_batch(&mut jobs, Some((journal, last))).await?;
+        let (_, committed) = self
+            .apply_batch(&mut jobs, Provenance::Journal(journal, last))
+            .await?;
         Ok(committed)
     }
 

@@ -1,12 +1,20 @@
 //! `kiroku integration …` and `kiroku alert …`: the API client side of
 //! alert intake.
 
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
 use clap::Subcommand;
+use kiroku_app::{AppError, Caller};
 use kiroku_domain::alert::IntegrationKind;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::{ClientArgs, client, cut, encode, print_items, print_json, query, text, time};
+use super::{
+    ClientArgs, client, cut, encode, failed, local_writer, print_items, print_json, query, text,
+    time,
+};
+use crate::config::StoreArgs;
 
 #[derive(Debug, Subcommand)]
 pub enum IntegrationCommand {
@@ -65,6 +73,72 @@ pub enum IntegrationCommand {
         /// The integration's id (`kiroku integration list` shows it).
         id: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IntakeCommand {
+    /// Apply a record the intake journal dropped and kept
+    /// (DATA_DIR/intake.journal.dropped-…), once what failed it is mended:
+    /// straight to the database, as the server would have. The same bytes
+    /// are applied once.
+    Replay {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The kept file, as the audit event of the drop names it (`kept_in`).
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// No kept record is larger: the journal takes no larger record.
+const KEPT_RECORD_MAX: u64 = 64 << 20;
+
+pub async fn intake(cmd: IntakeCommand) -> anyhow::Result<()> {
+    let IntakeCommand::Replay { store, file, json } = cmd;
+    let name = file.display().to_string();
+    let size = std::fs::metadata(&file)
+        .with_context(|| format!("cannot read {name}"))?
+        .len();
+    if size > KEPT_RECORD_MAX {
+        bail!("{name} is {size} bytes, larger than any record the intake journal keeps");
+    }
+    let bytes = std::fs::read(&file).with_context(|| format!("cannot read {name}"))?;
+    let app = local_writer(&store).await?;
+    let replayed = match app
+        .replay_kept_intake(&Caller::local_operator(), &name, &bytes)
+        .await
+    {
+        Ok(r) => r,
+        Err(AppError::Duplicate { .. }) => {
+            bail!("{name} was replayed before (its bytes are marked applied); nothing was done")
+        }
+        Err(e @ AppError::NotFound { .. }) => bail!(
+            "{e}: the record's service is gone; nothing was done (the file stays, to recover by hand)"
+        ),
+        Err(e) => {
+            return Err(failed(e).context(format!("{name} was not replayed; nothing was done")));
+        }
+    };
+    if json {
+        return print_json(&replayed);
+    }
+    // Counted by the names the API gives the effects.
+    let mut effects = std::collections::BTreeMap::new();
+    for event in &replayed.events {
+        let effect = serde_json::to_value(event.effect)?;
+        *effects
+            .entry(effect.as_str().unwrap_or_default().to_string())
+            .or_insert(0) += 1;
+    }
+    let effects: Vec<String> = effects.iter().map(|(e, n)| format!("{n} {e}")).collect();
+    println!(
+        "replayed {} events of {name} (sha256 {}): {}",
+        replayed.events.len(),
+        replayed.sha256,
+        effects.join(", ")
+    );
+    Ok(())
 }
 
 #[derive(Debug, Subcommand)]

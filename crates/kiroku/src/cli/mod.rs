@@ -53,6 +53,9 @@ pub enum Command {
     /// List the alerts monitoring sent.
     #[command(subcommand)]
     Alert(alerts::AlertCommand),
+    /// Recover what the intake journal kept aside, straight in the database.
+    #[command(subcommand)]
+    Intake(alerts::IntakeCommand),
     /// A service's routing rules and maintenance windows.
     #[command(subcommand)]
     Service(services::ServiceCommand),
@@ -374,6 +377,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit(cmd) => audit(cmd).await,
         Command::Integration(cmd) => alerts::integration(cmd).await,
         Command::Alert(cmd) => alerts::alert(cmd).await,
+        Command::Intake(cmd) => alerts::intake(cmd).await,
         Command::Service(cmd) => services::service(cmd).await,
         Command::Oncall(args) => oncall::oncall(args).await,
         Command::Report(args) => report::report(args).await,

@@ -55,6 +55,7 @@ conformance!(
     intake_reads_many_keys_and_groups,
     the_intake_journal_is_applied_once_across_restarts,
     a_record_that_cannot_be_kept_holds_the_applier,
+    a_kept_record_is_replayed_once,
     closing_the_intake_journal_waits_for_its_applier,
 );
 
@@ -1038,7 +1039,7 @@ async fn a_record_that_cannot_be_kept_holds_the_applier(store: Arc<dyn Store>) {
         journal,
         &[
             (1, br#"{"not": "a request"}"#.to_vec()),
-            (2, journal_request(&integration, &["after"])),
+            (2, support::journal_request(&integration, &["after"])),
         ],
     );
     let dir = tempfile::tempdir().unwrap();
@@ -1081,19 +1082,90 @@ async fn a_record_that_cannot_be_kept_holds_the_applier(store: Arc<dyn Store>) {
     second.close_intake_journal().await;
 }
 
-/// A journal record of one request from `integration`: an alert for each
-/// of `keys`, as intake writes it.
-fn journal_request(integration: &Integration, keys: &[&str]) -> Vec<u8> {
-    let body = serde_json::json!({ "events": keys.iter().map(|k| serde_json::json!({
-        "summary": format!("disk full on {k}"), "source": k, "severity": "critical", "dedup_key": k,
-    })).collect::<Vec<_>>() });
-    let events = generic::parse(body.to_string().as_bytes()).unwrap();
-    let mut integration = serde_json::to_value(integration).unwrap();
-    integration["key"] = "".into();
-    serde_json::to_vec(&serde_json::json!({
-        "integration": integration, "source": Source::system(), "events": events,
-    }))
-    .unwrap()
+/// A record the journal dropped and kept is applied by replaying it, once
+/// however many replay it at the same time, with the operator's audit
+/// event; bytes that are no kept record, or a caller who may not manage
+/// services, change nothing.
+async fn a_kept_record_is_replayed_once(store: Arc<dyn Store>) {
+    let (app, admin) = app(store.clone()).await;
+    let integration = generic_integration(&app, &admin, "replayed").await;
+    let kept = support::journal_request(&integration, &["k1", "k2"]);
+
+    let e = app
+        .replay_kept_intake(&admin, "junk", br#"{"events": 3}"#)
+        .await
+        .unwrap_err();
+    assert_eq!((e.code(), e.field()), ("not_a_kept_record", Some("file")));
+    let login = kiroku_app::LoginRequest {
+        name: "ops".into(),
+        password: PASSWORD.into(),
+        totp_code: None,
+    };
+    let session = app.login(&Source::system(), login).await.unwrap();
+    let responder = Caller {
+        principal: Some(
+            app.authenticate_session(&session.secret, &Source::system())
+                .await
+                .unwrap(),
+        ),
+        source: Source::system(),
+    };
+    let sender = Caller::integration(integration.id, &integration.name, Source::system());
+    for (caller, refused) in [(responder, "forbidden"), (sender, "missing_credentials")] {
+        let e = app
+            .replay_kept_intake(&caller, "kept", &kept)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), refused);
+    }
+    assert_eq!(
+        open_counts(&store, integration.id, &["k1", "k2"]).await,
+        vec![]
+    );
+
+    let replays: Vec<_> = (0..4)
+        .map(|_| {
+            let (app, admin, kept) = (app.clone(), admin.clone(), kept.clone());
+            tokio::spawn(async move { app.replay_kept_intake(&admin, "kept", &kept).await })
+        })
+        .collect();
+    let mut done = Vec::new();
+    for replay in replays {
+        match replay.await.unwrap() {
+            Ok(replayed) => done.push(replayed),
+            Err(e) => assert_eq!((e.code(), e.field()), ("already_exists", Some("file"))),
+        }
+    }
+    assert_eq!(done.len(), 1, "replayed more than once");
+    let effects: Vec<_> = done[0].events.iter().map(|a| a.effect).collect();
+    assert_eq!(effects, [kiroku_app::Effect::Opened; 2]);
+    assert!(done[0].events.iter().all(|a| a.incident_id.is_some()));
+    assert_eq!(
+        open_counts(&store, integration.id, &["k1", "k2"]).await,
+        vec![("k1".to_string(), 1), ("k2".to_string(), 1)]
+    );
+    let e = app
+        .replay_kept_intake(&admin, "kept again", &kept)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "already_exists");
+
+    let audited = store
+        .audit_events(&kiroku_store::AuditQuery {
+            action: Some("alert_intake_replay".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(audited.len(), 1);
+    let change = audited[0].after.as_ref().unwrap();
+    assert_eq!(change["sha256"], done[0].sha256);
+    assert_eq!(
+        (change["file"].as_str(), change["events"].as_u64()),
+        (Some("kept"), Some(2))
+    );
+    support::verified(&app).await;
 }
 
 /// What a crash leaves in the journal is applied on start: each intact
@@ -1103,7 +1175,7 @@ fn journal_request(integration: &Integration, keys: &[&str]) -> Vec<u8> {
 async fn the_intake_journal_is_applied_once_across_restarts(store: Arc<dyn Store>) {
     let (app, admin) = app(store.clone()).await;
     let integration = generic_integration(&app, &admin, "journaled").await;
-    let request = |keys: &[&str]| journal_request(&integration, keys);
+    let request = |keys: &[&str]| support::journal_request(&integration, keys);
     let journal = uuid::Uuid::now_v7();
     let mut bytes = journal_file(
         journal,

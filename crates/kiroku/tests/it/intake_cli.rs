@@ -7,7 +7,9 @@ use std::collections::BTreeSet;
 use serde_json::{Value, json};
 
 use crate::cli::{Server, assert_audit_verifies, fails, kiroku, ok, on_postgres, on_sqlite};
-use crate::support::PASSWORD;
+use kiroku_domain::alert::Integration;
+
+use crate::support::{PASSWORD, journal_request};
 
 /// An admin token made directly in the database.
 pub(crate) fn admin_token(store_args: &[&str]) -> String {
@@ -539,6 +541,64 @@ fn stored_dedup_keys(
             }
         }
     })
+}
+
+/// A record the journal kept is replayed from the CLI straight into the
+/// database while the server runs: its alerts appear, each with its
+/// incident. The same file again, bytes that are no kept record, a folder
+/// and a file that is not there each get a message and exit 1, and change
+/// nothing.
+fn kept_record_replay(store_args: &[&str]) {
+    let token = admin_token(store_args);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let http = reqwest::Client::new();
+    let server = Server::start(store_args);
+    create_integration(&server, &token, "generic");
+    let listed: Value = rt.block_on(async {
+        http.get(format!("{}/api/v1/integrations", server.url))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    });
+    let integration: Integration = serde_json::from_value(listed["items"][0].clone()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kept = dir.path().join("intake.journal.dropped-x-1");
+    std::fs::write(&kept, journal_request(&integration, &["kept-1", "kept-2"])).unwrap();
+    let junk = dir.path().join("junk");
+    std::fs::write(&junk, r#"{"events": 3}"#).unwrap();
+    let replay = |file: &std::path::Path| {
+        let mut args = vec!["intake", "replay", file.to_str().unwrap()];
+        args.extend_from_slice(store_args);
+        kiroku(&args, &[], None)
+    };
+
+    fails(&replay(&dir.path().join("gone")), "cannot read");
+    fails(&replay(dir.path()), "cannot read");
+    fails(&replay(&junk), "is not an intake record the journal kept");
+    let out = ok(&replay(&kept));
+    assert!(
+        out.starts_with("replayed 2 events of") && out.contains("2 opened"),
+        "{out}"
+    );
+    fails(&replay(&kept), "was replayed before");
+    let stored = stored_dedup_keys(&rt, &http, &server.url, &token);
+    assert_eq!(stored, BTreeSet::from(["kept-1".into(), "kept-2".into()]));
+    server.stop();
+    assert_audit_verifies(store_args);
+}
+
+#[test]
+fn a_kept_record_is_replayed_from_the_cli_on_sqlite() {
+    on_sqlite(kept_record_replay);
+}
+
+#[test]
+fn a_kept_record_is_replayed_from_the_cli_on_postgres() {
+    on_postgres(kept_record_replay);
 }
 
 #[test]

@@ -636,3 +636,18 @@ impl Relay {
         self.cut.send_replace(false);
     }
 }
+
+/// A journal record of one request from `integration`: an alert for each
+/// of `keys`, as intake writes it.
+pub fn journal_request(integration: &kiroku_domain::alert::Integration, keys: &[&str]) -> Vec<u8> {
+    let body = serde_json::json!({ "events": keys.iter().map(|k| serde_json::json!({
+        "summary": format!("disk full on {k}"), "source": k, "severity": "critical", "dedup_key": k,
+    })).collect::<Vec<_>>() });
+    let events = kiroku_domain::alert::generic::parse(body.to_string().as_bytes()).unwrap();
+    let mut integration = serde_json::to_value(integration).unwrap();
+    integration["key"] = "".into();
+    serde_json::to_vec(&serde_json::json!({
+        "integration": integration, "source": kiroku_domain::Source::system(), "events": events,
+    }))
+    .unwrap()
+}
