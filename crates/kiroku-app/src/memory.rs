@@ -8,6 +8,11 @@
 //! and `malloc_trim` brought it back to 59 MiB. Neither a setting of its
 //! thresholds nor fewer arenas did; no crate calls it for the system
 //! allocator, hence the call here.
+//!
+//! The `kiroku` binary allocates Rust's memory with mimalloc, which gives
+//! it back on its own (`kiroku/src/allocator.rs`); the trim still serves
+//! what is allocated from glibc's heap there, SQLite's pages among it, and
+//! every program of this library on the system allocator.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;

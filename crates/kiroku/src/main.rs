@@ -1,3 +1,4 @@
 fn main() -> std::process::ExitCode {
+    kiroku::allocator::configure();
     kiroku::cli::main()
 }
