@@ -88,14 +88,15 @@ where
     }
 }
 
-/// An optional RFC 3339 time parameter.
+/// An optional RFC 3339 time parameter. The parser's reason is kept: a
+/// time can be well formed and still out of range, or lack its offset.
 pub fn time_param(field: &str, v: Option<String>) -> Result<Option<jiff::Timestamp>, ApiError> {
     v.map(|s| {
-        s.parse::<jiff::Timestamp>().map_err(|_| {
+        s.parse::<jiff::Timestamp>().map_err(|e| {
             ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid_time",
-                "must be an RFC 3339 time such as 2026-11-21T09:00:00+09:00",
+                format!("must be an RFC 3339 time such as 2026-11-21T09:00:00+09:00 ({e})"),
             )
             .field(field)
         })
@@ -171,6 +172,22 @@ mod tests {
         assert_eq!(err(r#"{"title":"a","n":"x"}"#).2.as_deref(), Some("n"));
         let e = parse_json::<serde_json::Value>("[".repeat(10_000).as_bytes()).unwrap_err();
         assert_eq!(e.body.code, "malformed_json");
+    }
+
+    #[test]
+    fn a_refused_time_says_why() {
+        let why = |v: &str| {
+            let e = time_param("from", Some(v.into())).unwrap_err();
+            assert_eq!(
+                (e.body.code.as_str(), e.body.field.as_deref()),
+                ("invalid_time", Some("from"))
+            );
+            e.body.message
+        };
+        assert!(why("9999-12-31T23:59:59Z").contains("not in the required range"));
+        assert!(why("2026-11-21T09:00:00").contains("offset"));
+        assert!(why("tuesday").contains("year"));
+        assert!(time_param("from", Some("2026-11-21T09:00:00+09:00".into())).is_ok());
     }
 
     #[derive(serde::Deserialize, Debug)]
