@@ -425,6 +425,20 @@ impl App {
         let integrations: Vec<Uuid> = jobs.iter().map(|j| j.integration.id).collect();
         let groups = self.groups_of(jobs, &mut batch, now);
         let mut tx = self.begin().await?;
+        let mut journaled = None;
+        match from {
+            Provenance::Sender => {}
+            Provenance::Journal(journal, seq) => journaled = Some((journal, seq)),
+            Provenance::Replay(replay, event) => {
+                // First, while the transaction holds nothing else: a second
+                // replay of the record waits here, then is refused, before
+                // it does any work, and no other duplicate is taken for it.
+                tx.mark_intake_replayed(replay)
+                    .await
+                    .map_err(crate::error::duplicate_of(replay::ALREADY, "file"))?;
+                batch.audit.push(*event);
+            }
+        }
         let (open, found) = tx
             .open_alerts_and_groups(&integrations, &keys, &groups)
             .await?;
@@ -472,9 +486,6 @@ impl App {
             );
             results.push(accepted);
         }
-        if let Provenance::Replay(_, event) = &from {
-            batch.audit.push((**event).clone());
-        }
         // The audit append reads the tree's head; the inserts after it need
         // no answer, so a backend may send them together with the commit.
         tx.append_audit_batch(std::mem::take(&mut batch.audit))
@@ -492,15 +503,8 @@ impl App {
             .map(|(incident_id, alerts)| joined_entry(incident_id, alerts, now))
             .collect();
         tx.append_timeline_entries(&joined).await?;
-        match from {
-            Provenance::Sender => {}
-            Provenance::Journal(journal, seq) => {
-                tx.mark_intake_journal_applied(journal, seq).await?;
-            }
-            Provenance::Replay(replay, _) => tx
-                .mark_intake_replayed(replay)
-                .await
-                .map_err(crate::error::duplicate_of(replay::ALREADY, "file"))?,
+        if let Some((journal, seq)) = journaled {
+            tx.mark_intake_journal_applied(journal, seq).await?;
         }
         let durable = tx.commit_visible().await?;
         Ok((results, durable))

@@ -849,18 +849,22 @@ impl Tx for SqlTx {
     }
 
     async fn mark_intake_journal_applied(&mut self, journal: Uuid, seq: u64) -> Result<()> {
-        let statement = (
-            "INSERT INTO intake_journals (id, applied_seq) VALUES ($1, $2)
-                ON CONFLICT (id) DO UPDATE SET applied_seq = excluded.applied_seq"
-                .to_string(),
-            vec![
+        // Held on SQLite and sent with the statements before it, so its
+        // placeholders are the dialect's own, numbered in the joined batch:
+        // a literal `$1` there is the batch's first argument.
+        let statements = multi_insert(
+            self.dialect,
+            "INSERT INTO intake_journals (id, applied_seq)",
+            vec![vec![
                 Bind::Text(journal.to_string()),
                 // Records are numbered from 1, one node's at a time: far
                 // below i64's range.
                 Bind::Int(seq as i64),
-            ],
+            ]],
+            1,
+            " ON CONFLICT (id) DO UPDATE SET applied_seq = excluded.applied_seq",
         );
-        self.write(vec![statement]).await
+        self.write(statements).await
     }
 
     async fn mark_intake_replayed(&mut self, replay: Uuid) -> Result<()> {

@@ -470,6 +470,22 @@ impl App {
         }
     }
 
+    /// The job of a request whose sender was answered when its record was
+    /// synced: nobody waits for its result.
+    pub(super) async fn unanswered_job(&self, request: Request) -> Result<Job> {
+        let routed = self
+            .routed_service(request.integration.service_id, WhileAway::Wait)
+            .await?;
+        let (reply, _) = oneshot::channel();
+        Ok(Job {
+            integration: request.integration,
+            routed,
+            source: request.source,
+            events: request.events,
+            reply,
+        })
+    }
+
     /// One transaction for `requests`, marking record `last` applied.
     async fn commit_requests(
         &self,
@@ -479,18 +495,7 @@ impl App {
     ) -> Result<Durable> {
         let mut jobs = Vec::with_capacity(requests.len());
         for request in requests {
-            let routed = self
-                .routed_service(request.integration.service_id, WhileAway::Wait)
-                .await?;
-            // The sender was answered when the record was synced.
-            let (reply, _) = oneshot::channel();
-            jobs.push(Job {
-                integration: request.integration,
-                routed,
-                source: request.source,
-                events: request.events,
-                reply,
-            });
+            jobs.push(self.unanswered_job(request).await?);
         }
         let (_, committed) = self
             .apply_batch(&mut jobs, Provenance::Journal(journal, last))
@@ -537,6 +542,8 @@ impl App {
                 "events": event_count(record),
                 "error": format!("{error:?}"),
                 "kept_in": kept_in.display().to_string(),
+                // What a replay of the file is checked against.
+                "sha256": kept_digest(&record.payload),
             })),
         )
         .failure(error.code());
@@ -571,6 +578,12 @@ async fn keep(journal: &Journal, unkept: Option<(Durable, u64)>) {
         Ok(()) => journal.kept(end),
         Err(e) => tracing::warn!(error = %e, "intake journal: the database did not sync"),
     }
+}
+
+/// The SHA-256 of a kept record's bytes, in hex.
+pub(super) fn kept_digest(payload: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    kiroku_audit::hex::encode(&Sha256::digest(payload))
 }
 
 /// How many events a record that does not decode as a request holds, read

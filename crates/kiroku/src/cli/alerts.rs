@@ -95,15 +95,19 @@ pub enum IntakeCommand {
 const KEPT_RECORD_MAX: u64 = 64 << 20;
 
 pub async fn intake(cmd: IntakeCommand) -> anyhow::Result<()> {
+    use std::io::Read;
     let IntakeCommand::Replay { store, file, json } = cmd;
     let name = file.display().to_string();
-    let size = std::fs::metadata(&file)
-        .with_context(|| format!("cannot read {name}"))?
-        .len();
-    if size > KEPT_RECORD_MAX {
-        bail!("{name} is {size} bytes, larger than any record the intake journal keeps");
+    // Read through a limit: a device or a pipe says nothing of its length.
+    let mut bytes = Vec::new();
+    std::fs::File::open(&file)
+        .and_then(|f| f.take(KEPT_RECORD_MAX + 1).read_to_end(&mut bytes))
+        .with_context(|| format!("cannot read {name}"))?;
+    if bytes.len() as u64 > KEPT_RECORD_MAX {
+        bail!(
+            "{name} is larger than any record the intake journal keeps ({KEPT_RECORD_MAX} bytes)"
+        );
     }
-    let bytes = std::fs::read(&file).with_context(|| format!("cannot read {name}"))?;
     let app = local_writer(&store).await?;
     let replayed = match app
         .replay_kept_intake(&Caller::local_operator(), &name, &bytes)
@@ -111,14 +115,17 @@ pub async fn intake(cmd: IntakeCommand) -> anyhow::Result<()> {
     {
         Ok(r) => r,
         Err(AppError::Duplicate { .. }) => {
-            bail!("{name} was replayed before (its bytes are marked applied); nothing was done")
+            bail!("{name} was replayed before; nothing was done")
         }
-        Err(e @ AppError::NotFound { .. }) => bail!(
-            "{e}: the record's service is gone; nothing was done (the file stays, to recover by hand)"
-        ),
-        Err(e) => {
-            return Err(failed(e).context(format!("{name} was not replayed; nothing was done")));
+        Err(e @ (AppError::Invalid(_) | AppError::NotFound { .. })) => {
+            bail!("{e}; nothing was done, and {name} stays")
         }
+        // The operator mends what failed the record (a stored routing that
+        // no longer compiles, say), so they are told what it is.
+        Err(AppError::Internal(detail)) => {
+            bail!("{detail}; nothing was done, and {name} stays")
+        }
+        Err(e) => return Err(failed(e).context(format!("replaying {name}"))),
     };
     if json {
         return print_json(&replayed);
@@ -133,9 +140,10 @@ pub async fn intake(cmd: IntakeCommand) -> anyhow::Result<()> {
     }
     let effects: Vec<String> = effects.iter().map(|(e, n)| format!("{n} {e}")).collect();
     println!(
-        "replayed {} events of {name} (sha256 {}): {}",
+        "replayed {} events of {name}, record {} of intake journal {}: {}",
         replayed.events.len(),
-        replayed.sha256,
+        replayed.seq,
+        replayed.journal,
         effects.join(", ")
     );
     Ok(())

@@ -7,9 +7,7 @@ use std::collections::BTreeSet;
 use serde_json::{Value, json};
 
 use crate::cli::{Server, assert_audit_verifies, fails, kiroku, ok, on_postgres, on_sqlite};
-use kiroku_domain::alert::Integration;
-
-use crate::support::{PASSWORD, journal_request};
+use crate::support::{PASSWORD, journal_file, journal_request};
 
 /// An admin token made directly in the database.
 pub(crate) fn admin_token(store_args: &[&str]) -> String {
@@ -543,50 +541,109 @@ fn stored_dedup_keys(
     })
 }
 
-/// A record the journal kept is replayed from the CLI straight into the
-/// database while the server runs: its alerts appear, each with its
-/// incident. The same file again, bytes that are no kept record, a folder
-/// and a file that is not there each get a message and exit 1, and change
+/// A record the journal's applier dropped, because the service's routing
+/// names a severity the scheme Kiroku was restarted with lacks, is
+/// replayed from the CLI once the routing is mended, straight into the
+/// database while the server runs: its alert appears, with its incident.
+/// Before the mend, the same file again, bytes never kept, a folder and a
+/// file that is not there each get a message and exit 1, and change
 /// nothing.
 fn kept_record_replay(store_args: &[&str]) {
     let token = admin_token(store_args);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let http = reqwest::Client::new();
+    let call = |method: reqwest::Method, url: String, body: Value| {
+        rt.block_on(async {
+            let res = http
+                .request(method, url)
+                .bearer_auth(&token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert!(res.status().is_success(), "{}", res.status());
+            res.json::<Value>().await.unwrap()
+        })
+    };
+    let routing = |severity: &str| json!({"rules": [{"then": {"severity": severity}}]});
     let server = Server::start(store_args);
     create_integration(&server, &token, "generic");
-    let listed: Value = rt.block_on(async {
-        http.get(format!("{}/api/v1/integrations", server.url))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    });
-    let integration: Integration = serde_json::from_value(listed["items"][0].clone()).unwrap();
+    let routing_url = format!("{}/api/v1/services/checkout/routing", server.url);
+    call(reqwest::Method::PUT, routing_url, routing("P0"));
+    let listed = call(
+        reqwest::Method::GET,
+        format!("{}/api/v1/integrations", server.url),
+        Value::Null,
+    );
+    let integration = serde_json::from_value(listed["items"][0].clone()).unwrap();
+    server.stop();
+
+    // What a journal holds when Kiroku stops before applying it.
+    let data_dir = std::path::Path::new(
+        store_args[store_args.iter().position(|a| *a == "--data-dir").unwrap() + 1],
+    );
+    let journal = uuid::Uuid::now_v7();
+    let record = journal_request(&integration, &["kept-1"]);
+    std::fs::write(
+        data_dir.join("intake.journal"),
+        journal_file(journal, &[(1, record.clone())]),
+    )
+    .unwrap();
+    // Restarted under a scheme without P0; the CLI reads the same file.
     let dir = tempfile::tempdir().unwrap();
-    let kept = dir.path().join("intake.journal.dropped-x-1");
-    std::fs::write(&kept, journal_request(&integration, &["kept-1", "kept-2"])).unwrap();
+    let config = dir.path().join("kiroku.toml");
+    std::fs::write(&config, "severity_scheme = \"p1-p4\"\n").unwrap();
+    let config = config.to_str().unwrap();
+    let serve_args: Vec<&str> = store_args
+        .iter()
+        .copied()
+        .chain(["--config", config, "--intake-journal"])
+        .collect();
+    let server = Server::start(&serve_args);
+    let kept = data_dir.join(format!("intake.journal.dropped-{journal}-1"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !kept.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the record was not dropped"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(std::fs::read(&kept).unwrap(), record);
     let junk = dir.path().join("junk");
     std::fs::write(&junk, r#"{"events": 3}"#).unwrap();
     let replay = |file: &std::path::Path| {
-        let mut args = vec!["intake", "replay", file.to_str().unwrap()];
+        let mut args = vec![
+            "intake",
+            "replay",
+            file.to_str().unwrap(),
+            "--config",
+            config,
+        ];
         args.extend_from_slice(store_args);
         kiroku(&args, &[], None)
     };
 
     fails(&replay(&dir.path().join("gone")), "cannot read");
     fails(&replay(dir.path()), "cannot read");
-    fails(&replay(&junk), "is not an intake record the journal kept");
+    fails(
+        &replay(&junk),
+        "no dropped intake record was kept with these bytes",
+    );
+    fails(&replay(&kept), "must be one of: P1, P2, P3, P4");
+    call(
+        reqwest::Method::PUT,
+        format!("{}/api/v1/services/checkout/routing", server.url),
+        routing("P1"),
+    );
     let out = ok(&replay(&kept));
     assert!(
-        out.starts_with("replayed 2 events of") && out.contains("2 opened"),
+        out.starts_with("replayed 1 events of") && out.contains("1 opened"),
         "{out}"
     );
     fails(&replay(&kept), "was replayed before");
     let stored = stored_dedup_keys(&rt, &http, &server.url, &token);
-    assert_eq!(stored, BTreeSet::from(["kept-1".into(), "kept-2".into()]));
+    assert_eq!(stored, BTreeSet::from(["kept-1".into()]));
     server.stop();
     assert_audit_verifies(store_args);
 }

@@ -638,10 +638,11 @@ impl Relay {
 }
 
 /// A journal record of one request from `integration`: an alert for each
-/// of `keys`, as intake writes it.
+/// of `keys`, all named `DiskFull`, as intake writes it.
 pub fn journal_request(integration: &kiroku_domain::alert::Integration, keys: &[&str]) -> Vec<u8> {
     let body = serde_json::json!({ "events": keys.iter().map(|k| serde_json::json!({
         "summary": format!("disk full on {k}"), "source": k, "severity": "critical", "dedup_key": k,
+        "labels": {"alertname": "DiskFull"},
     })).collect::<Vec<_>>() });
     let events = kiroku_domain::alert::generic::parse(body.to_string().as_bytes()).unwrap();
     let mut integration = serde_json::to_value(integration).unwrap();
@@ -650,4 +651,23 @@ pub fn journal_request(integration: &kiroku_domain::alert::Integration, keys: &[
         "integration": integration, "source": kiroku_domain::Source::system(), "events": events,
     }))
     .unwrap()
+}
+
+/// The intake journal's file, written here from its documented format:
+/// a 32-byte header, then records of length, number, checksum, payload.
+pub fn journal_file(id: uuid::Uuid, records: &[(u64, Vec<u8>)]) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    let mut out = b"kiroku-intake-j1".to_vec();
+    out.extend_from_slice(id.as_bytes());
+    for (seq, payload) in records {
+        let check = Sha256::new()
+            .chain_update(seq.to_le_bytes())
+            .chain_update(payload)
+            .finalize();
+        out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        out.extend_from_slice(&seq.to_le_bytes());
+        out.extend_from_slice(&check[..8]);
+        out.extend_from_slice(payload);
+    }
+    out
 }
