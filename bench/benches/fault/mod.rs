@@ -283,8 +283,13 @@ impl Rig {
             ));
         }
         send(
+            // Grouped, so that alerts also join open incidents: the case
+            // in which the journal's applied mark once went wrong.
             c.put(api("/api/v1/services/fault-intake/routing"))
-                .json(&json!({"escalation_policy": "quiet"})),
+                .json(&json!({
+                    "escalation_policy": "quiet",
+                    "grouping": {"mode": "labels", "labels": ["alertname"], "window_minutes": 60},
+                })),
         )
         .await?;
         Ok(Rig {

@@ -404,6 +404,19 @@ fn intake_crash_loses_nothing(store_args: &[&str], journal_args: &[&str]) {
     );
     let (pd_key, pd_url) = create_integration(&server, &token, "pagerduty");
     assert_eq!(pd_url, format!("{}/v2/enqueue", server.url));
+    // Grouped, as most monitoring is: alerts join the open incident, the
+    // case in which the journal's applied mark once went wrong on SQLite.
+    let grouped =
+        json!({"grouping": {"mode": "labels", "labels": ["alertname"], "window_minutes": 60}});
+    rt.block_on(
+        http.put(format!("{}/api/v1/services/checkout/routing", server.url))
+            .bearer_auth(&token)
+            .json(&grouped)
+            .send(),
+    )
+    .unwrap()
+    .error_for_status()
+    .unwrap();
     let env = [
         ("KIROKU_SERVER", server.url.as_str()),
         ("KIROKU_TOKEN", token.as_str()),
