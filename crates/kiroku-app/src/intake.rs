@@ -68,8 +68,8 @@ pub(crate) enum Provenance {
     /// Intake journal `.0`, whose records up to `.1` are marked applied.
     Journal(Uuid, u64),
     /// A record the journal dropped and kept, replayed by an operator:
-    /// marked by the id its bytes give it, so that it is applied once, and
-    /// audited with the operator's event.
+    /// marked by the id its journal and number give it, so that it is
+    /// applied once, and audited with the operator's event.
     Replay(Uuid, Box<AuditEvent>),
 }
 
@@ -425,10 +425,9 @@ impl App {
         let integrations: Vec<Uuid> = jobs.iter().map(|j| j.integration.id).collect();
         let groups = self.groups_of(jobs, &mut batch, now);
         let mut tx = self.begin().await?;
-        let mut journaled = None;
-        match from {
-            Provenance::Sender => {}
-            Provenance::Journal(journal, seq) => journaled = Some((journal, seq)),
+        let journaled = match from {
+            Provenance::Sender => None,
+            Provenance::Journal(journal, seq) => Some((journal, seq)),
             Provenance::Replay(replay, event) => {
                 // First, while the transaction holds nothing else: a second
                 // replay of the record waits here, then is refused, before
@@ -437,8 +436,9 @@ impl App {
                     .await
                     .map_err(crate::error::duplicate_of(replay::ALREADY, "file"))?;
                 batch.audit.push(*event);
+                None
             }
-        }
+        };
         let (open, found) = tx
             .open_alerts_and_groups(&integrations, &keys, &groups)
             .await?;

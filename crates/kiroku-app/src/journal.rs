@@ -33,7 +33,7 @@ const MAGIC: &[u8; 16] = b"kiroku-intake-j1";
 const HEADER_LEN: u64 = 32;
 const RECORD_HEAD_LEN: usize = 4 + 8 + 8;
 /// Far above the largest request intake takes (the webhooks' 16 MiB).
-const RECORD_MAX: usize = 64 << 20;
+pub const RECORD_MAX: usize = 64 << 20;
 /// A drained journal at least this long is cut back to its header.
 const TRUNCATE_AT: u64 = 16 << 20;
 /// How far the applier may fall behind before appends are refused.

@@ -406,9 +406,10 @@ pub trait Tx: Send {
     /// Records that intake journal `journal` is applied up to record `seq`,
     /// with the changes those records made.
     async fn mark_intake_journal_applied(&mut self, journal: Uuid, seq: u64) -> Result<()>;
-    /// Records that the kept intake record `replay` (named by its bytes) is
-    /// applied, with the changes it made; fails with `Duplicate` when it
-    /// already was, and waits for a transaction marking it meanwhile.
+    /// Records that the kept intake record `replay` (named by its journal
+    /// and number) is applied, with the changes it made; fails with
+    /// `Duplicate` when it already was, and waits for a transaction
+    /// marking it meanwhile. Not held: the refusal comes at once.
     async fn mark_intake_replayed(&mut self, replay: Uuid) -> Result<()>;
 
     /// Call with the incident locked, so saves of one postmortem queue.

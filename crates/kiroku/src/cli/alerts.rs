@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
-use kiroku_app::{AppError, Caller};
+use kiroku_app::{AppError, Caller, INTAKE_RECORD_MAX};
 use kiroku_domain::alert::IntegrationKind;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -79,8 +79,8 @@ pub enum IntegrationCommand {
 pub enum IntakeCommand {
     /// Apply a record the intake journal dropped and kept
     /// (DATA_DIR/intake.journal.dropped-…), once what failed it is mended:
-    /// straight to the database, as the server would have. The same bytes
-    /// are applied once.
+    /// straight to the database, as the server would have. Only the bytes
+    /// the drop kept are taken, and each dropped record applies once.
     Replay {
         #[command(flatten)]
         store: StoreArgs,
@@ -91,9 +91,6 @@ pub enum IntakeCommand {
     },
 }
 
-/// No kept record is larger: the journal takes no larger record.
-const KEPT_RECORD_MAX: u64 = 64 << 20;
-
 pub async fn intake(cmd: IntakeCommand) -> anyhow::Result<()> {
     use std::io::Read;
     let IntakeCommand::Replay { store, file, json } = cmd;
@@ -101,11 +98,11 @@ pub async fn intake(cmd: IntakeCommand) -> anyhow::Result<()> {
     // Read through a limit: a device or a pipe says nothing of its length.
     let mut bytes = Vec::new();
     std::fs::File::open(&file)
-        .and_then(|f| f.take(KEPT_RECORD_MAX + 1).read_to_end(&mut bytes))
+        .and_then(|f| f.take(INTAKE_RECORD_MAX as u64 + 1).read_to_end(&mut bytes))
         .with_context(|| format!("cannot read {name}"))?;
-    if bytes.len() as u64 > KEPT_RECORD_MAX {
+    if bytes.len() > INTAKE_RECORD_MAX {
         bail!(
-            "{name} is larger than any record the intake journal keeps ({KEPT_RECORD_MAX} bytes)"
+            "{name} is larger than any record the intake journal keeps ({INTAKE_RECORD_MAX} bytes)"
         );
     }
     let app = local_writer(&store).await?;
