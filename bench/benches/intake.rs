@@ -10,7 +10,9 @@
 //!
 //! Every alert has labels of its own (a new fingerprint, a new dedup key).
 //! Kiroku's service groups alerts by `alertname` (ten names) into open
-//! incidents, as Alertmanager groups notifications by it.
+//! incidents, as Alertmanager groups notifications by it. Last, single
+//! alerts are timed until committed under a new service's grouping, where
+//! each alert opens an incident of its own, with its escalation.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -291,6 +293,48 @@ async fn storm(
     })
 }
 
+/// Single alerts at concurrency 8 on a service that gives each alert an
+/// incident of its own (`per_alert`, a new service's grouping), timed
+/// until all are committed; the service groups by `alertname` again after.
+/// Run last, so that the incidents it opens change no other row.
+async fn own_incidents(
+    o: &Opts,
+    server: &Server,
+    peer: &Peer,
+    token: &str,
+    journal: bool,
+) -> anyhow::Result<f64> {
+    let client = reqwest::Client::new();
+    let routing = format!("{}/api/v1/services/bench/routing", server.url);
+    let set_grouping = |grouping: Value| {
+        client
+            .put(&routing)
+            .bearer_auth(token)
+            .json(&json!({ "grouping": grouping }))
+            .send()
+    };
+    set_grouping(json!({"mode": "per_alert"}))
+        .await?
+        .error_for_status()?;
+    if journal {
+        server.journal_committed().await?;
+    }
+    // Past every alert numbered before, so that each opens an alert.
+    let base = 4 * soak_alerts(o);
+    let alerts = alerts_per_run(o, 1);
+    let (load_client, peer) = (client.clone(), Arc::new(peer_clone(peer)));
+    let make: Arc<dyn Fn(usize) -> reqwest::RequestBuilder + Send + Sync> =
+        Arc::new(move |i| peer.request(&load_client, base, 1, i));
+    let t0 = Instant::now();
+    load(8, alerts, make).await?;
+    if journal {
+        server.journal_committed().await?;
+    }
+    let per_sec = alerts as f64 / t0.elapsed().as_secs_f64();
+    set_grouping(by_alertname()).await?.error_for_status()?;
+    Ok(per_sec)
+}
+
 fn peer_clone(p: &Peer) -> Peer {
     match p {
         Peer::Kiroku { url } => Peer::Kiroku { url: url.clone() },
@@ -381,6 +425,12 @@ impl Alertmanager {
     }
 }
 
+/// The bench service's grouping: alerts sharing `alertname` join one
+/// open incident.
+fn by_alertname() -> Value {
+    json!({"mode": "labels", "labels": ["alertname"], "window_minutes": 1440})
+}
+
 /// A generic integration on a service that groups by alertname; returns
 /// its intake URL and an admin's token.
 async fn kiroku_integration(
@@ -402,7 +452,7 @@ async fn kiroku_integration(
     client
         .put(format!("{}/api/v1/services/bench/routing", server.url))
         .bearer_auth(&token)
-        .json(&json!({"grouping": {"mode": "labels", "labels": ["alertname"], "window_minutes": 1440}}))
+        .json(&json!({ "grouping": by_alertname() }))
         .send()
         .await?
         .error_for_status()?;
@@ -568,6 +618,7 @@ pub async fn intake_bench(
         soak(o, peer_clone(&peer), stored).await?;
         let soaked_rss = server.rss_mib();
         let grouped_rss = large_requests(&peer, soak_alerts(o), &server, journal).await?;
+        let own = own_incidents(o, &server, &peer, &token, journal).await?;
         for (i, ((shape, concurrency, per_request), m)) in SHAPES.iter().zip(&rows).enumerate() {
             let (s, cpu) = (&m.summary, m.cpu_us_per_alert);
             let am = am_rows.as_ref().map(|am| &am[i]);
@@ -595,6 +646,13 @@ pub async fn intake_bench(
         r.line(&format!(
             "| RSS after {LARGE_REQUESTS} more requests of {LARGE_REQUEST_ALERTS} alerts each, {name} | {grouped_rss:.1} MiB | | | |",
         ));
+        r.line(&format!(
+            "| intake, single alerts, concurrency 8, each opening an incident of its own (the default grouping), Kiroku {name}, until all are committed | {own:.0} alerts/s |"
+        ));
+        r.json.insert(
+            format!("intake_{key}_committed_own_incidents_c8"),
+            json!({ "alerts_per_sec": own }),
+        );
         r.json.insert(
             format!("intake_rss_mib_{key}"),
             json!({

@@ -155,14 +155,16 @@ impl Escalator {
                 // Declared from an alert: the alert's message names the policy.
                 "incident.declared" => {
                     if p.get("origin").is_none_or(Value::is_null) {
-                        woken |= start(tx, incident, policy(None), at).await?;
+                        start(tx, incident, policy(None), at).await?;
+                        woken = true;
                     } else {
                         declared.insert(incident);
                     }
                 }
                 "alert.triggered" if declared.remove(&incident) => {
                     let named = p.get("escalation_policy").and_then(Value::as_str);
-                    woken |= start(tx, incident, policy(named), at).await?;
+                    start(tx, incident, policy(named), at).await?;
+                    woken = true;
                 }
                 "incident.status_changed" => {
                     let to = p.get("to").and_then(Value::as_str);
@@ -201,20 +203,17 @@ impl Escalator {
     }
 }
 
-/// An incident's escalation, unless it has one: its first step is due at
-/// once. The step reads the incident's own times.
+/// The escalation of an incident declared in this transaction: its first
+/// step is due at once. The step reads the incident's own times. No read
+/// for an escalation it has already: it cannot have one yet.
 async fn start(
     tx: &mut dyn Tx,
     incident: Uuid,
     policy: Option<Policy>,
     at: Timestamp,
-) -> StoreResult<bool> {
-    if tx.escalation_for_update(incident).await?.is_some() {
-        return Ok(false);
-    }
+) -> StoreResult<()> {
     let e = Escalation::start(incident, policy.as_ref(), at, None, at);
-    tx.save_escalation(&e, Some(at)).await?;
-    Ok(true)
+    tx.save_escalation(&e, Some(at)).await
 }
 
 /// One escalation's step, worked out under its locks, not yet written.

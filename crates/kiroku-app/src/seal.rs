@@ -1,12 +1,12 @@
 //! Sensitive values in audit events (seed 001 No.50): sealed before they are
 //! hashed, by the app's transaction (`tx.rs`), so that no append can skip it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use jiff::Timestamp;
 use kiroku_audit::seal::{at_path, open_value, seal_value, sealed_by, unwrap_key, wrap_key};
-use kiroku_domain::{AuditEvent, Permission};
+use kiroku_domain::{AuditEvent, Permission, Target};
 use kiroku_store::{Result as StoreResult, StoreError, Tx};
 use serde_json::{Value, json};
 
@@ -84,11 +84,19 @@ fn value_at<'a>(event: &'a mut AuditEvent, path: &str) -> Option<&'a mut Value> 
     }
 }
 
+/// Whose data key seals values in events about `target`.
+pub(crate) fn subject_of(target: &Target) -> String {
+    format!("{}:{}", target.kind, target.id.as_deref().unwrap_or("-"))
+}
+
 /// A transaction's sealing: the policy, and the data keys it has used so
 /// far (each subject's key is read or made once per transaction).
 pub(crate) struct SealKeys {
     sealer: Arc<Sealer>,
     keys: HashMap<String, (i64, [u8; 32])>,
+    /// Subjects made in this transaction under fresh ids: none can have a
+    /// key yet, so theirs is made without reading for one first.
+    made: HashSet<String>,
 }
 
 impl SealKeys {
@@ -96,7 +104,13 @@ impl SealKeys {
         SealKeys {
             sealer,
             keys: HashMap::new(),
+            made: HashSet::new(),
         }
+    }
+
+    /// Notes that `subject` was made in this transaction.
+    pub(crate) fn made(&mut self, subject: String) {
+        self.made.insert(subject);
     }
 
     /// Whether events about targets of `kind` have anything to seal.
@@ -107,6 +121,7 @@ impl SealKeys {
     /// Forgets a shredded subject's key, so that new data gets a new one.
     pub(crate) fn forget(&mut self, subject: &str) {
         self.keys.remove(subject);
+        self.made.remove(subject);
     }
 
     /// The subject's live data key, made (or remade after a shred) on first use.
@@ -114,7 +129,12 @@ impl SealKeys {
         if let Some(k) = self.keys.get(subject) {
             return Ok(*k);
         }
-        let key = match inner.current_subject_key(subject).await? {
+        let current = if self.made.contains(subject) {
+            None
+        } else {
+            inner.current_subject_key(subject).await?
+        };
+        let key = match current {
             Some((generation, Some(wrapped))) => {
                 let dek = unwrap_key(&self.sealer.kek, &wrapped)
                     .map_err(|e| StoreError::Corrupt(format!("data key of {subject}: {e}")))?;
@@ -142,11 +162,7 @@ impl SealKeys {
     ) -> StoreResult<AuditEvent> {
         let mut event = event.clone();
         let sealer = self.sealer.clone();
-        let subject = format!(
-            "{}:{}",
-            event.target.kind,
-            event.target.id.as_deref().unwrap_or("-")
-        );
+        let subject = subject_of(&event.target);
         let kind = event.target.kind.clone();
         for path in sealer.paths(&kind) {
             let Some(value) = value_at(&mut event, path)

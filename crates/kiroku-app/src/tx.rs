@@ -24,8 +24,9 @@ use uuid::Uuid;
 
 use crate::detection::Detection;
 use crate::escalation::Escalator;
+use crate::incidents::incident_target;
 use crate::notify::Notifier;
-use crate::seal::SealKeys;
+use crate::seal::{SealKeys, subject_of};
 
 pub(crate) struct AppTx {
     inner: Box<dyn Tx>,
@@ -98,7 +99,11 @@ impl Tx for AppTx {
         self.inner.next_incident_number(prefix, year).await
     }
     async fn insert_incident(&mut self, i: &Incident) -> StoreResult<()> {
-        self.inner.insert_incident(i).await
+        self.inner.insert_incident(i).await?;
+        if let Some(keys) = &mut self.seal {
+            keys.made(subject_of(&incident_target(i)));
+        }
+        Ok(())
     }
     async fn incident_for_update(&mut self, key: &IncidentKey) -> StoreResult<Option<Incident>> {
         self.inner.incident_for_update(key).await

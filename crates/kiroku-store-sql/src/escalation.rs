@@ -9,7 +9,7 @@ use sqlx::AnyConnection;
 use uuid::Uuid;
 
 use crate::convert::{from_doc, micros, opt_micros, to_doc};
-use crate::store::SqlStore;
+use crate::store::{Bind, SqlStore, Statement, multi_insert};
 use crate::{Dialect, map_err};
 
 /// A named, versioned document's row. `table` is always one of ours,
@@ -196,24 +196,27 @@ pub(crate) async fn docs_for_update<T: serde::de::DeserializeOwned>(
     rows.iter().map(|(d,)| from_doc(d)).collect()
 }
 
-pub(crate) async fn save_escalation(
-    conn: &mut AnyConnection,
+/// The upsert of an escalation's row, held like other inserts: it follows
+/// a locked read of the row, or the incident was declared in the same
+/// transaction.
+pub(crate) fn save_escalation(
+    dialect: Dialect,
     e: &Escalation,
     due_at: Option<Timestamp>,
-) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO escalations (incident_id, due_at, claimed_until, doc)
-         VALUES ($1, $2, NULL, $3)
-         ON CONFLICT (incident_id) DO UPDATE SET due_at = excluded.due_at,
+) -> Result<Vec<Statement>> {
+    Ok(multi_insert(
+        dialect,
+        "INSERT INTO escalations (incident_id, due_at, claimed_until, doc)",
+        vec![vec![
+            Bind::Text(e.incident_id.to_string()),
+            Bind::int_or_null(opt_micros(due_at)),
+            Bind::NullInt,
+            Bind::Text(to_doc(e)?),
+        ]],
+        1,
+        " ON CONFLICT (incident_id) DO UPDATE SET due_at = excluded.due_at,
             claimed_until = NULL, doc = excluded.doc",
-    )
-    .bind(e.incident_id.to_string())
-    .bind(opt_micros(due_at))
-    .bind(to_doc(e)?)
-    .execute(conn)
-    .await
-    .map_err(map_err)?;
-    Ok(())
+    ))
 }
 
 /// Cancels the incident's waiting pages: each row's document is rewritten

@@ -53,7 +53,16 @@ pub(crate) const WORK_CHANNEL: &str = "kiroku_work";
 pub(crate) enum Bind {
     Int(i64),
     Text(String),
+    /// A null text.
     Null,
+    /// A null integer: PostgreSQL refuses a text null for an integer column.
+    NullInt,
+}
+
+impl Bind {
+    pub(crate) fn int_or_null(v: Option<i64>) -> Bind {
+        v.map_or(Bind::NullInt, Bind::Int)
+    }
 }
 
 /// Binds by reference, so that a caller's statements stay its own. sqlx's
@@ -68,6 +77,7 @@ pub(crate) fn bind_all<'q>(
             Bind::Int(i) => q.bind(*i),
             Bind::Text(s) => q.bind(s.as_str()),
             Bind::Null => q.bind(None::<&str>),
+            Bind::NullInt => q.bind(None::<i64>),
         };
     }
     q

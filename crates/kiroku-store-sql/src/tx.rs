@@ -24,7 +24,7 @@ use kiroku_audit::{CompactRange, canonical_event};
 use crate::convert::{from_doc, from_micros, micros, opt_micros, search_text, to_doc};
 use crate::escalation::{self, Versioned};
 use crate::reports;
-use crate::store::{Bind, ROWS_PER_STATEMENT, Statement, from_rows, multi_insert};
+use crate::store::{Bind, Filter, ROWS_PER_STATEMENT, Statement, from_rows, multi_insert};
 use crate::wal::WalSync;
 use crate::writer::{WriteTx, execute_each, fetch_each, fetch_joined};
 use crate::{Dialect, alerts, map_err, notify};
@@ -234,45 +234,51 @@ fn duplicate(what: &'static str) -> impl Fn(StoreError) -> StoreError {
 #[async_trait]
 impl Tx for SqlTx {
     async fn next_incident_number(&mut self, prefix: &str, year: i16) -> Result<i64> {
-        self.flush().await?;
-        let (n,): (i64,) = sqlx::query_as(
-            "INSERT INTO incident_counters (prefix, year, last) VALUES ($1, $2, 1)
+        // With the held inserts before it, in one round trip.
+        let mut f = Filter::for_dialect(self.dialect);
+        let sql = format!(
+            "INSERT INTO incident_counters (prefix, year, last) VALUES ({}, {}, 1)
              ON CONFLICT (prefix, year) DO UPDATE SET last = incident_counters.last + 1
              RETURNING last",
-        )
-        .bind(prefix)
-        .bind(i64::from(year))
-        .fetch_one(&mut *self.tx)
-        .await
-        .map_err(map_err)?;
-        Ok(n)
+            f.placeholder(Bind::Text(prefix.to_string())),
+            f.placeholder(Bind::Int(i64::from(year))),
+        );
+        let rows = self.send(vec![(sql, f.binds)]).await?;
+        let row = rows
+            .first()
+            .ok_or_else(|| StoreError::Corrupt("no incident number was drawn".into()))?;
+        row.try_get(0).map_err(map_err)
     }
 
     async fn insert_incident(&mut self, i: &Incident) -> Result<()> {
-        self.flush().await?;
-        sqlx::query(
+        // Held: its number was drawn in this transaction, so the unique
+        // number cannot be taken by the time the insert reaches SQLite.
+        let row = vec![
+            Bind::Text(i.id.to_string()),
+            Bind::Text(i.number.clone()),
+            Bind::Text(i.status.as_str().to_string()),
+            Bind::Text(i.severity.clone()),
+            Bind::Text(i.category.clone()),
+            Bind::Text(i.environment.clone()),
+            Bind::Int(micros(i.times.detected_at)),
+            Bind::Text(incident_search(i)),
+            Bind::Int(i.version),
+            Bind::Text(to_doc(i)?),
+            Bind::int_or_null(opt_micros(i.times.occurred_at)),
+            Bind::int_or_null(opt_micros(i.times.acknowledged_at)),
+            Bind::int_or_null(opt_micros(i.times.resolved_at)),
+        ];
+        let statements = multi_insert(
+            self.dialect,
             "INSERT INTO incidents (id, number, status, severity, category, environment,
-                detected_at, search, version, doc, occurred_at, acknowledged_at, resolved_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-        )
-        .bind(i.id.to_string())
-        .bind(&i.number)
-        .bind(i.status.as_str())
-        .bind(&i.severity)
-        .bind(&i.category)
-        .bind(&i.environment)
-        .bind(micros(i.times.detected_at))
-        .bind(incident_search(i))
-        .bind(i.version)
-        .bind(to_doc(i)?)
-        .bind(opt_micros(i.times.occurred_at))
-        .bind(opt_micros(i.times.acknowledged_at))
-        .bind(opt_micros(i.times.resolved_at))
-        .execute(&mut *self.tx)
-        .await
-        .map_err(map_err)
-        .map_err(duplicate("incident number"))?;
-        Ok(())
+                detected_at, search, version, doc, occurred_at, acknowledged_at, resolved_at)",
+            vec![row],
+            1,
+            "",
+        );
+        self.write(statements)
+            .await
+            .map_err(duplicate("incident number"))
     }
 
     async fn incident_for_update(&mut self, key: &IncidentKey) -> Result<Option<Incident>> {
@@ -596,19 +602,23 @@ impl Tx for SqlTx {
         wrapped: &str,
         at: Timestamp,
     ) -> Result<()> {
-        self.flush().await?;
-        sqlx::query(
-            "INSERT INTO audit_subject_keys (subject, generation, wrapped_key, created_at) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(subject)
-        .bind(generation)
-        .bind(wrapped)
-        .bind(micros(at))
-        .execute(&mut *self.tx)
-        .await
-        .map_err(map_err)
-        .map_err(duplicate("subject key"))?;
-        Ok(())
+        // Held: the generation was read under lock in this transaction, or
+        // the subject was made in it.
+        let statements = multi_insert(
+            self.dialect,
+            "INSERT INTO audit_subject_keys (subject, generation, wrapped_key, created_at)",
+            vec![vec![
+                Bind::Text(subject.to_string()),
+                Bind::Int(generation),
+                Bind::Text(wrapped.to_string()),
+                Bind::Int(micros(at)),
+            ]],
+            1,
+            "",
+        );
+        self.write(statements)
+            .await
+            .map_err(duplicate("subject key"))
     }
 
     async fn shred_subject(&mut self, subject: &str, at: Timestamp) -> Result<u64> {
@@ -843,8 +853,8 @@ impl Tx for SqlTx {
 
     async fn save_escalation(&mut self, e: &Escalation, due_at: Option<Timestamp>) -> Result<()> {
         self.announce(Work::Escalations, due_at.is_some());
-        self.flush().await?;
-        escalation::save_escalation(&mut self.tx, e, due_at).await
+        let statements = escalation::save_escalation(self.dialect, e, due_at)?;
+        self.write(statements).await
     }
 
     async fn cancel_pages(&mut self, incident: Uuid, at: Timestamp) -> Result<u64> {

@@ -278,6 +278,10 @@ pub trait Store: Send + Sync + 'static {
     async fn touch_token(&self, id: Uuid, at: jiff::Timestamp) -> Result<()>;
 }
 
+/// One write transaction. A backend may hold an insert that nothing reads
+/// back until the next read or the commit, and send them together: an
+/// error such an insert meets (a taken key, say) fails that later call,
+/// and the transaction with it.
 #[async_trait]
 pub trait Tx: Send {
     /// The next number for `prefix` in `year`: gap-free and unique, because
