@@ -389,9 +389,27 @@ impl App {
             .service(&id.to_string())
             .await?
             .ok_or(AppError::NotFound { what: "service" })?;
-        let router = Router::new(service.routing.clone(), &self.config.rules)
-            .map_err(|e| AppError::Internal(format!("stored routing of {}: {e}", service.name)))?;
+        let router = self.compile_routing(&service).map_err(AppError::Internal)?;
         Ok(Arc::new(RoutedService { service, router }))
+    }
+
+    /// A service's stored routing compiled under this configuration; the
+    /// error names the service and what no longer fits.
+    fn compile_routing(&self, service: &Service) -> std::result::Result<Router, String> {
+        Router::new(service.routing.clone(), &self.config.rules)
+            .map_err(|e| format!("stored routing of {}: {e}", service.name))
+    }
+
+    /// What keeps each service whose stored routing does not compile under
+    /// this configuration (it names a severity or category the
+    /// configuration no longer has) from taking alerts: its intake answers
+    /// 500 until the routing is mended.
+    pub async fn routings_that_do_not_compile(&self) -> Result<Vec<String>> {
+        let services = self.store.services().await?;
+        Ok(services
+            .iter()
+            .filter_map(|s| self.compile_routing(s).err())
+            .collect())
     }
 
     /// Forgets a service's compiled routing after a local change.

@@ -450,6 +450,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let signer = tokio::spawn(sign_heads(app.clone(), settings.audit.head_interval));
     let detection = tokio::spawn(app.clone().run_detection());
     app.ensure_default_policy().await?;
+    for problem in app.routings_that_do_not_compile().await? {
+        tracing::error!(
+            "{problem}: the service's alerts are refused (500) until `kiroku service routing` mends it"
+        );
+    }
     let client = crate::notify::http_client()?;
     let courier = std::sync::Arc::new(crate::notify::Couriers {
         http: crate::notify::HttpCourier::new(client.clone()),

@@ -623,6 +623,11 @@ fn kept_record_replay(store_args: &[&str]) {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     assert_eq!(std::fs::read(&kept).unwrap(), record);
+    let log = server.log();
+    assert!(
+        log.contains("stored routing of checkout: rules[0].then.severity: must be one of: P1, P2, P3, P4: the service's alerts are refused (500) until `kiroku service routing` mends it"),
+        "the start names the routing that no longer compiles: {log}"
+    );
     let junk = dir.path().join("junk");
     std::fs::write(&junk, r#"{"events": 3}"#).unwrap();
     let replay = |file: &std::path::Path| {
