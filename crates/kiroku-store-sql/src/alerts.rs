@@ -110,9 +110,8 @@ pub(crate) fn save_alerts(dialect: Dialect, alerts: &[Alert]) -> Result<Vec<Stat
                 Bind::Text(a.service_id.to_string()),
                 Bind::Text(a.dedup_key.clone()),
                 Bind::Text(a.status.as_str().to_string()),
-                a.incident_id
-                    .map_or(Bind::Null, |id| Bind::Text(id.to_string())),
-                a.grouping_key.clone().map_or(Bind::Null, Bind::Text),
+                Bind::text_or_null(a.incident_id.map(|id| id.to_string())),
+                Bind::text_or_null(a.grouping_key.clone()),
                 Bind::Int(micros(a.first_seen_at)),
                 Bind::Int(micros(a.last_seen_at)),
                 Bind::Text(to_doc(a)?),

@@ -126,10 +126,7 @@ fn delivery_row(d: &DeliveryRecord) -> Result<Vec<Bind>> {
         Bind::Int(micros(d.due_at)),
         Bind::Int(micros(d.created_at)),
         Bind::Text(to_doc(d)?),
-        match d.notice.incident_id {
-            Some(id) => Bind::Text(id.to_string()),
-            None => Bind::Null,
-        },
+        Bind::text_or_null(d.notice.incident_id.map(|id| id.to_string())),
         Bind::Int(i64::from(d.page)),
     ])
 }

@@ -53,15 +53,19 @@ pub(crate) const WORK_CHANNEL: &str = "kiroku_work";
 pub(crate) enum Bind {
     Int(i64),
     Text(String),
-    /// A null text.
-    Null,
-    /// A null integer: PostgreSQL refuses a text null for an integer column.
+    /// Nulls are typed: PostgreSQL refuses a text null for an integer
+    /// column, which a held insert cannot cast.
+    NullText,
     NullInt,
 }
 
 impl Bind {
     pub(crate) fn int_or_null(v: Option<i64>) -> Bind {
         v.map_or(Bind::NullInt, Bind::Int)
+    }
+
+    pub(crate) fn text_or_null(v: Option<String>) -> Bind {
+        v.map_or(Bind::NullText, Bind::Text)
     }
 }
 
@@ -76,7 +80,7 @@ pub(crate) fn bind_all<'q>(
         q = match b {
             Bind::Int(i) => q.bind(*i),
             Bind::Text(s) => q.bind(s.as_str()),
-            Bind::Null => q.bind(None::<&str>),
+            Bind::NullText => q.bind(None::<&str>),
             Bind::NullInt => q.bind(None::<i64>),
         };
     }

@@ -994,7 +994,6 @@ fn audit_statements(
     let mut nodes = Vec::with_capacity(AUDIT_PIPELINE_CHUNK * 2);
     let mut event_rows = Vec::with_capacity(AUDIT_PIPELINE_CHUNK);
     // Each event takes its number; its fields then move into the binds.
-    let text = |v: Option<String>| v.map_or(Bind::Null, Bind::Text);
     for (seq, mut event) in (first..).zip(events) {
         event.seq = seq;
         // Stored canonical: the document's bytes are the leaf's bytes.
@@ -1019,12 +1018,12 @@ fn audit_statements(
                 }
                 .into(),
             ),
-            text(event.actor.id),
-            text(event.actor.name),
-            text(event.actor.role),
-            text(event.source.ip),
+            Bind::text_or_null(event.actor.id),
+            Bind::text_or_null(event.actor.name),
+            Bind::text_or_null(event.actor.role),
+            Bind::text_or_null(event.source.ip),
             Bind::Text(event.target.kind),
-            text(event.target.id),
+            Bind::text_or_null(event.target.id),
             Bind::Text(hex(&leaf)),
             Bind::Text(doc),
         ]);
