@@ -9,7 +9,7 @@
 //! the timeline and in the audit log in the same commit. A crash before the
 //! commit leaves the escalation due; after it, the deliveries are durable.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -471,22 +471,32 @@ impl App {
     async fn step_batch(&self, incidents: &[Uuid], held_until: Timestamp) -> Result<()> {
         let directory = self.escalator.directory().await?;
         let mut tx = self.begin().await?;
-        // Every incident is locked before anything is written: writers take
-        // an incident before the audit log's head, and a batch that took
-        // its second incident after its first audit append could deadlock
-        // with a transition.
+        // Every incident, then every escalation, is locked before anything
+        // is written, each kind in one read: writers take an incident
+        // before its escalation and before the audit log's head, and a
+        // batch that took its second incident after its first audit append
+        // could deadlock with a transition.
+        let locked = tx.incidents_for_update(incidents).await?;
+        let mut escalations: HashMap<Uuid, Escalation> = tx
+            .escalations_for_update(incidents)
+            .await?
+            .into_iter()
+            .map(|e| (e.incident_id, e))
+            .collect();
         let mut steps = Vec::new();
         let mut idle = Vec::new();
-        for id in incidents {
-            match self.prepare_step(&mut tx, &directory, *id).await? {
-                Some(step) if step.pages.is_empty() && !step.breached => {
+        for incident in locked {
+            let Some(e) = escalations.remove(&incident.id) else {
+                continue;
+            };
+            match self.prepare_step(&directory, incident, e) {
+                step if step.pages.is_empty() && !step.breached => {
                     let due = step
                         .escalation
                         .due_at(directory.policy(step.escalation.policy_id));
                     idle.push((step.escalation, due));
                 }
-                Some(step) => steps.push(step),
-                None => {}
+                step => steps.push(step),
             }
         }
         if steps.is_empty() {
@@ -505,24 +515,14 @@ impl App {
         Ok(())
     }
 
-    /// Locks one escalation and its incident inside `tx` and works out its
-    /// step; writes nothing. None when either is gone.
-    async fn prepare_step(
+    /// Works out the step of an escalation and its incident, both locked
+    /// by the caller; writes nothing.
+    fn prepare_step(
         &self,
-        tx: &mut Box<dyn Tx>,
         directory: &Directory,
-        incident_id: Uuid,
-    ) -> Result<Option<PreparedStep>> {
-        // The incident before the escalation: the order every writer takes.
-        let Some(incident) = tx
-            .incident_for_update(&IncidentKey::Id(incident_id))
-            .await?
-        else {
-            return Ok(None);
-        };
-        let Some(mut e) = tx.escalation_for_update(incident_id).await? else {
-            return Ok(None);
-        };
+        incident: Incident,
+        mut e: Escalation,
+    ) -> PreparedStep {
         // The incident's times are the truth; the escalation keeps copies.
         e.started_at = incident.times.detected_at;
         e.response_due_at = incident.response_due_at;
@@ -549,13 +549,13 @@ impl App {
             .into_iter()
             .filter(|p| !p.targets.is_empty())
             .collect();
-        Ok(Some(PreparedStep {
+        PreparedStep {
             incident,
             escalation: e,
             pages,
             breached: step.breached,
             at: now,
-        }))
+        }
     }
 
     /// Writes a prepared step's pages and breach, with their timeline

@@ -108,6 +108,9 @@ impl Tx for AppTx {
     async fn incident_for_update(&mut self, key: &IncidentKey) -> StoreResult<Option<Incident>> {
         self.inner.incident_for_update(key).await
     }
+    async fn incidents_for_update(&mut self, ids: &[Uuid]) -> StoreResult<Vec<Incident>> {
+        self.inner.incidents_for_update(ids).await
+    }
     async fn update_incident(&mut self, i: &Incident, expected_version: i64) -> StoreResult<()> {
         self.inner.update_incident(i, expected_version).await
     }
@@ -221,8 +224,8 @@ impl Tx for AppTx {
     async fn update_schedule(&mut self, s: &Schedule, expected_version: i64) -> StoreResult<()> {
         self.inner.update_schedule(s, expected_version).await
     }
-    async fn escalation_for_update(&mut self, incident: Uuid) -> StoreResult<Option<Escalation>> {
-        self.inner.escalation_for_update(incident).await
+    async fn escalations_for_update(&mut self, incidents: &[Uuid]) -> StoreResult<Vec<Escalation>> {
+        self.inner.escalations_for_update(incidents).await
     }
     async fn save_escalation(
         &mut self,

@@ -5,11 +5,11 @@
 use jiff::Timestamp;
 use kiroku_domain::escalation::Escalation;
 use kiroku_store::{Result, StoreError};
-use sqlx::AnyConnection;
+use sqlx::{AnyConnection, Row};
 use uuid::Uuid;
 
 use crate::convert::{from_doc, micros, opt_micros, to_doc};
-use crate::store::{Bind, SqlStore, Statement, multi_insert};
+use crate::store::{Bind, Filter, SqlStore, Statement, bind_all, multi_insert};
 use crate::{Dialect, map_err};
 
 /// A named, versioned document's row. `table` is always one of ours,
@@ -152,16 +152,12 @@ impl SqlStore {
     }
 }
 
-pub(crate) async fn escalation_for_update(
+pub(crate) async fn escalations_for_update(
     conn: &mut AnyConnection,
     dialect: Dialect,
-    incident: Uuid,
-) -> Result<Option<Escalation>> {
-    Ok(
-        docs_of_incident_for_update(conn, dialect, "escalations", incident)
-            .await?
-            .pop(),
-    )
+    incidents: &[Uuid],
+) -> Result<Vec<Escalation>> {
+    docs_of_many_for_update(conn, dialect, "escalations", "incident_id", incidents).await
 }
 
 /// The documents of one incident's rows in `table` (always one of ours),
@@ -184,17 +180,48 @@ pub(crate) async fn docs_for_update<T: serde::de::DeserializeOwned>(
     column: &'static str,
     id: Uuid,
 ) -> Result<Vec<T>> {
-    let sql = format!(
-        "SELECT doc FROM {table} WHERE {column} = $1{}",
-        dialect.for_update()
-    );
-    let rows: Vec<(String,)> = sqlx::query_as(&sql)
-        .bind(id.to_string())
-        .fetch_all(conn)
-        .await
-        .map_err(map_err)?;
-    rows.iter().map(|(d,)| from_doc(d)).collect()
+    docs_of_many_for_update(conn, dialect, table, column, &[id]).await
 }
+
+/// The documents of the rows in `table` whose `column` is one of `ids`
+/// (table and column always ours), in one statement per
+/// `IDS_PER_STATEMENT`, locked for the rest of the transaction in order of
+/// id: the order in which writers taking them one by one, sorted, take
+/// them. Ids are hyphenated lower-case text of one shape, so that any
+/// collation orders them as their bytes do.
+pub(crate) async fn docs_of_many_for_update<T: serde::de::DeserializeOwned>(
+    conn: &mut AnyConnection,
+    dialect: Dialect,
+    table: &'static str,
+    column: &'static str,
+    ids: &[Uuid],
+) -> Result<Vec<T>> {
+    let mut ids = ids.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut docs = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(IDS_PER_STATEMENT) {
+        let mut f = Filter::for_dialect(dialect);
+        f.any_of(column, chunk.iter().map(Uuid::to_string).collect());
+        let sql = format!(
+            "SELECT doc FROM {table}{} ORDER BY {column}{}",
+            f.where_sql(),
+            dialect.for_update()
+        );
+        let rows = bind_all(sqlx::query(&sql), &f.binds)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(map_err)?;
+        for row in &rows {
+            let doc: String = row.try_get(0).map_err(map_err)?;
+            docs.push(from_doc(&doc)?);
+        }
+    }
+    Ok(docs)
+}
+
+/// Ids per locking read, well below every backend's limit on bound values.
+const IDS_PER_STATEMENT: usize = 500;
 
 /// The upsert of an escalation's row, held like other inserts: it follows
 /// a locked read of the row, or the incident was declared in the same

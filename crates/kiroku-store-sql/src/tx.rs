@@ -296,6 +296,12 @@ impl Tx for SqlTx {
         row.map(|(d,)| from_doc(&d)).transpose()
     }
 
+    async fn incidents_for_update(&mut self, ids: &[Uuid]) -> Result<Vec<Incident>> {
+        self.flush().await?;
+        escalation::docs_of_many_for_update(&mut self.tx, self.dialect, "incidents", "id", ids)
+            .await
+    }
+
     async fn update_incident(&mut self, i: &Incident, expected_version: i64) -> Result<()> {
         self.flush().await?;
         let done = sqlx::query(
@@ -846,9 +852,9 @@ impl Tx for SqlTx {
             .await
     }
 
-    async fn escalation_for_update(&mut self, incident: Uuid) -> Result<Option<Escalation>> {
+    async fn escalations_for_update(&mut self, incidents: &[Uuid]) -> Result<Vec<Escalation>> {
         self.flush().await?;
-        escalation::escalation_for_update(&mut self.tx, self.dialect, incident).await
+        escalation::escalations_for_update(&mut self.tx, self.dialect, incidents).await
     }
 
     async fn save_escalation(&mut self, e: &Escalation, due_at: Option<Timestamp>) -> Result<()> {

@@ -290,6 +290,9 @@ pub trait Tx: Send {
     async fn insert_incident(&mut self, incident: &Incident) -> Result<()>;
     /// Reads an incident and holds it against concurrent writers.
     async fn incident_for_update(&mut self, key: &IncidentKey) -> Result<Option<Incident>>;
+    /// Reads those of `ids` that exist and holds them against concurrent
+    /// writers, taking them in order of id, in one round trip.
+    async fn incidents_for_update(&mut self, ids: &[Uuid]) -> Result<Vec<Incident>>;
     /// Replaces the incident if the stored version is `expected_version`.
     async fn update_incident(&mut self, incident: &Incident, expected_version: i64) -> Result<()>;
     /// Appends entries to their incidents' timelines, many per statement.
@@ -364,7 +367,12 @@ pub trait Tx: Send {
     /// Replaces the schedule if the stored version is `expected_version`.
     async fn update_schedule(&mut self, schedule: &Schedule, expected_version: i64) -> Result<()>;
     /// An incident's escalation, held against concurrent writers.
-    async fn escalation_for_update(&mut self, incident: Uuid) -> Result<Option<Escalation>>;
+    async fn escalation_for_update(&mut self, incident: Uuid) -> Result<Option<Escalation>> {
+        Ok(self.escalations_for_update(&[incident]).await?.pop())
+    }
+    /// The escalations of those of `incidents` that have one, held against
+    /// concurrent writers, taken in order of incident, in one round trip.
+    async fn escalations_for_update(&mut self, incidents: &[Uuid]) -> Result<Vec<Escalation>>;
     /// Inserts or replaces an escalation, due again at `due_at`, and
     /// releases any worker's hold on it.
     async fn save_escalation(

@@ -58,6 +58,7 @@ conformance!(
     a_kept_record_is_replayed_once,
     records_applied_together_are_not_applied_again_on_restart,
     closing_the_intake_journal_waits_for_its_applier,
+    locking_reads_of_many_return_those_that_exist_in_order_of_id,
 );
 
 /// A generic integration of a new service `service`.
@@ -221,6 +222,36 @@ async fn audit_sequence_is_gap_free_under_concurrent_writers(store: Arc<dyn Stor
     let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
     assert_eq!(seqs, (1..=events.len() as i64).collect::<Vec<_>>());
     assert_eq!(events.len(), 40);
+}
+
+/// The escalation worker's reads: many incidents and their escalations,
+/// each kind in one read, whatever order and repeats the ids come in,
+/// past one statement's share of ids, and without the ids that have none.
+async fn locking_reads_of_many_return_those_that_exist_in_order_of_id(store: Arc<dyn Store>) {
+    let (app, caller) = app(store.clone()).await;
+    let mut declared = Vec::new();
+    for title in ["a", "b", "c"] {
+        let i = app
+            .declare_incident(&caller, declare(title, "P2", "database"))
+            .await
+            .unwrap();
+        declared.push(i.id);
+    }
+    // Out of order, one twice, in different statements' shares.
+    let mut asked = vec![declared[2], declared[0]];
+    asked.extend((0..700).map(|_| uuid::Uuid::now_v7()));
+    asked.extend([declared[1], declared[0]]);
+    declared.sort();
+    let mut tx = store.begin().await.unwrap();
+    let incidents = tx.incidents_for_update(&asked).await.unwrap();
+    let ids: Vec<uuid::Uuid> = incidents.iter().map(|i| i.id).collect();
+    assert_eq!(ids, declared);
+    let escalations = tx.escalations_for_update(&asked).await.unwrap();
+    let ids: Vec<uuid::Uuid> = escalations.iter().map(|e| e.incident_id).collect();
+    assert_eq!(ids, declared);
+    assert!(tx.incidents_for_update(&[]).await.unwrap().is_empty());
+    let one = tx.escalation_for_update(declared[1]).await.unwrap();
+    assert_eq!(one.map(|e| e.incident_id), Some(declared[1]));
 }
 
 async fn stale_versions_are_refused(store: Arc<dyn Store>) {
