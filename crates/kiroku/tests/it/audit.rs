@@ -92,7 +92,7 @@ async fn sql(t: &Target, statements: &[&str]) {
 }
 
 /// Runs `statements` on the database at `url`, behind its store's back.
-async fn sql_on(url: &str, statements: &[&str]) {
+pub(crate) async fn sql_on(url: &str, statements: &[&str]) {
     sqlx::any::install_default_drivers();
     let pool = AnyPool::connect(url).await.unwrap();
     for s in statements {

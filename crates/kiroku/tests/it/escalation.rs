@@ -786,6 +786,94 @@ async fn a_response_start_target_missed_is_recorded_and_announced() {
     assert!(esc["due_at"].is_null(), "{esc}");
 }
 
+/// Pages each incident got on hook `r`, by incident id.
+fn pages_by_incident(rx: &Receiver) -> std::collections::BTreeMap<String, usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    for page in pages(rx, "r") {
+        *counts
+            .entry(page["incident_id"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    counts
+}
+
+/// The worker steps a claimed batch in one transaction; when one of its
+/// incidents cannot be read, each is stepped alone: the others are paged
+/// and the unreadable one waits, its escalation kept.
+#[tokio::test]
+async fn one_unreadable_incident_holds_up_no_other_escalation_of_its_batch() {
+    let t = TestApp::paging(support::sqlite().await, quick_retries(), None).await;
+    let rx = Receiver::default();
+    let hooks = rx.start().await;
+    created(
+        &t,
+        &t.admin,
+        "/api/v1/users/responder/contact-methods",
+        json!({"label": "hook", "type": "webhook", "address": format!("{hooks}/r"), "rate_per_minute": 6000}),
+    )
+    .await;
+    let target = json!([{"type": "user", "id": user_id(&t, "responder").await}]);
+    created(
+        &t,
+        &t.admin,
+        "/api/v1/escalation-policies",
+        json!({"name": "default", "levels": [
+            {"targets": target, "delay_minutes": 1},
+            {"targets": target, "delay_minutes": 1},
+        ]}),
+    )
+    .await;
+    let mut ids = Vec::new();
+    for title in ["読めない", "二つ目", "三つ目"] {
+        let incident = t.declare(&t.responder, title, "P1").await;
+        ids.push(incident["id"].as_str().unwrap().to_string());
+    }
+    rx.wait_for("level 1 of each", |rx| pages_by_incident(rx).len() == 3)
+        .await;
+
+    // In one transaction, behind the store's back: the first incident's
+    // document spoilt, and level 2 of all three due now, so that the
+    // worker claims them together.
+    let past = jiff::Timestamp::now() - jiff::SignedDuration::from_mins(2);
+    let mut statements = vec![format!(
+        "UPDATE incidents SET doc = 'not a document' WHERE id = '{}'",
+        ids[0]
+    )];
+    for id in &ids {
+        let mut e = t
+            .store
+            .store
+            .escalation(id.parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        e.next_level_at = Some(past);
+        let doc = serde_json::to_string(&e).unwrap().replace('\'', "''");
+        statements.push(format!(
+            "UPDATE escalations SET due_at = {}, claimed_until = NULL, doc = '{doc}' WHERE incident_id = '{id}'",
+            past.as_microsecond()
+        ));
+    }
+    let sql = format!("BEGIN; {}; COMMIT;", statements.join("; "));
+    crate::audit::sql_on(&t.store.url(), &[&sql]).await;
+
+    rx.wait_for("level 2 of the readable two", |rx| {
+        let counts = pages_by_incident(rx);
+        counts.get(&ids[1]) == Some(&2) && counts.get(&ids[2]) == Some(&2)
+    })
+    .await;
+    let counts = pages_by_incident(&rx);
+    assert_eq!(counts.get(&ids[0]), Some(&1), "{counts:?}");
+    let kept = t
+        .store
+        .store
+        .escalation(ids[0].parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(kept.next_level_at, Some(past), "the unreadable one waits");
+}
+
 #[tokio::test]
 async fn bad_policies_schedules_and_contact_methods_are_refused_with_the_field() {
     let t = TestApp::paging(support::sqlite().await, quick_retries(), None).await;
