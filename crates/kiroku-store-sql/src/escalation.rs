@@ -134,21 +134,29 @@ impl SqlStore {
         if list.is_empty() {
             return Ok(());
         }
-        let mut tx = self.writer().begin().await?;
-        for (e, due_at) in list {
-            sqlx::query(
-                "UPDATE escalations SET due_at = $1, claimed_until = NULL, doc = $2
-                 WHERE incident_id = $3 AND claimed_until = $4",
-            )
-            .bind(opt_micros(*due_at))
-            .bind(to_doc(e)?)
-            .bind(e.incident_id.to_string())
-            .bind(micros(held_until))
-            .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
+        // On SQLite `BEGIN`, the updates and `COMMIT` go in one round trip.
+        let dialect = self.dialect();
+        let mut statements = Vec::with_capacity(list.len() + 1);
+        if dialect == Dialect::Sqlite {
+            statements.push((dialect.begin_statement().into(), Vec::new()));
         }
-        tx.commit().await
+        for (e, due_at) in list {
+            let mut f = Filter::for_dialect(dialect);
+            let sql = format!(
+                "UPDATE escalations SET due_at = {}, claimed_until = NULL, doc = {}
+                 WHERE incident_id = {} AND claimed_until = {}",
+                f.placeholder(Bind::int_or_null(opt_micros(*due_at))),
+                f.placeholder(Bind::Text(to_doc(e)?)),
+                f.placeholder(Bind::Text(e.incident_id.to_string())),
+                f.placeholder(Bind::Int(micros(held_until))),
+            );
+            statements.push((sql, f.binds));
+        }
+        self.writer()
+            .begin_later()
+            .await?
+            .commit_with(statements)
+            .await
     }
 }
 
