@@ -5,11 +5,14 @@
 use jiff::Timestamp;
 use kiroku_domain::escalation::Escalation;
 use kiroku_store::{Result, StoreError};
-use sqlx::{AnyConnection, Row};
+use sqlx::AnyConnection;
+use sqlx::Row;
+use sqlx::any::AnyRow;
 use uuid::Uuid;
 
 use crate::convert::{from_doc, micros, opt_micros, to_doc};
-use crate::store::{Bind, Filter, SqlStore, Statement, bind_all, multi_insert};
+use crate::store::{Bind, Filter, SqlStore, Statement, multi_insert};
+use crate::writer::fetch_each;
 use crate::{Dialect, map_err};
 
 /// A named, versioned document's row. `table` is always one of ours,
@@ -160,14 +163,6 @@ impl SqlStore {
     }
 }
 
-pub(crate) async fn escalations_for_update(
-    conn: &mut AnyConnection,
-    dialect: Dialect,
-    incidents: &[Uuid],
-) -> Result<Vec<Escalation>> {
-    docs_of_many_for_update(conn, dialect, "escalations", "incident_id", incidents).await
-}
-
 /// The documents of one incident's rows in `table` (always one of ours),
 /// locked for the rest of the transaction.
 pub(crate) async fn docs_of_incident_for_update<T: serde::de::DeserializeOwned>(
@@ -188,44 +183,44 @@ pub(crate) async fn docs_for_update<T: serde::de::DeserializeOwned>(
     column: &'static str,
     id: Uuid,
 ) -> Result<Vec<T>> {
-    docs_of_many_for_update(conn, dialect, table, column, &[id]).await
+    let reads = locking_reads(dialect, table, column, &[id]);
+    docs_of_rows(&fetch_each(conn, reads).await?)
 }
 
-/// The documents of the rows in `table` whose `column` is one of `ids`
-/// (table and column always ours), in one statement per
-/// `IDS_PER_STATEMENT`, locked for the rest of the transaction in order of
-/// id: the order in which writers taking them one by one, sorted, take
-/// them. Ids are hyphenated lower-case text of one shape, so that any
-/// collation orders them as their bytes do.
-pub(crate) async fn docs_of_many_for_update<T: serde::de::DeserializeOwned>(
-    conn: &mut AnyConnection,
+/// The reads of the rows in `table` whose `column` is one of `ids` (table
+/// and column always ours), one per `IDS_PER_STATEMENT`, locking them for
+/// the rest of the transaction in order of id: the order in which writers
+/// taking them one by one, sorted, take them. Ids are hyphenated
+/// lower-case text of one shape, so that any collation orders them as
+/// their bytes do.
+pub(crate) fn locking_reads(
     dialect: Dialect,
     table: &'static str,
     column: &'static str,
     ids: &[Uuid],
-) -> Result<Vec<T>> {
+) -> Vec<Statement> {
     let mut ids = ids.to_vec();
     ids.sort_unstable();
     ids.dedup();
-    let mut docs = Vec::with_capacity(ids.len());
-    for chunk in ids.chunks(IDS_PER_STATEMENT) {
-        let mut f = Filter::for_dialect(dialect);
-        f.any_of(column, chunk.iter().map(Uuid::to_string).collect());
-        let sql = format!(
-            "SELECT doc FROM {table}{} ORDER BY {column}{}",
-            f.where_sql(),
-            dialect.for_update()
-        );
-        let rows = bind_all(sqlx::query(&sql), &f.binds)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(map_err)?;
-        for row in &rows {
-            let doc: String = row.try_get(0).map_err(map_err)?;
-            docs.push(from_doc(&doc)?);
-        }
-    }
-    Ok(docs)
+    ids.chunks(IDS_PER_STATEMENT)
+        .map(|chunk| {
+            let mut f = Filter::for_dialect(dialect);
+            f.any_of(column, chunk.iter().map(Uuid::to_string).collect());
+            let sql = format!(
+                "SELECT doc FROM {table}{} ORDER BY {column}{}",
+                f.where_sql(),
+                dialect.for_update()
+            );
+            (sql, f.binds)
+        })
+        .collect()
+}
+
+/// The documents in the first column of `rows`.
+pub(crate) fn docs_of_rows<T: serde::de::DeserializeOwned>(rows: &[AnyRow]) -> Result<Vec<T>> {
+    rows.iter()
+        .map(|row| from_doc(&row.try_get::<String, _>(0).map_err(map_err)?))
+        .collect()
 }
 
 /// Ids per locking read, well below every backend's limit on bound values.

@@ -297,9 +297,8 @@ impl Tx for SqlTx {
     }
 
     async fn incidents_for_update(&mut self, ids: &[Uuid]) -> Result<Vec<Incident>> {
-        self.flush().await?;
-        escalation::docs_of_many_for_update(&mut self.tx, self.dialect, "incidents", "id", ids)
-            .await
+        let reads = escalation::locking_reads(self.dialect, "incidents", "id", ids);
+        escalation::docs_of_rows(&self.send(reads).await?)
     }
 
     async fn update_incident(&mut self, i: &Incident, expected_version: i64) -> Result<()> {
@@ -853,8 +852,9 @@ impl Tx for SqlTx {
     }
 
     async fn escalations_for_update(&mut self, incidents: &[Uuid]) -> Result<Vec<Escalation>> {
-        self.flush().await?;
-        escalation::escalations_for_update(&mut self.tx, self.dialect, incidents).await
+        let reads =
+            escalation::locking_reads(self.dialect, "escalations", "incident_id", incidents);
+        escalation::docs_of_rows(&self.send(reads).await?)
     }
 
     async fn save_escalation(&mut self, e: &Escalation, due_at: Option<Timestamp>) -> Result<()> {
