@@ -182,9 +182,9 @@ fn quick_retries() -> kiroku_app::Config {
     c
 }
 
-/// The default policy paging the responder through a webhook receiver
-/// (hook `r`), which is returned.
-async fn page_the_responder(t: &TestApp) -> Receiver {
+/// The responder reached through a webhook receiver (hook `r`): the
+/// receiver, and the responder as a policy's targets.
+async fn reach_the_responder(t: &TestApp) -> (Receiver, Value) {
     let rx = Receiver::default();
     let hooks = rx.start().await;
     created(
@@ -195,11 +195,18 @@ async fn page_the_responder(t: &TestApp) -> Receiver {
     )
     .await;
     let responder = user_id(t, "responder").await;
+    (rx, json!([{"type": "user", "id": responder}]))
+}
+
+/// The default policy paging the responder through a webhook receiver
+/// (hook `r`), which is returned.
+async fn page_the_responder(t: &TestApp) -> Receiver {
+    let (rx, target) = reach_the_responder(t).await;
     created(
         t,
         &t.admin,
         "/api/v1/escalation-policies",
-        json!({"name": "default", "levels": [{"targets": [{"type": "user", "id": responder}], "delay_minutes": 5}]}),
+        json!({"name": "default", "levels": [{"targets": target, "delay_minutes": 5}]}),
     )
     .await;
     rx
@@ -803,16 +810,7 @@ fn pages_by_incident(rx: &Receiver) -> std::collections::BTreeMap<String, usize>
 #[tokio::test]
 async fn one_unreadable_incident_holds_up_no_other_escalation_of_its_batch() {
     let t = TestApp::paging(support::sqlite().await, quick_retries(), None).await;
-    let rx = Receiver::default();
-    let hooks = rx.start().await;
-    created(
-        &t,
-        &t.admin,
-        "/api/v1/users/responder/contact-methods",
-        json!({"label": "hook", "type": "webhook", "address": format!("{hooks}/r"), "rate_per_minute": 6000}),
-    )
-    .await;
-    let target = json!([{"type": "user", "id": user_id(&t, "responder").await}]);
+    let (rx, target) = reach_the_responder(&t).await;
     created(
         &t,
         &t.admin,
