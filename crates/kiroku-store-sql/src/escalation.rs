@@ -191,8 +191,8 @@ pub(crate) async fn docs_for_update<T: serde::de::DeserializeOwned>(
 /// and column always ours), one per `IDS_PER_STATEMENT`, locking them for
 /// the rest of the transaction in order of id: the order in which writers
 /// taking them one by one, sorted, take them. Ids are hyphenated
-/// lower-case text of one shape, so that any collation orders them as
-/// their bytes do.
+/// lower-case text of one shape, which byte-wise and glibc collations
+/// order as the ids' bytes.
 pub(crate) fn locking_reads(
     dialect: Dialect,
     table: &'static str,

@@ -237,9 +237,12 @@ async fn locking_reads_of_many_return_those_that_exist_in_order_of_id(store: Arc
             .unwrap();
         declared.push(i.id);
     }
-    // Out of order, one twice, in different statements' shares.
+    // Out of order, one twice, and split between two statements' shares
+    // of 500: 499 ids that sort before every declared one, then the
+    // declared, then 200 that sort after.
     let mut asked = vec![declared[2], declared[0]];
-    asked.extend((0..700).map(|_| uuid::Uuid::now_v7()));
+    asked.extend((1..500).map(uuid::Uuid::from_u128));
+    asked.extend((0..200).map(|_| uuid::Uuid::now_v7()));
     asked.extend([declared[1], declared[0]]);
     declared.sort();
     let mut tx = store.begin().await.unwrap();
