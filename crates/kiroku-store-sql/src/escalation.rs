@@ -137,12 +137,8 @@ impl SqlStore {
         if list.is_empty() {
             return Ok(());
         }
-        // On SQLite `BEGIN`, the updates and `COMMIT` go in one round trip.
         let dialect = self.dialect();
-        let mut statements = Vec::with_capacity(list.len() + 1);
-        if dialect == Dialect::Sqlite {
-            statements.push((dialect.begin_statement().into(), Vec::new()));
-        }
+        let mut statements = Vec::with_capacity(list.len());
         for (e, due_at) in list {
             let mut f = Filter::for_dialect(dialect);
             let sql = format!(
@@ -155,11 +151,7 @@ impl SqlStore {
             );
             statements.push((sql, f.binds));
         }
-        self.writer()
-            .begin_later()
-            .await?
-            .commit_with(statements)
-            .await
+        self.writer().run_in_transaction(statements).await
     }
 }
 

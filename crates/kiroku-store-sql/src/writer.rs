@@ -71,6 +71,18 @@ impl Writer {
         Ok(tx)
     }
 
+    /// Runs `statements` in a transaction of their own: on SQLite `BEGIN`,
+    /// the statements and `COMMIT` go in one round trip.
+    pub(crate) async fn run_in_transaction(&self, statements: Vec<Statement>) -> Result<()> {
+        let tx = self.begin_later().await?;
+        let mut all = Vec::with_capacity(statements.len() + 1);
+        if matches!(tx, WriteTx::Sole(_)) {
+            all.push((Dialect::Sqlite.begin_statement().into(), Vec::new()));
+        }
+        all.extend(statements);
+        tx.commit_with(all).await
+    }
+
     /// A write transaction that on SQLite only holds the writer: the
     /// caller sends SQLite's `BEGIN` ahead of its first statements, which
     /// saves a round trip.
