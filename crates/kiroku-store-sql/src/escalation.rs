@@ -11,7 +11,7 @@ use sqlx::any::AnyRow;
 use uuid::Uuid;
 
 use crate::convert::{from_doc, micros, opt_micros, to_doc};
-use crate::store::{Bind, Filter, SqlStore, Statement, multi_insert};
+use crate::store::{Bind, Filter, SqlStore, Statement, insert_row};
 use crate::writer::fetch_each;
 use crate::{Dialect, map_err};
 
@@ -226,16 +226,15 @@ pub(crate) fn save_escalation(
     e: &Escalation,
     due_at: Option<Timestamp>,
 ) -> Result<Vec<Statement>> {
-    Ok(multi_insert(
+    Ok(insert_row(
         dialect,
         "INSERT INTO escalations (incident_id, due_at, claimed_until, doc)",
-        vec![vec![
+        vec![
             Bind::Text(e.incident_id.to_string()),
             Bind::int_or_null(opt_micros(due_at)),
             Bind::NullInt,
             Bind::Text(to_doc(e)?),
-        ]],
-        1,
+        ],
         " ON CONFLICT (incident_id) DO UPDATE SET due_at = excluded.due_at,
             claimed_until = NULL, doc = excluded.doc",
     ))

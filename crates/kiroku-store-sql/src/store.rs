@@ -173,6 +173,17 @@ pub(crate) type Statement = (String, Vec<Bind>);
 /// backend's limit on bound parameters.
 pub(crate) const ROWS_PER_STATEMENT: usize = 200;
 
+/// A one-row `INSERT … VALUES (…) …tail`, with the dialect's placeholders,
+/// so that a transaction may hold it with its other inserts.
+pub(crate) fn insert_row(
+    dialect: Dialect,
+    head: &str,
+    row: Vec<Bind>,
+    tail: &str,
+) -> Vec<Statement> {
+    multi_insert(dialect, head, vec![row], 1, tail)
+}
+
 /// `INSERT … VALUES (…), (…) …tail` statements of at most `per_statement`
 /// rows each: one round trip per chunk rather than per row, within every
 /// backend's limit on bound parameters.

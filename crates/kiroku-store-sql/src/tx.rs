@@ -24,7 +24,9 @@ use kiroku_audit::{CompactRange, canonical_event};
 use crate::convert::{from_doc, from_micros, micros, opt_micros, search_text, to_doc};
 use crate::escalation::{self, Versioned};
 use crate::reports;
-use crate::store::{Bind, Filter, ROWS_PER_STATEMENT, Statement, from_rows, multi_insert};
+use crate::store::{
+    Bind, Filter, ROWS_PER_STATEMENT, Statement, from_rows, insert_row, multi_insert,
+};
 use crate::wal::WalSync;
 use crate::writer::{WriteTx, execute_each, fetch_each, fetch_joined};
 use crate::{Dialect, alerts, map_err, notify};
@@ -268,12 +270,11 @@ impl Tx for SqlTx {
             Bind::int_or_null(opt_micros(i.times.acknowledged_at)),
             Bind::int_or_null(opt_micros(i.times.resolved_at)),
         ];
-        let statements = multi_insert(
+        let statements = insert_row(
             self.dialect,
             "INSERT INTO incidents (id, number, status, severity, category, environment,
                 detected_at, search, version, doc, occurred_at, acknowledged_at, resolved_at)",
-            vec![row],
-            1,
+            row,
             "",
         );
         self.write(statements)
@@ -609,16 +610,15 @@ impl Tx for SqlTx {
     ) -> Result<()> {
         // Held: the generation was read under lock in this transaction, or
         // the subject was made in it.
-        let statements = multi_insert(
+        let statements = insert_row(
             self.dialect,
             "INSERT INTO audit_subject_keys (subject, generation, wrapped_key, created_at)",
-            vec![vec![
+            vec![
                 Bind::Text(subject.to_string()),
                 Bind::Int(generation),
                 Bind::Text(wrapped.to_string()),
                 Bind::Int(micros(at)),
-            ]],
-            1,
+            ],
             "",
         );
         self.write(statements)
@@ -877,16 +877,15 @@ impl Tx for SqlTx {
         // Held on SQLite and sent with the statements before it, so its
         // placeholders are the dialect's own, numbered in the joined batch:
         // a literal `$1` there is the batch's first argument.
-        let statements = multi_insert(
+        let statements = insert_row(
             self.dialect,
             "INSERT INTO intake_journals (id, applied_seq)",
-            vec![vec![
+            vec![
                 Bind::Text(journal.to_string()),
                 // Records are numbered from 1, one node's at a time: far
                 // below i64's range.
                 Bind::Int(seq as i64),
-            ]],
-            1,
+            ],
             " ON CONFLICT (id) DO UPDATE SET applied_seq = excluded.applied_seq",
         );
         self.write(statements).await
