@@ -88,20 +88,7 @@ async fn populate(t: &Target, seed: [u8; 32], witness: &Path, title: &str) {
 }
 
 async fn sql(t: &Target, statements: &[&str]) {
-    sql_on(&t.url, statements).await;
-}
-
-/// Runs `statements` on the database at `url`, behind its store's back.
-pub(crate) async fn sql_on(url: &str, statements: &[&str]) {
-    sqlx::any::install_default_drivers();
-    let pool = AnyPool::connect(url).await.unwrap();
-    for s in statements {
-        sqlx::raw_sql(s)
-            .execute(&pool)
-            .await
-            .unwrap_or_else(|e| panic!("{s}: {e}"));
-    }
-    pool.close().await;
+    support::sql_on(&t.url, statements).await;
 }
 
 /// Runs verify; returns (exit code, stdout JSON).
@@ -507,7 +494,7 @@ mod over_http {
         }
         let size = t.audit().await.len();
         // Event 2's row gone: the proof of event 1 needs its leaf.
-        super::sql_on(&t.store.url(), &["DELETE FROM audit_events WHERE seq = 2"]).await;
+        crate::support::sql_on(&t.store.url(), &["DELETE FROM audit_events WHERE seq = 2"]).await;
         let (s, body) = t
             .get(
                 &t.auditor,

@@ -853,7 +853,7 @@ async fn one_unreadable_incident_holds_up_no_other_escalation_of_its_batch() {
         ));
     }
     let sql = format!("BEGIN; {}; COMMIT;", statements.join("; "));
-    crate::audit::sql_on(&t.store.url(), &[&sql]).await;
+    support::sql_on(&t.store.url(), &[&sql]).await;
 
     rx.wait_for("level 2 of the readable two", |rx| {
         let counts = pages_by_incident(rx);

@@ -131,6 +131,19 @@ pub async fn postgres() -> Option<TestStore> {
     })
 }
 
+/// Runs `statements` on the database at `url`, behind its store's back.
+pub async fn sql_on(url: &str, statements: &[&str]) {
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(url).await.unwrap();
+    for s in statements {
+        sqlx::raw_sql(s)
+            .execute(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("{s}: {e}"));
+    }
+    pool.close().await;
+}
+
 pub fn config() -> Config {
     Config::with_zone(jiff::tz::TimeZone::get("Asia/Tokyo").unwrap())
 }
