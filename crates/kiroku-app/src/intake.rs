@@ -17,7 +17,7 @@ use kiroku_domain::{
     AuditEvent, Incident, Operation, OutboxMessage, Source, Status, Target, TimelineEntry,
     TimelineKind, Transition,
 };
-use kiroku_store::{AlertGroup, ChangeRecord, Durable, IncidentKey, Tx};
+use kiroku_store::{AlertGroup, ChangeRecord, Durable, Tx};
 use serde::Serialize;
 use serde_json::json;
 use tokio::sync::oneshot;
@@ -231,6 +231,39 @@ impl Batch {
         }
         self.alerts.insert(alert.id, alert);
     }
+}
+
+/// The incidents the batch's acknowledgements and resolves may move: those
+/// of the open alerts they name and, should one name an alert a trigger of
+/// the batch may open, the open incidents of the groups its triggers route
+/// to, which that alert may join.
+fn incidents_alerts_may_follow(jobs: &[Job], batch: &Batch) -> Vec<Uuid> {
+    let keyed = |trigger: bool| {
+        jobs.iter().flat_map(move |job| {
+            job.events
+                .iter()
+                .filter(move |e| (e.action == AlertAction::Trigger) == trigger)
+                .filter_map(move |e| Some((job.integration.id, e.dedup_key.as_deref()?)))
+        })
+    };
+    let others: Vec<_> = keyed(false).collect();
+    if others.is_empty() {
+        return Vec::new();
+    }
+    let triggered: HashSet<_> = keyed(true).collect();
+    let mut followed = HashSet::new();
+    let mut opened_in_batch = false;
+    for (integration, key) in others {
+        match batch.open.get(&(integration, key.to_string())) {
+            Some(id) => followed.extend(batch.alerts[id].incident_id),
+            None => opened_in_batch = true,
+        }
+        opened_in_batch |= triggered.contains(&(integration, key));
+    }
+    if opened_in_batch {
+        followed.extend(batch.grouped.values().flatten());
+    }
+    followed.into_iter().collect()
 }
 
 /// The key a trigger without one gets.
@@ -467,6 +500,15 @@ impl App {
             batch.alerts.insert(alert.id, alert);
         }
         batch.grouped = groups.into_iter().zip(found).collect();
+        // Every incident an alert of the batch may acknowledge or resolve
+        // is locked now, in one read in order of id, before any audit
+        // append takes the head: the order every writer keeps.
+        let followed = incidents_alerts_may_follow(jobs, &batch);
+        if !followed.is_empty() {
+            for incident in tx.incidents_for_update(&followed).await? {
+                batch.incidents.insert(incident.id, incident);
+            }
+        }
         let mut results = Vec::with_capacity(jobs.len());
         for job in jobs.iter_mut() {
             let caller = Caller::integration(
@@ -764,12 +806,10 @@ impl App {
         t: Transition,
         now: Timestamp,
     ) -> Result<()> {
-        let mut current = match batch.incidents.remove(&incident) {
-            Some(i) => i,
-            None => match tx.incident_for_update(&IncidentKey::Id(incident)).await? {
-                Some(i) => i,
-                None => return Ok(()),
-            },
+        // Locked with the batch's first reads or opened by it; one not
+        // there no longer exists.
+        let Some(mut current) = batch.incidents.remove(&incident) else {
+            return Ok(());
         };
         let behind = match t {
             Transition::Acknowledge => current.status == Status::Triggered,

@@ -2099,3 +2099,97 @@ async fn an_incident_is_resolved_while_its_alerts_repeat() {
     }
     t.assert_audit_verifies().await;
 }
+
+/// An alert that resolves an incident a person holds waits for the person
+/// without holding the audit log's head: the person's transaction, which
+/// takes the head next, goes on, and then so does the alert's. Were the
+/// head taken first (by a new incident earlier in the same request), the
+/// two would wait on each other and PostgreSQL would give one up.
+#[tokio::test]
+async fn an_alert_waiting_for_a_held_incident_holds_no_audit_head() {
+    use sqlx::Connection;
+    let Some(store) = support::postgres().await else {
+        return;
+    };
+    let url = store.url();
+    let t = TestApp::on(store).await;
+    let (key, _) = integration(&t, "alertmanager", "db").await;
+    let path = format!("/api/v1/integrations/{key}/alertmanager");
+    let held = am_alert(
+        "firing",
+        "held",
+        json!({"alertname": "Lag", "instance": "db-1"}),
+    );
+    let (status, body) = send(&t, &path, &am_payload(vec![held.clone()])).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let incident_id = alerts(&t, "?service=db").await[0]["incident_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // A person's transaction: it holds the incident, as a transition does.
+    let mut person = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::raw_sql("BEGIN").execute(&mut person).await.unwrap();
+    sqlx::query("SELECT id FROM incidents WHERE id = $1 FOR NO KEY UPDATE")
+        .bind(&incident_id)
+        .execute(&mut person)
+        .await
+        .unwrap();
+    // One request: a new alert (its incident's audit event first), then
+    // the held incident's alert resolved.
+    let mut resolved = held.clone();
+    resolved["status"] = json!("resolved");
+    resolved["endsAt"] = json!("2026-11-21T00:05:00Z");
+    let new = am_alert(
+        "firing",
+        "new",
+        json!({"alertname": "Down", "instance": "db-2"}),
+    );
+    let payload = am_payload(vec![new, resolved]);
+    let (http, target) = (t.http.clone(), t.url(&path));
+    let request = tokio::spawn(async move {
+        let res = http.post(&target).json(&payload).send().await.unwrap();
+        (res.status(), res.json::<Value>().await.unwrap())
+    });
+    // Intake's transaction is the one holding advisory locks.
+    let mut watcher = sqlx::PgConnection::connect(&url).await.unwrap();
+    let waiting = "SELECT count(*) FROM pg_stat_activity a \
+        WHERE a.datname = current_database() AND a.wait_event_type = 'Lock' \
+        AND EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = a.pid AND l.locktype = 'advisory' AND l.granted)";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (n,): (i64,) = sqlx::query_as(waiting)
+            .fetch_one(&mut watcher)
+            .await
+            .unwrap();
+        if n > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "intake never waited for the held incident"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // The person's next step takes the head; it must not wait for intake.
+    sqlx::raw_sql("SET LOCAL lock_timeout = '5s'")
+        .execute(&mut person)
+        .await
+        .unwrap();
+    sqlx::raw_sql("SELECT size FROM audit_head WHERE id = 1 FOR UPDATE")
+        .execute(&mut person)
+        .await
+        .expect("the person's transaction takes the audit head while intake waits");
+    sqlx::raw_sql("COMMIT").execute(&mut person).await.unwrap();
+
+    let (status, body) = request.await.unwrap();
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(
+        incident(&t, &json!(incident_id)).await["status"],
+        "resolved"
+    );
+    let open = alerts(&t, "?service=db&status=triggered").await;
+    assert_eq!(open.len(), 1, "{open:?}");
+    assert_ne!(open[0]["incident_id"], json!(incident_id));
+    t.assert_audit_verifies().await;
+}
