@@ -388,7 +388,7 @@ pub(crate) async fn take_advisory_locks(
 /// shapes, which the statement caches keep prepared, where a text for
 /// every count would be parsed afresh. A key met twice in an `IN` list, or
 /// a group looked up twice under its number, changes no answer.
-fn pad_to_shape<T: Copy>(items: &mut Vec<T>, chunk: usize) {
+pub(crate) fn pad_to_shape<T: Copy>(items: &mut Vec<T>, chunk: usize) {
     let Some(&last) = items.last() else { return };
     let shape = if items.len() < chunk {
         items.len().next_power_of_two().min(chunk)

@@ -10,6 +10,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 use uuid::Uuid;
 
+use crate::alerts::pad_to_shape;
 use crate::convert::{from_doc, micros, opt_micros, to_doc};
 use crate::store::{Bind, Filter, SqlStore, Statement, insert_row};
 use crate::writer::fetch_each;
@@ -184,7 +185,8 @@ pub(crate) async fn docs_for_update<T: serde::de::DeserializeOwned>(
 /// the rest of the transaction in order of id: the order in which writers
 /// taking them one by one, sorted, take them. Ids are hyphenated
 /// lower-case text of one shape, which byte-wise and glibc collations
-/// order as the ids' bytes.
+/// order as the ids' bytes. Each statement's ids are padded to one of a
+/// few counts, so that its text stays prepared.
 pub(crate) fn locking_reads(
     dialect: Dialect,
     table: &'static str,
@@ -196,6 +198,8 @@ pub(crate) fn locking_reads(
     ids.dedup();
     ids.chunks(IDS_PER_STATEMENT)
         .map(|chunk| {
+            let mut chunk = chunk.to_vec();
+            pad_to_shape(&mut chunk, IDS_PER_STATEMENT);
             let mut f = Filter::for_dialect(dialect);
             f.any_of(column, chunk.iter().map(Uuid::to_string).collect());
             let sql = format!(
