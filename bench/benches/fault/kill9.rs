@@ -19,7 +19,7 @@ pub async fn run(o: &Opts, work: &Scratch, seed: u64) -> anyhow::Result<()> {
     let rounds = o.rounds.unwrap_or(if o.quick { 5 } else { 20 });
     let mut r = header(
         "kill -9",
-        "after each kill and restart, every alert answered 202, incident answered 201 and audit event answered 201 is stored (each alert counted once, each audit event at its answered seq); `kiroku audit verify` passes after every kill; at the end every answered incident was paged, no idempotency key is recorded sent twice, and the receiver saw exactly the keys recorded sent.",
+        "after each kill and restart, every alert answered 202, incident answered 201 and audit event answered 201 is stored (each alert counted once, each audit event at its answered seq), and every alert whose resolve was answered 202 is resolved with its incident; `kiroku audit verify` passes after every kill; at the end every answered incident was paged, no idempotency key is recorded sent twice, and the receiver saw exactly the keys recorded sent.",
     );
     r.line(&format!(
         "Seed {seed} (`--seed {seed}` replays the kill moments); {rounds} rounds per backend, each kill 0.2–3 s into the load."

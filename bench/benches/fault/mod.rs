@@ -24,7 +24,8 @@ use axum::http::HeaderMap;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use kiroku_domain::AuditEvent;
+use kiroku_domain::alert::{Alert, AlertStatus};
+use kiroku_domain::{AuditEvent, Status};
 use kiroku_store::{
     AlertQuery, AuditQuery, DeliveryStatus, IncidentKey, PAGE_MAX, PageCursor, Store,
 };
@@ -224,15 +225,18 @@ impl Listening {
 }
 
 /// What a scenario's writers need: an admin paged at the receiver, an
-/// application sending audit events, and two intake integrations (generic
-/// and PagerDuty) whose alerts page no one, so that pages come only from
-/// declared incidents and stay countable.
+/// application sending audit events, and three intake integrations whose
+/// alerts page no one, so that pages come only from declared incidents and
+/// stay countable: generic and PagerDuty on a grouped service, and
+/// PagerDuty on a service whose alerts each open an incident, which their
+/// resolve resolves.
 #[derive(Clone)]
 struct Rig {
     admin: String,
     app: String,
     generic: String,
     pagerduty: String,
+    resolving: String,
     integrations: Vec<Uuid>,
     /// The admin's webhook contact method: every page's key names it.
     method: String,
@@ -272,9 +276,13 @@ impl Rig {
         )
         .await?;
         let mut keys = Vec::new();
-        for kind in ["generic", "pagerduty"] {
+        for (kind, service) in [
+            ("generic", "fault-intake"),
+            ("pagerduty", "fault-intake"),
+            ("pagerduty", "fault-resolve"),
+        ] {
             let i = send(c.post(api("/api/v1/integrations")).json(
-                &json!({"type": kind, "service": "fault-intake", "rate_limit_per_second": 1_000_000}),
+                &json!({"type": kind, "service": service, "rate_limit_per_second": 1_000_000}),
             ))
             .await?;
             keys.push((
@@ -292,11 +300,17 @@ impl Rig {
                 })),
         )
         .await?;
+        send(
+            c.put(api("/api/v1/services/fault-resolve/routing"))
+                .json(&json!({"escalation_policy": "quiet"})),
+        )
+        .await?;
         Ok(Rig {
             admin,
             app,
             generic: keys[0].0.clone(),
             pagerduty: keys[1].0.clone(),
+            resolving: keys[2].0.clone(),
             integrations: keys.iter().map(|k| k.1).collect(),
             method: method["id"].as_str().context("no method id")?.to_string(),
         })
@@ -312,6 +326,8 @@ impl Rig {
 struct Answered {
     /// Dedup keys of alerts answered 202.
     alerts: Vec<String>,
+    /// Dedup keys of those alerts whose resolve was answered 202.
+    resolved: Vec<String>,
     /// Incidents answered 201.
     incidents: Vec<Uuid>,
     /// Audit batches answered 201: the first seq, and each event's target id.
@@ -323,12 +339,14 @@ struct Answered {
 }
 
 impl Answered {
-    /// "N answered writes checked (a alerts, i incidents, e audit events)".
+    /// "N answered writes checked (a alerts, r resolves, i incidents, e
+    /// audit events)".
     fn checked(&self) -> String {
         format!(
-            "{} answered writes checked ({} alerts, {} incidents, {} audit events)",
+            "{} answered writes checked ({} alerts, {} resolves, {} incidents, {} audit events)",
             self.writes(),
             self.alerts.len(),
+            self.resolved.len(),
             self.incidents.len(),
             self.audit_events()
         )
@@ -336,6 +354,7 @@ impl Answered {
 
     fn merge(&mut self, other: Answered) {
         self.alerts.extend(other.alerts);
+        self.resolved.extend(other.resolved);
         self.incidents.extend(other.incidents);
         self.audit.extend(other.audit);
         for (k, n) in other.refusals {
@@ -349,7 +368,7 @@ impl Answered {
     }
 
     fn writes(&self) -> usize {
-        self.alerts.len() + self.incidents.len() + self.audit_events()
+        self.alerts.len() + self.resolved.len() + self.incidents.len() + self.audit_events()
     }
 
     fn refusals_text(&self) -> String {
@@ -366,6 +385,7 @@ impl Answered {
     fn json(&self) -> Value {
         json!({
             "alerts": self.alerts.len(),
+            "resolves": self.resolved.len(),
             "incidents": self.incidents.len(),
             "audit_events": self.audit_events(),
             "refusals": self.refusals,
@@ -379,6 +399,9 @@ impl Answered {
 enum Kind {
     Generic,
     PagerDuty,
+    /// A PagerDuty trigger that opens an incident, then its resolve.
+    Resolving,
+    Resolve,
     Declare,
     AuditEvents,
 }
@@ -387,7 +410,7 @@ impl Kind {
     /// What a refusal is counted under.
     fn family(&self) -> &'static str {
         match self {
-            Kind::Generic | Kind::PagerDuty => INTAKE,
+            Kind::Generic | Kind::PagerDuty | Kind::Resolving | Kind::Resolve => INTAKE,
             Kind::Declare => "declarations",
             Kind::AuditEvents => "audit events",
         }
@@ -410,8 +433,9 @@ fn journal_args(o: &Opts) -> Vec<String> {
     args
 }
 
-/// Eight closed-loop writers — four intake senders (two formats), two
-/// declaring incidents, two sending audit events in fives — until stopped.
+/// Eight closed-loop writers — four intake senders (two formats, one of
+/// them resolving each alert it opens), two declaring incidents, two
+/// sending audit events in fives — until stopped.
 struct Senders {
     stop: Arc<AtomicBool>,
     tasks: Vec<tokio::task::JoinHandle<Answered>>,
@@ -428,7 +452,7 @@ impl Senders {
             Kind::Generic,
             Kind::PagerDuty,
             Kind::Generic,
-            Kind::PagerDuty,
+            Kind::Resolving,
             Kind::Declare,
             Kind::Declare,
             Kind::AuditEvents,
@@ -468,7 +492,12 @@ async fn send(
     let mut i = 0u64;
     while !stop.load(Ordering::Relaxed) {
         i += 1;
-        if !send_one(kind, client, base, rig, &format!("{tag}-{i}"), &mut got).await {
+        let key = format!("{tag}-{i}");
+        let mut answered = send_one(kind, client, base, rig, &key, &mut got).await;
+        if answered && matches!(kind, Kind::Resolving) {
+            answered = send_one(Kind::Resolve, client, base, rig, &key, &mut got).await;
+        }
+        if !answered {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -497,6 +526,13 @@ async fn send_one(
             "routing_key": rig.pagerduty, "event_action": "trigger", "dedup_key": key,
             "payload": {"summary": key, "source": "fault", "severity": "error"}
         })),
+        Kind::Resolving | Kind::Resolve => {
+            let action = if matches!(kind, Kind::Resolve) { "resolve" } else { "trigger" };
+            client.post(format!("{base}/v2/enqueue")).json(&json!({
+                "routing_key": rig.resolving, "event_action": action, "dedup_key": key,
+                "payload": {"summary": key, "source": "fault", "severity": "error"}
+            }))
+        }
         Kind::Declare => client
             .post(format!("{base}/api/v1/incidents"))
             .bearer_auth(&rig.admin)
@@ -535,8 +571,14 @@ async fn send_one(
     };
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     match kind {
-        Kind::Generic | Kind::PagerDuty if status == reqwest::StatusCode::ACCEPTED => {
+        Kind::Generic | Kind::PagerDuty | Kind::Resolving
+            if status == reqwest::StatusCode::ACCEPTED =>
+        {
             got.alerts.push(key.to_string());
+            return true;
+        }
+        Kind::Resolve if status == reqwest::StatusCode::ACCEPTED => {
+            got.resolved.push(key.to_string());
             return true;
         }
         Kind::Declare if status == reqwest::StatusCode::CREATED => {
@@ -587,7 +629,7 @@ async fn audit_events_of(store: &dyn Store, action: &str) -> anyhow::Result<Vec<
 /// Every answered write that the store does not hold as answered.
 async fn missing(store: &dyn Store, rig: &Rig, answered: &Answered) -> anyhow::Result<Vec<String>> {
     let mut problems = Vec::new();
-    let mut stored: BTreeMap<String, i64> = BTreeMap::new();
+    let mut stored: BTreeMap<String, Alert> = BTreeMap::new();
     for integration in &rig.integrations {
         let mut query = AlertQuery {
             integration_id: Some(*integration),
@@ -604,15 +646,32 @@ async fn missing(store: &dyn Store, rig: &Rig, answered: &Answered) -> anyhow::R
             if page.is_empty() {
                 break;
             }
-            stored.extend(page.into_iter().map(|a| (a.dedup_key, a.count)));
+            stored.extend(page.into_iter().map(|a| (a.dedup_key.clone(), a)));
         }
     }
     for key in &answered.alerts {
-        match stored.get(key) {
+        match stored.get(key).map(|a| a.count) {
             None => problems.push(format!("answered alert {key} is not stored")),
-            // Each key is sent once: a count above one would be a repeat.
-            Some(&n) if n != 1 => problems.push(format!("alert {key} counted {n} times")),
+            // Each key is triggered once: a count above one would be a repeat.
+            Some(n) if n != 1 => problems.push(format!("alert {key} counted {n} times")),
             Some(_) => {}
+        }
+    }
+    // Its alert resolved and, as its only alert, the incident with it.
+    for key in &answered.resolved {
+        let Some(alert) = stored.get(key) else {
+            continue;
+        };
+        if alert.status != AlertStatus::Resolved {
+            problems.push(format!("answered resolve of alert {key} is not stored"));
+            continue;
+        }
+        let incident = match alert.incident_id {
+            Some(id) => store.incident(&IncidentKey::Id(id)).await?,
+            None => None,
+        };
+        if incident.is_none_or(|i| i.status != Status::Resolved) {
+            problems.push(format!("alert {key} resolved, its incident not"));
         }
     }
     for id in &answered.incidents {
