@@ -862,15 +862,17 @@ impl App {
         let now = self.now();
         let number = incident.number.clone();
         if incident.status == Status::Triggered {
-            self.transition_in(
-                &mut tx,
-                caller,
-                &mut incident,
-                Transition::Acknowledge,
-                format!("acknowledged {how}"),
-                now,
-            )
-            .await?;
+            let audit = self
+                .transition_in(
+                    &mut tx,
+                    caller,
+                    &mut incident,
+                    Transition::Acknowledge,
+                    format!("acknowledged {how}"),
+                    now,
+                )
+                .await?;
+            tx.append_audit(&audit).await?;
             tx.commit().await?;
             return Ok((number, AckOutcome::Acknowledged));
         }

@@ -3,8 +3,8 @@
 use jiff::Timestamp;
 use kiroku_domain::alert::Alert;
 use kiroku_domain::{
-    Incident, IncidentDraft, IncidentPatch, Operation, OutboxMessage, Permission, Status, Target,
-    TimelineEntry, TimelineKind, Transition, UserRef, validate,
+    AuditEvent, Incident, IncidentDraft, IncidentPatch, Operation, OutboxMessage, Permission,
+    Status, Target, TimelineEntry, TimelineKind, Transition, UserRef, validate,
 };
 use kiroku_store::{IncidentKey, IncidentQuery, PageCursor, Tx};
 use serde::Serialize;
@@ -140,15 +140,18 @@ impl App {
             .with_people(commander, assignees, reporter)
             .validated(rules, now)?;
         let mut tx = self.begin().await?;
-        let incident = self
+        let (incident, audit) = self
             .declare_in(&mut tx, caller, draft, now, serde_json::Value::Null)
             .await?;
+        tx.append_audit(&audit).await?;
         tx.commit().await?;
         Ok(incident)
     }
 
-    /// Numbers, stores, announces and audits a validated draft inside `tx`;
-    /// `origin` says what declared it (an alert, say) on its timeline.
+    /// Numbers, stores and announces a validated draft inside `tx`;
+    /// `origin` says what declared it (an alert, say) on its timeline. The
+    /// audit event comes back for the caller to append once it holds every
+    /// row it will lock, as the audit log's head is taken last.
     pub(crate) async fn declare_in(
         &self,
         tx: &mut Box<dyn Tx>,
@@ -156,7 +159,7 @@ impl App {
         draft: IncidentDraft,
         now: Timestamp,
         origin: serde_json::Value,
-    ) -> Result<Incident> {
+    ) -> Result<(Incident, AuditEvent)> {
         let rules = &self.config.rules;
         let prefix = rules
             .catalog
@@ -201,7 +204,6 @@ impl App {
                 incident_target(&incident),
             )
             .with_change(None, Some(json!(incident)));
-        tx.append_audit(&event).await?;
         tx.enqueue(&[OutboxMessage::new(
             "incident.declared",
             format!("incident.declared:{}", incident.id),
@@ -209,11 +211,12 @@ impl App {
             now,
         )])
         .await?;
-        Ok(incident)
+        Ok((incident, event))
     }
 
     /// Moves a locked incident along its lifecycle inside `tx`, with its
-    /// timeline entry, audit event and announcement.
+    /// timeline entry and announcement; its audit event comes back for the
+    /// caller to append, as `declare_in`'s does.
     pub(crate) async fn transition_in(
         &self,
         tx: &mut Box<dyn Tx>,
@@ -222,7 +225,7 @@ impl App {
         t: Transition,
         note: String,
         now: Timestamp,
-    ) -> Result<()> {
+    ) -> Result<AuditEvent> {
         let version = incident.version;
         let from = incident.transition(t, now)?;
         let to = incident.status;
@@ -248,7 +251,6 @@ impl App {
                 Some(json!({ "status": from })),
                 Some(json!({ "status": to, "at": stamp_of(&*incident, to) })),
             );
-        tx.append_audit(&event).await?;
         tx.enqueue(&[OutboxMessage::new(
             "incident.status_changed",
             format!("incident.status_changed:{}:{}", incident.id, to.as_str()),
@@ -256,7 +258,7 @@ impl App {
             now,
         )])
         .await?;
-        Ok(())
+        Ok(event)
     }
 
     pub(crate) async fn locked_incident(
@@ -305,8 +307,10 @@ impl App {
             _ => Vec::new(),
         };
         let mut incident = self.locked_incident(&mut tx, key, expected_version).await?;
-        self.transition_in(&mut tx, caller, &mut incident, t, note, now)
+        let audit = self
+            .transition_in(&mut tx, caller, &mut incident, t, note, now)
             .await?;
+        tx.append_audit(&audit).await?;
         self.resolve_alerts_with(&mut tx, caller, &incident, alerts, now)
             .await?;
         tx.commit().await?;

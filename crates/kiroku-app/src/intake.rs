@@ -206,13 +206,17 @@ struct Batch {
     outbox: Vec<OutboxMessage>,
     /// The current request's events, for its audit event.
     audited: Vec<serde_json::Value>,
+    /// The batch's audit events, in order, appended together last: the
+    /// audit log's head is taken after every other row the batch locks
+    /// (incident number counters included).
     audit: Vec<AuditEvent>,
 }
 
 impl Batch {
     /// The open incident a new alert of `group` joins: one this batch
     /// opened for the group, else the one read with the batch's open
-    /// alerts, unless an earlier alert of the batch has resolved it since.
+    /// alerts, unless an earlier alert of the batch has resolved it since
+    /// or, locked after that read, it was found resolved.
     fn open_incident_of(&self, group: &AlertGroup) -> Option<Uuid> {
         match self.groups.get(&(group.service, group.key.clone())) {
             Some(id) => Some(*id),
@@ -234,34 +238,41 @@ impl Batch {
 }
 
 /// The incidents the batch's acknowledgements and resolves may move: those
-/// of the open alerts they name and, should one name an alert a trigger of
-/// the batch may open, the open incidents of the groups its triggers route
-/// to, which that alert may join.
-fn incidents_alerts_may_follow(jobs: &[Job], batch: &Batch) -> Vec<Uuid> {
-    let keyed = |trigger: bool| {
-        jobs.iter().flat_map(move |job| {
-            job.events
-                .iter()
-                .filter(move |e| (e.action == AlertAction::Trigger) == trigger)
-                .filter_map(move |e| Some((job.integration.id, e.dedup_key.as_deref()?)))
-        })
+/// of the open alerts they name and, where a trigger of the batch names the
+/// same key (and so may open a new alert under it), the open incident of
+/// the group it routes to, which that alert may join. An alert the batch
+/// opens otherwise joins an incident the batch declares.
+fn incidents_alerts_may_follow(jobs: &[Job], batch: &Batch, now: Timestamp) -> Vec<Uuid> {
+    let events = || {
+        jobs.iter()
+            .flat_map(|job| job.events.iter().map(move |event| (job, event)))
     };
-    let others: Vec<_> = keyed(false).collect();
-    if others.is_empty() {
+    let named: HashSet<(Uuid, &str)> = events()
+        .filter(|(_, e)| e.action != AlertAction::Trigger)
+        .filter_map(|(job, e)| Some((job.integration.id, e.dedup_key.as_deref()?)))
+        .collect();
+    if named.is_empty() {
         return Vec::new();
     }
-    let triggered: HashSet<_> = keyed(true).collect();
     let mut followed = HashSet::new();
-    let mut opened_in_batch = false;
-    for (integration, key) in others {
-        match batch.open.get(&(integration, key.to_string())) {
-            Some(id) => followed.extend(batch.alerts[id].incident_id),
-            None => opened_in_batch = true,
+    for (integration, key) in &named {
+        if let Some(id) = batch.open.get(&(*integration, key.to_string())) {
+            followed.extend(batch.alerts[id].incident_id);
         }
-        opened_in_batch |= triggered.contains(&(integration, key));
     }
-    if opened_in_batch {
-        followed.extend(batch.grouped.values().flatten());
+    // Numbered as `groups_of` numbers the decisions it keeps.
+    for (n, (job, event)) in events().enumerate() {
+        let Some(key) = event.dedup_key.as_deref() else {
+            continue;
+        };
+        if event.action != AlertAction::Trigger || !named.contains(&(job.integration.id, key)) {
+            continue;
+        }
+        let group = batch
+            .decided
+            .get(&n)
+            .and_then(|d| alert_group(job.routed.service.id, d, now));
+        followed.extend(group.and_then(|g| batch.grouped.get(&g).copied().flatten()));
     }
     followed.into_iter().collect()
 }
@@ -501,9 +512,10 @@ impl App {
         }
         batch.grouped = groups.into_iter().zip(found).collect();
         // Every incident an alert of the batch may acknowledge or resolve
-        // is locked now, in one read in order of id, before any audit
-        // append takes the head: the order every writer keeps.
-        let followed = incidents_alerts_may_follow(jobs, &batch);
+        // is locked now, in one read in order of id, before the batch
+        // draws an incident number or takes the audit log's head: the
+        // order every writer keeps.
+        let followed = incidents_alerts_may_follow(jobs, &batch, now);
         if !followed.is_empty() {
             for incident in tx.incidents_for_update(&followed).await? {
                 batch.incidents.insert(incident.id, incident);
@@ -546,8 +558,9 @@ impl App {
             );
             results.push(accepted);
         }
-        // The audit append reads the tree's head; the inserts after it need
-        // no answer, so a backend may send them together with the commit.
+        // The batch's one audit append, last of its locks, reads the tree's
+        // head; the inserts after it need no answer, so a backend may send
+        // them together with the commit.
         tx.append_audit_batch(std::mem::take(&mut batch.audit))
             .await?;
         let changed: Vec<Alert> = batch
@@ -747,7 +760,8 @@ impl App {
                         now,
                     )
                     .validated(rules, now)?;
-                let incident = self.declare_in(tx, caller, draft, now, origin).await?;
+                let (incident, audit) = self.declare_in(tx, caller, draft, now, origin).await?;
+                batch.audit.push(audit);
                 let id = incident.id;
                 batch.incidents.insert(id, incident);
                 id
@@ -825,8 +839,10 @@ impl App {
         if behind {
             // Shown after the change of status: "triggered → resolved by its alerts".
             let note = "by its alerts".to_string();
-            self.transition_in(tx, caller, &mut current, t, note, now)
+            let audit = self
+                .transition_in(tx, caller, &mut current, t, note, now)
                 .await?;
+            batch.audit.push(audit);
         }
         batch.incidents.insert(incident, current);
         Ok(())

@@ -2100,53 +2100,29 @@ async fn an_incident_is_resolved_while_its_alerts_repeat() {
     t.assert_audit_verifies().await;
 }
 
-/// An alert that resolves an incident a person holds waits for the person
-/// without holding the audit log's head: the person's transaction, which
-/// takes the head next, goes on, and then so does the alert's. Were the
-/// head taken first (by a new incident earlier in the same request), the
-/// two would wait on each other and PostgreSQL would give one up.
-#[tokio::test]
-async fn an_alert_waiting_for_a_held_incident_holds_no_audit_head() {
+/// Holds a row in a transaction of its own, as a person's change does
+/// (`hold`, binding `id`), sends `payload` to `path`, waits until intake
+/// waits for that row, then takes the audit log's head, as the person's
+/// next step would, and commits. The head must be free: were intake holding
+/// it while it waits, the two would wait on each other and PostgreSQL would
+/// give one up. Intake's answer comes back.
+async fn intake_behind_a_person(
+    t: &TestApp,
+    hold: &str,
+    id: &str,
+    path: &str,
+    payload: Value,
+) -> (StatusCode, Value) {
     use sqlx::Connection;
-    let Some(store) = support::postgres().await else {
-        return;
-    };
-    let url = store.url();
-    let t = TestApp::on(store).await;
-    let (key, _) = integration(&t, "alertmanager", "db").await;
-    let path = format!("/api/v1/integrations/{key}/alertmanager");
-    let held = am_alert(
-        "firing",
-        "held",
-        json!({"alertname": "Lag", "instance": "db-1"}),
-    );
-    let (status, body) = send(&t, &path, &am_payload(vec![held.clone()])).await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
-    let incident_id = alerts(&t, "?service=db").await[0]["incident_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-
-    // A person's transaction: it holds the incident, as a transition does.
+    let url = t.store.url();
     let mut person = sqlx::PgConnection::connect(&url).await.unwrap();
     sqlx::raw_sql("BEGIN").execute(&mut person).await.unwrap();
-    sqlx::query("SELECT id FROM incidents WHERE id = $1 FOR NO KEY UPDATE")
-        .bind(&incident_id)
+    sqlx::query(hold)
+        .bind(id)
         .execute(&mut person)
         .await
         .unwrap();
-    // One request: a new alert (its incident's audit event first), then
-    // the held incident's alert resolved.
-    let mut resolved = held.clone();
-    resolved["status"] = json!("resolved");
-    resolved["endsAt"] = json!("2026-11-21T00:05:00Z");
-    let new = am_alert(
-        "firing",
-        "new",
-        json!({"alertname": "Down", "instance": "db-2"}),
-    );
-    let payload = am_payload(vec![new, resolved]);
-    let (http, target) = (t.http.clone(), t.url(&path));
+    let (http, target) = (t.http.clone(), t.url(path));
     let request = tokio::spawn(async move {
         let res = http.post(&target).json(&payload).send().await.unwrap();
         (res.status(), res.json::<Value>().await.unwrap())
@@ -2167,11 +2143,10 @@ async fn an_alert_waiting_for_a_held_incident_holds_no_audit_head() {
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "intake never waited for the held incident"
+            "intake never waited for the held row"
         );
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    // The person's next step takes the head; it must not wait for intake.
     sqlx::raw_sql("SET LOCAL lock_timeout = '5s'")
         .execute(&mut person)
         .await
@@ -2181,8 +2156,47 @@ async fn an_alert_waiting_for_a_held_incident_holds_no_audit_head() {
         .await
         .expect("the person's transaction takes the audit head while intake waits");
     sqlx::raw_sql("COMMIT").execute(&mut person).await.unwrap();
+    request.await.unwrap()
+}
 
-    let (status, body) = request.await.unwrap();
+/// An alert that resolves an incident a person holds waits for the person
+/// without holding the audit log's head, though an earlier alert of its
+/// request opened an incident (and so has an audit event) first.
+#[tokio::test]
+async fn an_alert_waiting_for_a_held_incident_holds_no_audit_head() {
+    let Some(store) = support::postgres().await else {
+        return;
+    };
+    let t = TestApp::on(store).await;
+    let (key, _) = integration(&t, "alertmanager", "db").await;
+    let path = format!("/api/v1/integrations/{key}/alertmanager");
+    let held = am_alert(
+        "firing",
+        "held",
+        json!({"alertname": "Lag", "instance": "db-1"}),
+    );
+    let (status, body) = send(&t, &path, &am_payload(vec![held.clone()])).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let incident_id = alerts(&t, "?service=db").await[0]["incident_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut resolved = held.clone();
+    resolved["status"] = json!("resolved");
+    resolved["endsAt"] = json!("2026-11-21T00:05:00Z");
+    let new = am_alert(
+        "firing",
+        "new",
+        json!({"alertname": "Down", "instance": "db-2"}),
+    );
+    let (status, body) = intake_behind_a_person(
+        &t,
+        "SELECT id FROM incidents WHERE id = $1 FOR NO KEY UPDATE",
+        &incident_id,
+        &path,
+        am_payload(vec![new, resolved]),
+    )
+    .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     assert_eq!(
         incident(&t, &json!(incident_id)).await["status"],
@@ -2191,5 +2205,64 @@ async fn an_alert_waiting_for_a_held_incident_holds_no_audit_head() {
     let open = alerts(&t, "?service=db&status=triggered").await;
     assert_eq!(open.len(), 1, "{open:?}");
     assert_ne!(open[0]["incident_id"], json!(incident_id));
+    t.assert_audit_verifies().await;
+}
+
+/// A batch opening incidents of two categories waits for a person
+/// declaring one of the second's (who holds its number counter) without
+/// holding the audit log's head: the batch appends its audit events last.
+#[tokio::test]
+async fn a_batch_waiting_for_a_held_incident_number_holds_no_audit_head() {
+    let Some(store) = support::postgres().await else {
+        return;
+    };
+    let t = TestApp::on(store).await;
+    let (key, _) = integration(&t, "alertmanager", "db").await;
+    set_routing(
+        &t,
+        "db",
+        json!({"rules": [{"name": "db", "when": {"labels": {"team": "db"}}, "then": {"category": "database"}}]}),
+    )
+    .await;
+    let path = format!("/api/v1/integrations/{key}/alertmanager");
+    let db = |fingerprint: &str| {
+        am_alert(
+            "firing",
+            fingerprint,
+            json!({"alertname": "Lag", "instance": fingerprint, "team": "db"}),
+        )
+    };
+    let (status, body) = send(&t, &path, &am_payload(vec![db("first")])).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let first = incident(&t, &alerts(&t, "?service=db").await[0]["incident_id"]).await;
+    let prefix = first["number"].as_str().unwrap().split('-').next().unwrap();
+    let other = am_alert(
+        "firing",
+        "other",
+        json!({"alertname": "Down", "instance": "web-1"}),
+    );
+    let (status, body) = intake_behind_a_person(
+        &t,
+        "SELECT last FROM incident_counters WHERE prefix = $1 FOR UPDATE",
+        prefix,
+        &path,
+        am_payload(vec![other, db("second")]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let mut numbers = Vec::new();
+    for a in alerts(&t, "?service=db").await {
+        numbers.push(incident(&t, &a["incident_id"]).await["number"].clone());
+    }
+    numbers.sort_by_key(|n| n.to_string());
+    assert_eq!(numbers.len(), 3, "{numbers:?}");
+    assert!(
+        numbers
+            .iter()
+            .filter(|n| n.as_str().unwrap().starts_with(prefix))
+            .count()
+            == 2,
+        "{numbers:?}"
+    );
     t.assert_audit_verifies().await;
 }
