@@ -17,7 +17,7 @@ use kiroku_domain::{
     AuditEvent, Incident, Operation, OutboxMessage, Source, Status, Target, TimelineEntry,
     TimelineKind, Transition,
 };
-use kiroku_store::{AlertGroup, ChangeRecord, Durable, Tx};
+use kiroku_store::{AlertGroup, ChangeRecord, Durable, IncidentKey, Tx};
 use serde::Serialize;
 use serde_json::json;
 use tokio::sync::oneshot;
@@ -213,20 +213,16 @@ struct Batch {
 }
 
 impl Batch {
-    /// The open incident a new alert of `group` joins: one this batch
-    /// opened for the group, else the one read with the batch's open
-    /// alerts, unless an earlier alert of the batch has resolved it since
+    /// The open incident a new alert of `group` joins: the one this batch
+    /// last opened for the group, else the one read with the batch's open
+    /// alerts; none if an earlier alert of the batch has resolved it since
     /// or, locked after that read, it was found resolved.
     fn open_incident_of(&self, group: &AlertGroup) -> Option<Uuid> {
-        match self.groups.get(&(group.service, group.key.clone())) {
+        let id = match self.groups.get(&(group.service, group.key.clone())) {
             Some(id) => Some(*id),
-            None => self
-                .grouped
-                .get(group)
-                .copied()
-                .flatten()
-                .filter(|id| self.incidents.get(id).is_none_or(|i| i.status.is_open())),
-        }
+            None => self.grouped.get(group).copied().flatten(),
+        };
+        id.filter(|id| self.incidents.get(id).is_none_or(|i| i.status.is_open()))
     }
 
     fn touch(&mut self, alert: Alert) {
@@ -268,11 +264,23 @@ fn incidents_alerts_may_follow(jobs: &[Job], batch: &Batch, now: Timestamp) -> V
         if event.action != AlertAction::Trigger || !named.contains(&(job.integration.id, key)) {
             continue;
         }
-        let group = batch
+        let Some(group) = batch
             .decided
             .get(&n)
-            .and_then(|d| alert_group(job.routed.service.id, d, now));
-        followed.extend(group.and_then(|g| batch.grouped.get(&g).copied().flatten()));
+            .and_then(|d| alert_group(job.routed.service.id, d, now))
+        else {
+            continue;
+        };
+        // Any window: an earlier alert of the group, routed under another
+        // window (its routing read before a change), may have found the
+        // incident this one then joins.
+        followed.extend(
+            batch
+                .grouped
+                .iter()
+                .filter(|(g, _)| g.service == group.service && g.key == group.key)
+                .filter_map(|(_, id)| *id),
+        );
     }
     followed.into_iter().collect()
 }
@@ -820,10 +828,18 @@ impl App {
         t: Transition,
         now: Timestamp,
     ) -> Result<()> {
-        // Locked with the batch's first reads or opened by it; one not
-        // there no longer exists.
-        let Some(mut current) = batch.incidents.remove(&incident) else {
-            return Ok(());
+        // Locked with the batch's first reads, or opened by it. Should one
+        // have been missed, the alert's change still comes first: it is
+        // locked now, out of the usual order.
+        let mut current = match batch.incidents.remove(&incident) {
+            Some(i) => i,
+            None => {
+                tracing::warn!(%incident, "an alert's incident was not locked with its batch");
+                match tx.incident_for_update(&IncidentKey::Id(incident)).await? {
+                    Some(i) => i,
+                    None => return Ok(()),
+                }
+            }
         };
         let behind = match t {
             Transition::Acknowledge => current.status == Status::Triggered,

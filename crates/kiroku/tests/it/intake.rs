@@ -2266,3 +2266,53 @@ async fn a_batch_waiting_for_a_held_incident_number_holds_no_audit_head() {
     );
     t.assert_audit_verifies().await;
 }
+
+/// Within one request, a group's alert opens an incident and resolves it,
+/// and then another alert of the group fires: that one opens a new
+/// incident instead of joining the resolved one.
+#[tokio::test]
+async fn an_alert_after_its_group_resolved_in_the_same_request_opens_a_new_incident() {
+    let t = TestApp::sqlite().await;
+    let (key, _) = integration(&t, "alertmanager", "disks").await;
+    set_routing(
+        &t,
+        "disks",
+        json!({"grouping": {"mode": "labels", "labels": ["alertname"], "window_minutes": 60}}),
+    )
+    .await;
+    let path = format!("/api/v1/integrations/{key}/alertmanager");
+    let disk = |status: &str, instance: &str| {
+        am_alert(
+            status,
+            instance,
+            json!({"alertname": "DiskFull", "instance": instance}),
+        )
+    };
+    let payload = am_payload(vec![
+        disk("firing", "d1"),
+        disk("resolved", "d1"),
+        disk("firing", "d2"),
+    ]);
+    let (status, body) = send(&t, &path, &payload).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let stored = every_alert(&t, "disks").await;
+    let of = |fingerprint: &str| {
+        stored
+            .iter()
+            .find(|a| a["dedup_key"] == fingerprint)
+            .unwrap_or_else(|| panic!("no alert {fingerprint}: {stored:?}"))
+            .clone()
+    };
+    let (first, second) = (of("d1"), of("d2"));
+    assert_eq!(first["status"], "resolved");
+    assert_eq!(
+        incident(&t, &first["incident_id"]).await["status"],
+        "resolved"
+    );
+    assert_eq!(second["status"], "triggered");
+    assert_ne!(second["incident_id"], first["incident_id"]);
+    assert_eq!(
+        incident(&t, &second["incident_id"]).await["status"],
+        "triggered"
+    );
+}
