@@ -7,7 +7,9 @@ use uuid::Uuid;
 
 use crate::convert::{from_doc, micros, to_doc};
 use crate::escalation::{Versioned, docs_for_update};
-use crate::store::{Bind, Filter, ROWS_PER_STATEMENT, SqlStore, Statement, multi_insert, page};
+use crate::store::{
+    Bind, Filter, ROWS_PER_STATEMENT, SqlStore, Statement, multi_insert, pad_to_shape, page,
+};
 use crate::writer::execute_each;
 use crate::{Dialect, map_err};
 use kiroku_store::IncidentKey;
@@ -381,21 +383,6 @@ pub(crate) async fn take_advisory_locks(
         rows.join("), (")
     );
     execute_each(conn, vec![(sql, f.binds)]).await
-}
-
-/// Repeats the last of `items` until their count is a power of two, or
-/// a multiple of `chunk` past it: the read's text then takes one of a few
-/// shapes, which the statement caches keep prepared, where a text for
-/// every count would be parsed afresh. A key met twice in an `IN` list, or
-/// a group looked up twice under its number, changes no answer.
-pub(crate) fn pad_to_shape<T: Copy>(items: &mut Vec<T>, chunk: usize) {
-    let Some(&last) = items.last() else { return };
-    let shape = if items.len() < chunk {
-        items.len().next_power_of_two().min(chunk)
-    } else {
-        items.len().next_multiple_of(chunk)
-    };
-    items.resize(shape, last);
 }
 
 /// The open alerts, and each of `groups` groups' open incident, from the

@@ -6,13 +6,10 @@ use jiff::Timestamp;
 use kiroku_domain::escalation::Escalation;
 use kiroku_store::{Result, StoreError};
 use sqlx::AnyConnection;
-use sqlx::Row;
-use sqlx::any::AnyRow;
 use uuid::Uuid;
 
-use crate::alerts::pad_to_shape;
 use crate::convert::{from_doc, micros, opt_micros, to_doc};
-use crate::store::{Bind, Filter, SqlStore, Statement, insert_row};
+use crate::store::{Bind, Filter, SqlStore, Statement, docs_of_rows, insert_row, locking_reads};
 use crate::writer::fetch_each;
 use crate::{Dialect, map_err};
 
@@ -179,48 +176,6 @@ pub(crate) async fn docs_for_update<T: serde::de::DeserializeOwned>(
     let reads = locking_reads(dialect, table, column, &[id]);
     docs_of_rows(&fetch_each(conn, reads).await?)
 }
-
-/// The reads of the rows in `table` whose `column` is one of `ids` (table
-/// and column always ours), one per `IDS_PER_STATEMENT`, locking them for
-/// the rest of the transaction in order of id: the order in which writers
-/// taking them one by one, sorted, take them. Ids are hyphenated
-/// lower-case text of one shape, which byte-wise and glibc collations
-/// order as the ids' bytes. Each statement's ids are padded to one of a
-/// few counts, so that its text stays prepared.
-pub(crate) fn locking_reads(
-    dialect: Dialect,
-    table: &'static str,
-    column: &'static str,
-    ids: &[Uuid],
-) -> Vec<Statement> {
-    let mut ids = ids.to_vec();
-    ids.sort_unstable();
-    ids.dedup();
-    ids.chunks(IDS_PER_STATEMENT)
-        .map(|chunk| {
-            let mut chunk = chunk.to_vec();
-            pad_to_shape(&mut chunk, IDS_PER_STATEMENT);
-            let mut f = Filter::for_dialect(dialect);
-            f.any_of(column, chunk.iter().map(Uuid::to_string).collect());
-            let sql = format!(
-                "SELECT doc FROM {table}{} ORDER BY {column}{}",
-                f.where_sql(),
-                dialect.for_update()
-            );
-            (sql, f.binds)
-        })
-        .collect()
-}
-
-/// The documents in the first column of `rows`.
-pub(crate) fn docs_of_rows<T: serde::de::DeserializeOwned>(rows: &[AnyRow]) -> Result<Vec<T>> {
-    rows.iter()
-        .map(|row| from_doc(&row.try_get::<String, _>(0).map_err(map_err)?))
-        .collect()
-}
-
-/// Ids per locking read, well below every backend's limit on bound values.
-const IDS_PER_STATEMENT: usize = 500;
 
 /// The upsert of an escalation's row, held like other inserts: it follows
 /// a locked read of the row, or the incident was declared in the same

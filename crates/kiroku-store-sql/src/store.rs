@@ -19,7 +19,8 @@ use kiroku_store::{
     StoreError, ThrottleRecord, TokenRecord, Tx, UserRecord, Work,
 };
 use sqlx::AnyPool;
-use sqlx::any::AnyArguments;
+use sqlx::Row;
+use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::query::Query;
 use uuid::Uuid;
 
@@ -172,6 +173,63 @@ pub(crate) type Statement = (String, Vec<Bind>);
 /// Rows per multi-row insert: with at most 10 binds a row, far below every
 /// backend's limit on bound parameters.
 pub(crate) const ROWS_PER_STATEMENT: usize = 200;
+
+/// The reads of the rows in `table` whose `column` is one of `ids` (table
+/// and column always ours), one per `IDS_PER_STATEMENT`, locking them for
+/// the rest of the transaction in order of id: the order in which writers
+/// taking them one by one, sorted, take them. Ids are hyphenated
+/// lower-case text of one shape, which byte-wise and glibc collations
+/// order as the ids' bytes. Each statement's ids are padded to one of a
+/// few counts, so that its text stays prepared.
+pub(crate) fn locking_reads(
+    dialect: Dialect,
+    table: &'static str,
+    column: &'static str,
+    ids: &[Uuid],
+) -> Vec<Statement> {
+    let mut ids = ids.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    ids.chunks(IDS_PER_STATEMENT)
+        .map(|chunk| {
+            let mut chunk = chunk.to_vec();
+            pad_to_shape(&mut chunk, IDS_PER_STATEMENT);
+            let mut f = Filter::for_dialect(dialect);
+            f.any_of(column, chunk.iter().map(Uuid::to_string).collect());
+            let sql = format!(
+                "SELECT doc FROM {table}{} ORDER BY {column}{}",
+                f.where_sql(),
+                dialect.for_update()
+            );
+            (sql, f.binds)
+        })
+        .collect()
+}
+
+/// The documents in the first column of `rows`.
+pub(crate) fn docs_of_rows<T: serde::de::DeserializeOwned>(rows: &[AnyRow]) -> Result<Vec<T>> {
+    rows.iter()
+        .map(|row| from_doc(&row.try_get::<String, _>(0).map_err(map_err)?))
+        .collect()
+}
+
+/// Ids per locking read, well below every backend's limit on bound values.
+const IDS_PER_STATEMENT: usize = 500;
+
+/// Repeats the last of `items` until their count is a power of two, or
+/// a multiple of `chunk` past it: the read's text then takes one of a few
+/// shapes, which the statement caches keep prepared, where a text for
+/// every count would be parsed afresh. A key met twice in an `IN` list, or
+/// a group looked up twice under its number, changes no answer.
+pub(crate) fn pad_to_shape<T: Copy>(items: &mut Vec<T>, chunk: usize) {
+    let Some(&last) = items.last() else { return };
+    let shape = if items.len() < chunk {
+        items.len().next_power_of_two().min(chunk)
+    } else {
+        items.len().next_multiple_of(chunk)
+    };
+    items.resize(shape, last);
+}
 
 /// A one-row `INSERT … VALUES (…) …tail`, with the dialect's placeholders,
 /// so that a transaction may hold it with its other inserts.

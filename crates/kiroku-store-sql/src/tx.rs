@@ -25,7 +25,8 @@ use crate::convert::{from_doc, from_micros, micros, opt_micros, search_text, to_
 use crate::escalation::{self, Versioned};
 use crate::reports;
 use crate::store::{
-    Bind, Filter, ROWS_PER_STATEMENT, Statement, from_rows, insert_row, multi_insert,
+    Bind, Filter, ROWS_PER_STATEMENT, Statement, docs_of_rows, from_rows, insert_row,
+    locking_reads, multi_insert,
 };
 use crate::wal::WalSync;
 use crate::writer::{WriteTx, execute_each, fetch_each, fetch_joined};
@@ -298,8 +299,8 @@ impl Tx for SqlTx {
     }
 
     async fn incidents_for_update(&mut self, ids: &[Uuid]) -> Result<Vec<Incident>> {
-        let reads = escalation::locking_reads(self.dialect, "incidents", "id", ids);
-        escalation::docs_of_rows(&self.send(reads).await?)
+        let reads = locking_reads(self.dialect, "incidents", "id", ids);
+        docs_of_rows(&self.send(reads).await?)
     }
 
     async fn update_incident(&mut self, i: &Incident, expected_version: i64) -> Result<()> {
@@ -852,9 +853,8 @@ impl Tx for SqlTx {
     }
 
     async fn escalations_for_update(&mut self, incidents: &[Uuid]) -> Result<Vec<Escalation>> {
-        let reads =
-            escalation::locking_reads(self.dialect, "escalations", "incident_id", incidents);
-        escalation::docs_of_rows(&self.send(reads).await?)
+        let reads = locking_reads(self.dialect, "escalations", "incident_id", incidents);
+        docs_of_rows(&self.send(reads).await?)
     }
 
     async fn save_escalation(&mut self, e: &Escalation, due_at: Option<Timestamp>) -> Result<()> {
