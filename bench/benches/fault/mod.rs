@@ -522,14 +522,14 @@ async fn send_one(
                 rig.generic
             ))
             .json(&json!({"summary": key, "source": "fault", "severity": "critical", "dedup_key": key})),
-        Kind::PagerDuty => client.post(format!("{base}/v2/enqueue")).json(&json!({
-            "routing_key": rig.pagerduty, "event_action": "trigger", "dedup_key": key,
-            "payload": {"summary": key, "source": "fault", "severity": "error"}
-        })),
-        Kind::Resolving | Kind::Resolve => {
-            let action = if matches!(kind, Kind::Resolve) { "resolve" } else { "trigger" };
+        Kind::PagerDuty | Kind::Resolving | Kind::Resolve => {
+            let (routing_key, action) = match kind {
+                Kind::PagerDuty => (&rig.pagerduty, "trigger"),
+                Kind::Resolving => (&rig.resolving, "trigger"),
+                _ => (&rig.resolving, "resolve"),
+            };
             client.post(format!("{base}/v2/enqueue")).json(&json!({
-                "routing_key": rig.resolving, "event_action": action, "dedup_key": key,
+                "routing_key": routing_key, "event_action": action, "dedup_key": key,
                 "payload": {"summary": key, "source": "fault", "severity": "error"}
             }))
         }
