@@ -524,10 +524,8 @@ impl App {
         // draws an incident number or takes the audit log's head: the
         // order every writer keeps.
         let followed = incidents_alerts_may_follow(jobs, &batch, now);
-        if !followed.is_empty() {
-            for incident in tx.incidents_for_update(&followed).await? {
-                batch.incidents.insert(incident.id, incident);
-            }
+        for incident in tx.incidents_for_update(&followed).await? {
+            batch.incidents.insert(incident.id, incident);
         }
         let mut results = Vec::with_capacity(jobs.len());
         for job in jobs.iter_mut() {

@@ -291,7 +291,8 @@ pub trait Tx: Send {
     /// Reads an incident and holds it against concurrent writers.
     async fn incident_for_update(&mut self, key: &IncidentKey) -> Result<Option<Incident>>;
     /// Reads those of `ids` that exist and holds them against concurrent
-    /// writers, taking them in order of id, in one round trip.
+    /// writers, taking them in order of id, in one round trip (none for no
+    /// ids, unless held writes wait to be sent).
     async fn incidents_for_update(&mut self, ids: &[Uuid]) -> Result<Vec<Incident>>;
     /// Replaces the incident if the stored version is `expected_version`.
     async fn update_incident(&mut self, incident: &Incident, expected_version: i64) -> Result<()>;
